@@ -1,0 +1,138 @@
+"""Our own model format: a safetensors file whose metadata holds the model's config as JSON.
+
+Loading never unpickles anything, and every write is atomic (a temporary file in the same folder,
+fsynced, then renamed over the target), so a killed process never leaves a half-written file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+FORMAT_VERSION = "1"
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success, fsync it and rename it over ``path``.
+
+    Args:
+        path: The final file. Its folder is created if missing.
+
+    On any exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
+    """Save a model built by this package as safetensors, atomically.
+
+    Args:
+        model: A model with a ``config`` dict (every model this package builds has one).
+        path: Destination file, conventionally ``*.safetensors``.
+        extra: Optional JSON-serialisable metadata stored beside the config (e.g. class names).
+
+    Returns:
+        The path written.
+    """
+    config = getattr(model, "config", None)
+    if not isinstance(config, dict):
+        raise ValueError("model has no config dict: save_model needs a model built by mobilenets")
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {"format": "mobilenets", "version": FORMAT_VERSION, "config": json.dumps(config),
+                "extra": json.dumps(extra or {})}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def read_model_file(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], dict]:
+    """Read a file written by ``save_model``: (config, state dict, extra metadata).
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if it is not a readable mobilenets safetensors file (names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file: {e}") from None
+    if metadata.get("format") != "mobilenets" or "config" not in metadata:
+        raise ValueError(f"{path} is a safetensors file but not one written by mobilenets "
+                         "(no model config in its metadata); use `mobilenets convert` for "
+                         "timm or Keras weights")
+    return json.loads(metadata["config"]), state, json.loads(metadata.get("extra", "{}"))
+
+
+def load_model(path: str | os.PathLike, **overrides) -> nn.Module:
+    """Rebuild and load a model saved by ``save_model``.
+
+    Args:
+        path: The ``.safetensors`` file.
+        **overrides: Constructor arguments to change that do not alter weight shapes
+            (e.g. ``dropout``, ``output_stride``).
+
+    Returns:
+        The model, in eval mode.
+    """
+    from .registry import build_from_config
+
+    config, state, _ = read_model_file(path)
+    model = build_from_config({**config, **overrides})
+    load_state_dict_checked(model, state, source=str(path))
+    return model.eval()
+
+
+def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str,
+                            max_listed: int = 5) -> None:
+    """Load ``state`` into ``model`` strictly, with an error that lists the first mismatches.
+
+    Args:
+        model: The target model.
+        state: Tensors by parameter/buffer name.
+        source: What the tensors came from (a file name), for the error message.
+        max_listed: How many mismatches of each kind the error lists. Default 5.
+
+    Raises:
+        ValueError: on missing or unexpected keys or shape mismatches.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    problems = []
+    for title, items in (("shape mismatches", shapes), ("missing in file", missing),
+                         ("unexpected in file", unexpected)):
+        if items:
+            listed = "; ".join(items[:max_listed]) + (" ..." if len(items) > max_listed else "")
+            problems.append(f"{len(items)} {title}: {listed}")
+    if problems:
+        raise ValueError(f"weights in {source} do not fit the model: " + " | ".join(problems))
+    model.load_state_dict(state, strict=True)

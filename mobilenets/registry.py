@@ -1,0 +1,115 @@
+"""The registry of named variants: it drives the CLI, the tests and the README's model table."""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from .mobilenet_v1 import V1_SHALLOW_BLOCKS, MobileNetV1
+
+#: Model classes by the ``arch`` key stored in every model's config.
+ARCHS: dict[str, type[nn.Module]] = {"mobilenet_v1": MobileNetV1}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One named variant.
+
+    Attributes:
+        name: Registry name, e.g. ``mobilenet_v1_0.75_160``.
+        arch: Key into ``ARCHS``.
+        resolution: Default input size (square), which sets the resolution multiplier rho.
+        kwargs: Constructor arguments of the arch.
+        paper: What the paper prints for it on ImageNet, where it does:
+            ``{"table": ..., "top1": %, "madds_m": millions, "params_m": millions}``.
+    """
+
+    name: str
+    arch: str
+    resolution: int
+    kwargs: dict = field(default_factory=dict)
+    paper: dict | None = None
+
+
+def _paper(table: str, top1: float, madds_m: float, params_m: float) -> dict:
+    return {"table": table, "top1": top1, "madds_m": madds_m, "params_m": params_m}
+
+
+# ImageNet figures the paper prints for these variants (Tables 4-9); the other grid points appear
+# only in Figures 4 and 5, as dots.
+_PAPER_V1 = {
+    (1.0, 224): _paper("6, 7, 8", 70.6, 569, 4.2),
+    (0.75, 224): _paper("5, 6", 68.4, 325, 2.6),
+    (0.5, 224): _paper("6", 63.7, 149, 1.3),
+    (0.25, 224): _paper("6", 50.6, 41, 0.5),
+    (1.0, 192): _paper("7", 69.1, 418, 4.2),
+    (1.0, 160): _paper("7", 67.2, 290, 4.2),
+    (1.0, 128): _paper("7", 64.4, 186, 4.2),
+    (0.5, 160): _paper("9", 60.2, 76, 1.32),
+}
+
+WIDTH_MULTS = (1.0, 0.75, 0.5, 0.25)
+RESOLUTIONS = (224, 192, 160, 128)
+
+MODELS: dict[str, ModelSpec] = {}
+for _a in WIDTH_MULTS:
+    for _r in RESOLUTIONS:
+        _name = f"mobilenet_v1_{_a}_{_r}"
+        MODELS[_name] = ModelSpec(_name, "mobilenet_v1", _r, {"width_mult": _a}, _PAPER_V1.get((_a, _r)))
+MODELS["mobilenet_v1_conv_224"] = ModelSpec(  # Table 4: full convolutions instead of separable
+    "mobilenet_v1_conv_224", "mobilenet_v1", 224, {"block": "full"},
+    _paper("4", 71.7, 4866, 29.3))
+MODELS["mobilenet_v1_shallow_224"] = ModelSpec(  # Table 5: the five 14x14x512 blocks removed
+    "mobilenet_v1_shallow_224", "mobilenet_v1", 224,
+    {"blocks": [list(r) for r in V1_SHALLOW_BLOCKS]}, _paper("5", 65.3, 307, 2.9))
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names matching a shell-style ``pattern`` (default: all), in registry order."""
+    return [n for n in MODELS if fnmatch.fnmatch(n, pattern)]
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of a registered model.
+
+    Raises:
+        ValueError: for an unknown name, suggesting the nearest registered names.
+    """
+    if name not in MODELS:
+        close = difflib.get_close_matches(name, MODELS, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown model {name!r}{hint} (`mobilenets models` lists all "
+                         f"{len(MODELS)})")
+    return MODELS[name]
+
+
+def create_model(name: str, **overrides) -> nn.Module:
+    """Build a registered variant, freshly initialised.
+
+    Args:
+        name: A name from ``list_models()``, e.g. ``"mobilenet_v1_0.5_160"``.
+        **overrides: Constructor arguments that replace the variant's (``num_classes``,
+            ``dropout``, ``activation``, ...).
+
+    Returns:
+        The model; ``model.config["resolution"]`` holds the variant's input size.
+    """
+    spec = get_spec(name)
+    model = ARCHS[spec.arch](**{**spec.kwargs, **overrides})
+    model.config["resolution"] = spec.resolution
+    model.config["name"] = name
+    return model
+
+
+def build_from_config(config: dict) -> nn.Module:
+    """Rebuild a model from its ``config`` dict (as stored by ``checkpoint.save_model``)."""
+    config = dict(config)
+    arch = config.pop("arch", None)
+    if arch not in ARCHS:
+        raise ValueError(f"config names unknown arch {arch!r}; known: {sorted(ARCHS)}")
+    extra = {k: config.pop(k) for k in ("resolution", "name") if k in config}
+    model = ARCHS[arch](**config)
+    model.config.update(extra)
+    return model
