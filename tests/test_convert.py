@@ -1,0 +1,339 @@
+"""Weight import: converted models reproduce the timm and Keras reference models' logits.
+
+The references are built offline (timm ``pretrained=False``, Keras ``weights=None``) with
+randomised BatchNorm parameters whose running statistics are calibrated on random images, so that
+activations neither vanish nor saturate (fresh BN statistics would make every test trivial), then
+saved in each file format, converted and compared in eval mode on random inputs.
+"""
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import numpy as np
+import pytest
+import torch
+
+from mobilenets import load_model
+from mobilenets.checkpoint import read_model_file
+from mobilenets.registry import build_from_config
+from mobilenets.convert import (convert, detect_source, load_keras_mobilenet,
+                                load_timm_mobilenet_v1)
+
+keras = pytest.importorskip("keras")
+timm = pytest.importorskip("timm")
+h5py = pytest.importorskip("h5py")
+from safetensors.torch import save_file  # noqa: E402
+
+#: Logits (and pooled features) must agree this closely, max abs.
+TOL = 1e-4
+#: For the unpooled last feature map (include_top=False): its values reach 6 (ReLU6) and float32
+#: rounding alone moves them by ~1e-4 (our own model in float32 vs float64 differs that much), so
+#: the map is compared more loosely and its spatial mean at ``TOL``.
+FEATURE_MAP_TOL = 5e-4
+
+# Keras' torch backend converts tensors with np.array(), which NumPy 2 flags; not our concern here.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+def _max_diff(a, b) -> float:
+    return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max())
+
+
+def _assert_meaningful(ref: np.ndarray) -> None:
+    """The reference output must depend on the input, else agreement proves little."""
+    assert np.abs(ref[0] - ref[1]).max() > 1e-2, "reference output does not depend on the input"
+
+
+# ----------------------------------------------------------------------------------------- Keras
+
+def _keras_reference(alpha: float, res: int, include_top: bool = True, classes: int = 1000,
+                     seed: int = 0):
+    """A Keras MobileNet with random, calibrated BN parameters (logits out: no softmax)."""
+    rng = np.random.default_rng(seed)
+    keras.utils.set_random_seed(seed)
+    model = keras.applications.MobileNet(input_shape=(res, res, 3), alpha=alpha, weights=None,
+                                         include_top=include_top, classes=classes,
+                                         classifier_activation=None)
+    bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    for layer in bns:
+        c = layer.gamma.shape[0]
+        _, _, mean, var = layer.get_weights()
+        layer.set_weights([rng.uniform(0.5, 1.5, c).astype("float32"),
+                           rng.normal(0, 0.2, c).astype("float32"), mean, var])
+        layer.momentum = 0.0  # one training call sets the moving statistics to the batch's
+    model(rng.normal(size=(4, res, res, 3)).astype("float32"), training=True)
+    for layer in bns:
+        layer.momentum = 0.99
+        gamma, beta, mean, var = layer.get_weights()
+        c = gamma.shape[0]
+        layer.set_weights([gamma, beta,
+                           mean + (rng.normal(0, 0.05, c) * np.sqrt(var)).astype("float32"),
+                           var * rng.uniform(0.8, 1.25, c).astype("float32")])
+    if include_top:
+        head = model.get_layer("conv_preds")
+        kernel, bias = head.get_weights()
+        head.set_weights([kernel, rng.normal(0, 0.1, bias.shape).astype("float32")])
+    return model
+
+
+def _keras_forward(model, x: torch.Tensor) -> np.ndarray:
+    """Keras output for an NCHW batch, returned NCHW (feature maps) or (N, K) (logits)."""
+    out = keras.ops.convert_to_numpy(model(x.permute(0, 2, 3, 1).numpy(), training=False))
+    return out.transpose(0, 3, 1, 2) if out.ndim == 4 else out
+
+
+def _write_keras2_weights_h5(model, path) -> None:
+    """A weights-only legacy .h5 laid out as Keras 2's ``save_weights`` writes it (as the files
+    Keras Applications publishes are): ``layer_names`` / ``weight_names`` attributes, ``:0``
+    suffixes and DepthwiseConv2D's ``depthwise_kernel``."""
+    layers = [l for l in model.layers if l.weights]
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [l.name.encode() for l in layers]
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = b"2.2.4"
+        for layer in layers:
+            group = f.create_group(layer.name)
+            names = []
+            for w in layer.weights:
+                var = w.name
+                if isinstance(layer, keras.layers.DepthwiseConv2D) and var == "kernel":
+                    var = "depthwise_kernel"
+                name = f"{layer.name}/{var}:0"
+                group.create_dataset(name, data=keras.ops.convert_to_numpy(w))
+                names.append(name.encode())
+            group.attrs["weight_names"] = names
+
+
+def _save_keras(model, fmt: str, tmp_path):
+    if fmt == "keras":
+        path = tmp_path / "m.keras"
+        model.save(path)
+    elif fmt == "weights.h5":
+        path = tmp_path / "m.weights.h5"
+        model.save_weights(path)
+    elif fmt == "full.h5":
+        path = tmp_path / "m.h5"
+        model.save(path)  # legacy HDF5 full model
+    else:
+        path = tmp_path / "m_keras2.h5"
+        _write_keras2_weights_h5(model, path)
+    return path
+
+
+KERAS_CASES = [
+    # alpha, resolution, file format, include_top, classes, background_class
+    (0.25, 128, "keras", True, 1000, False),
+    (0.5, 160, "weights.h5", True, 1000, False),
+    (1.0, 224, "full.h5", True, 1000, False),
+    (0.5, 128, "keras2_weights.h5", True, 1001, True),
+    (0.25, 160, "weights.h5", False, None, False),
+]
+
+
+@pytest.mark.parametrize("alpha,res,fmt,include_top,classes,background", KERAS_CASES,
+                         ids=[f"a{c[0]}-r{c[1]}-{c[2]}-{'top' if c[3] else 'notop'}"
+                              f"{'-bg' if c[5] else ''}" for c in KERAS_CASES])
+def test_keras_equivalence(alpha, res, fmt, include_top, classes, background, tmp_path):
+    ref_model = _keras_reference(alpha, res, include_top, classes or 1000)
+    path = _save_keras(ref_model, fmt, tmp_path)
+    kwargs = {"background_class": True} if background else {}
+    model = load_keras_mobilenet(path, **kwargs)
+    assert model.width_mult == alpha
+    assert model.include_top == include_top
+    x = torch.randn(2, 3, res, res, generator=torch.Generator().manual_seed(1))
+    ref = _keras_forward(ref_model, x)
+    with torch.no_grad():
+        out = model(x).numpy()
+    if background:  # forward drops TF-Slim's background logit 0
+        assert model.classifier.out_features == 1001 and out.shape == (2, 1000)
+        ref = ref[:, 1:]
+    assert out.shape == ref.shape
+    _assert_meaningful(ref)
+    diff = _max_diff(out, ref)
+    print(f"keras {fmt} alpha={alpha} res={res}: max abs diff {diff:.2e}")
+    if include_top:
+        assert diff < TOL
+    else:
+        assert diff < FEATURE_MAP_TOL
+        assert _max_diff(out.mean(axis=(2, 3)), ref.mean(axis=(2, 3))) < TOL
+
+
+def test_keras_padding_matters(tmp_path):
+    """The equivalence tests can tell: symmetric padding gives clearly different logits."""
+    ref_model = _keras_reference(0.25, 128)
+    model = load_keras_mobilenet(_save_keras(ref_model, "keras", tmp_path))
+    wrong = build_from_config({**model.config, "padding": "symmetric"}).eval()
+    wrong.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        assert _max_diff(wrong(x).numpy(), _keras_forward(ref_model, x)) > 10 * TOL
+
+
+# ------------------------------------------------------------------------------------------ timm
+
+def _timm_reference(name: str, res: int, num_classes: int = 1000, seed: int = 0):
+    """A timm model with random gamma/beta and running statistics calibrated on random images."""
+    torch.manual_seed(seed)
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        for bn in bns:
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.normal_(0, 0.2)
+            bn.momentum = 1.0  # one training pass sets the running statistics to the batch's
+        model.train()(torch.randn(4, 3, res, res))
+        for bn in bns:
+            bn.running_var.mul_(torch.empty_like(bn.running_var).uniform_(0.8, 1.25))
+            bn.momentum = 0.1
+        model.classifier.bias.normal_(0, 0.1)
+    return model.eval()
+
+
+def _timm_check(ref_model, model, res, drop_background=False):
+    x = torch.randn(2, 3, res, res, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = ref_model(x).numpy()
+        out = model(x).numpy()
+    if drop_background:
+        ref = ref[:, 1:]
+    assert out.shape == ref.shape
+    _assert_meaningful(ref)
+    return _max_diff(out, ref)
+
+
+@pytest.fixture(scope="module")
+def timm100():
+    return _timm_reference("mobilenetv1_100", 160)
+
+
+@pytest.mark.parametrize("name,res,ext", [("mobilenetv1_100", 160, ".pth"),
+                                          ("mobilenetv1_125", 128, ".safetensors")])
+def test_timm_equivalence(name, res, ext, timm100, tmp_path):
+    ref_model = timm100 if name == "mobilenetv1_100" else _timm_reference(name, res)
+    path = tmp_path / f"{name}{ext}"
+    if ext == ".pth":
+        torch.save(ref_model.state_dict(), path)
+    else:
+        save_file({k: v.contiguous() for k, v in ref_model.state_dict().items()}, str(path))
+    model = load_timm_mobilenet_v1(path)
+    assert model.width_mult == {"mobilenetv1_100": 1.0, "mobilenetv1_125": 1.25}[name]
+    assert model.config["activation"] == "relu6" and model.config["padding"] == "symmetric"
+    diff = _timm_check(ref_model, model, res)
+    print(f"timm {name}{ext} res={res}: max abs diff {diff:.2e}")
+    assert diff < TOL
+
+
+def test_timm_wrapped_checkpoints(timm100, tmp_path):
+    """A state dict passed directly, and timm training checkpoints wrapping it (DataParallel's
+    ``module.`` prefix included)."""
+    state = timm100.state_dict()
+    assert _timm_check(timm100, load_timm_mobilenet_v1(state), 160) < TOL
+    path = tmp_path / "checkpoint.pth.tar"
+    torch.save({"epoch": 3, "arch": "mobilenetv1_100", "state_dict": state}, path)
+    assert _timm_check(timm100, load_timm_mobilenet_v1(path), 160) < TOL
+    wrapped = {"model": {f"module.{k}": v for k, v in state.items()}}
+    assert _timm_check(timm100, load_timm_mobilenet_v1(wrapped), 160) < TOL
+
+
+def test_timm_1001_classes_background():
+    """A 1001-way (TF-Slim) head: with background_class=True, logit 0 is dropped; without, it is
+    an ordinary 1001-class model."""
+    ref_model = _timm_reference("mobilenetv1_100", 128, num_classes=1001)
+    state = ref_model.state_dict()
+    model = load_timm_mobilenet_v1(state, background_class=True)
+    assert model.num_classes == 1000 and model.classifier.out_features == 1001
+    diff = _timm_check(ref_model, model, 128, drop_background=True)
+    print(f"timm 1001-class background: max abs diff {diff:.2e}")
+    assert diff < TOL
+    plain = load_timm_mobilenet_v1(state)
+    assert plain.num_classes == 1001 and not plain.background_class
+    assert _timm_check(ref_model, plain, 128) < TOL
+
+
+# --------------------------------------------------------------------------------------- errors
+
+def test_shape_mismatch_lists_key(timm100):
+    state = dict(timm100.state_dict())
+    state["blocks.3.2.conv_pw.weight"] = torch.zeros(512, 500, 1, 1)
+    with pytest.raises(ValueError) as e:
+        load_timm_mobilenet_v1(state)
+    msg = str(e.value)
+    assert "blocks.3.2.conv_pw.weight" in msg and "features.8.pw.conv.weight" in msg
+    assert "(512, 500, 1, 1)" in msg
+
+
+def test_not_a_mobilenet_v1(timm100):
+    state = {k: v for k, v in timm100.state_dict().items() if not k.startswith("blocks.3.5.")}
+    with pytest.raises(ValueError, match=r"\[1, 2, 2, 5, 2\]"):
+        load_timm_mobilenet_v1(state)
+    with pytest.raises(ValueError, match="conv_stem"):
+        load_timm_mobilenet_v1({"fc.weight": torch.zeros(3, 3)})
+
+
+def test_keras_h5_not_a_mobilenet(tmp_path):
+    path = tmp_path / "other.weights.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("layers/dense/vars/0", data=np.zeros((4, 2), "float32"))
+    with pytest.raises(ValueError, match="other.weights.h5"):
+        load_keras_mobilenet(path)
+
+
+@pytest.mark.parametrize("loader", [load_timm_mobilenet_v1, load_keras_mobilenet, convert])
+def test_missing_file(loader, tmp_path):
+    path = tmp_path / "nope.pth"
+    args = (path, tmp_path / "out.safetensors") if loader is convert else (path,)
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        loader(*args)
+
+
+@pytest.mark.parametrize("name", ["junk.pth", "junk.safetensors", "junk.h5", "junk.keras"])
+def test_corrupt_file(name, tmp_path):
+    path = tmp_path / name
+    path.write_bytes(np.random.default_rng(0).bytes(64) + b"not a model" * 10)
+    loader = load_keras_mobilenet if name.endswith((".h5", ".keras")) else load_timm_mobilenet_v1
+    with pytest.raises(ValueError, match=name):
+        loader(path)
+    with pytest.raises(ValueError, match=name):
+        convert(path, tmp_path / "out.safetensors")
+
+
+def test_truncated_keras_files(tmp_path):
+    """Files that start right but are cut short (an interrupted download)."""
+    for name, magic in (("cut.h5", b"\x89HDF\r\n\x1a\n"), ("cut.keras", b"PK\x03\x04")):
+        path = tmp_path / name
+        path.write_bytes(magic + b"\0" * 100)
+        with pytest.raises(ValueError, match=name):
+            load_keras_mobilenet(path)
+
+
+# -------------------------------------------------------------------------------------- convert
+
+def test_convert_round_trip(timm100, tmp_path):
+    src = tmp_path / "timm.safetensors"
+    save_file({k: v.contiguous() for k, v in timm100.state_dict().items()}, str(src))
+    assert detect_source(src) == "timm"
+    dst = convert(src, tmp_path / "out" / "ours.safetensors")
+    assert dst == tmp_path / "out" / "ours.safetensors" and dst.is_file()
+    assert detect_source(dst) == "mobilenets"
+    config, _, extra = read_model_file(dst)
+    assert config["activation"] == "relu6" and config["width_mult"] == 1.0
+    assert extra["source_format"] == "timm"
+    model = load_model(dst)
+    assert _timm_check(timm100, model, 160) < TOL
+    # Our own format converts to itself.
+    again = convert(dst, tmp_path / "again.safetensors")
+    assert _timm_check(timm100, load_model(again), 160) < TOL
+    with pytest.raises(ValueError, match="source"):
+        convert(src, tmp_path / "x.safetensors", source="onnx")
+
+
+def test_convert_keras_auto(tmp_path):
+    ref_model = _keras_reference(0.25, 128, seed=3)
+    src = _save_keras(ref_model, "weights.h5", tmp_path)
+    assert detect_source(src) == "keras"
+    dst = convert(src, tmp_path / "k.safetensors")
+    model = load_model(dst)
+    assert model.config["padding"] == "tf_same" and model.config["bn_eps"] == 1e-3
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        assert _max_diff(model(x).numpy(), _keras_forward(ref_model, x)) < TOL
