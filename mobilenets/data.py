@@ -1,0 +1,332 @@
+"""Data: Fashion-MNIST from its IDX files (the built-in default), ImageFolder directories (the
+general format), and the paper's light augmentation applied to whole batches.
+
+Datasets yield ``(uint8 image tensor (C, S, S), label)`` at a stored size S; ``BatchTransform``
+then crops, flips, resizes and normalises a whole batch at once with one ``grid_sample`` call.
+That keeps augmentation cheap on a 2-core machine and makes it a pure function of a seeded
+generator, so a resumed run sees exactly the batches an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import gzip
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle boot"]
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (the MNIST format), gzipped or not.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: naming the file if its header or length is wrong.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"IDX file not found: {path}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise ValueError(f"cannot read IDX file {path}: {e}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != math.prod(dims):
+        raise ValueError(f"{path} is truncated: header says {dims}, found {data.size} bytes")
+    return data.reshape(dims)
+
+
+class TensorImageDataset(Dataset):
+    """Images held in memory as one uint8 tensor (N, C, H, W), with int64 labels."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]):
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels, self.class_names = images, labels.long(), list(class_names)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i], int(self.labels[i])
+
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Many items at once, without a DataLoader."""
+        return self.images[indices], self.labels[indices]
+
+
+def load_fashion_mnist(split: str = "train", root: str | os.PathLike = FASHION_MNIST_ROOT
+                       ) -> TensorImageDataset:
+    """Fashion-MNIST from its four IDX files, as installed by Debian's ``dataset-fashion-mnist``.
+
+    Args:
+        split: ``"train"`` (60,000 images) or ``"test"`` (10,000; also accepted as ``"val"``).
+        root: Folder holding ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``.
+
+    Returns:
+        A ``TensorImageDataset`` of 1x28x28 grayscale images.
+    """
+    if split not in ("train", "test", "val"):
+        raise ValueError(f"split must be 'train' or 'test' for Fashion-MNIST, got {split!r}")
+    prefix = "train" if split == "train" else "t10k"
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"Fashion-MNIST folder not found: {root} (apt-get install "
+                                "dataset-fashion-mnist, or pass an ImageFolder directory)")
+
+    def find(stem: str) -> Path:
+        for name in (f"{stem}.gz", stem):
+            if (root / name).is_file():
+                return root / name
+        raise FileNotFoundError(f"Fashion-MNIST file {stem}[.gz] not found in {root}")
+
+    images = read_idx(find(f"{prefix}-images-idx3-ubyte"))
+    labels = read_idx(find(f"{prefix}-labels-idx1-ubyte"))
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise ValueError(f"Fashion-MNIST files in {root} disagree: images {images.shape}, "
+                         f"labels {labels.shape}")
+    return TensorImageDataset(torch.from_numpy(images.copy()).unsqueeze(1),
+                              torch.from_numpy(labels.astype(np.int64)), FASHION_MNIST_CLASSES)
+
+
+class ImageFolderDataset(Dataset):
+    """``root/split/<class>/<image>`` directories, as torchvision's ImageFolder.
+
+    Each image is decoded as RGB, its shorter side resized to ``size`` and center-cropped to a
+    ``size`` x ``size`` uint8 tensor; ``BatchTransform`` does the augmentation.
+
+    Args:
+        root: The dataset folder.
+        split: Subfolder, e.g. ``"train"`` or ``"val"``.
+        size: Stored square size S (use ``stored_size(resolution)``).
+        skip_bad_files: If True, files that cannot be decoded are left out and counted in
+            ``self.skipped``; if False (default) the first one raises ``ValueError`` naming it.
+        class_names: Expected classes (e.g. the train split's, for a val split); default: the
+            sorted subfolder names.
+
+    Raises:
+        FileNotFoundError: if ``root/split`` is missing.
+        ValueError: if a class folder holds no image, or (without ``skip_bad_files``) an image
+            cannot be read.
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str, size: int, skip_bad_files: bool = False,
+                 class_names: Sequence[str] | None = None):
+        from PIL import Image
+
+        folder = Path(root) / split
+        if not folder.is_dir():
+            raise FileNotFoundError(f"split {split!r} not found: {folder} does not exist")
+        found = sorted(d.name for d in folder.iterdir() if d.is_dir())
+        if not found:
+            raise ValueError(f"{folder} has no class subfolders")
+        self.class_names = list(class_names) if class_names is not None else found
+        unknown = sorted(set(found) - set(self.class_names))
+        if unknown:
+            raise ValueError(f"{folder} has classes not in the training split: {unknown[:5]}")
+        self.size, self.samples, self.skipped = size, [], []
+        for label, name in enumerate(self.class_names):
+            files = sorted(p for p in (folder / name).rglob("*")
+                           if p.suffix.lower() in IMAGE_EXTENSIONS) if (folder / name).is_dir() else []
+            if not files and name in found:
+                raise ValueError(f"class folder {folder / name} holds no image "
+                                 f"(extensions: {', '.join(IMAGE_EXTENSIONS)})")
+            for p in files:
+                try:
+                    with Image.open(p) as im:
+                        im.verify()
+                except Exception as e:  # PIL raises many types for a bad file
+                    if not skip_bad_files:
+                        raise ValueError(f"cannot read image {p}: {e} (skip such files with "
+                                         "--skip-bad-files)") from None
+                    self.skipped.append(str(p))
+                    continue
+                self.samples.append((p, label))
+        if not self.samples:
+            raise ValueError(f"no readable image under {folder}")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[i]
+        return load_image(path, self.size), label
+
+
+def load_image(path: str | os.PathLike, size: int) -> torch.Tensor:
+    """Decode an image as RGB, resize its shorter side to ``size`` and center-crop it square.
+
+    Returns:
+        uint8 tensor (3, size, size).
+
+    Raises:
+        ValueError: naming the file if it cannot be decoded.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            scale = size / min(im.size)
+            w, h = max(size, round(im.width * scale)), max(size, round(im.height * scale))
+            im = im.resize((w, h), Image.BILINEAR)
+            left, top = (w - size) // 2, (h - size) // 2
+            im = im.crop((left, top, left + size, top + size))
+            arr = np.asarray(im, dtype=np.uint8).copy()
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read image {path}: {e}") from None
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def stored_size(resolution: int, eval_crop: float = 0.875) -> int:
+    """The size ImageFolder images are stored at so that a center crop of ``eval_crop`` gives
+    ``resolution`` (e.g. 256 for 224 at 0.875, the usual ImageNet evaluation)."""
+    return int(math.ceil(resolution / eval_crop))
+
+
+@dataclass
+class BatchTransform:
+    """The paper's light augmentation (section 3.2), or the evaluation resize and center crop,
+    applied to a whole uint8 batch.
+
+    Training: an Inception-style random crop per image whose area is at least ``min_crop_area``
+    of the image (the paper limits small crops) and aspect ratio in [3/4, 4/3], a horizontal
+    flip with probability 1/2 if ``flip``, resized to ``resolution``. Evaluation: a center crop of
+    ``eval_crop`` of each side, resized to ``resolution``. Both scale pixels to [-1, 1] (TF-Slim's
+    Inception preprocessing) and repeat a grayscale channel to ``out_channels`` (3 by default).
+
+    Args:
+        resolution: Output size, >= 32.
+        train: Augment (True) or evaluate (False).
+        min_crop_area: Smallest crop area fraction, in (0, 1]. Default 0.25.
+        flip: Random horizontal flips when training. Default True.
+        eval_crop: Center-crop side fraction at evaluation, in (0, 1]. Default 0.875.
+        out_channels: Channels fed to the model; a 1-channel batch is repeated to this. Default 3.
+    """
+
+    resolution: int
+    train: bool
+    min_crop_area: float = 0.25
+    flip: bool = True
+    eval_crop: float = 0.875
+    out_channels: int = 3
+
+    def __post_init__(self):
+        if not isinstance(self.resolution, int) or self.resolution < 32:
+            raise ValueError(f"resolution must be an integer >= 32, got {self.resolution!r}")
+        if not 0 < self.min_crop_area <= 1:
+            raise ValueError(f"min_crop_area must be in (0, 1], got {self.min_crop_area!r}")
+        if not 0 < self.eval_crop <= 1:
+            raise ValueError(f"eval_crop must be in (0, 1], got {self.eval_crop!r}")
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 (B, C, H, W) -> float32 (B, out_channels, resolution, resolution)."""
+        b = images.shape[0]
+        x = images.float()
+        if self.train:
+            g = dict(generator=generator)
+            area = torch.empty(b).uniform_(self.min_crop_area, 1.0, **g)
+            log_ratio = torch.empty(b).uniform_(math.log(3 / 4), math.log(4 / 3), **g)
+            # Crop width and height as fractions of the image side; clamp keeps the area rule
+            # approximately when an extreme ratio would overflow the image.
+            w = torch.sqrt(area * log_ratio.exp()).clamp(max=1.0)
+            h = torch.sqrt(area / log_ratio.exp()).clamp(max=1.0)
+            cx = (torch.rand(b, **g) * 2 - 1) * (1 - w)
+            cy = (torch.rand(b, **g) * 2 - 1) * (1 - h)
+            sign = torch.where(torch.rand(b, **g) < 0.5, -1.0, 1.0) if self.flip else torch.ones(b)
+        else:
+            w = h = torch.full((b,), float(self.eval_crop))
+            cx = cy = torch.zeros(b)
+            sign = torch.ones(b)
+        theta = torch.zeros(b, 2, 3)
+        theta[:, 0, 0], theta[:, 0, 2] = w * sign, cx
+        theta[:, 1, 1], theta[:, 1, 2] = h, cy
+        size = (b, x.shape[1], self.resolution, self.resolution)
+        grid = F.affine_grid(theta, size, align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        x = x / 127.5 - 1.0
+        if x.shape[1] == 1 and self.out_channels != 1:
+            x = x.expand(-1, self.out_channels, -1, -1)
+        return x.contiguous()
+
+
+def open_dataset(data: str, split: str, resolution: int, eval_crop: float = 0.875,
+                 skip_bad_files: bool = False, class_names: Sequence[str] | None = None) -> Dataset:
+    """Open the built-in Fashion-MNIST (``data="fashion-mnist"``) or an ImageFolder directory.
+
+    Args:
+        data: ``"fashion-mnist"``, or a folder with ``train/`` and ``val/`` class subfolders.
+        split: ``"train"`` or ``"val"`` (Fashion-MNIST's ``"val"`` is its 10,000 test images).
+        resolution: The model's input size; sets the stored size of ImageFolder images.
+        eval_crop: Evaluation center-crop fraction (sets the stored size). Default 0.875.
+        skip_bad_files: Leave out unreadable images, counting them (ImageFolder only).
+        class_names: The training split's classes, to check a val split against.
+    """
+    if data in ("fashion-mnist", "fashion_mnist"):
+        return load_fashion_mnist(split)
+    if not Path(data).exists():
+        raise FileNotFoundError(f"--data {data!r} is neither 'fashion-mnist' nor an existing folder")
+    return ImageFolderDataset(data, split, stored_size(resolution, eval_crop), skip_bad_files,
+                              class_names)
+
+
+def epoch_batches(num_samples: int, batch_size: int, epoch: int, seed: int, rank: int = 0,
+                  world_size: int = 1, shuffle: bool = True, drop_last: bool = True
+                  ) -> list[torch.Tensor]:
+    """This process's batches of sample indices for one epoch: a permutation that depends only
+    on (seed, epoch), split across processes like ``DistributedSampler`` (padded by wrapping so
+    every process gets the same number of batches).
+
+    Args:
+        num_samples: Dataset size.
+        batch_size: Per-process batch size, >= 1.
+        epoch: Epoch number (reshuffles each epoch).
+        seed: Run seed.
+        rank: This process's rank. Default 0.
+        world_size: Number of processes. Default 1.
+        shuffle: Permute (training) or keep order (evaluation). Default True.
+        drop_last: Drop a last incomplete batch. Default True.
+    """
+    if shuffle:
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(num_samples, generator=g)
+    else:
+        order = torch.arange(num_samples)
+    per_rank = math.ceil(num_samples / world_size)
+    if per_rank * world_size > num_samples:  # pad by wrapping, as DistributedSampler
+        order = torch.cat([order, order[: per_rank * world_size - num_samples]])
+    mine = order[rank::world_size]
+    n = len(mine) // batch_size * batch_size if drop_last else len(mine)
+    return [mine[i: i + batch_size] for i in range(0, n, batch_size)]
+
+
+def iterate_batches(dataset: Dataset, batches: Sequence[torch.Tensor], num_workers: int = 0
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(uint8 images, labels)`` for each index batch: straight from memory for a
+    ``TensorImageDataset``, else through a ``DataLoader`` with ``num_workers`` decoding images."""
+    if isinstance(dataset, TensorImageDataset):
+        for idx in batches:
+            yield dataset.batch(idx)
+        return
+    loader = DataLoader(dataset, batch_sampler=[b.tolist() for b in batches],
+                        num_workers=num_workers, persistent_workers=False)
+    for images, labels in loader:
+        yield images, labels
