@@ -113,6 +113,166 @@ def cmd_convert(args) -> None:
     print(f"wrote {out}")
 
 
+def _train_config(args):
+    """A TrainConfig from the preset, the common flags, then any ``--set key=value``."""
+    from dataclasses import fields
+
+    from .train import TrainConfig, make_config
+
+    flags = {"model": args.model, "width_mult": args.width_mult, "resolution": args.resolution,
+             "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+             "data": args.data, "out_dir": args.out, "ema_decay": args.ema,
+             "limit_train": args.limit_train, "limit_val": args.limit_val,
+             "skip_bad_files": args.skip_bad_files or None, "amp": args.amp or None,
+             "compile": args.compile or None, "tensorboard": args.tensorboard or None,
+             "seed": args.seed}
+    for attr in ("init", "freeze_body"):
+        if hasattr(args, attr):
+            flags["init_from" if attr == "init" else attr] = getattr(args, attr) or None
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or key not in types:
+            raise ValueError(f"--set takes KEY=VALUE with KEY a TrainConfig field, got {item!r}")
+        overrides[key] = _parse_value(value, str(types[key]), key)
+    return make_config(args.preset, **overrides)
+
+
+def _parse_value(text: str, type_name: str, key: str):
+    if text.lower() in ("none", "null") and "None" in type_name:
+        return None
+    try:
+        if type_name.startswith("bool"):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text.lower() in ("true", "1")
+        if type_name.startswith("int"):
+            return int(text)
+        if type_name.startswith("float"):
+            return float(text)
+    except ValueError:
+        raise ValueError(f"--set {key}={text!r}: expected {type_name}") from None
+    return text
+
+
+def _add_train_flags(s: argparse.ArgumentParser) -> None:
+    from .train import PRESETS
+
+    s.add_argument("--preset", default="fashion-mnist", choices=sorted(PRESETS),
+                   help="recipe to start from (default fashion-mnist; 'paper' is section 3.2)")
+    s.add_argument("--model", help="registered name (sets alpha and resolution)")
+    s.add_argument("--width-mult", type=float, help="alpha, overrides the model's")
+    s.add_argument("--resolution", type=int, help="input size, >= 32")
+    s.add_argument("--epochs", type=float)
+    s.add_argument("--batch-size", type=int, help="per process")
+    s.add_argument("--lr", type=float, help="for one process; scaled by the number of processes")
+    s.add_argument("--data", help="'fashion-mnist' or an ImageFolder root with train/ and val/")
+    s.add_argument("--out", help="run folder (checkpoint, metrics, model)")
+    s.add_argument("--ema", type=float, help="EMA decay of the weights, e.g. 0.9999")
+    s.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    s.add_argument("--compile", action="store_true", help="torch.compile the model")
+    s.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs")
+    s.add_argument("--skip-bad-files", action="store_true", help="leave out unreadable images")
+    s.add_argument("--limit-train", type=int, help="use only the first N training images")
+    s.add_argument("--limit-val", type=int, help="use only the first N validation images")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any other TrainConfig field (repeatable)")
+
+
+def cmd_train(args) -> None:
+    from .metrics import format_report
+    from .train import train
+
+    cfg = _train_config(args)
+    result = train(cfg, resume=args.resume)
+    from .train import init_distributed
+
+    if init_distributed().main:
+        print(format_report(result["val"]))
+        print(f"{result['steps']} steps ({result['epochs']:.2f} epochs) in "
+              f"{result['train_seconds']:.0f} s, {result['images_per_second']:.0f} images/s; "
+              f"model: {result['model_path']}")
+
+
+def _load_for_inference(path: str):
+    from .checkpoint import read_model_file
+    from .registry import build_from_config
+    from .checkpoint import load_state_dict_checked
+
+    config, state, extra = read_model_file(path)
+    model = build_from_config(config)
+    load_state_dict_checked(model, state, source=path)
+    train_cfg = extra.get("train_config", {})
+    return model.eval(), extra.get("class_names"), train_cfg
+
+
+def cmd_eval(args) -> None:
+    from .data import BatchTransform, open_dataset
+    from .metrics import format_report
+    from .train import evaluate
+
+    model, class_names, train_cfg = _load_for_inference(args.model_file)
+    res = args.resolution or model.config.get("resolution", 224)
+    crop = args.eval_crop or train_cfg.get("eval_crop", 0.875)
+    data = args.data or train_cfg.get("data", "fashion-mnist")
+    ds = open_dataset(data, args.split, res, crop, args.skip_bad_files, class_names)
+    if args.limit:
+        from .train import _limit
+
+        _limit(ds, args.limit)
+    result = evaluate(model, ds, BatchTransform(res, False, eval_crop=crop), args.batch_size,
+                      class_names=class_names or ds.class_names, progress=True)
+    import json
+
+    _write(json.dumps(result, indent=2) if args.format == "json" else format_report(result),
+           args.output)
+
+
+def cmd_predict(args) -> None:
+    import json
+
+    import torch
+
+    from .data import BatchTransform, load_image, stored_size
+
+    model, class_names, train_cfg = _load_for_inference(args.model_file)
+    res = args.resolution or model.config.get("resolution", 224)
+    crop = train_cfg.get("eval_crop", 0.875)
+    images = torch.stack([load_image(p, stored_size(res, crop)) for p in args.images])
+    x = BatchTransform(res, False, eval_crop=crop, out_channels=model.in_channels)(images)
+    if model.in_channels == 1:
+        x = x[:, :1]
+    probs = model.predict(x)
+    k = min(args.top_k, probs.shape[1])
+    top = probs.topk(k, dim=1)
+    names = class_names or [str(i) for i in range(probs.shape[1])]
+    rows = [{"image": str(p), "top": [{"label": names[int(i)], "class": int(i),
+                                        "probability": round(float(v), 6)}
+                                       for v, i in zip(top.values[n], top.indices[n])]}
+            for n, p in enumerate(args.images)]
+    if args.format == "json":
+        _write(json.dumps(rows, indent=2), args.output)
+        return
+    lines = []
+    for r in rows:
+        lines.append(r["image"])
+        lines += [f"  {t['probability']:7.2%}  {t['label']}" for t in r["top"]]
+    _write("\n".join(lines), args.output)
+
+
+def cmd_sweep(args) -> None:
+    from .sweep import run_sweep
+
+    cfg = _train_config(args)
+    alphas = [float(a) for a in args.width_mults.split(",")]
+    resolutions = [int(r) for r in args.resolutions.split(",")]
+    rows = run_sweep(cfg, alphas, resolutions, args.out or "runs/sweep")
+    print(_render([{k: r[k] for k in ("label", "madds", "params", "top1", "train_seconds")}
+                   for r in rows], "table"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mobilenets", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -146,6 +306,46 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", choices=("auto", "timm", "keras"), default="auto")
     s.add_argument("--width-mult", type=float, help="alpha of the source (default: inferred)")
     s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("train", help="train with the paper's recipe (torchrun for several processes)")
+    _add_train_flags(s)
+    s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("finetune", help="train from existing weights, e.g. with a new class count")
+    _add_train_flags(s)
+    s.add_argument("--init", required=True, help="our .safetensors (from train or convert)")
+    s.add_argument("--freeze-body", action="store_true", help="train only the classifier")
+    s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("eval", help="top-1, top-5, per-class accuracy, confusion matrix")
+    s.add_argument("model_file", help="a .safetensors written by train, finetune or convert")
+    s.add_argument("--data", help="default: the data the model was trained on")
+    s.add_argument("--split", default="val")
+    s.add_argument("--resolution", type=int)
+    s.add_argument("--eval-crop", type=float)
+    s.add_argument("--batch-size", type=int, default=256)
+    s.add_argument("--limit", type=int, help="evaluate only the first N images")
+    s.add_argument("--skip-bad-files", action="store_true")
+    s.add_argument("--format", choices=("table", "json"), default="table")
+    s.add_argument("--output")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("predict", help="top-k labels with probabilities for image files")
+    s.add_argument("model_file")
+    s.add_argument("images", nargs="+")
+    s.add_argument("--top-k", type=int, default=5)
+    s.add_argument("--resolution", type=int)
+    s.add_argument("--format", choices=("table", "json"), default="table")
+    s.add_argument("--output")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("sweep", help="the alpha x resolution grid: CSV + Figures 4 and 5")
+    _add_train_flags(s)
+    s.add_argument("--width-mults", default="1.0,0.75,0.5,0.25")
+    s.add_argument("--resolutions", default="64,56,48,40")
+    s.set_defaults(func=cmd_sweep)
     return p
 
 

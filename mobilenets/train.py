@@ -170,6 +170,17 @@ def _all_reduce(t: torch.Tensor, d: Dist, op=None) -> torch.Tensor:
     return t
 
 
+def _sync_buffers(model: nn.Module, d: Dist) -> None:
+    """Give every process rank 0's BatchNorm statistics. DDP only broadcasts them at the start of
+    each forward, so after the last step they differ; evaluation and the end of the run need one
+    model."""
+    if d.world_size > 1:
+        for buf in model.buffers():
+            on_device = buf.data.to(d.device)
+            dist.broadcast(on_device, 0)
+            buf.data.copy_(on_device)
+
+
 def _rng_state() -> dict:
     return {"cpu": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
@@ -339,7 +350,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
 
     Returns:
         ``{"val": evaluation dict, "steps": int, "epochs": float, "train_seconds": float,
-        "images_per_second": float, "model_path": str}``.
+        "images_per_second": float, "model_path": str, "history": per-epoch records,
+        "model": the trained model (EMA weights when EMA is on)}``.
 
     Raises:
         NonFiniteLossError: if the loss becomes NaN or infinite (the last good checkpoint stays).
@@ -468,6 +480,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     if bar:
         bar.close()
     seconds = time.perf_counter() - t_start
+    _sync_buffers(model, d)
     final_model = _with_ema(model, ema)
     result = evaluate(final_model, val_set, eval_tf, d=d, class_names=class_names,
                       channels_last=cfg.channels_last)
@@ -480,7 +493,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             tmp.write_text(json.dumps(result, indent=2))
     return {"val": result, "steps": step, "epochs": step / steps_per_epoch,
             "train_seconds": seconds, "images_per_second": images_seen / max(seconds, 1e-9),
-            "model_path": str(model_path), "history": history}
+            "model_path": str(model_path), "history": history, "model": final_model}
 
 
 def _with_ema(model: nn.Module, ema: EMA | None) -> nn.Module:
@@ -501,6 +514,7 @@ def _limit(dataset, n: int) -> None:
 
 def _end_of_epoch(step, steps_per_epoch, loss_sum, d, model, ema, val_set, eval_tf, cfg,
                   class_names) -> dict:
+    _sync_buffers(model, d)
     loss_sum = _all_reduce(loss_sum.clone(), d)
     record = {"epoch": round(step / steps_per_epoch, 4), "step": step,
               "train_loss": (loss_sum[0] / loss_sum[1].clamp(min=1)).item()}

@@ -1,0 +1,87 @@
+"""The alpha x rho grid of the paper (Figures 4 and 5): train and evaluate each model, one CSV,
+two plots. A sweep is resumable: finished grid points are read back from the CSV and skipped."""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from .checkpoint import atomic_path
+from .mobilenet_v1 import MobileNetV1
+from .plots import plot_accuracy_vs_madds, plot_accuracy_vs_params
+from .profiler import profile_model
+from .train import TrainConfig, train
+
+FIELDS = ["label", "width_mult", "resolution", "madds", "params", "top1", "top5", "epochs",
+          "train_seconds", "model_path"]
+
+
+def read_rows(path: str | os.PathLike) -> list[dict]:
+    """Rows of a sweep CSV, numbers parsed."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k in ("width_mult", "top1", "top5", "epochs", "train_seconds"):
+            r[k] = float(r[k])
+        for k in ("resolution", "madds", "params"):
+            r[k] = int(r[k])
+    return rows
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+
+
+def run_sweep(base: TrainConfig, width_mults=(1.0, 0.75, 0.5, 0.25),
+              resolutions=(64, 56, 48, 40), out_dir: str | os.PathLike = "runs/sweep") -> list[dict]:
+    """Train and evaluate every (alpha, resolution) with the same recipe, as the paper does.
+
+    Args:
+        base: The recipe for every point (``width_mult``, ``resolution`` and ``out_dir`` are set
+            per point). The paper uses the same hyper-parameters for every model.
+        width_mults: Alphas, each > 0. Default the paper's (1.0, 0.75, 0.5, 0.25).
+        resolutions: Input sizes, each >= 32. Default (64, 56, 48, 40): the paper's ratios
+            224:192:160:128 scaled to Fashion-MNIST sizes that fit a small CPU.
+        out_dir: Where ``sweep.csv``, ``figure4_accuracy_vs_madds.png``,
+            ``figure5_accuracy_vs_params.png`` and one run folder per point go.
+
+    Returns:
+        The CSV rows (one per point), with Mult-Adds and parameters profiled at 10 classes.
+    """
+    if not width_mults or not resolutions:
+        raise ValueError("width_mults and resolutions must not be empty")
+    out = Path(out_dir)
+    csv_path = out / "sweep.csv"
+    rows = read_rows(csv_path)
+    done = {(r["width_mult"], r["resolution"]) for r in rows}
+    for alpha in width_mults:
+        for res in resolutions:
+            if (float(alpha), int(res)) in done:
+                continue
+            cfg = replace(base, width_mult=float(alpha), resolution=int(res),
+                          out_dir=str(out / f"a{alpha:g}_r{res}"))
+            result = train(cfg, resume=True)
+            prof = profile_model(MobileNetV1(width_mult=alpha, num_classes=len(
+                result["val"]["per_class"])), (3, res, res))
+            rows.append({"label": f"{alpha:g}-{res}", "width_mult": float(alpha),
+                         "resolution": int(res), "madds": prof.total_madds,
+                         "params": prof.total_params, "top1": result["val"]["top1"],
+                         "top5": result["val"]["top5"], "epochs": result["epochs"],
+                         "train_seconds": round(result["train_seconds"], 1),
+                         "model_path": result["model_path"]})
+            _write_rows(csv_path, rows)
+    fit = plot_accuracy_vs_madds(rows, out / "figure4_accuracy_vs_madds.png",
+                                 title="Accuracy vs Mult-Adds (Figure 4)")
+    plot_accuracy_vs_params(rows, out / "figure5_accuracy_vs_params.png",
+                            title="Accuracy vs parameters (Figure 5)")
+    print(f"log-linear fit: top1 = {fit[0]:.2f} + {fit[1]:.2f} * log10(Mult-Adds in M), "
+          f"R^2 = {fit[2]:.3f}")
+    return rows

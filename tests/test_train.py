@@ -1,0 +1,166 @@
+"""Training: the recipe's pieces, a few real steps on Fashion-MNIST, resume after kill -9,
+two-process DDP, fine-tuning and the sweep."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import mobilenets as M
+from mobilenets.data import FASHION_MNIST_ROOT
+from mobilenets.optim import RMSpropTF, param_groups
+from mobilenets.train import NonFiniteLossError, load_checkpoint, make_config, train
+
+needs_data = pytest.mark.skipif(not (FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").exists(),
+                                reason="Debian's dataset-fashion-mnist is not installed")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_rmsprop_tf_matches_the_formula():
+    w = torch.tensor([1.0, -2.0], requires_grad=True)
+    opt = RMSpropTF([w], lr=0.1, decay=0.9, momentum=0.9, eps=1.0, weight_decay=0.5)
+    ms, mom, ref = torch.ones(2), torch.zeros(2), w.detach().clone()
+    for _ in range(3):
+        w.grad = (w.detach() * 3.0).clone()  # gradient of 1.5 w^2
+        g = ref * 3.0 + 0.5 * ref
+        ms = 0.9 * ms + 0.1 * g * g
+        mom = 0.9 * mom + 0.1 * g / torch.sqrt(ms + 1.0)
+        ref = ref - mom
+        opt.step()
+    torch.testing.assert_close(w.detach(), ref)
+
+
+def test_no_weight_decay_on_depthwise_bn_or_bias():
+    model = M.MobileNetV1(width_mult=0.25)
+    groups = {g["name"]: g for g in param_groups(model, 4e-5)}
+    assert groups["decay"]["weight_decay"] == 4e-5
+    assert groups["depthwise"]["weight_decay"] == 0 and groups["no_decay"]["weight_decay"] == 0
+    assert len(groups["depthwise"]["params"]) == 13  # one per separable block
+    assert len(groups["decay"]["params"]) == 1 + 13 + 1  # stem, pointwise, FC
+    assert sum(len(g["params"]) for g in groups.values()) == len(list(model.parameters()))
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="unknown TrainConfig fields \\['lr_rate'\\]"):
+        make_config("smoke", lr_rate=0.1)
+    with pytest.raises(ValueError, match="preset"):
+        make_config("imagenet")
+    with pytest.raises(ValueError, match="batch_size"):
+        make_config("smoke", batch_size=0)
+    with pytest.raises(ValueError, match="unknown model"):
+        make_config("smoke", model="mobilenet_v9")
+
+
+@needs_data
+def test_few_steps_loss_falls_and_run_folder(tmp_path):
+    cfg = make_config("smoke", out_dir=str(tmp_path), limit_train=256, epochs=4, lr=0.02)
+    result = train(cfg)
+    losses = [h["train_loss"] for h in result["history"]]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert result["val"]["num_samples"] == 128 and 0 <= result["val"]["top1"] <= 100
+    assert {p.name for p in tmp_path.iterdir()} >= {"checkpoint.pt", "config.json", "metrics.jsonl",
+                                                    "model.safetensors", "eval.json"}
+    assert not list(tmp_path.glob("*.tmp"))
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 4
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["step"] == result["steps"] and {"model", "optimizer", "scheduler", "rng"} <= set(ckpt)
+    model = M.load_model(tmp_path / "model.safetensors")
+    assert model.config["num_classes"] == 10 and model.config["resolution"] == 32
+
+
+def _run_train(out, extra=()):
+    return subprocess.Popen(
+        [sys.executable, "-m", "mobilenets", "train", "--preset", "smoke", "--out", str(out),
+         "--limit-train", "512", "--epochs", "2", "--set", "checkpoint_every=2", *extra],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@needs_data
+def test_resume_after_kill_9_reaches_the_same_weights(tmp_path):
+    full = _run_train(tmp_path / "full")
+    assert full.wait(timeout=300) == 0, full.stdout.read()
+    killed = _run_train(tmp_path / "killed")
+    ckpt = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.time() + 240
+    while not ckpt.exists() and time.time() < deadline and killed.poll() is None:
+        time.sleep(0.05)
+    assert killed.poll() is None, "training finished before it could be killed"
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "killed" / "model.safetensors").exists()
+    step = load_checkpoint(ckpt)["step"]
+    assert 0 < step < 32
+    resumed = _run_train(tmp_path / "killed", ["--resume"])
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0 and f"resumed from {ckpt} at step {step}" in out, out
+    a = M.load_model(tmp_path / "full" / "model.safetensors").state_dict()
+    b = M.load_model(tmp_path / "killed" / "model.safetensors").state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-5, msg=k)
+
+
+@needs_data
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
+    cfg = make_config("smoke", out_dir=str(tmp_path), lr=1e30, checkpoint_every=1, epochs=8)
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint is .*checkpoint.pt"):
+        train(cfg)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+@needs_data
+def test_ddp_two_processes(tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", "29517", str(ROOT / "tests" / "ddp_worker.py"), str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    w0 = torch.load(out / "rank0_weights.pt", weights_only=True)
+    w1 = torch.load(out / "rank1_weights.pt", weights_only=True)
+    for k in w0:  # DDP keeps every process's weights identical
+        torch.testing.assert_close(w0[k], w1[k], atol=0, rtol=0, msg=k)
+    r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["writes"] and not r1["writes"]  # checkpoints are written by rank 0 only
+    ddp_losses = [h["train_loss"] for h in r0["history"]]
+    # The same global batch (2 x 16) in one process: the loss falls alike.
+    single = train(make_config("smoke", out_dir=str(tmp_path / "single"), limit_train=512,
+                               limit_val=64, epochs=6, batch_size=32, lr=0.05,
+                               min_crop_area=1.0, flip=False))
+    single_losses = [h["train_loss"] for h in single["history"]]
+    assert ddp_losses[-1] < ddp_losses[0] - 0.4 and single_losses[-1] < single_losses[0] - 0.4
+    assert abs(ddp_losses[-1] - single_losses[-1]) < 0.4, (ddp_losses, single_losses)
+
+
+@needs_data
+def test_finetune_frozen_body_changes_only_the_classifier(tmp_path):
+    base = train(make_config("smoke", out_dir=str(tmp_path / "base"), limit_train=64, epochs=1))
+    cfg = make_config("smoke", out_dir=str(tmp_path / "ft"), init_from=base["model_path"],
+                      freeze_body=True, limit_train=128, epochs=1, lr=0.05)
+    tuned = train(cfg)["model"].state_dict()
+    before = M.load_model(base["model_path"]).state_dict()
+    for k, v in before.items():
+        if k.startswith("classifier."):
+            assert not torch.equal(v, tuned[k])
+        elif v.is_floating_point():
+            torch.testing.assert_close(v, tuned[k], msg=k)  # weights and BN statistics frozen
+
+
+@needs_data
+def test_sweep_writes_csv_and_figures(tmp_path, capsys):
+    from mobilenets.sweep import read_rows, run_sweep
+
+    base = make_config("smoke", limit_train=64, limit_val=64, epochs=1)
+    rows = run_sweep(base, (0.5, 0.25), (32,), tmp_path)
+    assert [r["label"] for r in rows] == ["0.5-32", "0.25-32"]
+    assert rows[0]["madds"] > rows[1]["madds"] and read_rows(tmp_path / "sweep.csv") == rows
+    for name in ("figure4_accuracy_vs_madds.png", "figure5_accuracy_vs_params.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert run_sweep(base, (0.5, 0.25), (32,), tmp_path) == rows  # finished points are skipped
