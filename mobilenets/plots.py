@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -29,6 +28,8 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
+
+from .checkpoint import atomic_path
 
 #: Resolution of the written images, dots per inch (a 6.4 x 4.8 inch figure is 960 x 720 pixels).
 DPI = 150
@@ -350,20 +351,8 @@ def _finish(ax, x_label: str, y_label: str, title: str, log_x: bool) -> None:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    """Write ``fig`` to ``path`` atomically: a temporary file beside it, fsynced, then renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary name keeps the real suffix (".tmp.png"); the format is passed explicitly all
-    # the same, so it never depends on how matplotlib reads a name.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
-                               dir=path.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would survive the rename: an image is not secret
+    """Write ``fig`` to ``path`` atomically (``checkpoint.atomic_path``). The temporary name
+    ends in ".tmp", so the format is passed explicitly, from the real suffix."""
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix[1:].lower(), dpi=DPI)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

@@ -59,3 +59,44 @@ def test_python_dash_m_entry_point():
     proc = subprocess.run([sys.executable, "-m", "mobilenets", "--help"], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0 and "paper-tables" in proc.stdout
+
+
+def test_set_rejects_unknown_and_badly_typed_fields(capsys):
+    code, _, err = run(capsys, "train", "--preset", "smoke", "--set", "lr_rate=1")
+    assert code == 2 and "--set takes KEY=VALUE" in err
+    code, _, err = run(capsys, "train", "--preset", "smoke", "--set", "batch_size=ten")
+    assert code == 2 and "batch_size" in err
+    code, _, err = run(capsys, "train", "--preset", "smoke", "--data", "/no/such/folder")
+    assert code == 2 and "/no/such/folder" in err
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/usr/share/datasets/fashion-mnist").exists(),
+                    reason="dataset-fashion-mnist not installed")
+def test_train_eval_predict_chain(capsys, tmp_path):
+    from PIL import Image
+
+    from mobilenets.data import load_fashion_mnist
+
+    out = tmp_path / "run"
+    code, stdout, _ = run(capsys, "train", "--preset", "smoke", "--out", str(out),
+                          "--limit-train", "64", "--limit-val", "32", "--set", "flip=false")
+    assert code == 0 and "top-1" in stdout and (out / "model.safetensors").exists()
+    code, stdout, _ = run(capsys, "eval", str(out / "model.safetensors"), "--limit", "40",
+                          "--format", "json")
+    result = json.loads(stdout)
+    assert code == 0 and result["num_samples"] == 40 and len(result["confusion_matrix"]) == 10
+    test = load_fashion_mnist("test")
+    paths = []
+    for i in range(2):
+        p = tmp_path / f"img{i}.png"
+        Image.fromarray(test.images[i, 0].numpy()).save(p)
+        paths.append(str(p))
+    code, stdout, _ = run(capsys, "predict", str(out / "model.safetensors"), *paths,
+                          "--top-k", "3", "--format", "json")
+    rows = json.loads(stdout)
+    assert code == 0 and [r["image"] for r in rows] == paths
+    assert all(len(r["top"]) == 3 and r["top"][0]["probability"] >= r["top"][1]["probability"]
+               for r in rows)
+    assert rows[0]["top"][0]["label"] in load_fashion_mnist("test").class_names
+    code, _, err = run(capsys, "predict", str(out / "model.safetensors"), str(tmp_path / "nope.png"))
+    assert code == 2 and "nope.png" in err

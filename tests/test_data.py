@@ -1,0 +1,111 @@
+"""Data: IDX files, ImageFolder errors, batched augmentation, sharding."""
+import gzip
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from mobilenets.data import (BatchTransform, ImageFolderDataset, epoch_batches, load_fashion_mnist,
+                             read_idx, FASHION_MNIST_ROOT)
+
+
+def write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_idx_round_trip_and_errors(tmp_path):
+    a = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "ok.gz", a)
+    np.testing.assert_array_equal(read_idx(tmp_path / "ok.gz"), a)
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04rest")
+    with pytest.raises(ValueError, match="bad magic"):
+        read_idx(tmp_path / "bad")
+    raw = gzip.decompress((tmp_path / "ok.gz").read_bytes())
+    (tmp_path / "short").write_bytes(raw[:-5])
+    with pytest.raises(ValueError, match="short is truncated"):
+        read_idx(tmp_path / "short")
+    with pytest.raises(FileNotFoundError, match="missing"):
+        read_idx(tmp_path / "missing")
+
+
+def test_fashion_mnist_from_a_folder(tmp_path):
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((5, 28, 28)))
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.arange(5))
+    ds = load_fashion_mnist("train", tmp_path)
+    assert len(ds) == 5 and ds.images.shape == (5, 1, 28, 28) and ds.class_names[9] == "Ankle boot"
+    with pytest.raises(FileNotFoundError, match="t10k-images-idx3-ubyte"):
+        load_fashion_mnist("test", tmp_path)
+
+
+@pytest.mark.skipif(not FASHION_MNIST_ROOT.exists(), reason="dataset-fashion-mnist not installed")
+def test_real_fashion_mnist():
+    train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
+    assert (len(train), len(test)) == (60000, 10000)
+    assert torch.bincount(test.labels).tolist() == [1000] * 10
+
+
+def make_folder(root, classes=("cat", "dog"), n=3):
+    for split in ("train", "val"):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (40 + i, 30), (i * 40, 100, 200)).save(root / split / c / f"{i}.png")
+
+
+def test_image_folder(tmp_path):
+    make_folder(tmp_path)
+    ds = ImageFolderDataset(tmp_path, "train", 36)
+    img, label = ds[4]
+    assert ds.class_names == ["cat", "dog"] and len(ds) == 6 and label == 1
+    assert img.shape == (3, 36, 36) and img.dtype == torch.uint8
+
+
+def test_image_folder_errors(tmp_path):
+    make_folder(tmp_path)
+    with pytest.raises(FileNotFoundError, match="split 'test' not found"):
+        ImageFolderDataset(tmp_path, "test", 32)
+    (tmp_path / "train" / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty holds no image"):
+        ImageFolderDataset(tmp_path, "train", 32)
+    (tmp_path / "train" / "empty").rmdir()
+    (tmp_path / "train" / "dog" / "broken.jpg").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="broken.jpg"):
+        ImageFolderDataset(tmp_path, "train", 32)
+    ds = ImageFolderDataset(tmp_path, "train", 32, skip_bad_files=True)
+    assert len(ds) == 6 and len(ds.skipped) == 1 and ds.skipped[0].endswith("broken.jpg")
+
+
+def test_eval_transform_is_a_plain_resize():
+    x = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
+    out = BatchTransform(56, train=False, eval_crop=1.0)(x)
+    ref = F.interpolate(x.float(), size=56, mode="bilinear", align_corners=False) / 127.5 - 1
+    assert out.shape == (2, 3, 56, 56)  # grayscale repeated to 3 channels
+    torch.testing.assert_close(out[:, :1], ref, atol=1e-4, rtol=0)
+
+
+def test_train_transform_is_seeded_and_random():
+    x = torch.randint(0, 256, (8, 3, 40, 40), dtype=torch.uint8)
+    t = BatchTransform(32, train=True, min_crop_area=0.3)
+    a = t(x, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, t(x, torch.Generator().manual_seed(1)))
+    assert not torch.allclose(a, t(x, torch.Generator().manual_seed(2)))
+    assert a.min() >= -1 and a.max() <= 1
+    with pytest.raises(ValueError, match="min_crop_area"):
+        BatchTransform(32, True, min_crop_area=0)
+    with pytest.raises(ValueError, match="resolution"):
+        BatchTransform(16, True)
+
+
+def test_epoch_batches_shard_and_reshuffle():
+    b0 = torch.cat(epoch_batches(100, 10, epoch=0, seed=0, rank=0, world_size=2))
+    b1 = torch.cat(epoch_batches(100, 10, epoch=0, seed=0, rank=1, world_size=2))
+    assert len(b0) == len(b1) == 50 and set(b0.tolist()).isdisjoint(b1.tolist())
+    assert sorted(torch.cat([b0, b1]).tolist()) == list(range(100))
+    again = torch.cat(epoch_batches(100, 10, epoch=0, seed=0, rank=0, world_size=2))
+    assert torch.equal(b0, again)
+    assert not torch.equal(b0, torch.cat(epoch_batches(100, 10, 1, 0, 0, 2)))
+    assert len(epoch_batches(7, 2, 0, 0, world_size=2)) == 2  # 4 per rank after padding, 2 batches
