@@ -111,9 +111,12 @@ class TrainConfig:
 #: and regularisation but sizes the run for Fashion-MNIST on a 2-core CPU; "smoke" is for tests.
 PRESETS: dict[str, TrainConfig] = {
     "paper": TrainConfig(),
-    "fashion-mnist": TrainConfig(resolution=64, epochs=15, batch_size=128, lr=0.02,
-                                 lr_decay=0.85, min_crop_area=0.5, eval_crop=1.0,
-                                 checkpoint_every=100),
+    # Fashion-MNIST's 28x28 images upscaled to 64 (the last feature map is 2x2); objects fill
+    # the frame, so crops stay large and evaluation uses the whole image. 10 epochs with the
+    # paper's optimizer, the decay shortened to fit them.
+    "fashion-mnist": TrainConfig(resolution=64, epochs=10, batch_size=128, lr=0.06,
+                                 lr_decay=0.75, warmup_epochs=0.3, min_crop_area=0.5,
+                                 eval_crop=1.0, checkpoint_every=100),
     "smoke": TrainConfig(model="mobilenet_v1_0.25_128", resolution=32, epochs=1, batch_size=32,
                          lr=0.01, limit_train=256, limit_val=128, eval_crop=1.0,
                          checkpoint_every=4, num_workers=0, progress=False),
