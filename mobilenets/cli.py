@@ -183,13 +183,11 @@ def _add_train_flags(s: argparse.ArgumentParser) -> None:
 
 def cmd_train(args) -> None:
     from .metrics import format_report
-    from .train import train
+    from .train import init_distributed, train
 
     cfg = _train_config(args)
     result = train(cfg, resume=args.resume)
-    from .train import init_distributed
-
-    if init_distributed().main:
+    if init_distributed().main:  # under torchrun, one report
         print(format_report(result["val"]))
         print(f"{result['steps']} steps ({result['epochs']:.2f} epochs) in "
               f"{result['train_seconds']:.0f} s, {result['images_per_second']:.0f} images/s; "
@@ -197,9 +195,8 @@ def cmd_train(args) -> None:
 
 
 def _load_for_inference(path: str):
-    from .checkpoint import read_model_file
+    from .checkpoint import load_state_dict_checked, read_model_file
     from .registry import build_from_config
-    from .checkpoint import load_state_dict_checked
 
     config, state, extra = read_model_file(path)
     model = build_from_config(config)
