@@ -17,11 +17,12 @@ when it starts with ``timm+``):
     foreach                RMSprop(foreach=True) (PyTorch's CPU default is the for-loop)
     zero_grad_zeros        optimizer.zero_grad(set_to_none=False) (the default is True)
     no_mkldnn              torch.backends.mkldnn disabled around the step
-    small_dw               depthwise convolutions whose input map has <= 4 pixels (the 2x2 and 1x1
-                           maps of a 32x32 input) computed as a per-channel dense product instead of
-                           oneDNN's depthwise kernel, which is ~10x slower there. Same function, same
-                           parameters (see ``SmallMapDepthwiseConv2d``); needs a change to the model
-                           code to adopt.
+    no_small_dw            our depthwise convolutions on maps of <= 4 pixels (the 2x2 and 1x1 maps
+                           of a 32x32 input) sent to oneDNN like any other instead of the library's
+                           dense per-channel product (mobilenets.layers.DepthwiseConv2d, ~10x faster
+                           there); the library's default is the product, so modes without this
+                           option are what `mobilenets train` runs
+    small_dw               timm's depthwise convolutions swapped for the library's DepthwiseConv2d
     bf16                   torch.autocast("cpu", torch.bfloat16): NOT fp32, for information only
 
 ``--malloc tuned`` sets glibc's allocator thresholds (mallopt) for the whole process so freed
@@ -29,7 +30,8 @@ activations stay in the heap instead of being unmapped and page-faulted back in 
 process setting, so it applies to every mode of the run, timm included (run the benchmark twice to
 compare).
 
-Before timing, every mode of ours is checked (1) in fp32 against plain eager NCHW fp32 from the
+Before timing, every mode of ours is checked (1) in fp32 against plain eager NCHW fp32 (oneDNN
+for every convolution) from the
 same initialisation on the same batches (first-step gradients, losses and parameters after
 ``--check-steps`` steps), with eager fp32 against float64 as the rounding-noise floor (this
 network's gradients at initialisation are nearly-cancelling sums, so two correct fp32
@@ -75,6 +77,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import mobilenets  # noqa: E402
+from mobilenets.layers import DepthwiseConv2d  # noqa: E402
 
 #: The optimizer of the paper's training setup (TF-Slim's RMSprop), identical for every mode.
 OPTIM = dict(lr=0.045, alpha=0.9, momentum=0.9, eps=1.0, weight_decay=4e-5)
@@ -89,21 +92,22 @@ OPTIONS = {
     "foreach": "RMSprop(foreach=True)",
     "zero_grad_zeros": "zero_grad(set_to_none=False)",
     "no_mkldnn": "torch.backends.mkldnn disabled",
-    "small_dw": "depthwise conv on <=4-pixel maps as a dense per-channel product",
+    "small_dw": "timm's depthwise convs swapped for ours (dense product on <=4-pixel maps)",
+    "no_small_dw": "our depthwise convs on <=4-pixel maps through oneDNN (plain nn.Conv2d)",
     "bf16": "bf16 autocast (NOT fp32)",
 }
 
 DEFAULT_MODES = [
-    "timm", "timm+channels_last", "eager", "channels_last", "channels_last+compile",
-    "channels_last+small_dw",
+    "timm", "timm+channels_last", "eager+no_small_dw", "eager", "channels_last+no_small_dw",
+    "channels_last", "channels_last+compile",
 ]
 #: Measured once (benchmarks/README.md) but left out of the default run to keep it under ~8 minutes.
 EXTRA_MODES = [
     "eager+foreach", "eager+zero_grad_zeros", "channels_last+foreach", "compile",
-    "compile_max_autotune", "channels_last+compile_max_autotune", "channels_last+small_dw+compile",
+    "compile_max_autotune", "channels_last+compile_max_autotune",
     "timm+channels_last+small_dw", "channels_last+bf16", "no_mkldnn",
 ]
-QUICK_MODES = ["timm", "eager", "channels_last", "channels_last+small_dw"]
+QUICK_MODES = ["timm", "eager+no_small_dw", "channels_last+no_small_dw", "channels_last"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,7 @@ class Mode:
     set_to_none: bool = True
     mkldnn: bool = True
     small_dw: bool = False
+    no_small_dw: bool = False
     bf16: bool = False
 
     @classmethod
@@ -158,67 +163,16 @@ class Mode:
 
 
 # --------------------------------------------------------------------------------------------------
-# The small-map depthwise convolution (mode option small_dw)
+# The small-map depthwise convolution (options small_dw / no_small_dw)
 # --------------------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=None)
-def _tap_index(h: int, w: int, k: int, stride: tuple, padding: tuple, dilation: tuple):
-    """For each (output pixel, input pixel) pair, which kernel tap links them (k*k: none)."""
-    ho = (h + 2 * padding[0] - dilation[0] * (k - 1) - 1) // stride[0] + 1
-    wo = (w + 2 * padding[1] - dilation[1] * (k - 1) - 1) // stride[1] + 1
-    idx = torch.full((ho * wo, h * w), k * k, dtype=torch.long)
-    for oh in range(ho):
-        for ow in range(wo):
-            for i in range(k):
-                for j in range(k):
-                    ih = oh * stride[0] - padding[0] + i * dilation[0]
-                    iw = ow * stride[1] - padding[1] + j * dilation[1]
-                    if 0 <= ih < h and 0 <= iw < w:
-                        idx[oh * wo + ow, ih * w + iw] = i * k + j
-    return idx, ho, wo
-
-
-def small_map_depthwise(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation) -> torch.Tensor:
-    """Depthwise conv2d (no bias, zero padding) as a dense per-channel product over the few pixels.
-
-    ``out[n, c, o] = sum_i x[n, c, i] * M[c, o, i]`` where ``M`` gathers the kernel tap linking
-    input pixel i to output pixel o (or 0): exactly the convolution's sums, in another order.
-    """
-    n, c, h, w = x.shape
-    k = weight.shape[-1]
-    idx, ho, wo = _tap_index(h, w, k, tuple(stride), tuple(padding), tuple(dilation))
-    taps = torch.cat([weight.reshape(c, k * k), weight.new_zeros(c, 1)], 1)  # (C, k*k + 1)
-    m = taps[:, idx.to(x.device)]  # (C, O, I)
-    if x.is_contiguous(memory_format=torch.channels_last):
-        xv = x.permute(0, 2, 3, 1).reshape(n, 1, h * w, c)  # a view for channels_last input
-        out = (xv * m.permute(1, 2, 0).unsqueeze(0)).sum(2)  # (N, O, C)
-        return out.view(n, ho, wo, c).permute(0, 3, 1, 2)  # channels_last result
-    out = (x.reshape(n, c, 1, h * w) * m.unsqueeze(0)).sum(-1)  # (N, C, O)
-    return out.view(n, c, ho, wo)
-
-
-class SmallMapDepthwiseConv2d(nn.Conv2d):
-    """nn.Conv2d (depthwise) that computes maps of at most ``MAX_PIXELS`` input pixels with
-    ``small_map_depthwise``: oneDNN's depthwise kernel takes ~30-40 ms for a 256x512x2x2 or
-    256x1024x1x1 batch, forward + backward, on 2 cores, against ~1-5 ms for the dense product.
-    Everything else (larger maps, bias, non-zero padding modes) goes to nn.Conv2d."""
-
-    MAX_PIXELS = 4
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.shape[-2] * x.shape[-1] > self.MAX_PIXELS or self.bias is not None
-                or self.padding_mode != "zeros" or isinstance(self.padding, str)):
-            return super().forward(x)
-        return small_map_depthwise(x, self.weight, self.stride, self.padding, self.dilation)
-
-
 def use_small_map_depthwise(model: nn.Module) -> int:
-    """Turn every depthwise nn.Conv2d of ``model`` into a SmallMapDepthwiseConv2d, in place (same
-    parameters, same state_dict). Returns how many."""
+    """Turn every depthwise nn.Conv2d of ``model`` (timm's) into the library's DepthwiseConv2d, in
+    place (same parameters, same state_dict). Returns how many."""
     count = 0
     for m in model.modules():
         if (type(m) is nn.Conv2d and m.groups > 1 and m.groups == m.in_channels == m.out_channels):
-            m.__class__ = SmallMapDepthwiseConv2d
+            m.__class__ = DepthwiseConv2d
             count += 1
     return count
 
@@ -261,6 +215,10 @@ class Runner:
         self.model = model.train()
         if mode.small_dw:
             use_small_map_depthwise(self.model)
+        if mode.no_small_dw:
+            for m in self.model.modules():
+                if isinstance(m, DepthwiseConv2d):
+                    m.small_map_pixels = 0
         if mode.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.x, self.y = self.prepare(x), y
@@ -408,11 +366,11 @@ def run_setting(res: int, batch: int, modes: list[Mode], args) -> dict:
         cb = batches[:args.check_steps]
         print(f"  correctness check ({args.check_steps} steps from the same init; relative diffs vs eager fp32; "
               f"float64 equivalence on batch {min(batch, args.fp64_batch)}) ...", flush=True)
-        ref = check_run(Runner(Mode.parse("eager"), mobilenets.MobileNetV1(), x, y), ours_init, cb)
-        check = {"steps": args.check_steps, "reference": "eager NCHW fp32", "reference_losses": ref["losses"]}
+        ref = check_run(Runner(Mode.parse("eager+no_small_dw"), mobilenets.MobileNetV1(), x, y), ours_init, cb)
+        check = {"steps": args.check_steps, "reference": "eager NCHW fp32, plain convolutions", "reference_losses": ref["losses"]}
         init64 = {k: v.double() if v.is_floating_point() else v for k, v in ours_init.items()}
         if args.fp64_floor:
-            f64 = check_run(Runner(Mode.parse("eager"), mobilenets.MobileNetV1().double(), x.double(), y),
+            f64 = check_run(Runner(Mode.parse("eager+no_small_dw"), mobilenets.MobileNetV1().double(), x.double(), y),
                             init64, cb, double=True)
             check["fp64_losses"] = f64["losses"]
             check["fp32_noise_floor"] = compare(ref, f64, init64)
@@ -439,7 +397,7 @@ def run_setting(res: int, batch: int, modes: list[Mode], args) -> dict:
             if args.fp64_equivalence and m.compile is None and not m.bf16 and name != "eager":
                 try:
                     if ref64 is None:
-                        ref64 = check_run(Runner(Mode.parse("eager"), mobilenets.MobileNetV1().double(),
+                        ref64 = check_run(Runner(Mode.parse("eager+no_small_dw"), mobilenets.MobileNetV1().double(),
                                                  small[0][0], small[0][1]), init64, small, double=True)
                     r64 = check_run(Runner(m, mobilenets.MobileNetV1().double(), small[0][0], small[0][1]),
                                     init64, small, double=True)

@@ -6,6 +6,7 @@ Quantization, detection heads and the ablation baselines reuse it by injection (
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Callable
 
 import torch
@@ -49,12 +50,80 @@ def tf_same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple
     return total // 2, total - total // 2
 
 
+@lru_cache(maxsize=None)
+def _tap_index(h: int, w: int, k: int, stride: tuple, padding: tuple, dilation: tuple):
+    """For each (output pixel, input pixel) pair, the kernel tap linking them (``k*k``: none)."""
+    ho = (h + 2 * padding[0] - dilation[0] * (k - 1) - 1) // stride[0] + 1
+    wo = (w + 2 * padding[1] - dilation[1] * (k - 1) - 1) // stride[1] + 1
+    idx = torch.full((ho * wo, h * w), k * k, dtype=torch.long)
+    for oh in range(ho):
+        for ow in range(wo):
+            for i in range(k):
+                for j in range(k):
+                    ih = oh * stride[0] - padding[0] + i * dilation[0]
+                    iw = ow * stride[1] - padding[1] + j * dilation[1]
+                    if 0 <= ih < h and 0 <= iw < w:
+                        idx[oh * wo + ow, ih * w + iw] = i * k + j
+    return idx, ho, wo
+
+
+def small_map_depthwise(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation) -> torch.Tensor:
+    """Depthwise conv2d (no bias, zero padding) as a dense per-channel product over a few pixels.
+
+    ``out[n, c, o] = sum_i x[n, c, i] * M[c, o, i]``, where ``M`` gathers the kernel tap linking
+    input pixel ``i`` to output pixel ``o`` (or 0): the convolution's own sums, in another order.
+    Worth it only for tiny maps (the 2x2 and 1x1 maps of a 32x32 input), where oneDNN's depthwise
+    kernel is ~10x slower forward + backward on CPU (benchmarks/README.md).
+
+    Args:
+        x: Input, ``(N, C, H, W)``, NCHW or channels_last (the result keeps the layout).
+        weight: Depthwise kernel, ``(C, 1, k, k)``.
+        stride: ``(sh, sw)``.
+        padding: ``(ph, pw)`` zeros on each side.
+        dilation: ``(dh, dw)``.
+
+    Returns:
+        The convolution's output, ``(N, C, Ho, Wo)``.
+    """
+    n, c, h, w = x.shape
+    k = weight.shape[-1]
+    idx, ho, wo = _tap_index(h, w, k, tuple(stride), tuple(padding), tuple(dilation))
+    taps = torch.cat([weight.reshape(c, k * k), weight.new_zeros(c, 1)], 1)  # (C, k*k + 1)
+    m = taps[:, idx.to(x.device)]  # (C, O, I)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        xv = x.permute(0, 2, 3, 1).reshape(n, 1, h * w, c)  # a view for channels_last input
+        out = (xv * m.permute(1, 2, 0).unsqueeze(0)).sum(2)  # (N, O, C)
+        return out.view(n, ho, wo, c).permute(0, 3, 1, 2)  # channels_last result
+    out = (x.reshape(n, c, 1, h * w) * m.unsqueeze(0)).sum(-1)  # (N, C, O)
+    return out.view(n, c, ho, wo)
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """``nn.Conv2d`` for depthwise convolutions (same parameters and state_dict) that computes maps
+    of at most ``small_map_pixels`` input pixels with :func:`small_map_depthwise`.
+
+    Tracing, ``torch.compile`` and export always take ``nn.Conv2d``'s path, so exported graphs hold
+    a plain convolution. Set ``small_map_pixels = 0`` (on the class or one instance) to disable.
+    """
+
+    small_map_pixels = 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.shape[-2] * x.shape[-1] > self.small_map_pixels or self.bias is not None
+                or self.padding_mode != "zeros" or isinstance(self.padding, str)
+                or torch.jit.is_tracing() or torch.jit.is_scripting()
+                or torch.compiler.is_compiling()):
+            return super().forward(x)
+        return small_map_depthwise(x, self.weight, self.stride, self.padding, self.dilation)
+
+
 class ConvBNAct(nn.Module):
     """Convolution, batch normalization and an optional activation: Figure 3 of the paper.
 
     Used for the full 3x3 convolutions (``groups=1``), the depthwise 3x3 convolutions
     (``groups=in_channels``), the pointwise 1x1 convolutions, and MobileNetV2's linear
-    bottlenecks (``activation=None``). The convolution has no bias: BN provides it.
+    bottlenecks (``activation=None``). The convolution has no bias: BN provides it. Depthwise
+    convolutions are :class:`DepthwiseConv2d` (faster on tiny maps, same state_dict).
 
     Args:
         in_channels: Input channels; must be a positive integer.
@@ -86,8 +155,10 @@ class ConvBNAct(nn.Module):
             check_choice("activation", activation, ACTIVATIONS)
         self.tf_same = padding == "tf_same"
         sym_pad = 0 if self.tf_same else dilation * (kernel_size - 1) // 2
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, sym_pad,
-                              dilation=dilation, groups=groups, bias=False)
+        depthwise = groups > 1 and groups == in_channels == out_channels
+        self.conv = (DepthwiseConv2d if depthwise else nn.Conv2d)(
+            in_channels, out_channels, kernel_size, stride, sym_pad,
+            dilation=dilation, groups=groups, bias=False)
         self.bn = (norm_layer or nn.BatchNorm2d)(out_channels)
         self.act = ACTIVATIONS[activation]() if activation else nn.Identity()
 

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import mobilenets as M
-from mobilenets.layers import tf_same_padding
+from mobilenets.layers import DepthwiseConv2d, small_map_depthwise, tf_same_padding
 from mobilenets.mobilenet_v1 import V1_BLOCKS, scale_channels
 
 # Table 1 of the paper, row by row: (type, stride, input channels, output channels, input size).
@@ -193,3 +193,37 @@ def test_predict_softmax_and_training_step():
     loss = nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 3]))
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("shape, stride, dilation", [
+    ((3, 16, 2, 2), 1, 1), ((3, 16, 2, 2), 2, 1), ((2, 8, 1, 1), 1, 1), ((2, 8, 2, 1), 2, 1),
+    ((2, 8, 2, 2), 1, 2)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_small_map_depthwise_is_the_convolution(shape, stride, dilation, channels_last):
+    torch.manual_seed(0)
+    c = shape[1]
+    w = torch.randn(c, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(*shape, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    ref = nn.functional.conv2d(x, w, None, stride, dilation, dilation, c)
+    out = small_map_depthwise(x, w, (stride, stride), (dilation, dilation), (dilation, dilation))
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad(out, (x, w), g)
+    ref_grads = torch.autograd.grad(ref, (x, w), g)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_model_with_small_map_path_equals_plain_convolutions():
+    torch.manual_seed(0)
+    model = M.MobileNetV1(width_mult=0.25).double().eval()
+    depthwise = [m for m in model.modules() if isinstance(m, DepthwiseConv2d)]
+    assert len(depthwise) == 13
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    fast = model(x)
+    for m in depthwise:
+        m.small_map_pixels = 0
+    torch.testing.assert_close(fast, model(x), rtol=0, atol=1e-10)
