@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .bench import BACKENDS, DEFAULT_BACKENDS
+
 FORMATS = ("table", "csv", "json")
 
 
@@ -270,6 +272,151 @@ def cmd_sweep(args) -> None:
                    for r in rows], "table"))
 
 
+def cmd_compare(args) -> None:
+    from .sweep import compare_runs
+
+    _write(_render(compare_runs(args.runs), args.format), args.output)
+
+
+def _model_for_export(source: str, resolution: int | None):
+    """(model, extra metadata) from our .safetensors file or a registered name (fresh weights)."""
+    from .registry import MODELS, create_model
+
+    if source in MODELS:
+        model, extra = create_model(source).eval(), {}
+    elif Path(source).suffix in (".safetensors", ".st"):
+        model, class_names, train_cfg = _load_for_inference(source)
+        extra = {"class_names": class_names, "eval_crop": train_cfg.get("eval_crop", 0.875),
+                 "data": train_cfg.get("data")}
+    else:
+        raise ValueError(f"model {source!r} is neither a registered name nor a .safetensors file "
+                         "(use `mobilenets convert` for Keras or timm weights first)")
+    if resolution:
+        model.config["resolution"] = resolution
+    return model, extra
+
+
+def _eval_split(model_cfg: dict, extra: dict, data: str | None, split: str, limit: int | None):
+    """(dataset, eval transform) for a model, with the data and crop it was trained with."""
+    from .data import BatchTransform, open_dataset
+
+    res = model_cfg.get("resolution", 224)
+    crop = extra.get("eval_crop", 0.875)
+    ds = open_dataset(data or extra.get("data") or "fashion-mnist", split, res, crop, False,
+                      extra.get("class_names"))
+    if limit:
+        from .train import _limit
+
+        _limit(ds, limit)
+    return ds, BatchTransform(res, False, eval_crop=crop, out_channels=model_cfg.get("in_channels", 3))
+
+
+def cmd_export(args) -> None:
+    from .checkpoint import load_model, save_model
+    from .deploy import calibration_batches, export_onnx, quantize_int8
+
+    model, extra = _model_for_export(args.model, args.resolution)
+    out = Path(args.output)
+    if args.format == "onnx":
+        report = export_onnx(model, out, tolerance=args.tolerance, fold_bn=not args.no_fold_bn,
+                             extra=extra)
+    elif args.format == "int8":
+        calib_set, tf = _eval_split(model.config, extra, args.data, "train", None)
+        batches = calibration_batches(calib_set, tf, args.calibration_images)
+        report = quantize_int8(model, out, batches, per_channel=not args.per_tensor, extra=extra,
+                               min_top1_agreement=args.min_agreement)
+    else:
+        save_model(model, out, extra=extra)
+        import torch
+
+        x = torch.randn(2, model.config.get("in_channels", 3), *(2 * [model.config.get("resolution", 224)]))
+        with torch.no_grad():
+            diff = float((load_model(out)(x) - model(x)).abs().max())
+        if diff > 0:
+            raise ValueError(f"{out} reloads with different outputs (max |diff| {diff:.3g})")
+        print(f"{out} (safetensors): reloaded outputs identical")
+        return
+    print(report.summary())
+    if args.evaluate:
+        _evaluate_export(model, extra, out, args)
+
+
+def _evaluate_export(model, extra: dict, path: Path, args) -> None:
+    """Top-1 of the torch model and of the export on the same split, and the difference."""
+    import json
+
+    from .deploy import OnnxModule
+    from .train import evaluate
+
+    ds, tf = _eval_split(model.config, extra, args.data, "val", args.limit)
+    names = extra.get("class_names") or ds.class_names
+    ref = evaluate(model, ds, tf, class_names=names, progress=True)
+    got = evaluate(OnnxModule(path), ds, tf, class_names=names, progress=True)
+    row = {"model": args.model, "export": str(path), "format": args.format,
+           "images": ref["num_samples"], "torch_top1": ref["top1"], "export_top1": got["top1"],
+           "drop": round(ref["top1"] - got["top1"], 2)}
+    print(f"top-1 on {row['images']} images: torch fp32 {row['torch_top1']:.2f}%, "
+          f"{args.format} export {row['export_top1']:.2f}%, drop {row['drop']:+.2f} points")
+    if args.report:
+        from .checkpoint import atomic_path
+
+        with atomic_path(args.report) as tmp:
+            tmp.write_text(json.dumps(row, indent=2) + "\n")
+
+
+def _specs(args) -> list[dict]:
+    specs = [{"name": n} for n in (args.model or [])]
+    specs += [{"model_file": f} for f in (args.model_file or [])]
+    from .registry import get_spec
+
+    for s in specs:
+        if "name" in s:
+            get_spec(s["name"])
+        elif not Path(s["model_file"]).is_file():
+            raise FileNotFoundError(f"--model-file not found: {s['model_file']}")
+        if args.resolution:
+            s["resolution"] = args.resolution
+    return specs or [{"name": "mobilenet_v1_1.0_224"}]
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_bench(args) -> None:
+    import json
+    from dataclasses import asdict
+
+    from .bench import bench
+
+    rows, machine = bench(_specs(args), args.backends, batch=args.batch, threads=args.threads,
+                          rounds=args.rounds, memory=not args.no_memory,
+                          calibration_data=args.calibration_data, progress=_progress)
+    dicts = [asdict(r) for r in rows]
+    if args.format == "json":
+        _write(json.dumps({"machine": machine, "rows": dicts}, indent=2), args.output)
+    else:
+        _write(_render(dicts, args.format), args.output)
+
+
+def cmd_pick(args) -> None:
+    import json
+
+    from .bench import pick
+
+    rows, choice = pick(args.latency_ms, args.max_params, args.max_madds, args.backend,
+                        args.accuracy, args.threads, plot=args.plot, progress=_progress)
+    keys = ("label", "top1", "accuracy_source", "latency_ms", "params", "madds", "fits", "chosen")
+    table = [{k: r[k] for k in keys} for r in sorted(rows, key=lambda r: r["latency_ms"])]
+    if args.format == "json":
+        _write(json.dumps({"choice": choice, "candidates": table}, indent=2), args.output)
+        return
+    _write(_render(table, args.format), args.output)
+    print(f"pick: {choice['label']} (top-1 {choice['top1']}%, {choice['accuracy_source']}; "
+          f"{choice['latency_ms']:.2f} ms on {args.backend}, {choice['params'] / 1e6:.2f}M params, "
+          f"{choice['madds'] / 1e6:.0f}M Mult-Adds)" + (f"; frontier: {args.plot}" if args.plot else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mobilenets", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -343,6 +490,60 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--width-mults", default="1.0,0.75,0.5,0.25")
     s.add_argument("--resolutions", default="64,56,48,40")
     s.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser("compare", help="top-1, Mult-Adds and params of finished training runs")
+    s.add_argument("runs", nargs="+", help="run folders written by train")
+    s.add_argument("--format", choices=FORMATS, default="table")
+    s.add_argument("--output")
+    s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("export", help="ONNX (fp32 or int8) or safetensors, verified against torch")
+    s.add_argument("model", help="our .safetensors file, or a registered name (fresh weights)")
+    s.add_argument("--format", choices=("onnx", "int8", "safetensors"), default="onnx")
+    s.add_argument("--output", required=True, help="file to write (atomically, after the check)")
+    s.add_argument("--resolution", type=int, help="input size (default: the model's)")
+    s.add_argument("--tolerance", type=float, default=1e-4,
+                   help="max |ONNX - torch| of the logits, relative to max(1, |logits|)")
+    s.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorm layers")
+    s.add_argument("--data", help="calibration/evaluation data (default: the model's training data)")
+    s.add_argument("--calibration-images", type=int, default=512,
+                   help="training images for int8 calibration (default 512)")
+    s.add_argument("--per-tensor", action="store_true", help="int8 weights per tensor, not channel")
+    s.add_argument("--min-agreement", type=float, default=0.9,
+                   help="int8: least share of calibration images whose top-1 matches fp32's")
+    s.add_argument("--evaluate", action="store_true",
+                   help="also report top-1 of torch and the export on the validation split")
+    s.add_argument("--limit", type=int, help="evaluate on the first N images only")
+    s.add_argument("--report", help="write the evaluation as JSON here")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("bench", help="latency, throughput and memory per backend vs timm and ORT")
+    s.add_argument("--model", action="append", help="registered name (repeatable; default "
+                   "mobilenet_v1_1.0_224)")
+    s.add_argument("--model-file", action="append", help="our .safetensors (repeatable)")
+    s.add_argument("--resolution", type=int, help="input size (default: each model's)")
+    s.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
+                   help=f"comma-separated, from: {', '.join(BACKENDS)}")
+    s.add_argument("--batch", type=int, default=32, help="batch of the throughput measurement")
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
+    s.add_argument("--no-memory", action="store_true", help="skip the peak-RSS measurement")
+    s.add_argument("--calibration-data", default="fashion-mnist", help="int8 calibration images")
+    s.add_argument("--format", choices=FORMATS, default="table")
+    s.add_argument("--output")
+    s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("pick", help="the most accurate variant within a latency/size budget")
+    s.add_argument("--latency-ms", type=float, help="median batch-1 latency budget")
+    s.add_argument("--max-params", type=float, help="parameter budget (conv + FC weights)")
+    s.add_argument("--max-madds", type=float, help="Mult-Adds budget per image")
+    s.add_argument("--backend", default="onnx", help="where to measure (default onnx)")
+    s.add_argument("--accuracy", help="a sweep.csv: choose among its models, by its accuracy")
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--plot", help="write the accuracy vs measured latency frontier (PNG)")
+    s.add_argument("--format", choices=FORMATS, default="table")
+    s.add_argument("--output")
+    s.set_defaults(func=cmd_pick)
     return p
 
 

@@ -24,6 +24,9 @@ class ModelSpec:
         kwargs: Constructor arguments of the arch.
         paper: What the paper prints for it on ImageNet, where it does:
             ``{"table": ..., "top1": %, "madds_m": millions, "params_m": millions}``.
+        released_top1: ImageNet top-1 (%) of the released TF-Slim checkpoint of the same variant
+            (``research/slim/nets/mobilenet_v1.md``, release 2018-02-22), where there is one: the
+            only source for the grid points the paper shows as dots in Figure 4.
     """
 
     name: str
@@ -31,6 +34,7 @@ class ModelSpec:
     resolution: int
     kwargs: dict = field(default_factory=dict)
     paper: dict | None = None
+    released_top1: float | None = None
 
 
 def _paper(table: str, top1: float, madds_m: float, params_m: float) -> dict:
@@ -50,6 +54,14 @@ _PAPER_V1 = {
     (0.5, 160): _paper("9", 60.2, 76, 1.32),
 }
 
+# TF-Slim's released checkpoints (research/slim/nets/mobilenet_v1.md, 2018-02-22), top-1 %.
+_RELEASED_TOP1 = {
+    (1.0, 224): 70.9, (1.0, 192): 70.0, (1.0, 160): 68.0, (1.0, 128): 65.2,
+    (0.75, 224): 68.4, (0.75, 192): 67.2, (0.75, 160): 65.3, (0.75, 128): 62.1,
+    (0.5, 224): 63.3, (0.5, 192): 61.7, (0.5, 160): 59.1, (0.5, 128): 56.3,
+    (0.25, 224): 49.8, (0.25, 192): 47.7, (0.25, 160): 45.5, (0.25, 128): 41.5,
+}
+
 WIDTH_MULTS = (1.0, 0.75, 0.5, 0.25)
 RESOLUTIONS = (224, 192, 160, 128)
 
@@ -57,7 +69,8 @@ MODELS: dict[str, ModelSpec] = {}
 for _a in WIDTH_MULTS:
     for _r in RESOLUTIONS:
         _name = f"mobilenet_v1_{_a}_{_r}"
-        MODELS[_name] = ModelSpec(_name, "mobilenet_v1", _r, {"width_mult": _a}, _PAPER_V1.get((_a, _r)))
+        MODELS[_name] = ModelSpec(_name, "mobilenet_v1", _r, {"width_mult": _a}, _PAPER_V1.get((_a, _r)),
+                                  _RELEASED_TOP1[(_a, _r)])
 MODELS["mobilenet_v1_conv_224"] = ModelSpec(  # Table 4: full convolutions instead of separable
     "mobilenet_v1_conv_224", "mobilenet_v1", 224, {"block": "full"},
     _paper("4", 71.7, 4866, 29.3))

@@ -85,3 +85,41 @@ def run_sweep(base: TrainConfig, width_mults=(1.0, 0.75, 0.5, 0.25),
     print(f"log-linear fit: top1 = {fit[0]:.2f} + {fit[1]:.2f} * log10(Mult-Adds in M), "
           f"R^2 = {fit[2]:.3f}")
     return rows
+
+
+def compare_runs(run_dirs: list[str | os.PathLike]) -> list[dict]:
+    """One row per training run folder, for tables like the paper's Tables 4 and 5.
+
+    Args:
+        run_dirs: Folders written by ``mobilenets train`` (``config.json`` and ``eval.json``;
+            ``summary.json`` adds the training time).
+
+    Returns:
+        Rows with the run, model, alpha, resolution, top-1, top-5, Mult-Adds and parameters
+        (conv + FC weights, the paper's count) in millions, epochs and training seconds.
+
+    Raises:
+        FileNotFoundError: naming a folder without ``config.json`` or ``eval.json`` (unfinished).
+    """
+    import json
+
+    from .train import TrainConfig, build_model
+
+    rows = []
+    for run in map(Path, run_dirs):
+        for name in ("config.json", "eval.json"):
+            if not (run / name).is_file():
+                raise FileNotFoundError(f"{run / name} not found: is {run} a finished training run?")
+        cfg = TrainConfig(**json.loads((run / "config.json").read_text()))
+        result = json.loads((run / "eval.json").read_text())
+        summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+        model = build_model(cfg, len(result["per_class"]))
+        res = model.config["resolution"]
+        prof = profile_model(model, (model.config.get("in_channels", 3), res, res))
+        rows.append({"run": str(run), "model": cfg.model, "width_mult": model.config["width_mult"],
+                     "resolution": res, "top1": result["top1"], "top5": result["top5"],
+                     "madds_m": round(prof.total_madds / 1e6, 2),
+                     "params_m": round(prof.layer_params / 1e6, 3),
+                     "epochs": summary.get("epochs", cfg.epochs),
+                     "train_seconds": summary.get("train_seconds")})
+    return rows

@@ -391,6 +391,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     step, history, loss_sum = 0, [], torch.zeros(2)  # loss_sum: this epoch's (sum, count)
 
+    prior_seconds = 0.0  # training time of earlier sessions of this run
     if resume and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
         model.load_state_dict(state["model"])
@@ -400,6 +401,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             ema.load_state_dict(state["ema"])
         _set_rng_state(state["rng"][d.rank % len(state["rng"])])
         step, history, loss_sum = state["step"], state["history"], state["epoch_loss"]
+        prior_seconds = state.get("train_seconds", 0.0)
         if d.main:
             print(f"resumed from {ckpt_path} at step {step}/{total_steps}", flush=True)
     elif d.main:
@@ -426,7 +428,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema else None,
                 "rng": rng, "step": step, "history": history, "epoch_loss": loss_sum,
-                "config": asdict(cfg)})
+                "config": asdict(cfg), "train_seconds": prior_seconds + time.perf_counter() - t_start})
 
     autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.amp)
     bar = None
@@ -494,6 +496,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                           "train_config": asdict(cfg)})
         with atomic_path(out / "eval.json") as tmp:
             tmp.write_text(json.dumps(result, indent=2))
+        summary = {"top1": result["top1"], "top5": result["top5"], "steps": step,
+                   "epochs": step / steps_per_epoch, "train_seconds": round(prior_seconds + seconds, 1),
+                   "images_per_second_last_session": round(images_seen / max(seconds, 1e-9), 1),
+                   "world_size": d.world_size}
+        with atomic_path(out / "summary.json") as tmp:
+            tmp.write_text(json.dumps(summary, indent=2))
     return {"val": result, "steps": step, "epochs": step / steps_per_epoch,
             "train_seconds": seconds, "images_per_second": images_seen / max(seconds, 1e-9),
             "model_path": str(model_path), "history": history, "model": final_model}

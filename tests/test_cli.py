@@ -100,3 +100,38 @@ def test_train_eval_predict_chain(capsys, tmp_path):
     assert rows[0]["top"][0]["label"] in load_fashion_mnist("test").class_names
     code, _, err = run(capsys, "predict", str(out / "model.safetensors"), str(tmp_path / "nope.png"))
     assert code == 2 and "nope.png" in err
+    code, stdout, _ = run(capsys, "compare", str(out), "--format", "json")
+    row = json.loads(stdout)[0]
+    assert code == 0 and row["width_mult"] == 0.25 and row["resolution"] == 32
+    assert row["top1"] == json.loads((out / "eval.json").read_text())["top1"]
+    assert row["train_seconds"] > 0 and row["madds_m"] > 0
+
+
+def test_export_evaluate_and_bench_a_trained_model(capsys, tmp_path):
+    out = tmp_path / "run"
+    code, _, _ = run(capsys, "train", "--preset", "smoke", "--out", str(out), "--limit-train", "64",
+                     "--limit-val", "32")
+    model_file = str(out / "model.safetensors")
+    for fmt, extra in (("onnx", ()), ("int8", ("--calibration-images", "32", "--min-agreement", "0")),
+                       ("safetensors", ())):
+        dst = tmp_path / f"m_{fmt}.{'safetensors' if fmt == 'safetensors' else 'onnx'}"
+        args = ["export", model_file, "--format", fmt, "--output", str(dst), *extra]
+        if fmt != "safetensors":
+            args += ["--evaluate", "--limit", "32", "--report", str(tmp_path / f"{fmt}.json")]
+        code, stdout, err = run(capsys, *args)
+        assert code == 0 and dst.exists(), err
+        if fmt != "safetensors":
+            report = json.loads((tmp_path / f"{fmt}.json").read_text())
+            assert report["images"] == 32 and report["format"] == fmt
+            assert report["drop"] == round(report["torch_top1"] - report["export_top1"], 2)
+            assert "drop" in stdout
+    assert json.loads((tmp_path / "onnx.json").read_text())["drop"] == 0  # fp32: same top-1
+    code, stdout, _ = run(capsys, "bench", "--model-file", model_file, "--backends", "eager,onnx",
+                          "--rounds", "1", "--batch", "2", "--no-memory", "--format", "json")
+    rows = json.loads(stdout)["rows"]
+    assert code == 0 and [r["backend"] for r in rows] == ["eager", "onnx"]
+    code, _, err = run(capsys, "export", str(tmp_path / "missing.safetensors"), "--output",
+                       str(tmp_path / "x.onnx"))
+    assert code == 2 and "missing.safetensors" in err
+    code, _, err = run(capsys, "bench", "--backends", "onnx,tpu")
+    assert code == 2 and "unknown backend 'tpu'" in err

@@ -136,7 +136,10 @@ def test_ddp_two_processes(tmp_path):
                                min_crop_area=1.0, flip=False))
     single_losses = [h["train_loss"] for h in single["history"]]
     assert ddp_losses[-1] < ddp_losses[0] - 0.4 and single_losses[-1] < single_losses[0] - 0.4
-    assert abs(ddp_losses[-1] - single_losses[-1]) < 0.4, (ddp_losses, single_losses)
+    # Averaged over the last 3 epochs: single runs of 16 steps an epoch differ by ~0.2 in the last
+    # epoch's loss from summation order alone, and DDP's BN sees 16 images instead of 32.
+    late = lambda losses: sum(losses[-3:]) / 3  # noqa: E731
+    assert abs(late(ddp_losses) - late(single_losses)) < 0.4, (ddp_losses, single_losses)
 
 
 @needs_data

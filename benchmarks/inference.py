@@ -1,0 +1,118 @@
+"""Inference benchmark (issue 4): latency at batch 1, throughput at batch 32 and peak memory of
+every backend we offer, against timm's MobileNet V1 eager and ONNX Runtime on timm's export, and
+against the fp32 floor (2 x Mult-Adds at the measured GFLOP/s of a 1024^3 fp32 matmul), for 1.0
+MobileNet-224, 0.25 MobileNet-128 and 0.5 MobileNet-160. All backends of a variant are timed in one
+process, interleaved (``mobilenets.bench``). Writes ``benchmarks/results/inference.json`` and
+``inference.md``; this is a benchmark, not a test: it reports and asserts nothing.
+
+The targets it checks (issue 4), for each variant:
+    fp32 batch 1       our fastest fp32 backend <= 0.3 x timm eager, and <= 1.25 x the floor
+    int8 batch 1       <= 0.65 x our ONNX fp32 latency; the Fashion-MNIST top-1 drop (from
+                       ``mobilenets export --format int8 --evaluate``, runs/main/int8_eval.json)
+                       < 0.5 points
+    batch 32           our best throughput >= 4 x timm eager's
+
+Usage (from the repository root; ~6 minutes on 2 cores):
+
+    .venv/bin/python benchmarks/inference.py [--threads 2] [--rounds 10] [--backends ...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mobilenets.bench import DEFAULT_BACKENDS, bench  # noqa: E402
+from mobilenets.checkpoint import atomic_path  # noqa: E402
+
+VARIANTS = ["mobilenet_v1_1.0_224", "mobilenet_v1_0.25_128", "mobilenet_v1_0.5_160"]
+FP32_OURS = ("torch", "compile", "onnx")
+
+
+def targets(rows: list[dict], int8_eval: dict | None) -> list[dict]:
+    """The issue's targets per variant, each with the measured ratio and whether it is met."""
+    out = []
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        by = {r["backend"]: r for r in rows if r["variant"] == variant}
+        if "timm" not in by:
+            continue
+        timm = by["timm"]
+        fp32 = min((by[b] for b in FP32_OURS if b in by), key=lambda r: r["latency_ms"])
+        best_thr = max((r for b, r in by.items() if not b.startswith("timm")),
+                       key=lambda r: r["throughput"])
+
+        def add(name, value, limit, better="lower", detail=""):
+            met = value <= limit if better == "lower" else value >= limit
+            out.append({"variant": variant, "target": name, "value": round(value, 3),
+                        "limit": limit, "met": met, "detail": detail})
+
+        add("fp32 b1 latency / timm eager", fp32["latency_ms"] / timm["latency_ms"], 0.3,
+            detail=f"{fp32['backend']} {fp32['latency_ms']} ms vs timm {timm['latency_ms']} ms")
+        add("fp32 b1 latency / floor", fp32["latency_ms"] / fp32["floor_ms"], 1.25,
+            detail=f"{fp32['latency_ms']} ms vs floor {fp32['floor_ms']} ms")
+        if "int8" in by and "onnx" in by:
+            add("int8 b1 latency / our fp32 (onnx)", by["int8"]["latency_ms"] / by["onnx"]["latency_ms"],
+                0.65, detail=f"{by['int8']['latency_ms']} ms vs {by['onnx']['latency_ms']} ms")
+        add(f"b{timm['batch']} throughput / timm eager", best_thr["throughput"] / timm["throughput"], 4.0,
+            better="higher", detail=f"{best_thr['backend']} {best_thr['throughput']} img/s vs "
+                                    f"timm {timm['throughput']} img/s")
+    if int8_eval:
+        out.append({"variant": f"{int8_eval['model']} (Fashion-MNIST)", "target": "int8 top-1 drop (points)",
+                    "value": int8_eval["drop"], "limit": 0.5, "met": int8_eval["drop"] < 0.5,
+                    "detail": f"fp32 {int8_eval['torch_top1']}% -> int8 {int8_eval['export_top1']}% "
+                              f"on {int8_eval['images']} test images"})
+    return out
+
+
+def markdown(rows: list[dict], checks: list[dict], machine: dict) -> str:
+    lines = [f"Machine: {machine['description']}; {machine['threads']} threads; torch {machine['torch']}, "
+             f"onnxruntime {machine.get('onnxruntime')}; fp32 matmul {machine['matmul_gflops']} GFLOP/s; "
+             f"{machine['date']}.", "",
+             "| variant | backend | b1 median ms | b1 p90 ms | x timm | b32 img/s | peak RSS MB (+ over imports) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        mem = "" if r["peak_rss_mb"] is None else f"{r['peak_rss_mb']:.0f} (+{r['above_baseline_mb']:.0f})"
+        lines.append(f"| {r['variant']} | {r['backend']} | {r['latency_ms']:.2f} | {r['latency_p90_ms']:.2f} | "
+                     f"{r['vs_timm']:.2f} | {r['throughput']:.0f} | {mem} |")
+    lines += ["", "| variant | target | measured | limit | met | detail |", "|---|---|---|---|---|---|"]
+    for c in checks:
+        lines.append(f"| {c['variant']} | {c['target']} | {c['value']} | {c['limit']} | "
+                     f"{'yes' if c['met'] else 'no'} | {c['detail']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--backends", default=",".join(DEFAULT_BACKENDS))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--int8-eval", default=str(ROOT / "runs/main/int8_eval.json"))
+    p.add_argument("--output", default=str(ROOT / "benchmarks/results/inference"))
+    args = p.parse_args()
+    rows, machine = bench([{"name": v} for v in args.variants.split(",")], args.backends,
+                          batch=args.batch, threads=args.threads, rounds=args.rounds,
+                          progress=lambda s: print(s, flush=True))
+    machine["description"] = f"{platform.processor() or platform.machine()}, {machine['cpu_count']} cores"
+    int8_path = Path(args.int8_eval)
+    int8_eval = json.loads(int8_path.read_text()) if int8_path.is_file() else None
+    dicts = [asdict(r) for r in rows]
+    checks = targets(dicts, int8_eval)
+    md = markdown(dicts, checks, machine)
+    with atomic_path(args.output + ".json") as tmp:
+        tmp.write_text(json.dumps({"command": " ".join(sys.argv), "machine": machine, "rows": dicts,
+                                   "targets": checks}, indent=2) + "\n")
+    with atomic_path(args.output + ".md") as tmp:
+        tmp.write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

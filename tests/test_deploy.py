@@ -1,0 +1,167 @@
+"""Deployment: BN folding, ONNX export with its parity check, int8, bench and pick."""
+import json
+
+import onnx
+import pytest
+import torch
+from torch import nn
+
+import mobilenets as M
+from mobilenets import deploy
+from mobilenets.bench import bench, check_backends, pick, timm_mobilenet_v1
+from mobilenets.deploy import ExportError, OnnxModule, export_onnx, fold_batchnorm, quantize_int8
+
+
+def _model(width_mult=0.25, res=32, classes=10, seed=0):
+    torch.manual_seed(seed)
+    model = M.MobileNetV1(width_mult=width_mult, num_classes=classes)
+    for m in model.modules():  # BN statistics far from identity, so folding is really tested
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    model.config["resolution"] = res
+    return model.eval()
+
+
+def test_fold_batchnorm_is_the_same_function():
+    model = _model()
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # original untouched
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_export_onnx_matches_torch_with_dynamic_batch(tmp_path):
+    model = _model()
+    path = tmp_path / "m.onnx"
+    report = export_onnx(model, path, extra={"class_names": list("abcdefghij")})
+    assert report.max_abs_diff < 1e-4 and report.check_batches == (1, 3)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temporary files left
+    proto = onnx.load(str(path))
+    assert proto.opset_import[0].version >= 17
+    assert not any(n.op_type == "BatchNormalization" for n in proto.graph.node)  # folded
+    session = OnnxModule(path)
+    assert session.config["width_mult"] == 0.25 and session.extra["class_names"][0] == "a"
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(session(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_export_mismatch_is_an_error_and_writes_nothing(tmp_path, monkeypatch):
+    real_export = deploy._torch_export
+
+    def wrong_export(model, path, shape, opset):  # an exporter bug: a different function
+        broken = fold_batchnorm(model)
+        broken.classifier.bias.data += 1.0
+        real_export(broken, path, shape, opset)
+
+    monkeypatch.setattr(deploy, "_torch_export", wrong_export)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"previous export")
+    with pytest.raises(ExportError, match="disagrees with the torch model"):
+        export_onnx(_model(), path)
+    assert path.read_bytes() == b"previous export" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_quantize_int8_per_channel(tmp_path):
+    model = _model(width_mult=0.5)
+    calib = [torch.rand(16, 3, 32, 32) * 2 - 1 for _ in range(2)]
+    path = tmp_path / "q.onnx"
+    report = quantize_int8(model, path, calib, min_top1_agreement=0.0)
+    assert report.format == "onnx-int8" and 0 <= report.top1_agreement <= 1
+    proto = onnx.load(str(path))
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    inits = {i.name: i for i in proto.graph.initializer}
+    # per-channel: some weight scale has one entry per output channel (stem: 16 at alpha 0.5)
+    scale_sizes = {tuple(inits[n.input[1]].dims) for n in proto.graph.node
+                   if n.op_type == "DequantizeLinear" and n.input[1] in inits}
+    assert (16,) in scale_sizes
+    x = calib[0]
+    with torch.no_grad():
+        ref = model(x)
+    out = OnnxModule(path)(x)
+    cos = nn.functional.cosine_similarity(out.flatten(), ref.flatten(), dim=0)
+    assert cos > 0.95
+    with pytest.raises(ExportError, match="agrees with the float model on only"):
+        quantize_int8(model, tmp_path / "never.onnx", calib, min_top1_agreement=1.01)
+    assert not (tmp_path / "never.onnx").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.onnx"]
+    with pytest.raises(ValueError, match="calibration batches must be"):
+        quantize_int8(model, tmp_path / "x.onnx", [torch.rand(2, 3, 64, 64)])
+
+
+def test_bad_files_and_inputs_name_the_problem(tmp_path):
+    path = tmp_path / "m.onnx"
+    export_onnx(_model(), path)
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ExportError, match="truncated.onnx is not a usable ONNX model"):
+        OnnxModule(truncated)
+    with pytest.raises(FileNotFoundError, match="nope.onnx"):
+        OnnxModule(tmp_path / "nope.onnx")
+    session = OnnxModule(path)
+    with pytest.raises(ValueError, match=r"takes input of shape Nx3x32x32, got 1x3x64x64"):
+        session(torch.randn(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="takes float images, got dtype torch.uint8"):
+        session(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="unknown backend 'tensorrt'"):
+        check_backends("onnx,tensorrt")
+    with pytest.raises(ValueError, match="opset must be >= 17"):
+        export_onnx(_model(), tmp_path / "o.onnx", opset=13)
+
+
+def test_timm_peer_has_our_channels():
+    for alpha in (0.25, 1.0):
+        ours = M.MobileNetV1(width_mult=alpha)
+        peer = timm_mobilenet_v1(alpha)
+        assert sum(p.numel() for p in peer.parameters()) == sum(p.numel() for p in ours.parameters())
+
+
+def test_bench_rows(tmp_path):
+    rows, machine = bench([{"name": "mobilenet_v1_0.25_128", "resolution": 32}],
+                          ["eager", "torch", "onnx", "timm"], batch=2, rounds=1, iters=2,
+                          throughput_rounds=1, memory=False)
+    assert machine["matmul_gflops"] > 0
+    assert [r.backend for r in rows] == ["eager", "torch", "onnx", "timm"]
+    for r in rows:
+        assert r.latency_ms > 0 and r.latency_p90_ms > 0 and r.throughput > 0 and r.batch == 2
+        assert r.floor_ms > 0 and r.madds == rows[0].madds
+    assert rows[-1].vs_timm == 1.0
+
+
+def test_pick_from_a_sweep_csv(tmp_path):
+    csv_path = tmp_path / "sweep.csv"
+    csv_path.write_text(
+        "label,width_mult,resolution,madds,params,top1,top5,epochs,train_seconds,model_path\n"
+        "0.5-32,0.5,32,1,1,80.0,99.0,1,1,\n0.25-32,0.25,32,1,1,70.0,98.0,1,1,\n")
+    rows, choice = pick(max_params=1e9, backend="torch", accuracy_csv=str(csv_path), rounds=1,
+                        iters=2, plot=str(tmp_path / "frontier.png"))
+    assert choice["label"] == "0.5-32" and choice["chosen"] and sum(r["chosen"] for r in rows) == 1
+    assert (tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
+    small = min(r["params"] for r in rows)
+    rows, choice = pick(max_params=small, backend="torch", accuracy_csv=str(csv_path), rounds=1,
+                        iters=2)
+    assert choice["label"] == "0.25-32"  # the larger one no longer fits
+    with pytest.raises(ValueError, match="no candidate fits the budget; the fastest is"):
+        pick(latency_ms=1e-6, backend="torch", accuracy_csv=str(csv_path), rounds=1, iters=1)
+    with pytest.raises(ValueError, match="give at least one budget"):
+        pick(backend="torch", accuracy_csv=str(csv_path))
+    with pytest.raises(ValueError, match="--latency-ms must be a number > 0"):
+        pick(latency_ms=-1, backend="torch")
+    with pytest.raises(ValueError, match="is a peer"):
+        pick(latency_ms=5, backend="timm")
+
+
+def test_pick_candidates_cover_the_grid_with_imagenet_accuracy():
+    from mobilenets.bench import candidates
+
+    rows = candidates()
+    assert len(rows) == 16 and all(r["top1"] for r in rows)
+    by = {r["label"]: r for r in rows}
+    assert by["1-224"]["top1"] == 70.6 and by["1-224"]["accuracy_source"] == "paper"
+    assert by["0.75-192"]["accuracy_source"] == "TF-Slim release"
