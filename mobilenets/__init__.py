@@ -1,12 +1,15 @@
-"""mobilenets: the MobileNets paper as a library: models, cost, training and deployment."""
+"""mobilenets: the MobileNets papers (V1 and MobileNetV2) as a library: models, cost, activation
+memory, training and deployment."""
 from .checkpoint import load_model, save_model
-from .layers import ConvBNAct, DepthwiseSeparable
+from .layers import ConvBNAct, DepthwiseSeparable, InvertedResidual
 from .mobilenet_v1 import V1_BLOCKS, V1_SHALLOW_BLOCKS, MobileNetV1, scale_channels
+from .mobilenet_v2 import V2_BLOCKS, MobileNetV2
 from .registry import MODELS, create_model, get_spec, list_models
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConvBNAct", "DepthwiseSeparable", "MobileNetV1", "V1_BLOCKS", "V1_SHALLOW_BLOCKS", "MODELS",
-    "create_model", "get_spec", "list_models", "load_model", "save_model", "scale_channels",
+    "ConvBNAct", "DepthwiseSeparable", "InvertedResidual", "MobileNetV1", "MobileNetV2",
+    "V1_BLOCKS", "V1_SHALLOW_BLOCKS", "V2_BLOCKS", "MODELS", "create_model", "get_spec",
+    "list_models", "load_model", "save_model", "scale_channels",
 ]

@@ -76,23 +76,45 @@ def _render(rows: list[dict], fmt: str) -> str:
     return "\n".join([fmt_row(keys), fmt_row(["-" * w for w in widths])] + [fmt_row(c) for c in cells])
 
 
+#: ``mobilenets profile --arch``: the model class built from --width-mult, and its report label.
+PROFILE_ARCHS = {"v1": ("mobilenet_v1", "MobileNet"), "v2": ("mobilenet_v2", "MobileNetV2")}
+
+
 def cmd_profile(args) -> None:
-    from .mobilenet_v1 import MobileNetV1
+    import json
+
     from .profiler import profile_model
-    from .registry import create_model, get_spec
+    from .registry import ARCHS, create_model, get_spec
 
     if args.model:
+        if args.arch:
+            raise ValueError("--arch goes with --width-mult; --model already names the "
+                             "architecture")
         spec = get_spec(args.model)
         kwargs = {"num_classes": args.num_classes} if args.num_classes else {}
         model = create_model(args.model, **kwargs)
         h, w = parse_resolution(args.resolution) if args.resolution else (spec.resolution,) * 2
         name = args.model
     else:
+        arch, label = PROFILE_ARCHS[args.arch or "v1"]
         h, w = parse_resolution(args.resolution or "224")
-        model = MobileNetV1(width_mult=args.width_mult, num_classes=args.num_classes or 1000)
-        name = f"{args.width_mult:g} MobileNet-{h}" + (f"x{w}" if w != h else "")
+        model = ARCHS[arch](width_mult=args.width_mult, num_classes=args.num_classes or 1000)
+        name = f"{args.width_mult:g} {label}-{h}" + (f"x{w}" if w != h else "")
     prof = profile_model(model, (3, h, w), name=name)
-    text = {"table": prof.format_table, "csv": prof.to_csv, "json": prof.to_json}[args.format]()
+    if not args.memory:
+        text = {"table": prof.format_table, "csv": prof.to_csv, "json": prof.to_json}[args.format]()
+        _write(text.rstrip("\n"), args.output)
+        return
+    from .memory import inference_ops, trace_memory
+
+    fuse = inference_ops() if args.memory == "ops" else ()
+    mem = trace_memory(model, (3, h, w), dtype_bytes=args.activation_bytes, fuse=fuse, name=name)
+    if args.format == "json":
+        text = json.dumps({**prof.to_dict(), "memory": mem.to_dict()}, indent=2)
+    elif args.format == "csv":  # two CSV tables, separated by an empty line
+        text = prof.to_csv() + "\n" + mem.to_csv()
+    else:
+        text = prof.format_table() + "\n\n" + mem.format_table()
     _write(text.rstrip("\n"), args.output)
 
 
@@ -102,7 +124,7 @@ def cmd_paper_tables(args) -> None:
     tables = set(args.table) if args.table else None
     rows = paper_comparisons(tables)
     if not rows:
-        raise ValueError(f"--table must be among 2-10, 12, 14; got {args.table}")
+        raise ValueError(f"--table must be among 2-10, 12, 14, V2-3, V2-4; got {args.table}")
     _write(format_comparisons(rows, args.format), args.output)
     if args.strict and any(r.status == "MISMATCH" for r in rows):
         raise SystemExit(1)
@@ -427,27 +449,40 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", help="write to this file instead of stdout")
     s.set_defaults(func=cmd_models)
 
-    s = sub.add_parser("profile", help="per-layer Mult-Adds and parameters (Tables 1 and 2)")
+    s = sub.add_parser("profile", help="per-layer Mult-Adds and parameters (Tables 1 and 2), "
+                       "optionally activation memory (MobileNetV2's Table 3)")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--model", help="a registered name (see `mobilenets models`)")
     g.add_argument("--width-mult", type=float, default=1.0, help="alpha, > 0 (default 1.0)")
+    s.add_argument("--arch", choices=sorted(PROFILE_ARCHS),
+                   help="with --width-mult: MobileNet v1 (default) or v2")
     s.add_argument("--resolution", help="input size: 224 or HxW, >= 32 (default: the model's)")
     s.add_argument("--num-classes", type=int, help="classifier outputs (default 1000)")
+    s.add_argument("--memory", nargs="?", const="ops", choices=("ops", "layers"),
+                   help="add the activation memory of one image: live tensors per step, the "
+                   "peak, the maxima per resolution. 'ops' (the default): conv+BN+activation and "
+                   "MobileNetV2 bottlenecks as single operations, as Table 3; 'layers': every "
+                   "leaf module, as eager PyTorch runs")
+    s.add_argument("--activation-bytes", type=int, default=2,
+                   help="bytes per activation for --memory (default 2: 16-bit, as Table 3)")
     s.add_argument("--format", choices=FORMATS, default="table")
     s.add_argument("--output", help="write to this file instead of stdout")
     s.set_defaults(func=cmd_profile)
 
     s = sub.add_parser("paper-tables", help="the paper's cost columns, computed vs printed")
-    s.add_argument("--table", action="append", help="only this table (repeatable): 2-10, 12, 14")
+    s.add_argument("--table", action="append",
+                   help="only this table (repeatable): 2-10, 12, 14; V2-3, V2-4 (MobileNetV2's)")
     s.add_argument("--format", choices=FORMATS, default="table")
     s.add_argument("--output", help="write to this file instead of stdout")
     s.add_argument("--strict", action="store_true", help="exit 1 on any unexplained difference")
     s.set_defaults(func=cmd_paper_tables)
 
-    s = sub.add_parser("convert", help="import Keras or timm MobileNet weights into our format")
-    s.add_argument("src", help="a Keras (.h5, .weights.h5, .keras) or timm (.pth, .safetensors) file")
+    s = sub.add_parser("convert", help="import Keras, timm or torchvision MobileNet weights into "
+                       "our format")
+    s.add_argument("src", help="a Keras (.h5, .weights.h5, .keras; MobileNet or MobileNetV2), "
+                   "timm MobileNet V1 or torchvision MobileNetV2 (.pth, .safetensors) file")
     s.add_argument("dst", help="output .safetensors file (written atomically)")
-    s.add_argument("--source", choices=("auto", "timm", "keras"), default="auto")
+    s.add_argument("--source", choices=("auto", "timm", "torchvision", "keras"), default="auto")
     s.add_argument("--width-mult", type=float, help="alpha of the source (default: inferred)")
     s.set_defaults(func=cmd_convert)
 

@@ -192,3 +192,40 @@ class DepthwiseSeparable(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pw(self.dw(x))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's bottleneck residual block (its Table 1): a 1x1 expansion by ``t`` with the
+    activation, a 3x3 depthwise convolution with stride ``s`` and the activation, and a linear 1x1
+    projection (no activation: the linear bottleneck). The input is added to the output when the
+    stride is 1 and the channel counts agree (the inverted residual).
+
+    With ``t == 1`` there is no expansion layer (as in the paper's first block, TF-Slim, Keras and
+    torchvision): the depthwise convolution works on the input directly.
+
+    Args:
+        in_channels: Input channels k.
+        out_channels: Output channels k'.
+        stride: Stride s of the depthwise convolution. Default 1.
+        expand_ratio: Expansion factor t >= 1; the inner layers have ``round(k * t)`` channels.
+            Default 6 (the paper's).
+        dilation: Dilation of the depthwise convolution (``output_stride`` < 32). Default 1.
+        **block_kwargs: ``activation`` (default ``"relu6"``), ``padding`` and ``norm_layer``,
+            passed to each ``ConvBNAct`` (the projection always gets ``activation=None``).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
+                 expand_ratio: float = 6, dilation: int = 1, **block_kwargs):
+        super().__init__()
+        block_kwargs.setdefault("activation", "relu6")
+        hidden = int(round(in_channels * expand_ratio))
+        self.use_residual = stride == 1 and in_channels == out_channels
+        self.expand = (ConvBNAct(in_channels, hidden, 1, **block_kwargs)
+                       if expand_ratio != 1 else None)
+        self.dw = ConvBNAct(hidden, hidden, 3, stride, groups=hidden, dilation=dilation,
+                            **block_kwargs)
+        self.project = ConvBNAct(hidden, out_channels, 1, **{**block_kwargs, "activation": None})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.dw(self.expand(x) if self.expand is not None else x))
+        return x + y if self.use_residual else y

@@ -2,13 +2,13 @@
 the resolution multiplier rho (set implicitly by the input size) and the two ablation baselines."""
 from __future__ import annotations
 
-from collections import OrderedDict
 from functools import partial
 from typing import Callable, Sequence
 
-import torch
 from torch import nn
 
+from .base import check_positive_int, check_width_mult  # noqa: F401 (were defined here)
+from .base import AtrousStride, MobileNetBase, check_rows
 from .layers import ConvBNAct, DepthwiseSeparable, check_choice
 
 #: Channels of the first layer, a full 3x3 convolution with stride 2 (Table 1, row 1).
@@ -59,21 +59,7 @@ def scale_channels(channels: int, width_mult: float, min_channels: int = 8) -> i
     return max(min_channels, int(channels * width_mult))
 
 
-def check_width_mult(width_mult) -> float:
-    """Return ``width_mult`` as a float, or raise ``ValueError`` if it is not a number > 0."""
-    if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or not width_mult > 0:
-        raise ValueError(f"width_mult (alpha) must be a number > 0, got {width_mult!r}")
-    return float(width_mult)
-
-
-def check_positive_int(name: str, value) -> int:
-    """Return ``value`` if it is an int >= 1 (not a bool), else raise ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
-
-
-class MobileNetV1(nn.Module):
+class MobileNetV1(MobileNetBase):
     """MobileNet V1 (Howard et al., 2017), Table 1.
 
     A full 3x3 convolution with stride 2, then 13 depthwise separable blocks, global average
@@ -139,161 +125,30 @@ class MobileNetV1(nn.Module):
             bn_eps=bn_eps, bn_momentum=bn_momentum, output_stride=output_stride,
             background_class=background_class, min_channels=min_channels,
         )
-        self.width_mult = check_width_mult(width_mult)
-        self.in_channels = check_positive_int("in_channels", in_channels)
-        check_positive_int("num_classes", num_classes)
+        self._check_args(width_mult, num_classes, in_channels, dropout)
         check_choice("block", block, BLOCK_TYPES)
-        if output_stride not in (8, 16, 32):
-            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        for row in blocks:
-            if len(row) != 3 or not all(isinstance(v, int) and v >= 1 for v in row):
-                raise ValueError(f"blocks rows must be [c, n, s] positive integers, got {row!r}")
+        atrous = AtrousStride(output_stride)
+        check_rows("blocks", blocks, "c, n, s")
         norm_layer = norm_layer or partial(nn.BatchNorm2d, eps=bn_eps, momentum=bn_momentum)
         block_kwargs = dict(activation=activation, padding=padding, norm_layer=norm_layer)
 
         # Walk Table 1, tracking the stride so far; once it reaches output_stride, strided layers
         # keep stride 1 and dilate all later depthwise convolutions instead (TF-Slim's rule).
         channels = scale_channels(V1_STEM_CHANNELS, width_mult, min_channels)
-        layers: list[nn.Module] = [ConvBNAct(in_channels, channels, 3, 2, **block_kwargs)]
-        self.feature_info: list[dict] = []
-        stride, dilation = 2, 1
+        layers: list[nn.Module] = [ConvBNAct(in_channels, channels, 3, atrous.step(2)[0],
+                                             **block_kwargs)]
         for c, n, s in blocks:
             out = scale_channels(c, width_mult, min_channels)
             for i in range(n):
-                layer_stride = s if i == 0 else 1
-                if layer_stride > 1 and stride >= output_stride:
-                    layer_dilation, dilation, layer_stride = dilation, dilation * layer_stride, 1
-                else:
-                    layer_dilation = dilation
+                layer_stride, layer_dilation = atrous.step(s if i == 0 else 1)
                 if block == "separable":
                     layers.append(DepthwiseSeparable(channels, out, layer_stride, layer_dilation,
                                                      **block_kwargs))
                 else:
                     layers.append(ConvBNAct(channels, out, 3, layer_stride, dilation=layer_dilation,
                                             **block_kwargs))
-                stride *= layer_stride
                 channels = out
-                self._record_feature(len(layers) - 1, channels, stride, dilation)
+                self._record_feature(len(layers) - 1, channels, atrous.stride, atrous.dilation)
         self.features = nn.Sequential(*layers)
-        self.num_features = channels
-        self.include_top = include_top
-        self.background_class = background_class
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier: nn.Module | None = None
-        if include_top:
-            self.reset_classifier(num_classes, background_class)
+        self._build_head(channels, include_top, num_classes, background_class, dropout)
         self._init_weights()
-
-    def _record_feature(self, index: int, channels: int, stride: int, dilation: int) -> None:
-        # feature_info holds the last layer at each nominal reduction (input size / map size with
-        # no dilation): 2, 4, 8, 16, 32. With output_stride < 32 the later maps keep their size.
-        reduction = stride * dilation
-        entry = {"index": index, "reduction": reduction, "stride": stride, "channels": channels}
-        if self.feature_info and self.feature_info[-1]["reduction"] == reduction:
-            self.feature_info[-1] = entry
-        else:
-            self.feature_info.append(entry)
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                # He init over fan-out per group (as TF and timm): PyTorch's own fan_out ignores
-                # groups, which makes depthwise filters ~sqrt(C) too small.
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-                nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
-
-    def reset_classifier(self, num_classes: int, background_class: bool = False) -> None:
-        """Replace the classifier with a new, freshly initialised one.
-
-        Args:
-            num_classes: New class count; 0 removes the classifier, so that ``forward`` returns the
-                pooled features (N, C), as timm does.
-            background_class: Add TF-Slim's background output at index 0 (see the class). Default
-                False.
-        """
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
-        self.include_top = True
-        self.background_class = background_class and num_classes > 0
-        self.num_classes = num_classes
-        self.config.update(include_top=True, num_classes=num_classes,
-                           background_class=self.background_class)
-        if num_classes == 0:
-            self.classifier = nn.Identity()
-            return
-        self.classifier = nn.Linear(self.num_features, num_classes + int(self.background_class))
-        nn.init.normal_(self.classifier.weight, 0, 0.01)
-        nn.init.zeros_(self.classifier.bias)
-
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4:
-            raise ValueError(f"input must be a 4-D (N, C, H, W) tensor, got shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f"input has {x.shape[1]} channels but the model was built with "
-                             f"in_channels={self.in_channels}")
-        if min(x.shape[-2:]) < 32:
-            raise ValueError(f"input resolution must be at least 32x32, got {tuple(x.shape[-2:])}")
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The body: input (N, in_channels, H, W) to the last feature map."""
-        self._check_input(x)
-        return self.features(x)
-
-    def extract_features(self, x: torch.Tensor, reductions: Sequence[int] = (8, 16, 32)
-                         ) -> "OrderedDict[int, torch.Tensor]":
-        """The last feature map at each requested reduction (stride), for detection and segmentation.
-
-        Args:
-            x: Input batch (N, in_channels, H, W), H and W >= 32.
-            reductions: Any of 2, 4, 8, 16, 32: the nominal input-to-map size ratio of the layers
-                wanted (with ``output_stride`` < 32 the deeper maps keep the size of that stride).
-                Default (8, 16, 32): at 300x300 input, the 38x38, 19x19 and 10x10 maps.
-
-        Returns:
-            An ordered dict ``reduction -> tensor``.
-        """
-        known = {f["reduction"]: f["index"] for f in self.feature_info}
-        for r in reductions:
-            if r not in known:
-                raise ValueError(f"reductions must be among {sorted(known)}, got {r!r}")
-        self._check_input(x)
-        wanted = {known[r]: r for r in reductions}
-        out: OrderedDict[int, torch.Tensor] = OrderedDict()
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in wanted:
-                out[wanted[i]] = x
-            if len(out) == len(wanted):
-                break
-        return out
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pooling, dropout and classifier; ``pre_logits=True`` stops before the classifier."""
-        x = self.dropout(torch.flatten(self.pool(x), 1))
-        if pre_logits or self.classifier is None:
-            return x
-        x = self.classifier(x)
-        return x[:, 1:] if self.background_class else x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.forward_features(x)
-        return self.forward_head(x) if self.include_top else x
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Class probabilities: the softmax of Table 1's last row, in eval mode."""
-        was_training = self.training
-        self.eval()
-        try:
-            return torch.softmax(self.forward(x), dim=1)
-        finally:
-            self.train(was_training)

@@ -1,7 +1,9 @@
 """Every Mult-Adds and parameters column of the paper's Tables 2-10, 12 and 14, as computed by the
-profiler, beside the number the paper prints.
+profiler, beside the number the paper prints; and the MobileNetV2 tables of the seeds' slides:
+Table 4 (Mult-Adds, parameters) as tables ``"V2-4"`` and Table 3 (the activation memory at each
+spatial resolution, traced by ``mobilenets.memory``) as ``"V2-3"``.
 
-Nothing here is typed in but the paper's own numbers: MobileNets are built from the registry, the
+Nothing here is typed in but the papers' own numbers: MobileNets are built from the registry, the
 comparison models of Tables 8-10 from torchvision's definitions, and all of them are profiled.
 Parameters are compared as the paper counts them: convolution and fully connected layers (weights
 and biases), no BatchNorm. Where the paper disagrees with itself or with the models it names, the
@@ -19,7 +21,9 @@ from typing import Callable
 from torch import nn
 
 from .cost import table3
+from .memory import KB, MemoryTrace, inference_ops, trace_memory
 from .mobilenet_v1 import V1_SHALLOW_BLOCKS, MobileNetV1
+from .mobilenet_v2 import MobileNetV2
 from .profiler import Profile, profile_model
 
 #: A comparison entry is a match when within this relative difference (or equal once rounded to
@@ -54,6 +58,10 @@ def _v1(width_mult=1.0, resolution=224, num_classes=1000, **kw) -> tuple[nn.Modu
     return MobileNetV1(width_mult, num_classes, **kw), (3, resolution, resolution)
 
 
+def _v2(width_mult=1.0, resolution=224) -> tuple[nn.Module, tuple]:
+    return MobileNetV2(width_mult), (3, resolution, resolution)
+
+
 def _tv(name: str, resolution: int, **kw) -> tuple[nn.Module, tuple]:
     import torchvision.models as tvm
 
@@ -73,6 +81,8 @@ BUILDERS: dict[str, Callable[[], tuple[nn.Module, tuple]]] = {
        for r in (224, 128)},
     **{f"face_{a}_{r}": (lambda a=a, r=r: _v1(a, r, 128)) for a in (1.0, 0.75)
        for r in (160, 128)},
+    "v2_1.0_224": lambda: _v2(1.0),
+    "v2_1.4_224": lambda: _v2(1.4),
     "googlenet": lambda: _tv("googlenet", 224, aux_logits=False, init_weights=False),
     "vgg16": lambda: _tv("vgg16", 224),
     "alexnet": lambda: _tv("alexnet", 224),
@@ -136,6 +146,15 @@ ROWS: list[PaperRow] = [
     PaperRow("14", "0.75 MobileNet-128", "face_0.75_128", 108, 3.8,
              "D8: 108M and 3.8M fit this body plus a ~2,500-output layer (+1.9M each); no single "
              "head fits every row", _T14_PARAMS),
+    # MobileNetV2's Table 4 (the slides).
+    PaperRow("V2-4", "MobileNetV1", "v1_1.0_224", 575, 4.2,
+             "D13: the V1 paper prints 569M for the same network (Tables 4, 6-8)"),
+    PaperRow("V2-4", "MobileNetV2", "v2_1.0_224", 300, 3.4, "",
+             "D11: 3,470,760 conv + FC parameters (torchvision's 3,504,872 with BN): 3.4 is "
+             "truncated, or leaves out the FC biases and more"),
+    PaperRow("V2-4", "MobileNetV2 (1.4)", "v2_1.4_224", 585, 6.9, "",
+             "D11: MobileNetV2 1.4 has 6.06M conv + FC parameters (torchvision, Keras and the "
+             "TensorFlow checkpoint agree within 1%); 6.9M fits no width multiplier near 1.4"),
 ]
 
 #: Table 2 (resource per layer type of 1.0 MobileNet-224), in percent.
@@ -152,6 +171,39 @@ _TABLE2_NOTES = {("Conv 3x3", "Mult-Adds %"): "D2: 1.19 is a digit swap of 1.91;
 #: Table 3 (one 14x14x512 layer as the shrinking methods apply), in millions.
 TABLE3 = [("Convolution", 462, 2.36), ("Depthwise Separable Conv", 52.3, 0.27),
           ("alpha = 0.75", 29.6, 0.15), ("rho = 0.714", 15.1, 0.15)]
+
+
+#: MobileNetV2's Table 3 (the slides): at each spatial resolution, the most channels and the
+#: memory (KB of 16-bit activations) "that needs to be materialized". Its 112x112 row reads "1/O(1)"
+#: for both (the first-layer trick of section 5) and is not compared; "max" is over these rows.
+TABLE3_V2 = [
+    # resolution, MobileNetV1 (channels, KB), MobileNetV2 (channels, KB)
+    (56, (128, 800), (32, 200)),
+    (28, (256, 400), (64, 100)),
+    (14, (512, 200), (160, 62)),
+    (7, (1024, 199), (320, 32)),
+    (1, (1024, 2), (1280, 2)),
+]
+TABLE3_V2_MAX = {"MobileNetV1": 800, "MobileNetV2": 200}
+
+_D12 = ("D12: the slide's MobileNetV2 column is Table 2's output c of the rows whose input has "
+        "this size, times H x W x 2 bytes; the tensors materialized here are smaller")
+_TABLE3_V2_NOTES = {
+    ("MobileNetV1", 7, "Memory (KB)"): "D12: 199 KB is two 7x7x1024 tensors (a layer's input and "
+                                       "output); the other rows count one",
+    ("MobileNetV2", 7, "Channels"): "D12: the 7x7x1280 output of the last 1x1 convolution is "
+                                    "materialized at 7x7; the slide lists 1280 at 1x1 only",
+    ("MobileNetV2", 7, "Memory (KB)"): "D12: the 7x7x1280 output of the last 1x1 convolution "
+                                       "(125 KB); the slide's 32 KB is 7x7x320",
+    ("MobileNetV2", 1, "Memory (KB)"): "D12: 1280 x 2 bytes = 2.56 KB; the slide truncates to 2",
+}
+
+
+def table3_v2_trace(build: str) -> MemoryTrace:
+    """The activation-memory trace behind MobileNetV2's Table 3: one 224x224 image, 16-bit
+    activations, conv + BN + activation and bottleneck blocks as single operations."""
+    model, size = BUILDERS[build]()
+    return trace_memory(model, size, dtype_bytes=2, fuse=inference_ops(), name=build)
 
 
 @dataclass
@@ -185,6 +237,27 @@ def compare(table: str, model: str, quantity: str, computed: float, paper: float
                       note if status != "match" else "")
 
 
+def _table3_v2_comparisons() -> list[Comparison]:
+    """Table 3 of the slides: the largest materialized tensor at each resolution, as it defines."""
+    out = []
+    for model, build, column in (("MobileNetV1", "v1_1.0_224", 1),
+                                 ("MobileNetV2", "v2_1.0_224", 2)):
+        by_res = {r["resolution"]: r for r in table3_v2_trace(build).by_resolution()}
+        for row in TABLE3_V2:
+            res, (channels, kb) = row[0], row[column]
+            got = by_res[(res, res)]
+            label = f"{model} {res}x{res}"
+            for qty, computed, paper in (("Channels", got["largest_tensor_channels"], channels),
+                                         ("Memory (KB)", got["largest_tensor_bytes"] / KB, kb)):
+                out.append(compare("V2-3", label, qty, computed, paper,
+                                   _TABLE3_V2_NOTES.get((model, res, qty), _D12)))
+        largest = max(by_res[(r[0], r[0])]["largest_tensor_bytes"] for r in TABLE3_V2) / KB
+        out.append(compare("V2-3", f"{model} max", "Memory (KB)", largest,
+                           TABLE3_V2_MAX[model], "D12: 56x56x24 is MobileNetV2's largest tensor "
+                           "below 112x112; 200 KB is 56x56x32"))
+    return out
+
+
 @lru_cache(maxsize=None)
 def _profile(build: str) -> Profile:
     model, size = BUILDERS[build]()
@@ -192,7 +265,7 @@ def _profile(build: str) -> Profile:
 
 
 def paper_comparisons(tables: set[str] | None = None) -> list[Comparison]:
-    """Compute every comparison, optionally only for some tables (e.g. ``{"2", "6"}``)."""
+    """Compute every comparison, optionally only for some tables (e.g. ``{"2", "6", "V2-3"}``)."""
     out: list[Comparison] = []
     want = lambda t: tables is None or t in tables  # noqa: E731
     if want("2"):
@@ -211,6 +284,8 @@ def paper_comparisons(tables: set[str] | None = None) -> list[Comparison]:
         for (label, madds, params), (_, p_madds, p_params) in zip(table3(), TABLE3):
             out.append(compare("3", label, "Mult-Adds (M)", madds, p_madds))
             out.append(compare("3", label, "Params (M)", params, p_params))
+    if want("V2-3"):
+        out += _table3_v2_comparisons()
     for row in ROWS:
         if not want(row.table):
             continue

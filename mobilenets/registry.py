@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from .mobilenet_v1 import V1_SHALLOW_BLOCKS, MobileNetV1
+from .mobilenet_v2 import MobileNetV2
 
 #: Model classes by the ``arch`` key stored in every model's config.
-ARCHS: dict[str, type[nn.Module]] = {"mobilenet_v1": MobileNetV1}
+ARCHS: dict[str, type[nn.Module]] = {"mobilenet_v1": MobileNetV1, "mobilenet_v2": MobileNetV2}
 
 
 @dataclass(frozen=True)
@@ -18,11 +19,12 @@ class ModelSpec:
     """One named variant.
 
     Attributes:
-        name: Registry name, e.g. ``mobilenet_v1_0.75_160``.
+        name: Registry name, e.g. ``mobilenet_v1_0.75_160`` or ``mobilenet_v2_1.4_224``.
         arch: Key into ``ARCHS``.
         resolution: Default input size (square), which sets the resolution multiplier rho.
         kwargs: Constructor arguments of the arch.
-        paper: What the paper prints for it on ImageNet, where it does:
+        paper: What the paper (V1's, or MobileNetV2's for ``mobilenet_v2_*``) prints for it on
+            ImageNet, where it does:
             ``{"table": ..., "top1": %, "madds_m": millions, "params_m": millions}``.
         released_top1: ImageNet top-1 (%) of the released TF-Slim checkpoint of the same variant
             (``research/slim/nets/mobilenet_v1.md``, release 2018-02-22), where there is one: the
@@ -66,17 +68,36 @@ WIDTH_MULTS = (1.0, 0.75, 0.5, 0.25)
 RESOLUTIONS = (224, 192, 160, 128)
 
 MODELS: dict[str, ModelSpec] = {}
-for _a in WIDTH_MULTS:
-    for _r in RESOLUTIONS:
-        _name = f"mobilenet_v1_{_a}_{_r}"
-        MODELS[_name] = ModelSpec(_name, "mobilenet_v1", _r, {"width_mult": _a}, _PAPER_V1.get((_a, _r)),
-                                  _RELEASED_TOP1[(_a, _r)])
+
+
+def _add_grid(arch: str, points, paper: dict, released: dict | None = None) -> None:
+    """Register ``{arch}_{alpha}_{resolution}`` for each (alpha, resolution) point."""
+    for alpha, res in points:
+        name = f"{arch}_{alpha}_{res}"
+        MODELS[name] = ModelSpec(name, arch, res, {"width_mult": alpha}, paper.get((alpha, res)),
+                                 (released or {}).get((alpha, res)))
+
+
+_add_grid("mobilenet_v1", [(a, r) for a in WIDTH_MULTS for r in RESOLUTIONS], _PAPER_V1,
+          _RELEASED_TOP1)
+
 MODELS["mobilenet_v1_conv_224"] = ModelSpec(  # Table 4: full convolutions instead of separable
     "mobilenet_v1_conv_224", "mobilenet_v1", 224, {"block": "full"},
     _paper("4", 71.7, 4866, 29.3))
 MODELS["mobilenet_v1_shallow_224"] = ModelSpec(  # Table 5: the five 14x14x512 blocks removed
     "mobilenet_v1_shallow_224", "mobilenet_v1", 224,
     {"blocks": [list(r) for r in V1_SHALLOW_BLOCKS]}, _paper("5", 65.3, 307, 2.9))
+
+# MobileNetV2's Table 4 (the seeds' slides): the other grid points appear only in its Figure 5.
+_PAPER_V2 = {
+    (1.0, 224): _paper("V2: 4", 72.0, 300, 3.4),
+    (1.4, 224): _paper("V2: 4", 74.7, 585, 6.9),
+}
+#: Keras Applications' MobileNetV2 grid; the paper adds 1.3 and 1.4, at 224 only.
+V2_WIDTH_MULTS = (1.0, 0.75, 0.5, 0.35)
+V2_RESOLUTIONS = (224, 192, 160, 128, 96)
+_add_grid("mobilenet_v2", [*((a, r) for a in V2_WIDTH_MULTS for r in V2_RESOLUTIONS),
+                           (1.3, 224), (1.4, 224)], _PAPER_V2)
 
 
 def list_models(pattern: str = "*") -> list[str]:

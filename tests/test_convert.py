@@ -1,6 +1,8 @@
-"""Weight import: converted models reproduce the timm and Keras reference models' logits.
+"""Weight import: converted models reproduce the timm, torchvision and Keras reference models'
+logits (MobileNet V1 from timm and Keras, MobileNetV2 from torchvision and Keras).
 
-The references are built offline (timm ``pretrained=False``, Keras ``weights=None``) with
+The references are built offline (timm ``pretrained=False``, torchvision and Keras
+``weights=None``) with
 randomised BatchNorm parameters whose running statistics are calibrated on random images, so that
 activations neither vanish nor saturate (fresh BN statistics would make every test trivial), then
 saved in each file format, converted and compared in eval mode on random inputs.
@@ -16,8 +18,9 @@ import torch
 from mobilenets import load_model
 from mobilenets.checkpoint import read_model_file
 from mobilenets.registry import build_from_config
-from mobilenets.convert import (convert, detect_source, load_keras_mobilenet,
-                                load_timm_mobilenet_v1)
+from mobilenets.convert import (convert, detect_source, keras_arch, load_keras_mobilenet,
+                                load_keras_mobilenet_v2, load_timm_mobilenet_v1,
+                                load_torchvision_mobilenet_v2)
 
 keras = pytest.importorskip("keras")
 timm = pytest.importorskip("timm")
@@ -47,13 +50,14 @@ def _assert_meaningful(ref: np.ndarray) -> None:
 # ----------------------------------------------------------------------------------------- Keras
 
 def _keras_reference(alpha: float, res: int, include_top: bool = True, classes: int = 1000,
-                     seed: int = 0):
-    """A Keras MobileNet with random, calibrated BN parameters (logits out: no softmax)."""
+                     seed: int = 0, app: str = "MobileNet"):
+    """A Keras MobileNet (or ``app="MobileNetV2"``) with random, calibrated BN parameters
+    (logits out: no softmax)."""
     rng = np.random.default_rng(seed)
     keras.utils.set_random_seed(seed)
-    model = keras.applications.MobileNet(input_shape=(res, res, 3), alpha=alpha, weights=None,
-                                         include_top=include_top, classes=classes,
-                                         classifier_activation=None)
+    model = getattr(keras.applications, app)(
+        input_shape=(res, res, 3), alpha=alpha, weights=None, include_top=include_top,
+        classes=classes, classifier_activation=None)
     bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
     for layer in bns:
         c = layer.gamma.shape[0]
@@ -70,7 +74,7 @@ def _keras_reference(alpha: float, res: int, include_top: bool = True, classes: 
                            mean + (rng.normal(0, 0.05, c) * np.sqrt(var)).astype("float32"),
                            var * rng.uniform(0.8, 1.25, c).astype("float32")])
     if include_top:
-        head = model.get_layer("conv_preds")
+        head = model.get_layer("predictions" if app == "MobileNetV2" else "conv_preds")
         kernel, bias = head.get_weights()
         head.set_weights([kernel, rng.normal(0, 0.1, bias.shape).astype("float32")])
     return model
@@ -174,7 +178,13 @@ def test_keras_padding_matters(tmp_path):
 def _timm_reference(name: str, res: int, num_classes: int = 1000, seed: int = 0):
     """A timm model with random gamma/beta and running statistics calibrated on random images."""
     torch.manual_seed(seed)
-    model = timm.create_model(name, pretrained=False, num_classes=num_classes)
+    return _calibrated(timm.create_model(name, pretrained=False, num_classes=num_classes), res,
+                       head=lambda m: m.classifier)
+
+
+def _calibrated(model, res: int, head):
+    """``model`` with random BN gamma/beta, running statistics calibrated on random images and a
+    random bias in ``head(model)``, in eval mode."""
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     with torch.no_grad():
         for bn in bns:
@@ -185,7 +195,7 @@ def _timm_reference(name: str, res: int, num_classes: int = 1000, seed: int = 0)
         for bn in bns:
             bn.running_var.mul_(torch.empty_like(bn.running_var).uniform_(0.8, 1.25))
             bn.momentum = 0.1
-        model.classifier.bias.normal_(0, 0.1)
+        head(model).bias.normal_(0, 0.1)
     return model.eval()
 
 
@@ -337,3 +347,95 @@ def test_convert_keras_auto(tmp_path):
     x = torch.randn(2, 3, 128, 128)
     with torch.no_grad():
         assert _max_diff(model(x).numpy(), _keras_forward(ref_model, x)) < TOL
+
+
+# ----------------------------------------------------------------------------------- MobileNetV2
+
+def _torchvision_reference(width_mult: float, res: int, num_classes: int = 1000, seed: int = 0):
+    import torchvision
+
+    torch.manual_seed(seed)
+    model = torchvision.models.mobilenet_v2(weights=None, width_mult=width_mult,
+                                            num_classes=num_classes)
+    return _calibrated(model, res, head=lambda m: m.classifier[1])
+
+
+@pytest.mark.parametrize("width_mult,res,ext", [(0.5, 96, ".pth"), (1.4, 64, ".safetensors")])
+def test_torchvision_v2_equivalence(width_mult, res, ext, tmp_path):
+    ref_model = _torchvision_reference(width_mult, res, num_classes=10)
+    path = tmp_path / f"mobilenet_v2{ext}"
+    if ext == ".pth":
+        torch.save(ref_model.state_dict(), path)
+    else:
+        save_file({k: v.contiguous() for k, v in ref_model.state_dict().items()}, str(path))
+    assert detect_source(path) == "torchvision"
+    model = load_torchvision_mobilenet_v2(path)
+    assert model.width_mult == width_mult and model.num_classes == 10
+    assert model.config["padding"] == "symmetric" and model.config["bn_eps"] == 1e-5
+    diff = _timm_check(ref_model, model, res)
+    print(f"torchvision mobilenet_v2 width_mult={width_mult}{ext} res={res}: max abs diff "
+          f"{diff:.2e}")
+    assert diff < TOL
+    # convert() finds the format itself and its output rebuilds the same model.
+    dst = convert(path, tmp_path / "ours.safetensors")
+    assert read_model_file(dst)[2]["source_format"] == "torchvision"
+    assert _timm_check(ref_model, load_model(dst), res) < TOL
+
+
+def test_torchvision_v2_not_a_mobilenet_v2():
+    state = _torchvision_reference(0.35, 32).state_dict()
+    state["features.5.conv.1.0.weight"] = torch.zeros(3, 1, 3, 3)
+    with pytest.raises(ValueError, match=r"features\.5\.dw\.conv\.weight <- features\.5\.conv\.1\."):
+        load_torchvision_mobilenet_v2(state, width_mult=0.35)
+    without_block = {k: v for k, v in state.items() if not k.startswith("features.5.")}
+    with pytest.raises(ValueError, match="cannot infer width_mult"):
+        load_torchvision_mobilenet_v2(without_block)
+    with pytest.raises(ValueError, match="features.0.0.weight"):
+        load_torchvision_mobilenet_v2({"conv_stem.weight": torch.zeros(8, 3, 3, 3)})
+
+
+@pytest.fixture(scope="module")
+def keras_v2():
+    return _keras_reference(0.35, 64, classes=10, app="MobileNetV2")
+
+
+@pytest.mark.parametrize("fmt", ["keras", "weights.h5", "keras2_weights.h5"])
+def test_keras_v2_equivalence(fmt, keras_v2, tmp_path):
+    path = _save_keras(keras_v2, fmt, tmp_path)
+    assert detect_source(path) == "keras" and keras_arch(path) == "mobilenet_v2"
+    dst = convert(path, tmp_path / "ours.safetensors")  # picks load_keras_mobilenet_v2
+    model = load_model(dst)
+    assert model.config["arch"] == "mobilenet_v2" and model.width_mult == 0.35
+    assert model.config["padding"] == "tf_same" and model.num_classes == 10
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    ref = _keras_forward(keras_v2, x)
+    _assert_meaningful(ref)
+    with torch.no_grad():
+        diff = _max_diff(model.eval()(x).numpy(), ref)
+    print(f"keras MobileNetV2 {fmt} alpha=0.35 res=64: max abs diff {diff:.2e}")
+    assert diff < TOL
+    # Symmetric padding gives clearly different logits: the comparison can tell.
+    wrong = build_from_config({**model.config, "padding": "symmetric"}).eval()
+    wrong.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert _max_diff(wrong(x).numpy(), ref) > 10 * TOL
+
+
+def test_keras_v2_headless_legacy_h5(tmp_path):
+    ref_model = _keras_reference(0.5, 96, include_top=False, seed=2, app="MobileNetV2")
+    path = _save_keras(ref_model, "full.h5", tmp_path)
+    assert keras_arch(path) == "mobilenet_v2"
+    model = load_keras_mobilenet_v2(path)
+    assert not model.include_top and model.width_mult == 0.5
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    ref = _keras_forward(ref_model, x)
+    with torch.no_grad():
+        out = model(x).numpy()
+    assert out.shape == ref.shape == (2, 1280, 3, 3)
+    _assert_meaningful(ref)
+    diff = _max_diff(out, ref)
+    print(f"keras MobileNetV2 headless full.h5 alpha=0.5 res=96: max abs diff {diff:.2e}")
+    assert diff < FEATURE_MAP_TOL
+    assert _max_diff(out.mean(axis=(2, 3)), ref.mean(axis=(2, 3))) < TOL
+    with pytest.raises(ValueError, match="not a Keras Applications MobileNet:"):
+        load_keras_mobilenet(path)  # the V1 loader names what is missing
