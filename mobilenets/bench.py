@@ -1,7 +1,7 @@
 """Inference latency, throughput and memory on this machine, for every backend we offer and the
 peers (MobileNet V1: timm eager, ONNX Runtime on timm's export; MobileNetV2: torchvision eager),
-measured in one process and interleaved so that
-machine noise hits every backend alike; and the model picker built on it.
+measured in one process and interleaved so that machine noise hits every backend alike; and the
+model picker built on it.
 
 Backends (``BACKENDS``):
     eager      our model as built: torch eager, NCHW, BatchNorm as separate layers
@@ -18,6 +18,7 @@ and the peak live activations of one image at fp32 (``mobilenets.memory.trace_me
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import statistics
@@ -238,7 +239,6 @@ def _status_mb(field_name: str) -> float:
 def _memory_worker(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     import onnxruntime  # noqa: F401  (counted in the baseline, like torch)
-    import importlib
 
     if job["backend"] in PEERS:  # the peer's library too: its imports are not the model's memory
         importlib.import_module("torchvision.models" if job["backend"] == "torchvision" else "timm")
@@ -465,7 +465,7 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
         latency_ms: Largest median batch-1 latency allowed, in ms (> 0). Default: no limit.
         max_params: Largest parameter count (conv + FC weights, the paper's count). Default none.
         max_madds: Largest Mult-Adds per image. Default none.
-        backend: Where latency is measured, a name from ``BACKENDS`` except the timm peers.
+        backend: Where latency is measured, a name from ``BACKENDS`` except the peers.
             Default ``"onnx"``.
         accuracy_csv: A ``mobilenets sweep`` CSV to take candidates and accuracy from; default the
             registered ImageNet variants of ``arch`` (see ``candidates``).
