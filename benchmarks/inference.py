@@ -1,5 +1,6 @@
 """Inference benchmark (issue 4): latency at batch 1, throughput at batch 32 and peak memory of
-every backend we offer, against timm's MobileNet V1 eager and ONNX Runtime on timm's export, and
+every backend we offer, against timm's MobileNet V1 eager and ONNX Runtime on timm's export (for a
+MobileNetV2 variant: torchvision's MobileNetV2 eager), and
 against the fp32 floor (2 x Mult-Adds at the measured GFLOP/s of a 1024^3 fp32 matmul), for 1.0
 MobileNet-224, 0.25 MobileNet-128 and 0.5 MobileNet-160. All backends of a variant are timed in one
 process, interleaved (``mobilenets.bench``). Writes ``benchmarks/results/inference.json`` and
@@ -28,11 +29,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mobilenets.bench import DEFAULT_BACKENDS, bench  # noqa: E402
+from mobilenets.bench import bench  # noqa: E402
 from mobilenets.checkpoint import atomic_path  # noqa: E402
 
 VARIANTS = ["mobilenet_v1_1.0_224", "mobilenet_v1_0.25_128", "mobilenet_v1_0.5_160"]
 FP32_OURS = ("torch", "compile", "onnx")
+OURS = ("eager", "torch", "compile", "onnx", "int8")
 
 
 def targets(rows: list[dict], int8_eval: dict | None) -> list[dict]:
@@ -40,28 +42,28 @@ def targets(rows: list[dict], int8_eval: dict | None) -> list[dict]:
     out = []
     for variant in dict.fromkeys(r["variant"] for r in rows):
         by = {r["backend"]: r for r in rows if r["variant"] == variant}
-        if "timm" not in by:
+        peer_name = next(iter(by.values()))["peer"]  # timm for V1, torchvision for V2
+        if peer_name not in by:
             continue
-        timm = by["timm"]
+        peer = by[peer_name]
         fp32 = min((by[b] for b in FP32_OURS if b in by), key=lambda r: r["latency_ms"])
-        best_thr = max((r for b, r in by.items() if not b.startswith("timm")),
-                       key=lambda r: r["throughput"])
+        best_thr = max((r for b, r in by.items() if b in OURS), key=lambda r: r["throughput"])
 
         def add(name, value, limit, better="lower", detail=""):
             met = value <= limit if better == "lower" else value >= limit
             out.append({"variant": variant, "target": name, "value": round(value, 3),
                         "limit": limit, "met": met, "detail": detail})
 
-        add("fp32 b1 latency / timm eager", fp32["latency_ms"] / timm["latency_ms"], 0.3,
-            detail=f"{fp32['backend']} {fp32['latency_ms']} ms vs timm {timm['latency_ms']} ms")
+        add(f"fp32 b1 latency / {peer_name} eager", fp32["latency_ms"] / peer["latency_ms"], 0.3,
+            detail=f"{fp32['backend']} {fp32['latency_ms']} ms vs {peer_name} {peer['latency_ms']} ms")
         add("fp32 b1 latency / floor", fp32["latency_ms"] / fp32["floor_ms"], 1.25,
             detail=f"{fp32['latency_ms']} ms vs floor {fp32['floor_ms']} ms")
         if "int8" in by and "onnx" in by:
             add("int8 b1 latency / our fp32 (onnx)", by["int8"]["latency_ms"] / by["onnx"]["latency_ms"],
                 0.65, detail=f"{by['int8']['latency_ms']} ms vs {by['onnx']['latency_ms']} ms")
-        add(f"b{timm['batch']} throughput / timm eager", best_thr["throughput"] / timm["throughput"], 4.0,
-            better="higher", detail=f"{best_thr['backend']} {best_thr['throughput']} img/s vs "
-                                    f"timm {timm['throughput']} img/s")
+        add(f"b{peer['batch']} throughput / {peer_name} eager", best_thr["throughput"] / peer["throughput"],
+            4.0, better="higher", detail=f"{best_thr['backend']} {best_thr['throughput']} img/s vs "
+                                         f"{peer_name} {peer['throughput']} img/s")
     if int8_eval:
         out.append({"variant": f"{int8_eval['model']} (Fashion-MNIST)", "target": "int8 top-1 drop (points)",
                     "value": int8_eval["drop"], "limit": 0.5, "met": int8_eval["drop"] < 0.5,
@@ -74,12 +76,15 @@ def markdown(rows: list[dict], checks: list[dict], machine: dict) -> str:
     lines = [f"Machine: {machine['description']}; {machine['threads']} threads; torch {machine['torch']}, "
              f"onnxruntime {machine.get('onnxruntime')}; fp32 matmul {machine['matmul_gflops']} GFLOP/s; "
              f"{machine['date']}.", "",
-             "| variant | backend | b1 median ms | b1 p90 ms | x timm | b32 img/s | peak RSS MB (+ over imports) |",
-             "|---|---|---|---|---|---|---|"]
+             "| variant | backend | b1 median ms | b1 p90 ms | x peer | b32 img/s | peak RSS MB (+ over imports) "
+             "| weights MB | activation peak MB (ops / layers) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         mem = "" if r["peak_rss_mb"] is None else f"{r['peak_rss_mb']:.0f} (+{r['above_baseline_mb']:.0f})"
+        vs = "" if r["vs_peer"] is None else f"{r['vs_peer']:.2f} ({r['peer']})"
         lines.append(f"| {r['variant']} | {r['backend']} | {r['latency_ms']:.2f} | {r['latency_p90_ms']:.2f} | "
-                     f"{r['vs_timm']:.2f} | {r['throughput']:.0f} | {mem} |")
+                     f"{vs} | {r['throughput']:.0f} | {mem} | {r['weights_mb']:.1f} | "
+                     f"{r['act_peak_mb']:.2f} / {r['act_peak_layers_mb']:.2f} |")
     lines += ["", "| variant | target | measured | limit | met | detail |", "|---|---|---|---|---|---|"]
     for c in checks:
         lines.append(f"| {c['variant']} | {c['target']} | {c['value']} | {c['limit']} | "
@@ -90,7 +95,7 @@ def markdown(rows: list[dict], checks: list[dict], machine: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--backends", default=",".join(DEFAULT_BACKENDS))
+    p.add_argument("--backends", help="default: all but compile, with each variant's peers")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--batch", type=int, default=32)

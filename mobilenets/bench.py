@@ -1,6 +1,7 @@
 """Inference latency, throughput and memory on this machine, for every backend we offer and the
-peers (timm eager, ONNX Runtime on timm's export), measured in one process and interleaved so that
-machine noise hits every backend alike; and the model picker built on it.
+peers (MobileNet V1: timm eager, ONNX Runtime on timm's export; MobileNetV2: torchvision eager),
+measured in one process and interleaved so that machine noise hits every backend alike; and the
+model picker built on it.
 
 Backends (``BACKENDS``):
     eager      our model as built: torch eager, NCHW, BatchNorm as separate layers
@@ -10,9 +11,14 @@ Backends (``BACKENDS``):
     int8       ONNX Runtime on our int8 static-quantized export (QDQ, per-channel weights)
     timm       peer: timm's MobileNet V1 with the same alpha, eager
     timm-onnx  peer: ONNX Runtime on timm's model exported the same way
+    torchvision  peer (MobileNetV2): torchvision's mobilenet_v2 with the same alpha, eager
+
+Each row also carries the analytic memory of its variant beside the measured peak RSS: the weights
+and the peak live activations of one image at fp32 (``mobilenets.memory.trace_memory``).
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import statistics
@@ -37,8 +43,21 @@ BACKENDS = {
     "int8": "ONNX Runtime int8 (static, per-channel) on our export",
     "timm": "peer: timm MobileNet V1, eager",
     "timm-onnx": "peer: ONNX Runtime fp32 on timm's export",
+    "torchvision": "peer: torchvision MobileNetV2, eager",
 }
-DEFAULT_BACKENDS = ("eager", "torch", "onnx", "int8", "timm", "timm-onnx")
+#: The peer backends and the one architecture each exists for.
+PEERS = {"timm": "mobilenet_v1", "timm-onnx": "mobilenet_v1", "torchvision": "mobilenet_v2"}
+#: The eager peer each architecture's latencies are compared with (``BenchRow.vs_peer``).
+EAGER_PEER = {"mobilenet_v1": "timm", "mobilenet_v2": "torchvision"}
+_OURS = ("eager", "torch", "onnx", "int8")
+
+
+def default_backends(arch: str = "mobilenet_v1") -> tuple[str, ...]:
+    """Our backends but ``compile``, and the peers of ``arch`` (a key of ``registry.ARCHS``)."""
+    return _OURS + tuple(p for p, a in PEERS.items() if a == arch)
+
+
+DEFAULT_BACKENDS = default_backends("mobilenet_v1")
 
 
 def check_backends(names) -> list[str]:
@@ -69,6 +88,13 @@ def timm_mobilenet_v1(width_mult: float, num_classes: int = 1000) -> nn.Module:
                              pretrained=False, num_classes=num_classes)
 
 
+def torchvision_mobilenet_v2(width_mult: float, num_classes: int = 1000) -> nn.Module:
+    """torchvision's MobileNetV2 with any width multiplier, fresh weights (its channels are ours)."""
+    from torchvision.models import mobilenet_v2
+
+    return mobilenet_v2(weights=None, width_mult=width_mult, num_classes=num_classes)
+
+
 @dataclass
 class Prepared:
     """A backend made ready to time: ``run(x)`` computes logits; ``files`` are its model files."""
@@ -97,7 +123,7 @@ def prepare_backend(name: str, model: nn.Module, shape: tuple[int, int, int], wo
         run = _no_grad(torch.compile(folded, dynamic=False) if name == "compile" else folded)
         cl = True
     elif name in ("onnx", "timm-onnx"):
-        src = _timm_for(model) if name == "timm-onnx" else model
+        src = peer_model(name, model) if name == "timm-onnx" else model
         path = workdir / f"{name}.onnx"
         export_onnx(src, path, resolution=shape[1])
         files["onnx"] = str(path)
@@ -110,8 +136,8 @@ def prepare_backend(name: str, model: nn.Module, shape: tuple[int, int, int], wo
         quantize_int8(model, path, calibration, resolution=shape[1], min_top1_agreement=0.0)
         files["onnx"] = str(path)
         run = OnnxModule(path)
-    elif name == "timm":
-        run = _no_grad(_timm_for(model).eval())
+    elif name in ("timm", "torchvision"):
+        run = _no_grad(peer_model(name, model))
     else:
         check_backends([name])
     prepared = Prepared(name, run, cl, files)
@@ -120,11 +146,20 @@ def prepare_backend(name: str, model: nn.Module, shape: tuple[int, int, int], wo
     return prepared
 
 
-def _timm_for(model: nn.Module) -> nn.Module:
+def check_peer(backend: str, arch: str) -> None:
+    """``ValueError`` if ``backend`` is a peer that does not exist for ``arch``, naming the one that
+    does (timm has MobileNet V1, torchvision MobileNetV2)."""
+    if backend in PEERS and PEERS[backend] != arch:
+        raise ValueError(f"the {backend!r} peer exists for {PEERS[backend]} only, not {arch}; "
+                         f"compare {arch} with {EAGER_PEER[arch]!r}")
+
+
+def peer_model(backend: str, model: nn.Module) -> nn.Module:
+    """The peer ``backend``'s model with ``model``'s width and class count, in eval mode."""
     cfg = getattr(model, "config", {}) or {}
-    if cfg.get("arch", "mobilenet_v1") != "mobilenet_v1":
-        raise ValueError("the timm peers exist for MobileNet V1 only")
-    peer = timm_mobilenet_v1(cfg.get("width_mult", 1.0), cfg.get("num_classes", 1000))
+    check_peer(backend, cfg.get("arch", "mobilenet_v1"))
+    build = torchvision_mobilenet_v2 if backend == "torchvision" else timm_mobilenet_v1
+    peer = build(cfg.get("width_mult", 1.0), cfg.get("num_classes", 1000))
     peer.config = {"resolution": cfg.get("resolution", 224)}
     return peer.eval()
 
@@ -205,6 +240,9 @@ def _memory_worker(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     import onnxruntime  # noqa: F401  (counted in the baseline, like torch)
 
+    if job["backend"] in PEERS:  # the peer's library too: its imports are not the model's memory
+        importlib.import_module("torchvision.models" if job["backend"] == "torchvision" else "timm")
+
     shape = tuple(job["spec"]["shape"])
     x = torch.randn(1, *shape)
     # Importing torch peaks far above what it keeps; reset the high-water mark so the peak
@@ -239,7 +277,14 @@ def model_from_spec(spec: dict) -> nn.Module:
 
 @dataclass
 class BenchRow:
-    """One (variant, backend) measurement. Latencies in ms at batch 1; throughput in images/s."""
+    """One (variant, backend) measurement. Latencies in ms at batch 1; throughput in images/s.
+
+    Memory in MB of 2^20 bytes: the measured peak RSS, and beside it the variant's analytic memory
+    at fp32, batch 1 (the same for every backend of a variant): ``weights_mb`` (parameters x 4
+    bytes), ``act_peak_mb`` (peak live activations with conv+BN+activation and bottlenecks as
+    single operations, as an inference engine runs them: MobileNetV2's Table 3 setting) and
+    ``act_peak_layers_mb`` (every leaf module a step, as eager PyTorch runs).
+    """
 
     variant: str
     backend: str
@@ -249,13 +294,17 @@ class BenchRow:
     throughput: float | None
     peak_rss_mb: float | None
     above_baseline_mb: float | None
-    vs_timm: float | None  # our latency / timm eager latency (lower is better)
+    weights_mb: float
+    act_peak_mb: float
+    act_peak_layers_mb: float
+    peer: str | None  # the eager peer of the variant's architecture (timm, torchvision)
+    vs_peer: float | None  # latency / the peer's eager latency (lower is better)
     floor_ms: float  # 2 x Mult-Adds / measured matmul GFLOP/s
     madds: int
     setup_s: float
 
 
-def bench(specs: list[dict], backends=DEFAULT_BACKENDS, batch: int = 32, threads: int = 2,
+def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
           rounds: int = 10, iters: int = 10, throughput_rounds: int = 3, memory: bool = True,
           calibration_data: str = "fashion-mnist", progress: Callable[[str], None] | None = None
           ) -> tuple[list[BenchRow], dict]:
@@ -264,7 +313,9 @@ def bench(specs: list[dict], backends=DEFAULT_BACKENDS, batch: int = 32, threads
     Args:
         specs: Models, each ``{"name": registered name}`` or ``{"model_file": our .safetensors}``,
             with optional ``"resolution"`` (default: the model's).
-        backends: Names from ``BACKENDS``. Default: all but ``compile``.
+        backends: Names from ``BACKENDS``. Default: ``default_backends`` of each model's
+            architecture (all but ``compile``, with that architecture's peers). A peer that does
+            not exist for a model's architecture is a ``ValueError``, raised before any timing.
         batch: Batch of the throughput measurement, >= 1. Default 32.
         threads: Intra-op threads for torch and ONNX Runtime. Default 2.
         rounds: Interleaved rounds of the batch-1 timing. Default 10.
@@ -279,9 +330,17 @@ def bench(specs: list[dict], backends=DEFAULT_BACKENDS, batch: int = 32, threads
         (rows, machine): the measurements, and the machine description with the matmul floor.
     """
     from .data import BatchTransform, open_dataset
+    from .memory import inference_ops, trace_memory
     from .profiler import profile_model
 
-    backends = check_backends(backends)
+    models = [model_from_spec(spec) for spec in specs]
+    per_model = []
+    for model in models:
+        arch = model.config.get("arch", "mobilenet_v1")
+        names = check_backends(backends if backends is not None else default_backends(arch))
+        for b in names:
+            check_peer(b, arch)
+        per_model.append(names)
     for name, value in (("batch", batch), ("threads", threads), ("rounds", rounds), ("iters", iters)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -298,12 +357,15 @@ def bench(specs: list[dict], backends=DEFAULT_BACKENDS, batch: int = 32, threads
         pass
     say(f"fp32 matmul 1024^3: {gflops:.0f} GFLOP/s")
     rows: list[BenchRow] = []
-    for spec in specs:
-        model = model_from_spec(spec)
+    mib = 2 ** 20
+    for spec, model, backends in zip(specs, models, per_model):
         res = spec.get("resolution") or model.config.get("resolution", 224)
         shape = (model.config.get("in_channels", 3), res, res)
         variant = spec.get("label") or spec.get("name") or Path(spec["model_file"]).stem
         madds = profile_model(model, shape).total_madds
+        analytic = (round(sum(p.numel() for p in model.parameters()) * 4 / mib, 3),
+                    round(trace_memory(model, shape, 4, fuse=inference_ops()).peak_bytes / mib, 3),
+                    round(trace_memory(model, shape, 4).peak_bytes / mib, 3))
         calibration = None
         if "int8" in backends:
             ds = open_dataset(calibration_data, "train", res, 1.0)
@@ -327,28 +389,32 @@ def bench(specs: list[dict], backends=DEFAULT_BACKENDS, batch: int = 32, threads
                     say(f"{variant}: peak memory of {p.name}")
                     mem[p.name] = peak_memory(p.name, {**spec, "shape": list(shape)},
                                               p.files.get("onnx"), threads)
-        timm_ms = statistics.median(lat["timm"]) * 1e3 if "timm" in lat else None
+        peer = EAGER_PEER.get(model.config.get("arch", "mobilenet_v1"))
+        peer_ms = statistics.median(lat[peer]) * 1e3 if peer in lat else None
         for p in prepared:
             ms = statistics.median(lat[p.name]) * 1e3
             m = mem.get(p.name, {})
             rows.append(BenchRow(
                 variant, p.name, round(ms, 2), round(percentile(lat[p.name], 90) * 1e3, 2), batch,
                 round(thr[p.name], 1) if p.name in thr else round(1e3 / ms, 1),
-                m.get("peak_rss_mb"), m.get("above_baseline_mb"),
-                round(ms / timm_ms, 3) if timm_ms else None,
+                m.get("peak_rss_mb"), m.get("above_baseline_mb"), *analytic,
+                peer if peer_ms else None, round(ms / peer_ms, 3) if peer_ms else None,
                 round(2 * madds / gflops / 1e6, 2), madds, round(p.setup_s, 1)))
     return rows, machine
 
 
-def candidates(accuracy_csv: str | None = None) -> list[dict]:
+def candidates(accuracy_csv: str | None = None, arch: str | None = None) -> list[dict]:
     """The models ``pick`` chooses among, with their accuracy and its source.
 
-    With ``accuracy_csv`` (a ``mobilenets sweep`` CSV): its grid points, with the top-1 measured on
-    the user's data and the trained model files when they still exist. Otherwise the 16 registered
-    alpha x resolution variants of MobileNet V1 with ImageNet top-1: the paper's figure where it
-    prints one (Tables 6-9), else TF-Slim's released checkpoint's.
+    With ``accuracy_csv`` (a ``mobilenets sweep`` CSV): its grid points (only those of ``arch``
+    when given), with the top-1 measured on the user's data and the trained model files when they
+    still exist. Otherwise the registered variants of ``arch`` (default ``"v1"``) with ImageNet
+    top-1: the paper's figure where it prints one, else TF-Slim's released checkpoint's. V1: the 16
+    alpha x resolution variants (paper Tables 6-9, ``research/slim/nets/mobilenet_v1.md``). V2: the
+    22 registered variants (MobileNetV2's Table 4 for 1.0 and 1.4 at 224; the others from
+    ``research/slim/nets/mobilenet/README.md``, see ``registry._RELEASED_TOP1_V2``).
     """
-    from .registry import MODELS, WIDTH_MULTS, RESOLUTIONS
+    from .registry import MODELS, arch_name, list_models
 
     if accuracy_csv:
         from .sweep import read_rows
@@ -356,11 +422,14 @@ def candidates(accuracy_csv: str | None = None) -> list[dict]:
         if not Path(accuracy_csv).is_file():
             raise FileNotFoundError(f"--accuracy file not found: {accuracy_csv}")
         rows = read_rows(accuracy_csv)
+        if arch:
+            rows = [r for r in rows if r["arch"] == arch_name(arch)]
         if not rows:
-            raise ValueError(f"--accuracy {accuracy_csv} holds no sweep rows")
+            raise ValueError(f"--accuracy {accuracy_csv} holds no sweep rows"
+                             + (f" of --arch {arch}" if arch else ""))
         out = []
         for r in rows:
-            spec = {"label": r["label"], "width_mult": r["width_mult"], "resolution": r["resolution"],
+            spec = {"label": r["label"], "arch": r["arch"], "width_mult": r["width_mult"], "resolution": r["resolution"],
                     "top1": r["top1"], "accuracy_source": f"sweep ({Path(accuracy_csv).name})"}
             if r.get("model_path") and Path(r["model_path"]).is_file():
                 spec["model_file"] = r["model_path"]
@@ -369,20 +438,25 @@ def candidates(accuracy_csv: str | None = None) -> list[dict]:
             out.append(spec)
         return out
     out = []
-    for a in WIDTH_MULTS:
-        for res in RESOLUTIONS:
-            spec = MODELS[f"mobilenet_v1_{a}_{res}"]
-            top1, source = (spec.paper["top1"], "paper") if spec.paper else \
-                (spec.released_top1, "TF-Slim release")
-            out.append({"label": f"{a:g}-{res}", "name": spec.name, "width_mult": a,
-                        "resolution": res, "top1": top1, "accuracy_source": source})
+    arch = arch_name(arch or "v1")
+    for name in list_models(f"{arch}_*"):
+        spec = MODELS[name]
+        a = spec.kwargs.get("width_mult")
+        if a is None:  # V1's ablation baselines (full convolutions, shallow): not a grid point
+            continue
+        top1, source = (spec.paper["top1"], "paper") if spec.paper else \
+            (spec.released_top1, "TF-Slim release")
+        prefix = "" if arch == "mobilenet_v1" else "v2-"
+        out.append({"label": f"{prefix}{a:g}-{spec.resolution}", "name": name, "arch": arch,
+                    "width_mult": a, "resolution": spec.resolution, "top1": top1,
+                    "accuracy_source": source})
     return out
 
 
 def pick(latency_ms: float | None = None, max_params: float | None = None,
          max_madds: float | None = None, backend: str = "onnx", accuracy_csv: str | None = None,
          threads: int = 2, rounds: int = 5, iters: int = 5, plot: str | None = None,
-         calibration_data: str = "fashion-mnist",
+         calibration_data: str = "fashion-mnist", arch: str | None = None,
          progress: Callable[[str], None] | None = None) -> tuple[list[dict], dict]:
     """Choose the most accurate MobileNet within a latency, size and compute budget, measuring the
     latency of every candidate on this machine and backend: the paper's promise, made measurable.
@@ -391,15 +465,17 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
         latency_ms: Largest median batch-1 latency allowed, in ms (> 0). Default: no limit.
         max_params: Largest parameter count (conv + FC weights, the paper's count). Default none.
         max_madds: Largest Mult-Adds per image. Default none.
-        backend: Where latency is measured, a name from ``BACKENDS`` except the timm peers.
+        backend: Where latency is measured, a name from ``BACKENDS`` except the peers.
             Default ``"onnx"``.
         accuracy_csv: A ``mobilenets sweep`` CSV to take candidates and accuracy from; default the
-            16 ImageNet variants (see ``candidates``).
+            registered ImageNet variants of ``arch`` (see ``candidates``).
         threads: Intra-op threads. Default 2.
         rounds: Interleaved timing rounds over all candidates. Default 5.
         iters: Calls per candidate per round. Default 5.
         plot: Write the accuracy-against-measured-latency frontier to this PNG. Default none.
         calibration_data: Calibration data for ``backend="int8"``. Default Fashion-MNIST.
+        arch: ``"v1"`` or ``"v2"``: choose among that architecture's variants (or sweep rows).
+            Default: V1's registered variants, or every row of ``accuracy_csv``.
         progress: Called with a line of text as the work advances.
 
     Returns:
@@ -411,8 +487,8 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
             or no candidate fits (the message names the cheapest candidate).
     """
     from .data import BatchTransform, open_dataset
-    from .mobilenet_v1 import MobileNetV1
     from .profiler import profile_model
+    from .registry import ARCHS
 
     budgets = {"latency_ms": latency_ms, "max_params": max_params, "max_madds": max_madds}
     if all(v is None for v in budgets.values()):
@@ -420,18 +496,18 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
     for k, v in budgets.items():
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
             raise ValueError(f"--{k.replace('_', '-')} must be a number > 0, got {v!r}")
-    if check_backends([backend])[0] in ("timm", "timm-onnx"):
+    if check_backends([backend])[0] in PEERS:
         raise ValueError(f"--backend {backend!r} is a peer; pick measures our own backends")
     say = progress or (lambda s: None)
     torch.set_num_threads(threads)
-    rows = candidates(accuracy_csv)
+    rows = candidates(accuracy_csv, arch)
     with tempfile.TemporaryDirectory(prefix="mobilenets-pick-") as tmp:
         prepared, inputs = [], {}
         for i, row in enumerate(rows):
             if "model_file" in row or "name" in row:
                 model = model_from_spec(row)
             else:
-                model = MobileNetV1(**row["arch_kwargs"]).eval()
+                model = ARCHS[row["arch"]](**row["arch_kwargs"]).eval()
             model.config["resolution"] = row["resolution"]
             shape = (model.config.get("in_channels", 3), row["resolution"], row["resolution"])
             prof = profile_model(model, shape)

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .bench import BACKENDS, DEFAULT_BACKENDS
+from .bench import BACKENDS, PEERS
 
 FORMATS = ("table", "csv", "json")
 
@@ -284,13 +284,22 @@ def cmd_predict(args) -> None:
 
 
 def cmd_sweep(args) -> None:
+    from dataclasses import replace
+
+    from .registry import arch_name, get_spec
     from .sweep import run_sweep
 
     cfg = _train_config(args)
+    if args.arch:  # the architecture swept; --width-mults and --resolutions set the rest
+        arch = arch_name(args.arch)
+        if args.model and get_spec(args.model).arch != arch:
+            raise ValueError(f"--model {args.model} is not --arch {args.arch}")
+        if get_spec(cfg.model).arch != arch:
+            cfg = replace(cfg, model=f"{arch}_1.0_224").validate()
     alphas = [float(a) for a in args.width_mults.split(",")]
     resolutions = [int(r) for r in args.resolutions.split(",")]
     rows = run_sweep(cfg, alphas, resolutions, args.out or "runs/sweep")
-    print(_render([{k: r[k] for k in ("label", "madds", "params", "top1", "train_seconds")}
+    print(_render([{k: r[k] for k in ("label", "arch", "madds", "params", "top1", "train_seconds")}
                    for r in rows], "table"))
 
 
@@ -427,7 +436,8 @@ def cmd_pick(args) -> None:
     from .bench import pick
 
     rows, choice = pick(args.latency_ms, args.max_params, args.max_madds, args.backend,
-                        args.accuracy, args.threads, plot=args.plot, progress=_progress)
+                        args.accuracy, args.threads, plot=args.plot, arch=args.arch,
+                        progress=_progress)
     keys = ("label", "top1", "accuracy_source", "latency_ms", "params", "madds", "fits", "chosen")
     table = [{k: r[k] for k in keys} for r in sorted(rows, key=lambda r: r["latency_ms"])]
     if args.format == "json":
@@ -522,6 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sweep", help="the alpha x resolution grid: CSV + Figures 4 and 5")
     _add_train_flags(s)
+    s.add_argument("--arch", choices=sorted(PROFILE_ARCHS),
+                   help="MobileNet v1 (default) or v2; or name a model of either with --model")
     s.add_argument("--width-mults", default="1.0,0.75,0.5,0.25")
     s.add_argument("--resolutions", default="64,56,48,40")
     s.set_defaults(func=cmd_sweep)
@@ -552,13 +564,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--report", help="write the evaluation as JSON here")
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("bench", help="latency, throughput and memory per backend vs timm and ORT")
+    s = sub.add_parser("bench", help="latency, throughput and memory (measured and analytic) per "
+                       "backend vs timm, torchvision and ORT")
     s.add_argument("--model", action="append", help="registered name (repeatable; default "
                    "mobilenet_v1_1.0_224)")
     s.add_argument("--model-file", action="append", help="our .safetensors (repeatable)")
     s.add_argument("--resolution", type=int, help="input size (default: each model's)")
-    s.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
-                   help=f"comma-separated, from: {', '.join(BACKENDS)}")
+    s.add_argument("--backends", help=f"comma-separated, from: {', '.join(BACKENDS)} (default: "
+                   "all but compile, with the model's peers: "
+                   + ", ".join(f"{p} for {a}" for p, a in PEERS.items()) + ")")
     s.add_argument("--batch", type=int, default=32, help="batch of the throughput measurement")
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
@@ -574,6 +588,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-madds", type=float, help="Mult-Adds budget per image")
     s.add_argument("--backend", default="onnx", help="where to measure (default onnx)")
     s.add_argument("--accuracy", help="a sweep.csv: choose among its models, by its accuracy")
+    s.add_argument("--arch", choices=sorted(PROFILE_ARCHS),
+                   help="choose among MobileNet v1's (default) or v2's registered variants (with "
+                   "--accuracy: that architecture's rows)")
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--plot", help="write the accuracy vs measured latency frontier (PNG)")
     s.add_argument("--format", choices=FORMATS, default="table")

@@ -12,6 +12,8 @@ from .mobilenet_v2 import MobileNetV2
 
 #: Model classes by the ``arch`` key stored in every model's config.
 ARCHS: dict[str, type[nn.Module]] = {"mobilenet_v1": MobileNetV1, "mobilenet_v2": MobileNetV2}
+#: The short names of the command line's ``--arch`` flags (profile, sweep, pick).
+ARCH_ALIASES = {"v1": "mobilenet_v1", "v2": "mobilenet_v2"}
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,9 @@ class ModelSpec:
             ImageNet, where it does:
             ``{"table": ..., "top1": %, "madds_m": millions, "params_m": millions}``.
         released_top1: ImageNet top-1 (%) of the released TF-Slim checkpoint of the same variant
-            (``research/slim/nets/mobilenet_v1.md``, release 2018-02-22), where there is one: the
-            only source for the grid points the paper shows as dots in Figure 4.
+            (``research/slim/nets/mobilenet_v1.md``, release 2018-02-22; for MobileNetV2
+            ``research/slim/nets/mobilenet/README.md``), where there is one: the only source for
+            the grid points the papers show as dots in their figures.
     """
 
     name: str
@@ -93,16 +96,34 @@ _PAPER_V2 = {
     (1.0, 224): _paper("V2: 4", 72.0, 300, 3.4),
     (1.4, 224): _paper("V2: 4", 74.7, 585, 6.9),
 }
+# TF-Slim's released MobileNetV2 checkpoints (research/slim/nets/mobilenet/README.md, "Mobilenet
+# V2 Imagenet Checkpoints"), top-1 %: every registered V2 variant has one.
+_RELEASED_TOP1_V2 = {
+    (1.4, 224): 75.0, (1.3, 224): 74.4,
+    (1.0, 224): 71.8, (1.0, 192): 70.7, (1.0, 160): 68.8, (1.0, 128): 65.3, (1.0, 96): 60.3,
+    (0.75, 224): 69.8, (0.75, 192): 68.7, (0.75, 160): 66.4, (0.75, 128): 63.2, (0.75, 96): 58.8,
+    (0.5, 224): 65.4, (0.5, 192): 63.9, (0.5, 160): 61.0, (0.5, 128): 57.7, (0.5, 96): 51.2,
+    (0.35, 224): 60.3, (0.35, 192): 58.2, (0.35, 160): 55.7, (0.35, 128): 50.8, (0.35, 96): 45.5,
+}
 #: Keras Applications' MobileNetV2 grid; the paper adds 1.3 and 1.4, at 224 only.
 V2_WIDTH_MULTS = (1.0, 0.75, 0.5, 0.35)
 V2_RESOLUTIONS = (224, 192, 160, 128, 96)
 _add_grid("mobilenet_v2", [*((a, r) for a in V2_WIDTH_MULTS for r in V2_RESOLUTIONS),
-                           (1.3, 224), (1.4, 224)], _PAPER_V2)
+                           (1.3, 224), (1.4, 224)], _PAPER_V2, _RELEASED_TOP1_V2)
 
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered names matching a shell-style ``pattern`` (default: all), in registry order."""
     return [n for n in MODELS if fnmatch.fnmatch(n, pattern)]
+
+
+def arch_name(arch: str) -> str:
+    """``"v1"``/``"v2"`` (or a key of ``ARCHS``) -> the ``ARCHS`` key; ``ValueError`` otherwise."""
+    if arch in ARCHS:
+        return arch
+    if arch not in ARCH_ALIASES:
+        raise ValueError(f"--arch must be one of {sorted(ARCH_ALIASES)}, got {arch!r}")
+    return ARCH_ALIASES[arch]
 
 
 def get_spec(name: str) -> ModelSpec:

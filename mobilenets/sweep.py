@@ -8,12 +8,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from .checkpoint import atomic_path
-from .mobilenet_v1 import MobileNetV1
 from .plots import plot_accuracy_vs_madds, plot_accuracy_vs_params
 from .profiler import profile_model
+from .registry import ARCHS, get_spec
 from .train import TrainConfig, train
 
-FIELDS = ["label", "width_mult", "resolution", "madds", "params", "top1", "top5", "epochs",
+#: The CSV columns. ``arch`` came with MobileNetV2: CSVs without it are MobileNet V1 sweeps.
+FIELDS = ["label", "arch", "width_mult", "resolution", "madds", "params", "top1", "top5", "epochs",
           "train_seconds", "model_path"]
 
 
@@ -25,6 +26,7 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     for r in rows:
+        r["arch"] = r.get("arch") or "mobilenet_v1"
         for k in ("width_mult", "top1", "top5", "epochs", "train_seconds"):
             r[k] = float(r[k])
         for k in ("resolution", "madds", "params"):
@@ -46,7 +48,9 @@ def run_sweep(base: TrainConfig, width_mults=(1.0, 0.75, 0.5, 0.25),
 
     Args:
         base: The recipe for every point (``width_mult``, ``resolution`` and ``out_dir`` are set
-            per point). The paper uses the same hyper-parameters for every model.
+            per point). The paper uses the same hyper-parameters for every model. Its ``model``
+            sets the architecture: a ``mobilenet_v2_*`` name sweeps MobileNetV2 (rows labelled
+            ``v2-{alpha}-{res}``, run folders ``v2_a{alpha}_r{res}``).
         width_mults: Alphas, each > 0. Default the paper's (1.0, 0.75, 0.5, 0.25).
         resolutions: Input sizes, each >= 32. Default (64, 56, 48, 40): the paper's ratios
             224:192:160:128 scaled to Fashion-MNIST sizes that fit a small CPU.
@@ -61,17 +65,21 @@ def run_sweep(base: TrainConfig, width_mults=(1.0, 0.75, 0.5, 0.25),
     out = Path(out_dir)
     csv_path = out / "sweep.csv"
     rows = read_rows(csv_path)
-    done = {(r["width_mult"], r["resolution"]) for r in rows}
+    arch = get_spec(base.model).arch
+    tag = "" if arch == "mobilenet_v1" else arch.rsplit("_", 1)[-1]  # "v2"; V1 keeps old names
+    prefix = f"{tag}_" if tag else ""
+    done = {(r["arch"], r["width_mult"], r["resolution"]) for r in rows}
     for alpha in width_mults:
         for res in resolutions:
-            if (float(alpha), int(res)) in done:
+            if (arch, float(alpha), int(res)) in done:
                 continue
             cfg = replace(base, width_mult=float(alpha), resolution=int(res),
-                          out_dir=str(out / f"a{alpha:g}_r{res}"))
+                          out_dir=str(out / f"{prefix}a{alpha:g}_r{res}"))
             result = train(cfg, resume=True)
-            prof = profile_model(MobileNetV1(width_mult=alpha, num_classes=len(
+            prof = profile_model(ARCHS[arch](width_mult=alpha, num_classes=len(
                 result["val"]["per_class"])), (3, res, res))
-            rows.append({"label": f"{alpha:g}-{res}", "width_mult": float(alpha),
+            rows.append({"label": prefix.replace("_", "-") + f"{alpha:g}-{res}", "arch": arch,
+                         "width_mult": float(alpha),
                          "resolution": int(res), "madds": prof.total_madds,
                          "params": prof.total_params, "top1": result["val"]["top1"],
                          "top5": result["val"]["top5"], "epochs": result["epochs"],
@@ -116,7 +124,9 @@ def compare_runs(run_dirs: list[str | os.PathLike]) -> list[dict]:
         model = build_model(cfg, len(result["per_class"]))
         res = model.config["resolution"]
         prof = profile_model(model, (model.config.get("in_channels", 3), res, res))
-        rows.append({"run": str(run), "model": cfg.model, "width_mult": model.config["width_mult"],
+        # a fine-tuned run's model is that of its init file (config.json keeps the preset's name)
+        name = model.config.get("name", cfg.model) if cfg.init_from else cfg.model
+        rows.append({"run": str(run), "model": name, "width_mult": model.config["width_mult"],
                      "resolution": res, "top1": result["top1"], "top5": result["top5"],
                      "madds_m": round(prof.total_madds / 1e6, 2),
                      "params_m": round(prof.layer_params / 1e6, 3),

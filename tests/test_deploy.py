@@ -131,7 +131,7 @@ def test_bench_rows(tmp_path):
     for r in rows:
         assert r.latency_ms > 0 and r.latency_p90_ms > 0 and r.throughput > 0 and r.batch == 2
         assert r.floor_ms > 0 and r.madds == rows[0].madds
-    assert rows[-1].vs_timm == 1.0
+    assert rows[-1].vs_peer == 1.0 and {r.peer for r in rows} == {"timm"}
 
 
 def test_pick_from_a_sweep_csv(tmp_path):

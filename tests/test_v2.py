@@ -315,3 +315,145 @@ def test_profile_cli_arch_and_memory(capsys, tmp_path):
     assert "Peak live memory" in out.read_text() and "Resolution" in out.read_text()
     assert main(["profile", "--model", "mobilenet_v2_1.0_224", "--arch", "v2"]) == 2
     assert "--arch" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- everything else for V2
+
+needs_data = pytest.mark.skipif(
+    not __import__("pathlib").Path("/usr/share/datasets/fashion-mnist").exists(),
+    reason="Debian's dataset-fashion-mnist is not installed")
+
+
+def _v2_with_bn_statistics(width_mult=0.35, res=32, classes=10):
+    torch.manual_seed(0)
+    model = MobileNetV2(width_mult=width_mult, num_classes=classes)
+    for m in model.modules():  # BN far from identity, and larger logits, so folding is tested
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    model.classifier.weight.data.normal_(0, 0.1)
+    model.config["resolution"] = res
+    return model.eval()
+
+
+def test_no_weight_decay_on_v2_depthwise_filters():
+    from mobilenets.optim import param_groups
+
+    model = M.create_model("mobilenet_v2_0.35_96")
+    groups = {g["name"]: g for g in param_groups(model, 4e-5)}
+    dw = [m.dw.conv.weight for m in blocks(model)]
+    assert len(groups["depthwise"]["params"]) == 17 and groups["depthwise"]["weight_decay"] == 0
+    assert {id(p) for p in groups["depthwise"]["params"]} == {id(p) for p in dw}
+    # stem, 16 expansions (the first block has none), 17 projections, last 1x1 conv, FC
+    assert len(groups["decay"]["params"]) == 1 + 16 + 17 + 1 + 1
+
+
+@needs_data
+def test_v2_train_eval_predict_finetune_compare(capsys, tmp_path):
+    out, ft = tmp_path / "run", tmp_path / "ft"
+    code = main(["train", "--preset", "smoke", "--model", "mobilenet_v2_0.35_96", "--resolution",
+                 "32", "--limit-train", "64", "--limit-val", "32", "--out", str(out)])
+    assert code == 0 and (out / "model.safetensors").exists()
+    model = M.load_model(out / "model.safetensors")
+    assert isinstance(model, MobileNetV2) and model.config["width_mult"] == 0.35
+    assert model.config["resolution"] == 32 and model.config["dropout"] == 0.001
+    capsys.readouterr()
+    assert main(["eval", str(out / "model.safetensors"), "--limit", "16", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_samples"] == 16
+    assert main(["finetune", "--preset", "smoke", "--init", str(out / "model.safetensors"),
+                 "--freeze-body", "--limit-train", "64", "--limit-val", "32", "--out", str(ft)]) == 0
+    tuned = M.load_model(ft / "model.safetensors").state_dict()
+    for k, v in model.state_dict().items():  # only the classifier moved
+        assert torch.equal(v, tuned[k]) != k.startswith("classifier."), k
+    capsys.readouterr()
+    assert main(["compare", str(out), str(ft), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["model"] for r in rows] == ["mobilenet_v2_0.35_96"] * 2
+    assert rows[0]["madds_m"] == rows[1]["madds_m"] > 0 and rows[0]["resolution"] == 32
+
+
+@needs_data
+def test_sweep_arch_v2_next_to_an_old_v1_csv(capsys, tmp_path):
+    from mobilenets.sweep import read_rows
+
+    (tmp_path / "sweep.csv").write_text(  # a V1 sweep written before the arch column existed
+        "label,width_mult,resolution,madds,params,top1,top5,epochs,train_seconds,model_path\n"
+        "0.25-32,0.25,32,500000,200000,60.0,95.0,1.0,1.0,\n")
+    argv = ["sweep", "--preset", "smoke", "--arch", "v2", "--width-mults", "0.35",
+            "--resolutions", "32", "--limit-train", "32", "--limit-val", "32", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    rows = read_rows(tmp_path / "sweep.csv")
+    assert [(r["label"], r["arch"]) for r in rows] == [("0.25-32", "mobilenet_v1"),
+                                                      ("v2-0.35-32", "mobilenet_v2")]
+    assert M.load_model(rows[1]["model_path"]).config["arch"] == "mobilenet_v2"
+    assert rows[1]["params"] == profile_model(MobileNetV2(0.35, num_classes=10),
+                                              (3, 32, 32)).total_params
+    assert (tmp_path / "v2_a0.35_r32" / "model.safetensors").exists()
+    assert main(argv) == 0 and read_rows(tmp_path / "sweep.csv") == rows  # done: skipped
+    assert main(argv[:-2] + ["--model", "mobilenet_v1_0.25_128"]) == 2  # --arch disagrees
+
+
+def test_fold_batchnorm_and_export_of_inverted_residuals(tmp_path):
+    from mobilenets.deploy import OnnxModule, export_onnx, fold_batchnorm
+
+    model = _v2_with_bn_statistics()
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert all(b.use_residual == f.use_residual for b, f in zip(blocks(model), blocks(folded)))
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        torch.testing.assert_close(folded(x), ref, rtol=1e-4, atol=1e-4)
+    assert ref.abs().max() > 0.1  # the check compares real numbers, not near-zero logits
+    report = export_onnx(model, tmp_path / "v2.onnx")
+    assert report.max_abs_diff < 1e-4
+    assert OnnxModule(tmp_path / "v2.onnx").config["arch"] == "mobilenet_v2"
+    # int8 goes through the same folded export (quantize_int8); not repeated here, for time
+
+
+def test_bench_v2_against_torchvision_with_memory_columns():
+    from mobilenets.bench import bench, default_backends
+
+    assert default_backends("mobilenet_v2")[-1] == "torchvision"
+    rows, _ = bench([{"name": "mobilenet_v2_0.35_96", "resolution": 32}], ["eager", "torchvision"],
+                    batch=1, rounds=1, iters=2, throughput_rounds=1, memory=False)
+    assert [r.backend for r in rows] == ["eager", "torchvision"]
+    assert {r.peer for r in rows} == {"torchvision"} and rows[1].vs_peer == 1.0
+    model = M.create_model("mobilenet_v2_0.35_96")
+    weights = sum(p.numel() for p in model.parameters()) * 4 / 2 ** 20
+    ops = trace_memory(model, (3, 32, 32), 4, fuse=inference_ops()).peak_bytes / 2 ** 20
+    image = 3 * 32 * 32 * 4 / 2 ** 20
+    for r in rows:  # the variant's analytic memory, fp32, batch 1, beside the measured columns
+        assert r.weights_mb == round(weights, 3) and r.act_peak_mb == round(ops, 3)
+        assert image < r.act_peak_mb < r.act_peak_layers_mb < r.weights_mb
+        assert r.peak_rss_mb is None and r.above_baseline_mb is None  # memory=False
+    with pytest.raises(ValueError, match="'timm' peer exists for mobilenet_v1 only"):
+        bench([{"name": "mobilenet_v2_0.35_96"}], ["eager", "timm"], memory=False)
+    with pytest.raises(ValueError, match="'torchvision' peer exists for mobilenet_v2 only"):
+        bench([{"name": "mobilenet_v1_0.25_128"}], ["torchvision"], memory=False)
+
+
+def test_pick_arch_v2_candidates_and_sweep_rows(tmp_path):
+    from mobilenets.bench import candidates, pick
+
+    rows = candidates(arch="v2")
+    assert len(rows) == 22 and all(r["top1"] and r["arch"] == "mobilenet_v2" for r in rows)
+    by = {r["label"]: r for r in rows}
+    assert by["v2-1-224"]["top1"] == 72.0 and by["v2-1-224"]["accuracy_source"] == "paper"
+    assert by["v2-0.35-96"]["top1"] == 45.5 and by["v2-1.3-224"]["top1"] == 74.4
+    assert by["v2-0.35-96"]["accuracy_source"] == "TF-Slim release"
+    assert len(candidates()) == 16  # V1 by default, as before
+    csv_path = tmp_path / "sweep.csv"
+    csv_path.write_text(
+        "label,arch,width_mult,resolution,madds,params,top1,top5,epochs,train_seconds,model_path\n"
+        "0.5-32,mobilenet_v1,0.5,32,1,1,90.0,99.0,1,1,\n"
+        "v2-0.5-32,mobilenet_v2,0.5,32,1,1,80.0,99.0,1,1,\n"
+        "v2-0.35-32,mobilenet_v2,0.35,32,1,1,70.0,98.0,1,1,\n")
+    rows, choice = pick(max_params=1e9, backend="torch", accuracy_csv=str(csv_path), arch="v2",
+                        rounds=1, iters=1)
+    assert [r["label"] for r in rows] == ["v2-0.5-32", "v2-0.35-32"] and choice["label"] == "v2-0.5-32"
+    assert rows[1]["params"] == profile_model(MobileNetV2(0.35, num_classes=10), (3, 32, 32)).layer_params
+    with pytest.raises(ValueError, match="is a peer"):
+        pick(latency_ms=5, backend="torchvision", arch="v2")
