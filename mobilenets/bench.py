@@ -107,10 +107,12 @@ class Prepared:
 
 
 def prepare_backend(name: str, model: nn.Module, shape: tuple[int, int, int], workdir: Path,
-                    calibration: list[torch.Tensor] | None = None) -> Prepared:
+                    calibration: list[torch.Tensor] | None = None,
+                    ort_spinning: bool = True) -> Prepared:
     """Build backend ``name`` for ``model`` (float, eval) at input ``shape`` = (C, H, W).
 
     ONNX files go to ``workdir``. ``int8`` needs ``calibration`` batches of real images.
+    ``ort_spinning=False`` stops ONNX Runtime's idle threads from spinning (see ``ort_session``).
     """
     t0 = time.perf_counter()
     model = model.eval()
@@ -127,7 +129,7 @@ def prepare_backend(name: str, model: nn.Module, shape: tuple[int, int, int], wo
         path = workdir / f"{name}.onnx"
         export_onnx(src, path, resolution=shape[1])
         files["onnx"] = str(path)
-        run = OnnxModule(path)
+        run = OnnxModule(path, spinning=ort_spinning)
     elif name == "int8":
         if not calibration:
             raise ValueError("the int8 backend needs calibration images")
@@ -135,7 +137,7 @@ def prepare_backend(name: str, model: nn.Module, shape: tuple[int, int, int], wo
         # Latency only: fresh (untrained) weights make top-1 agreement meaningless, so no minimum.
         quantize_int8(model, path, calibration, resolution=shape[1], min_top1_agreement=0.0)
         files["onnx"] = str(path)
-        run = OnnxModule(path)
+        run = OnnxModule(path, spinning=ort_spinning)
     elif name in ("timm", "torchvision"):
         run = _no_grad(peer_model(name, model))
     else:
@@ -175,16 +177,22 @@ def prepared_input(p: Prepared, x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if p.channels_last else x
 
 
-def time_interleaved(prepared: list[Prepared], x: torch.Tensor, rounds: int, iters: int
-                     ) -> dict[str, list[float]]:
+def time_interleaved(prepared: list[Prepared], x: torch.Tensor, rounds: int, iters: int,
+                     settle: int = 3) -> dict[str, list[float]]:
     """Seconds per call of each backend on ``x``: ``rounds`` rounds, each running ``iters`` calls of
-    every backend in an order rotated every round (noise hits all alike). Returns all samples."""
+    every backend in an order rotated every round (noise hits all alike). Returns all samples.
+
+    Each backend's block starts with ``settle`` untimed calls: the thread pools of the runtime that
+    ran before (OpenMP's, ONNX Runtime's) keep spinning for a few ms after their last call and would
+    otherwise be charged to the next backend's first calls."""
     inputs = {p.name: prepared_input(p, x) for p in prepared}
     samples: dict[str, list[float]] = {p.name: [] for p in prepared}
     for r in range(rounds):
         order = prepared[r % len(prepared):] + prepared[:r % len(prepared)]
         for p in order:
             xi = inputs[p.name]
+            for _ in range(settle):
+                p.run(xi)
             for _ in range(iters):
                 t0 = time.perf_counter()
                 p.run(xi)
@@ -521,7 +529,9 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
             say(f"preparing {row['label']} ({backend})")
             workdir = Path(tmp) / str(i)
             workdir.mkdir()
-            p = prepare_backend(backend, model, shape, workdir, calibration)
+            # 16 sessions take turns on the same cores: no spinning (else the idle sessions'
+            # threads slow the timed one, by up to 3x for the mid-sized models here).
+            p = prepare_backend(backend, model, shape, workdir, calibration, ort_spinning=False)
             p.name = row["label"]
             prepared.append(p)
             inputs[p.name] = torch.randn(1, *shape)

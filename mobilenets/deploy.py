@@ -60,7 +60,7 @@ def input_shape(model: nn.Module, resolution: int | None = None) -> tuple[int, i
 
 
 def ort_session(path: str | os.PathLike, threads: int | None = None,
-                optimization: str = "all"):
+                optimization: str = "all", spinning: bool = True):
     """An ONNX Runtime CPU session for ``path``.
 
     Args:
@@ -68,6 +68,9 @@ def ort_session(path: str | os.PathLike, threads: int | None = None,
         threads: Intra-op threads; default ``torch.get_num_threads()``.
         optimization: ``"all"`` (ORT's full graph optimisation, incl. layout transforms; default),
             ``"extended"``, ``"basic"`` or ``"none"``.
+        spinning: Let the intra-op threads spin between calls (ORT's default: lowest latency for
+            one session). Turn it off when many sessions take turns on the same cores, where the
+            idle sessions' spinning threads would slow the running one. Default True.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
@@ -88,6 +91,7 @@ def ort_session(path: str | os.PathLike, threads: int | None = None,
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = levels[optimization]
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     opts.log_severity_level = 3  # errors only: the quantizer's models trigger harmless warnings
     try:
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -102,12 +106,13 @@ class OnnxModule(nn.Module):
     Args:
         path: The ``.onnx`` file.
         threads: Intra-op threads (default: torch's).
+        spinning: See ``ort_session``. Default True.
     """
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, spinning: bool = True):
         super().__init__()
         self.path = str(path)
-        self.session = ort_session(path, threads)
+        self.session = ort_session(path, threads, spinning=spinning)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_shape = inp.shape  # e.g. ['batch', 3, 224, 224]
