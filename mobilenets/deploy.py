@@ -144,7 +144,8 @@ class ExportReport:
         path: The file written.
         format: ``"onnx"``, ``"onnx-int8"`` or ``"safetensors"``.
         max_abs_diff: Largest |exported - torch| over the check inputs (logits).
-        tolerance: The limit it was held to.
+        tolerance: The limit it was held to: the largest allowed |diff| (fp32), or the least
+            share of top-1 agreement with the float model (int8).
         check_batches: The batch sizes checked (two sizes prove the batch axis is dynamic).
         top1_agreement: Share of check inputs whose top-1 class agrees (int8 exports).
         bytes: File size.
@@ -159,10 +160,12 @@ class ExportReport:
     bytes: int = 0
 
     def summary(self) -> str:
-        agree = "" if self.top1_agreement is None else f", top-1 agreement {self.top1_agreement:.1%}"
+        if self.top1_agreement is None:
+            limit = f"tolerance {self.tolerance:g}"
+        else:
+            limit = f"top-1 agreement {self.top1_agreement:.1%}, required {self.tolerance:.0%}"
         return (f"{self.path} ({self.format}, {self.bytes / 1e6:.1f} MB): max |diff| vs torch "
-                f"{self.max_abs_diff:.2e} (tolerance {self.tolerance:g}, batches "
-                f"{'/'.join(map(str, self.check_batches))}{agree})")
+                f"{self.max_abs_diff:.2e} ({limit}, batches {'/'.join(map(str, self.check_batches))})")
 
 
 def _metadata(model: nn.Module, extra: dict | None) -> dict[str, str]:
@@ -336,7 +339,7 @@ def quantize_int8(model: nn.Module, path: str | os.PathLike, calibration: Iterab
             raise ExportError(f"int8 model {path.name} agrees with the float model on only "
                               f"{agreement:.1%} of top-1 predictions (< {min_top1_agreement:.0%}); "
                               "not written: calibrate on more representative images")
-    return ExportReport(str(path), "onnx-int8", diff, float("nan"), (1, n), agreement,
+    return ExportReport(str(path), "onnx-int8", diff, min_top1_agreement, (1, n), agreement,
                         path.stat().st_size)
 
 
