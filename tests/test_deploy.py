@@ -165,3 +165,18 @@ def test_pick_candidates_cover_the_grid_with_imagenet_accuracy():
     by = {r["label"]: r for r in rows}
     assert by["1-224"]["top1"] == 70.6 and by["1-224"]["accuracy_source"] == "paper"
     assert by["0.75-192"]["accuracy_source"] == "TF-Slim release"
+
+
+def test_quantize_int8_mobilenet_v2(tmp_path):
+    torch.manual_seed(0)
+    model = M.MobileNetV2(width_mult=0.35, num_classes=10).eval()
+    model.config["resolution"] = 32
+    calib = [torch.rand(16, 3, 32, 32) * 2 - 1]
+    report = quantize_int8(model, tmp_path / "v2.onnx", calib, min_top1_agreement=0.0)
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "v2.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Add"} <= ops  # the residual adds survive
+    with torch.no_grad():
+        ref = model(calib[0])
+    out = OnnxModule(tmp_path / "v2.onnx")(calib[0])
+    assert nn.functional.cosine_similarity(out.flatten(), ref.flatten(), dim=0) > 0.9
+    assert report.format == "onnx-int8"
