@@ -177,15 +177,16 @@ def prepared_input(p: Prepared, x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if p.channels_last else x
 
 
-def time_interleaved(prepared: list[Prepared], x: torch.Tensor, rounds: int, iters: int,
-                     settle: int = 3) -> dict[str, list[float]]:
-    """Seconds per call of each backend on ``x``: ``rounds`` rounds, each running ``iters`` calls of
-    every backend in an order rotated every round (noise hits all alike). Returns all samples.
+def time_interleaved(prepared: list[Prepared], x: torch.Tensor | dict[str, torch.Tensor],
+                     rounds: int, iters: int, settle: int = 3) -> dict[str, list[float]]:
+    """Seconds per call of each backend on ``x`` (one input for all, or one per backend name):
+    ``rounds`` rounds, each running ``iters`` calls of every backend in an order rotated every round
+    (noise hits all alike). Returns all samples.
 
     Each backend's block starts with ``settle`` untimed calls: the thread pools of the runtime that
     ran before (OpenMP's, ONNX Runtime's) keep spinning for a few ms after their last call and would
     otherwise be charged to the next backend's first calls."""
-    inputs = {p.name: prepared_input(p, x) for p in prepared}
+    inputs = {p.name: prepared_input(p, x[p.name] if isinstance(x, dict) else x) for p in prepared}
     samples: dict[str, list[float]] = {p.name: [] for p in prepared}
     for r in range(rounds):
         order = prepared[r % len(prepared):] + prepared[:r % len(prepared)]
@@ -198,6 +199,15 @@ def time_interleaved(prepared: list[Prepared], x: torch.Tensor, rounds: int, ite
                 p.run(xi)
                 samples[p.name].append(time.perf_counter() - t0)
     return samples
+
+
+def _calibration(data: str, shape: tuple[int, int, int], count: int) -> list[torch.Tensor]:
+    """``count`` training images of ``data`` at input ``shape``, for int8 calibration."""
+    from .data import BatchTransform, open_dataset
+
+    ds = open_dataset(data, "train", shape[1], 1.0)
+    return calibration_batches(ds, BatchTransform(shape[1], False, eval_crop=1.0,
+                                                  out_channels=shape[0]), count)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -337,7 +347,6 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
     Returns:
         (rows, machine): the measurements, and the machine description with the matmul floor.
     """
-    from .data import BatchTransform, open_dataset
     from .memory import inference_ops, trace_memory
     from .profiler import profile_model
 
@@ -376,9 +385,7 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
                     round(trace_memory(model, shape, 4).peak_bytes / mib, 3))
         calibration = None
         if "int8" in backends:
-            ds = open_dataset(calibration_data, "train", res, 1.0)
-            calibration = calibration_batches(ds, BatchTransform(res, False, eval_crop=1.0,
-                                                                 out_channels=shape[0]), 256)
+            calibration = _calibration(calibration_data, shape, 256)
         with tempfile.TemporaryDirectory(prefix="mobilenets-bench-") as tmp:
             prepared = []
             for b in backends:
@@ -494,7 +501,6 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
         ValueError: if no budget is given, a budget is not > 0, the backend is unknown or a peer,
             or no candidate fits (the message names the cheapest candidate).
     """
-    from .data import BatchTransform, open_dataset
     from .profiler import profile_model
     from .registry import ARCHS
 
@@ -523,9 +529,7 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
             row["madds"] = prof.total_madds
             calibration = None
             if backend == "int8":
-                ds = open_dataset(calibration_data, "train", row["resolution"], 1.0)
-                calibration = calibration_batches(ds, BatchTransform(
-                    row["resolution"], False, eval_crop=1.0, out_channels=shape[0]), 128)
+                calibration = _calibration(calibration_data, shape, 128)
             say(f"preparing {row['label']} ({backend})")
             workdir = Path(tmp) / str(i)
             workdir.mkdir()
@@ -536,12 +540,7 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
             prepared.append(p)
             inputs[p.name] = torch.randn(1, *shape)
         say(f"timing {len(prepared)} candidates, {rounds} rounds x {iters} calls")
-        samples = {p.name: [] for p in prepared}
-        for r in range(rounds):  # interleaved, as in bench(); each candidate has its own input size
-            order = prepared[r % len(prepared):] + prepared[:r % len(prepared)]
-            for p in order:
-                got = time_interleaved([p], inputs[p.name], 1, iters)
-                samples[p.name] += got[p.name]
+        samples = time_interleaved(prepared, inputs, rounds, iters)  # each its own input size
     for row in rows:
         row["latency_ms"] = round(statistics.median(samples[row["label"]]) * 1e3, 3)
         row["fits"] = ((latency_ms is None or row["latency_ms"] <= latency_ms)

@@ -229,21 +229,22 @@ def _load_for_inference(path: str):
     return model.eval(), extra.get("class_names"), train_cfg
 
 
+def _inference_extra(class_names, train_cfg: dict) -> dict:
+    """What evaluating or exporting a trained model needs from its file: class names, the
+    evaluation crop and the data it was trained on."""
+    return {"class_names": class_names, "eval_crop": train_cfg.get("eval_crop", 0.875),
+            "data": train_cfg.get("data")}
+
+
 def cmd_eval(args) -> None:
-    from .data import BatchTransform, open_dataset
     from .metrics import format_report
     from .train import evaluate
 
     model, class_names, train_cfg = _load_for_inference(args.model_file)
-    res = args.resolution or model.config.get("resolution", 224)
-    crop = args.eval_crop or train_cfg.get("eval_crop", 0.875)
-    data = args.data or train_cfg.get("data", "fashion-mnist")
-    ds = open_dataset(data, args.split, res, crop, args.skip_bad_files, class_names)
-    if args.limit:
-        from .train import _limit
-
-        _limit(ds, args.limit)
-    result = evaluate(model, ds, BatchTransform(res, False, eval_crop=crop), args.batch_size,
+    extra = _inference_extra(class_names, train_cfg)
+    ds, transform = _eval_split(model.config, extra, args.data, args.split, args.limit,
+                                args.resolution, args.eval_crop, args.skip_bad_files)
+    result = evaluate(model, ds, transform, args.batch_size,
                       class_names=class_names or ds.class_names, progress=True)
     import json
 
@@ -317,8 +318,7 @@ def _model_for_export(source: str, resolution: int | None):
         model, extra = create_model(source).eval(), {}
     elif Path(source).suffix in (".safetensors", ".st"):
         model, class_names, train_cfg = _load_for_inference(source)
-        extra = {"class_names": class_names, "eval_crop": train_cfg.get("eval_crop", 0.875),
-                 "data": train_cfg.get("data")}
+        extra = _inference_extra(class_names, train_cfg)
     else:
         raise ValueError(f"model {source!r} is neither a registered name nor a .safetensors file "
                          "(use `mobilenets convert` for Keras or timm weights first)")
@@ -327,14 +327,17 @@ def _model_for_export(source: str, resolution: int | None):
     return model, extra
 
 
-def _eval_split(model_cfg: dict, extra: dict, data: str | None, split: str, limit: int | None):
-    """(dataset, eval transform) for a model, with the data and crop it was trained with."""
+def _eval_split(model_cfg: dict, extra: dict, data: str | None, split: str, limit: int | None,
+                resolution: int | None = None, crop: float | None = None,
+                skip_bad_files: bool = False):
+    """(dataset, eval transform) for a model, with the data and crop it was trained with unless
+    ``data``, ``resolution`` or ``crop`` say otherwise."""
     from .data import BatchTransform, open_dataset
 
-    res = model_cfg.get("resolution", 224)
-    crop = extra.get("eval_crop", 0.875)
-    ds = open_dataset(data or extra.get("data") or "fashion-mnist", split, res, crop, False,
-                      extra.get("class_names"))
+    res = resolution or model_cfg.get("resolution", 224)
+    crop = crop or extra.get("eval_crop", 0.875)
+    ds = open_dataset(data or extra.get("data") or "fashion-mnist", split, res, crop,
+                      skip_bad_files, extra.get("class_names"))
     if limit:
         from .train import _limit
 
