@@ -452,6 +452,17 @@ def cmd_pick(args) -> None:
           f"{choice['madds'] / 1e6:.0f}M Mult-Adds)" + (f"; frontier: {args.plot}" if args.plot else ""))
 
 
+def cmd_synth(args) -> None:
+    from .synthetic import SceneConfig, write_dataset
+
+    cfg = SceneConfig(image_size=args.image_size, min_objects=args.min_objects,
+                      max_objects=args.max_objects, min_size=args.min_size,
+                      max_size=args.max_size, max_overlap=args.max_overlap,
+                      noise_std=args.noise_std, seed=args.seed)
+    path = write_dataset(args.out_dir, args.num_images, cfg)
+    print(f"wrote {args.num_images} images and {path}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mobilenets", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -599,6 +610,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=FORMATS, default="table")
     s.add_argument("--output")
     s.set_defaults(func=cmd_pick)
+    s = sub.add_parser("synth", help="synthetic shapes scenes in COCO format (detection and "
+                       "segmentation data)")
+    s.add_argument("out_dir", help="folder to write: images/, masks/, annotations.json")
+    s.add_argument("--num-images", type=int, default=1000)
+    s.add_argument("--image-size", type=int, default=128)
+    s.add_argument("--seed", type=int, default=0, help="use different seeds for train and val")
+    s.add_argument("--min-objects", type=int, default=1)
+    s.add_argument("--max-objects", type=int, default=6)
+    s.add_argument("--min-size", type=float, default=0.1, help="object size / image side")
+    s.add_argument("--max-size", type=float, default=0.5)
+    s.add_argument("--max-overlap", type=float, default=0.3, help="largest IoU between two boxes")
+    s.add_argument("--noise-std", type=float, default=8.0, help="pixel noise (grey levels)")
+    s.set_defaults(func=cmd_synth)
     return p
 
 
