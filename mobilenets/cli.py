@@ -463,6 +463,61 @@ def cmd_synth(args) -> None:
     print(f"wrote {args.num_images} images and {path}", file=sys.stderr)
 
 
+def cmd_segment(args) -> None:
+    """``mobilenets segment train|eval|predict|cost``: DeepLabv3 on a MobileNet."""
+    import json
+    from dataclasses import fields
+
+    from . import segmentation as seg
+
+    if args.segment_command == "train":
+        flags = {"backbone": args.backbone, "width_mult": args.width_mult, "head": args.head,
+                 "output_stride": args.output_stride, "init_from": args.init, "data": args.data,
+                 "val_data": args.val_data, "resolution": args.resolution, "epochs": args.epochs,
+                 "batch_size": args.batch_size, "lr": args.lr, "out_dir": args.out,
+                 "seed": args.seed, "limit_train": args.limit_train, "limit_val": args.limit_val}
+        overrides = {k: v for k, v in flags.items() if v is not None}
+        if args.aspp_rates:
+            try:
+                overrides["aspp_rates"] = tuple(int(r) for r in args.aspp_rates.split(","))
+            except ValueError:
+                raise ValueError(f"--aspp-rates takes integers like 6,12,18, got "
+                                 f"{args.aspp_rates!r}") from None
+        types = {f.name: str(f.type) for f in fields(seg.SegConfig)}
+        for item in args.set or []:
+            key, sep, value = item.partition("=")
+            if not sep or key not in types or key == "aspp_rates":
+                raise ValueError(f"--set takes KEY=VALUE with KEY a SegConfig field (aspp_rates: "
+                                 f"--aspp-rates), got {item!r}")
+            overrides[key] = _parse_value(value, types[key], key)
+        result = seg.train_segmenter(seg.make_seg_config(args.preset, **overrides), args.resume)
+        if result["val"] is not None:
+            print(seg.format_seg_report(result["val"]))
+        print(f"{result['steps']} steps ({result['epochs']:.2f} epochs) in "
+              f"{result['train_seconds']:.0f} s, {result['images_per_second']:.1f} images/s; "
+              f"model: {result['model_path']}")
+    elif args.segment_command == "eval":
+        model, extra = seg.load_segmenter(args.model_file, args.output_stride)
+        res = args.resolution or model.config.get("resolution")
+        ds = seg.SegmentationDataset(args.data, res, model.num_classes, args.limit)
+        result = seg.evaluate_segmenter(model, ds, args.batch_size, args.mf,
+                                        extra.get("class_names") or ds.class_names)
+        model.config["resolution"] = int(ds.images.shape[-1])
+        result["model"] = seg.model_info(args.model_file, model, args.mf)
+        _write(json.dumps(result, indent=2) if args.format == "json"
+               else seg.format_seg_report(result), args.output)
+    elif args.segment_command == "predict":
+        model, extra = seg.load_segmenter(args.model_file, args.output_stride)
+        rows = seg.predict_files(model, args.images, args.out_dir, args.alpha, args.mf,
+                                 extra.get("class_names"))
+        _write(json.dumps(rows, indent=2) if args.format == "json" else "\n".join(
+            f"{r['overlay']}  " + ", ".join(f"{k} {v:.1f}%" for k, v in r["classes"].items())
+            for r in rows), args.output)
+    else:
+        rows = seg.table7_rows(args.resolution, args.num_classes, args.eval or ())
+        _write(_render(rows, args.format), args.output)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mobilenets", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -623,6 +678,59 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-overlap", type=float, default=0.3, help="largest IoU between two boxes")
     s.add_argument("--noise-std", type=float, default=8.0, help="pixel noise (grey levels)")
     s.set_defaults(func=cmd_synth)
+    s = sub.add_parser("segment", help="semantic segmentation: DeepLabv3 (ASPP or lite head) on "
+                       "MobileNet, mIoU, cost vs the V2 paper's Table 7")
+    seg_sub = s.add_subparsers(dest="segment_command", required=True, metavar="ACTION")
+    t = seg_sub.add_parser("train", help="train end to end on a folder of images/ and masks/")
+    t.add_argument("--preset", default="synthetic", choices=("paper", "smoke", "synthetic"),
+                   help="recipe to start from (default synthetic; 'paper' is DeepLabv3's)")
+    t.add_argument("--data", help="training folder with images/ and masks/ (mobilenets synth)")
+    t.add_argument("--val-data", help="held-out folder, evaluated each epoch and at the end")
+    t.add_argument("--backbone", choices=("v1", "v2"))
+    t.add_argument("--width-mult", type=float, help="alpha of the backbone")
+    t.add_argument("--head", choices=("aspp", "lite"))
+    t.add_argument("--output-stride", type=int, choices=(8, 16, 32))
+    t.add_argument("--aspp-rates", help="comma-separated, e.g. 6,12,18 (default: by stride)")
+    t.add_argument("--init", help="our classifier .safetensors to start the backbone from")
+    t.add_argument("--resolution", type=int, help="resize images to this square size")
+    t.add_argument("--epochs", type=float)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--limit-train", type=int, help="use only the first N training images")
+    t.add_argument("--limit-val", type=int, help="use only the first N validation images")
+    t.add_argument("--out", help="run folder (checkpoint, metrics, model)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any other SegConfig field (repeatable)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    e = seg_sub.add_parser("eval", help="pixel accuracy, per-class IoU and mIoU")
+    e.add_argument("model_file", help="model.safetensors of a segment train run")
+    e.add_argument("--data", required=True, help="folder with images/ and masks/")
+    e.add_argument("--output-stride", type=int, choices=(8, 16, 32),
+                   help="evaluate at another stride (same weights; default: as trained)")
+    e.add_argument("--mf", action="store_true", help="multi-scale + flipped inputs (Table 7 MF)")
+    e.add_argument("--resolution", type=int, help="default: the training resolution")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--limit", type=int, help="evaluate only the first N images")
+    e.add_argument("--format", choices=("table", "json"), default="table")
+    e.add_argument("--output")
+    pr = seg_sub.add_parser("predict", help="colour overlays (PNG) of the predicted classes")
+    pr.add_argument("model_file")
+    pr.add_argument("images", nargs="+")
+    pr.add_argument("--out-dir", required=True, help="writes NAME_overlay.png here")
+    pr.add_argument("--alpha", type=float, default=0.5, help="colour weight (default 0.5)")
+    pr.add_argument("--output-stride", type=int, choices=(8, 16, 32))
+    pr.add_argument("--mf", action="store_true", help="multi-scale + flipped inputs")
+    pr.add_argument("--format", choices=("table", "json"), default="table")
+    pr.add_argument("--output")
+    c = seg_sub.add_parser("cost", help="Mult-Adds and params beside the V2 paper's Table 7")
+    c.add_argument("--resolution", type=int, default=512, help="input side (default 512, VOC's)")
+    c.add_argument("--num-classes", type=int, default=21, help="default 21 (PASCAL VOC)")
+    c.add_argument("--eval", action="append", metavar="JSON",
+                   help="an eval.json of our runs to add as a row (repeatable)")
+    c.add_argument("--format", choices=FORMATS, default="table")
+    c.add_argument("--output")
+    s.set_defaults(func=cmd_segment)
     return p
 
 
