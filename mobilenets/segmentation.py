@@ -492,21 +492,20 @@ class SegmentationDataset:
                              f"but there are {len(self.class_names)} classes")
 
     def _class_names(self, root: Path, num_classes: int | None) -> list[str]:
+        by_id: dict[int, str] = {}
         ann = root / "annotations.json"
-        if num_classes is None and ann.is_file():
+        if ann.is_file():
             try:
-                cats = json.loads(ann.read_text())["categories"]
-                by_id = {int(c["id"]): str(c["name"]) for c in cats}
+                by_id = {int(c["id"]): str(c["name"]) for c in json.loads(ann.read_text())["categories"]}
             except (ValueError, KeyError, TypeError) as e:
                 raise ValueError(f"cannot read categories from {ann}: {e}") from None
-            num_classes = max(by_id, default=0) + 1
-            return ["background"] + [by_id.get(i, str(i)) for i in range(1, num_classes)]
         if num_classes is None:
             labelled = self.masks[self.masks != IGNORE_INDEX]
-            num_classes = int(labelled.max()) + 1 if labelled.numel() else 1
+            found = int(labelled.max()) + 1 if labelled.numel() else 1
+            num_classes = max(by_id, default=0) + 1 if by_id else found
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
-        return ["background"] + [str(i) for i in range(1, num_classes)]
+        return ["background"] + [by_id.get(i, str(i)) for i in range(1, num_classes)]
 
     def __len__(self) -> int:
         return len(self.images)
@@ -599,6 +598,7 @@ class SegConfig:
     batch_size: int = 16  # DeepLabv3 4
     lr: float = 0.007  # DeepLabv3 4
     lr_power: float = 0.9  # DeepLabv3 4: "poly" schedule
+    optimizer: str = "sgd"  # DeepLabv3 4 (momentum SGD); "adam" for short CPU runs
     momentum: float = 0.9  # DeepLabv3 4
     weight_decay: float = 4e-5  # MobileNet recipe (TrainConfig)
     depthwise_weight_decay: float = 0.0  # MobileNet paper 3.2
@@ -627,6 +627,7 @@ class SegConfig:
         if not 0 <= self.momentum < 1 or self.lr_power < 0:
             raise ValueError(f"need 0 <= momentum < 1 and lr_power >= 0, got {self.momentum}, "
                              f"{self.lr_power}")
+        check_choice("optimizer", self.optimizer, ("sgd", "adam"))
         SegAugment(self.min_scale, self.max_scale)
         return self
 
@@ -728,8 +729,9 @@ def train_segmenter(cfg: SegConfig, resume: bool = False) -> dict:
                              cfg.output_stride, cfg.init_from, cfg.aspp_rates, cfg.head_channels,
                              cfg.dropout)
     model.config["resolution"] = int(train_set.images.shape[-1])
-    optimizer = torch.optim.SGD(param_groups(model, cfg.weight_decay, cfg.depthwise_weight_decay),
-                                lr=cfg.lr, momentum=cfg.momentum)
+    groups = param_groups(model, cfg.weight_decay, cfg.depthwise_weight_decay)
+    optimizer = (torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+                 if cfg.optimizer == "sgd" else torch.optim.Adam(groups, lr=cfg.lr))
     steps_per_epoch = len(train_set) // cfg.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(train_set)} "
@@ -795,7 +797,7 @@ def train_segmenter(cfg: SegConfig, resume: bool = False) -> dict:
                 record = {"epoch": round(step / steps_per_epoch, 4), "step": step,
                           "train_loss": loss_sum[0] / max(loss_sum[1], 1)}
                 if val_set is not None and cfg.eval_every_epoch:
-                    r = evaluate_segmenter(model, val_set)
+                    r = evaluate_segmenter(model, val_set, class_names=names)
                     record.update(val_pixel_accuracy=r["pixel_accuracy"], val_miou=r["miou"],
                                   val_loss=r["loss"])
                 history.append(record)
@@ -813,7 +815,7 @@ def train_segmenter(cfg: SegConfig, resume: bool = False) -> dict:
     if bar:
         bar.close()
     seconds = time.perf_counter() - t_start
-    result = evaluate_segmenter(model, val_set) if val_set is not None else None
+    result = evaluate_segmenter(model, val_set, class_names=names) if val_set is not None else None
     model_path = out / "model.safetensors"
     if result is not None:
         result["model"] = model_info(model_path, model)

@@ -181,6 +181,7 @@ def test_train_resume_eval_predict_and_cost(scenes, tmp_path, monkeypatch, capsy
     full = seg.train_segmenter(cfg)
     assert full["steps"] == 4 and len(full["history"]) == 2
     assert 0 <= full["val"]["miou"] <= 100 and full["val"]["pixels"] == 4 * 32 * 32
+    assert [p["name"] for p in full["val"]["per_class"]] == ["background", *CLASSES]
     saved = json.loads((tmp_path / "full" / "eval.json").read_text())
     assert saved["model"]["output_stride"] == 16 and saved["model"]["resolution"] == 32
 
