@@ -598,7 +598,6 @@ class SegConfig:
     batch_size: int = 16  # DeepLabv3 4
     lr: float = 0.007  # DeepLabv3 4
     lr_power: float = 0.9  # DeepLabv3 4: "poly" schedule
-    optimizer: str = "sgd"  # DeepLabv3 4 (momentum SGD); "adam" for short CPU runs
     momentum: float = 0.9  # DeepLabv3 4
     weight_decay: float = 4e-5  # MobileNet recipe (TrainConfig)
     depthwise_weight_decay: float = 0.0  # MobileNet paper 3.2
@@ -627,7 +626,6 @@ class SegConfig:
         if not 0 <= self.momentum < 1 or self.lr_power < 0:
             raise ValueError(f"need 0 <= momentum < 1 and lr_power >= 0, got {self.momentum}, "
                              f"{self.lr_power}")
-        check_choice("optimizer", self.optimizer, ("sgd", "adam"))
         SegAugment(self.min_scale, self.max_scale)
         return self
 
@@ -729,9 +727,8 @@ def train_segmenter(cfg: SegConfig, resume: bool = False) -> dict:
                              cfg.output_stride, cfg.init_from, cfg.aspp_rates, cfg.head_channels,
                              cfg.dropout)
     model.config["resolution"] = int(train_set.images.shape[-1])
-    groups = param_groups(model, cfg.weight_decay, cfg.depthwise_weight_decay)
-    optimizer = (torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-                 if cfg.optimizer == "sgd" else torch.optim.Adam(groups, lr=cfg.lr))
+    optimizer = torch.optim.SGD(param_groups(model, cfg.weight_decay, cfg.depthwise_weight_decay),
+                                lr=cfg.lr, momentum=cfg.momentum)
     steps_per_epoch = len(train_set) // cfg.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(train_set)} "
@@ -812,9 +809,9 @@ def train_segmenter(cfg: SegConfig, resume: bool = False) -> dict:
                 checkpoint()
             if step >= total_steps:
                 break
+    seconds = time.perf_counter() - t_start
     if bar:
         bar.close()
-    seconds = time.perf_counter() - t_start
     result = evaluate_segmenter(model, val_set, class_names=names) if val_set is not None else None
     model_path = out / "model.safetensors"
     if result is not None:
@@ -954,7 +951,8 @@ def table7_rows(resolution: int = 512, num_classes: int = 21,
         row = {"backbone": p["backbone"], "head": p["head"], "output_stride": p["output_stride"],
                "mf": p["mf"], "madds_b": None, "mf_madds_b": None, "params_m": None,
                "miou": None, "paper_madds_b": p["madds_b"], "paper_params_m": p["params_m"],
-               "paper_miou": p["miou"], "data": f"PASCAL VOC {resolution}x{resolution}"}
+               "paper_miou": p["miou"],
+               "data": f"paper: PASCAL VOC; ours: cost at {resolution}x{resolution}"}
         if p["backbone"] in arch_of:
             model = create_segmenter(arch_of[p["backbone"]], 1.0, num_classes, p["head"],
                                      p["output_stride"])
@@ -981,10 +979,11 @@ def table7_rows(resolution: int = 512, num_classes: int = 21,
         prof = profile_model(model, (3, res, res))
         cfg = model.config
         arch = "V1" if cfg["backbone"]["arch"] == "mobilenet_v1" else "V2*"
-        rows.append({"backbone": f"ours {arch} {cfg['backbone']['width_mult']:g}",
+        rows.append({"backbone": f"ours {arch} {float(cfg['backbone']['width_mult'])}",
                      "head": cfg["head"], "output_stride": info["output_stride"],
                      "mf": info["multi_scale_flip"], "madds_b": round(prof.total_madds / 1e9, 3),
                      "mf_madds_b": None, "params_m": round(prof.total_params / 1e6, 3),
-                     "miou": result["miou"], "paper_madds_b": None, "paper_params_m": None,
+                     "miou": None if result["miou"] is None else round(result["miou"], 2),
+                     "paper_madds_b": None, "paper_params_m": None,
                      "paper_miou": None, "data": f"synthetic {res}x{res} ({path})"})
     return rows
