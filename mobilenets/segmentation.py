@@ -59,14 +59,22 @@ MF_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 #: MobileNetV2 paper, Table 7: DeepLabv3 on PASCAL VOC 2012 val (512x512 images, 21 classes,
 #: pretrained on COCO). ``mf``: multi-scale and flipped test inputs. Mult-Adds in billions.
 PAPER_TABLE7 = [
-    dict(backbone="MNet V1", head="aspp", output_stride=16, mf=False, miou=75.29, params_m=11.15, madds_b=14.25),
-    dict(backbone="MNet V1", head="aspp", output_stride=8, mf=True, miou=78.56, params_m=11.15, madds_b=941.9),
-    dict(backbone="MNet V2*", head="aspp", output_stride=16, mf=False, miou=75.70, params_m=4.52, madds_b=5.8),
-    dict(backbone="MNet V2*", head="aspp", output_stride=8, mf=True, miou=78.42, params_m=4.52, madds_b=387.0),
-    dict(backbone="MNet V2*", head="lite", output_stride=16, mf=False, miou=75.32, params_m=2.11, madds_b=2.75),
-    dict(backbone="MNet V2*", head="lite", output_stride=8, mf=True, miou=77.33, params_m=2.11, madds_b=152.6),
-    dict(backbone="ResNet-101", head="aspp", output_stride=16, mf=False, miou=80.49, params_m=58.16, madds_b=81.0),
-    dict(backbone="ResNet-101", head="aspp", output_stride=8, mf=True, miou=82.70, params_m=58.16, madds_b=4870.6),
+    dict(backbone="MNet V1", head="aspp", output_stride=16, mf=False, miou=75.29,
+         params_m=11.15, madds_b=14.25),
+    dict(backbone="MNet V1", head="aspp", output_stride=8, mf=True, miou=78.56,
+         params_m=11.15, madds_b=941.9),
+    dict(backbone="MNet V2*", head="aspp", output_stride=16, mf=False, miou=75.70,
+         params_m=4.52, madds_b=5.8),
+    dict(backbone="MNet V2*", head="aspp", output_stride=8, mf=True, miou=78.42,
+         params_m=4.52, madds_b=387.0),
+    dict(backbone="MNet V2*", head="lite", output_stride=16, mf=False, miou=75.32,
+         params_m=2.11, madds_b=2.75),
+    dict(backbone="MNet V2*", head="lite", output_stride=8, mf=True, miou=77.33,
+         params_m=2.11, madds_b=152.6),
+    dict(backbone="ResNet-101", head="aspp", output_stride=16, mf=False, miou=80.49,
+         params_m=58.16, madds_b=81.0),
+    dict(backbone="ResNet-101", head="aspp", output_stride=8, mf=True, miou=82.70,
+         params_m=58.16, madds_b=4870.6),
 ]
 
 
@@ -96,7 +104,8 @@ class DeepLabHead(nn.Module):
         for name, v in (("in_channels", in_channels), ("num_classes", num_classes),
                         ("channels", channels), *(("rates", r) for r in rates)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must hold integers >= 1, got {v!r}")
+                raise ValueError(f"{name} must be {'integers' if name == 'rates' else 'an integer'}"
+                                 f" >= 1, got {v!r}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.rates = tuple(rates)

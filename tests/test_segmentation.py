@@ -1,7 +1,6 @@
 """Segmentation: DeepLabv3 (ASPP and lite heads) on MobileNet, its metrics, data, training with
 resume, the CLI and the cost beside the MobileNetV2 paper's Table 7."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,7 +216,9 @@ def test_train_resume_eval_predict_and_cost(scenes, tmp_path, monkeypatch, capsy
     overlay = np.asarray(Image.open(tmp_path / "pred" / f"{image.stem}_overlay.png"))
     assert overlay.shape == (32, 32, 3)
 
-    rows = seg.table7_rows(64, 21, [tmp_path / "eval8.json"])
+    assert main(["segment", "cost", "--resolution", "64", "--eval", str(tmp_path / "eval8.json"),
+                 "--format", "json", "--output", str(tmp_path / "table7.json")]) == 0
+    rows = json.loads((tmp_path / "table7.json").read_text())
     assert len(rows) == len(seg.PAPER_TABLE7) + 1
     assert rows[-1]["output_stride"] == 8 and rows[-1]["miou"] == round(ev["miou"], 2)
     lite8 = next(r for r in rows if r["head"] == "lite" and r["output_stride"] == 8)
