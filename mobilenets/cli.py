@@ -124,7 +124,8 @@ def cmd_paper_tables(args) -> None:
     tables = set(args.table) if args.table else None
     rows = paper_comparisons(tables)
     if not rows:
-        raise ValueError(f"--table must be among 2-10, 12, 14, V2-3, V2-4; got {args.table}")
+        raise ValueError(f"--table must be among 2-10, 12-14, V2-3, V2-4, V2-6; got "
+                         f"{args.table}")
     _write(format_comparisons(rows, args.format), args.output)
     if args.strict and any(r.status == "MISMATCH" for r in rows):
         raise SystemExit(1)
@@ -495,7 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("paper-tables", help="the paper's cost columns, computed vs printed")
     s.add_argument("--table", action="append",
-                   help="only this table (repeatable): 2-10, 12, 14; V2-3, V2-4 (MobileNetV2's)")
+                   help="only this table (repeatable): 2-10, 12-14; V2-3, V2-4, V2-6 "
+                   "(MobileNetV2's)")
     s.add_argument("--format", choices=FORMATS, default="table")
     s.add_argument("--output", help="write to this file instead of stdout")
     s.add_argument("--strict", action="store_true", help="exit 1 on any unexplained difference")
