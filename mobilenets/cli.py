@@ -464,6 +464,80 @@ def cmd_synth(args) -> None:
     print(f"wrote {args.num_images} images and {path}", file=sys.stderr)
 
 
+def cmd_detect(args) -> None:
+    import json
+
+    import torch
+
+    from . import detection as det
+    from .coco import CocoDetection, evaluate_detector
+
+    if args.action == "train":
+        names = ("detector", "arch", "width_mult", "resolution", "backbone_weights", "val_data",
+                 "epochs", "batch_size", "lr", "optimizer", "lr_schedule", "limit_val", "seed",
+                 "out_dir", "min_scale", "max_scale")
+        overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+        cfg = det.make_detect_config(args.preset, train_data=args.data, **overrides)
+        result = det.train_detector(cfg, resume=args.resume)
+        print(json.dumps(result["final"]))
+        return
+    if args.action == "profile" and not args.model:
+        model = det.build_detector(args.detector, args.arch, args.width_mult, args.num_classes,
+                                   args.resolution)
+    else:
+        model, class_names = det.load_detector(args.model)
+    if args.action == "eval":
+        metrics = evaluate_detector(model, CocoDetection(args.data), args.batch_size, args.limit)
+        text = json.dumps(metrics, indent=2) if args.format == "json" else "\n".join(
+            f"{k:<10} {v:.4f}" if isinstance(v, float) else f"{k:<10} {v}"
+            for k, v in metrics.items())
+        _write(text, args.output)
+    elif args.action == "predict":
+        out_dir = Path(args.output_dir)
+        for path in args.images:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"image not found: {path}")
+            image = _load_rgb(path)  # the detector resizes to its resolution itself
+            with torch.no_grad():
+                found = model([image.float() / 255])[0]
+            png = det.draw_detections(image, found, class_names,
+                                      out_dir / (Path(path).stem + "_detections.png"),
+                                      args.score_thresh)
+            keep = found["scores"] >= args.score_thresh
+            print(f"{path}: {int(keep.sum())} objects -> {png}")
+            for box, score, label in zip(found["boxes"][keep].tolist(),
+                                         found["scores"][keep].tolist(),
+                                         found["labels"][keep].tolist()):
+                name = class_names[label - 1] if label <= len(class_names) else str(label)
+                print(f"  {name:<12} {score:.3f}  [{', '.join(f'{v:.1f}' for v in box)}]")
+    elif args.action == "export":
+        images = None
+        if args.data:
+            ds = CocoDetection(args.data)
+            res = model.config["resolution"]
+            images = torch.stack([torch.nn.functional.interpolate(
+                ds.load_image(i)[None].float() / 255, size=(res, res), mode="bilinear")[0]
+                for i in range(min(4, len(ds)))])
+        report = det.export_detector_onnx(model, args.output, class_names, args.tolerance, images)
+        print(json.dumps(report))
+    else:  # profile
+        prof = det.profile_detector(model)
+        print(prof.format_table() if args.format == "table" else prof.to_json())
+
+
+def _load_rgb(path) -> "torch.Tensor":
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except OSError as e:
+        raise ValueError(f"cannot read image {path}: {e}") from None
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mobilenets", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -625,6 +699,56 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-overlap", type=float, default=0.3, help="largest IoU between two boxes")
     s.add_argument("--noise-std", type=float, default=8.0, help="pixel noise (grey levels)")
     s.set_defaults(func=cmd_synth)
+    s = sub.add_parser("detect", help="object detection: SSD, SSDLite, Faster R-CNN on "
+                       "MobileNet (train, eval, predict, export, profile)")
+    dsub = s.add_subparsers(dest="action", required=True)
+    t = dsub.add_parser("train", help="train on COCO-format data; COCO mAP after each epoch")
+    t.add_argument("data", help="training annotation file (COCO JSON; images/ beside it)")
+    t.add_argument("--val-data", help="validation annotation file")
+    t.add_argument("--preset", default="synthetic", help="paper | synthetic | smoke")
+    t.add_argument("--detector", choices=("ssd", "ssdlite", "faster_rcnn"))
+    t.add_argument("--arch", choices=("v1", "v2"))
+    t.add_argument("--width-mult", type=float)
+    t.add_argument("--resolution", type=int)
+    t.add_argument("--backbone-weights", help="our classification .safetensors to start from")
+    t.add_argument("--epochs", type=float)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--optimizer", choices=("rmsprop", "sgd", "adam"))
+    t.add_argument("--lr-schedule", choices=("exponential", "cosine"))
+    t.add_argument("--min-scale", type=float, help="SSD default-box scale of the first map")
+    t.add_argument("--max-scale", type=float)
+    t.add_argument("--limit-val", type=int, help="evaluate on the first N validation images")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--out-dir")
+    t.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoint.pt")
+    e = dsub.add_parser("eval", help="COCO mAP (AP@[.5:.95], AP50, AP75, by size)")
+    e.add_argument("model", help="a detector .safetensors (detect train's model.safetensors)")
+    e.add_argument("data", help="COCO annotation file")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--limit", type=int, help="evaluate only the first N images")
+    e.add_argument("--format", choices=("table", "json"), default="table")
+    e.add_argument("--output")
+    pr = dsub.add_parser("predict", help="draw boxes, labels and scores; write PNGs")
+    pr.add_argument("model")
+    pr.add_argument("images", nargs="+")
+    pr.add_argument("--output-dir", default=".", help="where IMAGE_detections.png go")
+    pr.add_argument("--score-thresh", type=float, default=0.3)
+    x = dsub.add_parser("export", help="ONNX (SSD/SSDLite: boxes + scores; NMS outside), "
+                        "checked with ONNX Runtime")
+    x.add_argument("model")
+    x.add_argument("--output", required=True)
+    x.add_argument("--tolerance", type=float, default=1e-4)
+    x.add_argument("--data", help="COCO annotation file: check on its first images")
+    f = dsub.add_parser("profile", help="Mult-Adds and parameters per layer (Table 13's rules)")
+    f.add_argument("model", nargs="?", help="a detector .safetensors; or build one from the flags")
+    f.add_argument("--detector", choices=("ssd", "ssdlite", "faster_rcnn"), default="ssd")
+    f.add_argument("--arch", choices=("v1", "v2"), default="v1")
+    f.add_argument("--width-mult", type=float, default=1.0)
+    f.add_argument("--resolution", type=int, default=300)
+    f.add_argument("--num-classes", type=int, default=90, help="default 90 (COCO's ids)")
+    f.add_argument("--format", choices=("table", "json"), default="table")
+    s.set_defaults(func=cmd_detect)
     return p
 
 
