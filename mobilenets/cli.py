@@ -470,7 +470,7 @@ def cmd_detect(args) -> None:
     import torch
 
     from . import detection as det
-    from .coco import CocoDetection, evaluate_detector
+    from .coco import CocoDetection, evaluate_detector, read_rgb
 
     if args.action == "train":
         names = ("detector", "arch", "width_mult", "resolution", "backbone_weights", "val_data",
@@ -495,9 +495,7 @@ def cmd_detect(args) -> None:
     elif args.action == "predict":
         out_dir = Path(args.output_dir)
         for path in args.images:
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"image not found: {path}")
-            image = _load_rgb(path)  # the detector resizes to its resolution itself
+            image = read_rgb(path)  # the detector resizes to its resolution itself
             with torch.no_grad():
                 found = model([image.float() / 255])[0]
             png = det.draw_detections(image, found, class_names,
@@ -523,19 +521,6 @@ def cmd_detect(args) -> None:
     else:  # profile
         prof = det.profile_detector(model)
         print(prof.format_table() if args.format == "table" else prof.to_json())
-
-
-def _load_rgb(path) -> "torch.Tensor":
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except OSError as e:
-        raise ValueError(f"cannot read image {path}: {e}") from None
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
 def build_parser() -> argparse.ArgumentParser:

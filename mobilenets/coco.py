@@ -103,16 +103,8 @@ class CocoDetection(torch.utils.data.Dataset):
         return len(self.images)
 
     def load_image(self, i: int) -> torch.Tensor:
-        """Image ``i`` as uint8 (3, H, W), RGB. Raises ``ValueError`` naming an undecodable file."""
-        from PIL import Image
-
-        path = self.root / self.images[i]["file_name"]
-        try:
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-        except (OSError, ValueError) as e:
-            raise ValueError(f"cannot read image {path}: {e}") from None
-        return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+        """Image ``i`` as uint8 (3, H, W), RGB (``read_rgb``)."""
+        return read_rgb(self.root / self.images[i]["file_name"])
 
     def target(self, i: int) -> dict:
         """The training target of image ``i`` (see the class)."""
@@ -129,6 +121,25 @@ class CocoDetection(torch.utils.data.Dataset):
             boxes[:, [0, 2]] = image.shape[-1] - target["boxes"][:, [2, 0]]
             target["boxes"] = boxes
         return image, target
+
+
+def read_rgb(path: str | os.PathLike) -> torch.Tensor:
+    """Decode an image file as uint8 (3, H, W), RGB, at its own size.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: naming the file if it cannot be decoded.
+    """
+    from PIL import Image
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read image {path}: {e}") from None
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
 def collate(batch: Sequence) -> tuple[list[torch.Tensor], list[dict]]:

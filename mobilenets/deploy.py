@@ -173,15 +173,14 @@ def _metadata(model: nn.Module, extra: dict | None) -> dict[str, str]:
             "extra": json.dumps(extra or {})}
 
 
-def _torch_export(model: nn.Module, path: Path, shape: tuple[int, int, int], opset: int,
-                  output_names: tuple[str, ...] = (OUTPUT_NAME,)) -> None:
+def _torch_export(model: nn.Module, path: Path, shape: tuple[int, int, int], opset: int) -> None:
     """torch.onnx.export (the dynamo exporter) with a dynamic batch axis."""
     import onnx
 
     x = torch.randn(2, *shape)
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.onnx.export(model, (x,), dynamo=True, opset_version=opset,
-                                input_names=[INPUT_NAME], output_names=list(output_names),
+                                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                 dynamic_shapes=({0: batch},), optimize=True, verbose=False)
     proto = program.model_proto
     onnx.save_model(proto, str(path))
