@@ -474,6 +474,7 @@ def cmd_detect(args) -> None:
 
     if args.action == "train":
         names = ("detector", "arch", "width_mult", "resolution", "backbone_weights", "val_data",
+                 "train_images", "val_images",
                  "epochs", "batch_size", "lr", "optimizer", "lr_schedule", "limit_val", "seed",
                  "out_dir", "min_scale", "max_scale")
         overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
@@ -487,7 +488,8 @@ def cmd_detect(args) -> None:
     else:
         model, class_names = det.load_detector(args.model)
     if args.action == "eval":
-        metrics = evaluate_detector(model, CocoDetection(args.data), args.batch_size, args.limit)
+        metrics = evaluate_detector(model, CocoDetection(args.data, args.images_dir),
+                                    args.batch_size, args.limit)
         text = json.dumps(metrics, indent=2) if args.format == "json" else "\n".join(
             f"{k:<10} {v:.4f}" if isinstance(v, float) else f"{k:<10} {v}"
             for k, v in metrics.items())
@@ -690,6 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = dsub.add_parser("train", help="train on COCO-format data; COCO mAP after each epoch")
     t.add_argument("data", help="training annotation file (COCO JSON; images/ beside it)")
     t.add_argument("--val-data", help="validation annotation file")
+    t.add_argument("--train-images", help="folder of the training images (default: images/ "
+                   "beside the annotation file, else its folder)")
+    t.add_argument("--val-images", help="folder of the validation images")
     t.add_argument("--preset", default="synthetic", help="paper | synthetic | smoke")
     t.add_argument("--detector", choices=("ssd", "ssdlite", "faster_rcnn"))
     t.add_argument("--arch", choices=("v1", "v2"))
@@ -710,6 +715,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = dsub.add_parser("eval", help="COCO mAP (AP@[.5:.95], AP50, AP75, by size)")
     e.add_argument("model", help="a detector .safetensors (detect train's model.safetensors)")
     e.add_argument("data", help="COCO annotation file")
+    e.add_argument("--images-dir", help="folder of its images (default: images/ beside it)")
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--limit", type=int, help="evaluate only the first N images")
     e.add_argument("--format", choices=("table", "json"), default="table")

@@ -425,6 +425,8 @@ class DetectConfig:
     # Data (COCO-format annotation files; images/ beside them)
     train_data: str = ""
     val_data: str | None = None
+    train_images: str | None = None  # default: images/ beside the annotation file, else its folder
+    val_images: str | None = None
     flip: bool = True  # TF config: random_horizontal_flip
     limit_val: int | None = None  # evaluate each epoch on the first N validation images
     # Optimisation
@@ -547,8 +549,8 @@ def train_detector(cfg: DetectConfig, resume: bool = False) -> dict:
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists() and not resume:
         raise ValueError(f"{ckpt_path} exists: pass resume=True (--resume) or another out_dir")
-    train_set = CocoDetection(cfg.train_data, flip=cfg.flip)
-    val_set = CocoDetection(cfg.val_data) if cfg.val_data else None
+    train_set = CocoDetection(cfg.train_data, cfg.train_images, flip=cfg.flip)
+    val_set = CocoDetection(cfg.val_data, cfg.val_images) if cfg.val_data else None
     if val_set is not None and val_set.cat_ids != train_set.cat_ids:
         raise ValueError(f"val_data {cfg.val_data} has categories {val_set.cat_ids}, train_data "
                          f"{train_set.cat_ids}")
