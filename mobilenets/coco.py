@@ -63,7 +63,8 @@ class CocoDetection(torch.utils.data.Dataset):
             raise ValueError(f"{path} is not a COCO annotation file (needs images, annotations, "
                              f"categories): {e}") from None
         if images_dir is None:
-            images_dir = path.parent / "images" if (path.parent / "images").is_dir() else path.parent
+            beside = path.parent / "images"
+            images_dir = beside if beside.is_dir() else path.parent
         self.root, self.path, self.flip, self.coco = Path(images_dir), path, flip, coco
         if not cats:
             raise ValueError(f"{path} lists no categories")

@@ -29,7 +29,7 @@ import os
 import time
 import warnings
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -70,7 +70,7 @@ RCNN_PROPOSALS = 300
 #: stride-2 layer halves it to 7x7.
 RCNN_CROP = 14
 
-#: Normalisation to [-1, 1] from [0, 1] inputs: the same ``x / 127.5 - 1`` as ``data.BatchTransform``.
+#: Normalisation to [-1, 1] from [0, 1] inputs: ``data.BatchTransform``'s ``x / 127.5 - 1``.
 IMAGE_MEAN, IMAGE_STD = [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
 
 
@@ -126,7 +126,8 @@ class SSDBackbone(nn.Module):
         for depth in extra_depths(base.width_mult):
             down = (DepthwiseSeparable(depth // 2, depth, stride=2, activation="relu6") if lite
                     else ConvBNAct(depth // 2, depth, 3, stride=2, activation="relu6"))
-            extras.append(nn.Sequential(ConvBNAct(channels, depth // 2, 1, activation="relu6"), down))
+            squeeze = ConvBNAct(channels, depth // 2, 1, activation="relu6")
+            extras.append(nn.Sequential(squeeze, down))
             channels = depth
             self.out_channels.append(depth)
         self.extras = nn.ModuleList(extras)
@@ -174,7 +175,8 @@ def _predictor(channels: int, outputs: int, lite: bool) -> nn.Module:
     nn.init.zeros_(conv.bias)
     if not lite:
         return conv
-    return nn.Sequential(ConvBNAct(channels, channels, 3, groups=channels, activation="relu6"), conv)
+    depthwise = ConvBNAct(channels, channels, 3, groups=channels, activation="relu6")
+    return nn.Sequential(depthwise, conv)
 
 
 class MobileSSDHead(SSDHead):
@@ -489,14 +491,11 @@ DETECT_PRESETS: dict[str, DetectConfig] = {
 
 
 def make_detect_config(preset: str = "synthetic", **overrides) -> DetectConfig:
-    """A preset with some fields replaced; unknown names or bad values raise ``ValueError``."""
-    if preset not in DETECT_PRESETS:
-        raise ValueError(f"preset must be one of {sorted(DETECT_PRESETS)}, got {preset!r}")
-    names = {f.name for f in fields(DetectConfig)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ValueError(f"unknown DetectConfig fields {unknown}; known: {sorted(names)}")
-    return replace(DETECT_PRESETS[preset], **overrides).validate()
+    """A preset of ``DETECT_PRESETS`` with some fields replaced; unknown names or bad values raise
+    ``ValueError``."""
+    from .train import config_from_preset
+
+    return config_from_preset(DETECT_PRESETS, preset, **overrides)
 
 
 def detect_lr(step: int, steps_per_epoch: int, total_steps: int, cfg: DetectConfig) -> float:
