@@ -125,6 +125,19 @@ def test_loss_falls_on_a_fixed_batch(synth):
     assert losses[-1] < 0.8 * losses[0]
 
 
+def test_faster_rcnn_trains_and_predicts(synth):
+    ds = CocoDetection(synth[0])
+    model = build_detector("faster_rcnn", "v1", 0.25, num_classes=6, resolution=64)
+    images, targets = [ds[i][0].float() / 255 for i in range(2)], [ds.target(i) for i in range(2)]
+    losses = model(images, targets)
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    with torch.no_grad():
+        out = model.eval()(images)
+    assert out[0]["boxes"].shape[1] == 4 and model.rpn._post_nms_top_n["testing"] == 300
+
+
 def test_train_eval_resume_and_predictions(synth, tmp_path):
     cfg = make_detect_config("smoke", train_data=str(synth[0]), val_data=str(synth[1]),
                              out_dir=str(tmp_path / "run"))
