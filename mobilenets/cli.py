@@ -511,9 +511,9 @@ def cmd_geo(args) -> None:
                                                                          check_images=False)), cell_cfg)
             cells.save(cells_path)
         cells = geo.Geocells.load(cells_path)
-        if not (out / "data").is_dir():
+        if not (args.resume and (out / "data").is_dir()):  # photos linked into cell folders
             splits = {"train": geo.read_geo_csv(args.train_csv), "val": geo.read_geo_csv(args.val_csv)}
-            print(json.dumps(geo.write_cell_imagefolder(out / "data", cells, splits)))
+            print(json.dumps(geo.write_cell_imagefolder(out / "data", cells, splits, overwrite=True)))
         result = train(cfg, resume=args.resume)
         if init_distributed().main:
             print(f"{len(cells)} cells; cell top-1 on val {result['val']['top1']:.2f}%; "
@@ -522,44 +522,25 @@ def cmd_geo(args) -> None:
         return
     # eval: Table 11 for each model, the class prior and (optionally) a prior given a CSV column
     photos = geo.read_geo_csv(args.csv)
-    true_lat, true_lon = geo.photo_coordinates(photos)
     columns = []
     for model_file in args.model_files:
-        from .profiler import profile_model
-
         model, _, train_cfg = _load_for_inference(model_file)
         cells = geo.Geocells.load(args.cells or Path(model_file).parent / "cells.json")
-        res = model.config.get("resolution", 224)
-        probs = geo.model_probs(model, photos, res, train_cfg.get("eval_crop", 0.875))
-        prof = profile_model(model, (model.in_channels, res, res))
-        cost = {"madds_m": round(prof.total_madds / 1e6, 2),
-                "params_m": round(prof.layer_params / 1e6, 3),
-                "classifier_params_m": round(sum(p.numel() for p in model.classifier.parameters()) / 1e6, 3),
-                "cells": len(cells)}
-        label = f"{model.config.get('width_mult', 1.0):g} MobileNet-{res}"
-        for mode in args.modes.split(","):
-            lat, lon = geo.predict_locations(probs, cells, mode, args.centers, args.refine_km)
-            columns.append({"system": f"{label} ({mode})", "model": model_file, **cost,
-                            **geo.geo_report(lat, lon, true_lat, true_lon)})
+        columns += geo.evaluate_model(model, photos, cells, args.modes.split(","), args.centers,
+                                      args.refine_km, train_cfg.get("eval_crop", 0.875),
+                                      name=model_file)
     if args.prior or args.prior_given:
-        cells = geo.Geocells.load(args.cells or Path(args.model_files[0]).parent / "cells.json") \
-            if (args.cells or args.model_files) else None
-        if cells is None:
+        if not (args.cells or args.model_files):
             raise ValueError("--prior needs --cells (or a model file beside its cells.json)")
-        lat, lon = geo.predict_locations(geo.prior_probs(cells, len(photos)), cells, "argmax", args.centers)
-        columns.insert(0, {"system": "class prior", **geo.geo_report(lat, lon, true_lat, true_lon)})
-        if args.prior_given:
-            column, train_csv = args.prior_given
-            lat, lon = geo.group_prior_locations(cells, train_csv, args.csv, column, args.centers)
-            columns.insert(1, {"system": f"prior given {column}",
-                               **geo.geo_report(lat, lon, true_lat, true_lon)})
+        cells = geo.Geocells.load(args.cells or Path(args.model_files[0]).parent / "cells.json")
+        given = (args.prior_given[1], args.csv, args.prior_given[0]) if args.prior_given else None
+        columns = geo.baseline_columns(photos, cells, given, args.centers) + columns
     if not columns:
         raise ValueError("nothing to evaluate: give model files and/or --prior")
     if args.format == "json":
         _write(json.dumps(columns, indent=2), args.output)
     else:
         _write(_render(geo.table11_rows(columns), args.format), args.output)
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mobilenets", description=__doc__)
@@ -708,6 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=FORMATS, default="table")
     s.add_argument("--output")
     s.set_defaults(func=cmd_pick)
+
     s = sub.add_parser("finegrained", help="fine-grained recognition data (Table 10): a noisy "
                        "pretraining set and a small clean set derived from Fashion-MNIST")
     fsub = s.add_subparsers(dest="finegrained_command", required=True, metavar="STEP")
@@ -724,6 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
     f.set_defaults(func=cmd_finegrained)
+
     s = sub.add_parser("geo", help="PlaNet geolocation (Table 11): geocells, training, "
                        "distance report")
     gsub = s.add_subparsers(dest="geo_command", required=True, metavar="STEP")

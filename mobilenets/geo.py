@@ -568,6 +568,68 @@ def model_probs(model: torch.nn.Module, photos: Sequence[GeoPhoto], resolution: 
     return torch.cat(out)
 
 
+def evaluate_model(model: torch.nn.Module, photos: Sequence[GeoPhoto], cells: Geocells,
+                   modes: Sequence[str] = ("argmax", "weighted"), centers: str = "photo_mean",
+                   refine_km: float = 500.0, eval_crop: float = 1.0, name: str | None = None
+                   ) -> list[dict]:
+    """Table 11 columns of one PlaNet model: one ``geo_report`` per prediction mode, with the
+    model's cost (Mult-Adds, conv + FC parameters, of which the classifier's) and cell count.
+
+    Args:
+        model: A classifier over ``cells`` (``model.config["resolution"]`` sets the input size).
+        photos: Test photos.
+        cells: The model's cells (its class order).
+        modes: Prediction modes (see ``predict_locations``). Default both.
+        centers: Cell centres, ``"photo_mean"`` (default) or ``"geometric"``.
+        refine_km: Neighbourhood of the weighted mode. Default 500.
+        eval_crop: Evaluation center crop the model was trained with. Default 1.0.
+        name: Recorded as ``"model"`` (e.g. the file). Default None.
+
+    Returns:
+        One dict per mode: ``system`` ("1 MobileNet-32 (argmax)"), ``model``, ``madds_m``,
+        ``params_m``, ``classifier_params_m``, ``cells`` and the ``geo_report`` fields.
+
+    Raises:
+        ValueError: if the model's class count differs from the number of cells.
+    """
+    from .profiler import profile_model
+
+    res = model.config.get("resolution", 224)
+    probs = model_probs(model, photos, res, eval_crop)
+    if probs.shape[1] != len(cells):
+        raise ValueError(f"the model {name or ''} has {probs.shape[1]} classes but the cells "
+                         f"file has {len(cells)} cells")
+    prof = profile_model(model, (getattr(model, "in_channels", 3), res, res))
+    classifier = sum(p.numel() for n, p in model.named_parameters() if n.startswith("classifier."))
+    cost = {"model": name, "madds_m": round(prof.total_madds / 1e6, 2),
+            "params_m": round(prof.layer_params / 1e6, 3),
+            "classifier_params_m": round(classifier / 1e6, 3), "cells": len(cells)}
+    label = f"{model.config.get('width_mult', 1.0):g} MobileNet-{res}"
+    true_lat, true_lon = photo_coordinates(photos)
+    columns = []
+    for mode in modes:
+        lat, lon = predict_locations(probs, cells, mode, centers, refine_km)
+        columns.append({"system": f"{label} ({mode})", **cost,
+                        **geo_report(lat, lon, true_lat, true_lon)})
+    return columns
+
+
+def baseline_columns(photos: Sequence[GeoPhoto], cells: Geocells,
+                     given: tuple[str, str, str] | None = None, centers: str = "photo_mean"
+                     ) -> list[dict]:
+    """Table 11 columns of the image-blind baselines: the class prior (the most populous cell for
+    every photo) and, with ``given = (train_csv, test_csv, column)``, the prior given an
+    attribute (``group_prior_locations``); ``test_csv`` must list ``photos`` in order."""
+    true_lat, true_lon = photo_coordinates(photos)
+    lat, lon = predict_locations(prior_probs(cells, len(photos)), cells, "argmax", centers)
+    columns = [{"system": "class prior", **geo_report(lat, lon, true_lat, true_lon)}]
+    if given:
+        train_csv, test_csv, column = given
+        lat, lon = group_prior_locations(cells, train_csv, test_csv, column, centers)
+        columns.append({"system": f"prior given {column}", **geo_report(lat, lon, true_lat, true_lon)})
+    return columns
+
+
 # --------------------------------------------------------------------------- ImageFolder for training
 
 def class_folder(label: int) -> str:
@@ -577,14 +639,15 @@ def class_folder(label: int) -> str:
 
 
 def write_cell_imagefolder(out_dir: str | os.PathLike, cells: Geocells,
-                           splits: dict[str, Sequence[GeoPhoto]]) -> dict:
+                           splits: dict[str, Sequence[GeoPhoto]], overwrite: bool = False) -> dict:
     """Lay photos out as an ImageFolder of cell labels for ``mobilenets train``: ``OUT/<split>/
     c00042/<n>.<ext>`` symbolic links to the images, photos outside every kept cell left out.
 
     Args:
-        out_dir: Folder to create (must not exist).
+        out_dir: Folder to create.
         cells: The cells (labels).
         splits: ``{"train": photos, "val": photos}``.
+        overwrite: Replace an existing ``out_dir``. Default False.
 
     Returns:
         ``{split: {"images": kept, "outside_cells": left out}}``.
@@ -592,7 +655,7 @@ def write_cell_imagefolder(out_dir: str | os.PathLike, cells: Geocells,
     from .finegrained import staging_dir
 
     report = {}
-    with staging_dir(out_dir) as tmp:
+    with staging_dir(out_dir, overwrite) as tmp:
         for split, photos in splits.items():
             labels = cells.assign(*photo_coordinates(photos))
             for label in np.unique(labels[labels >= 0]):

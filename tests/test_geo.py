@@ -228,3 +228,16 @@ def test_tiny_end_to_end(tmp_path, capsys):
     assert main(["geo", "eval", str(run / "model.safetensors"), "--csv", str(data / "test.csv"),
                  "--modes", "argmax"]) == 0
     assert "Continent (2500 km)" in capsys.readouterr().out
+
+
+def test_geo_cli_errors_are_one_line(tmp_path, capsys):
+    csv_path = _csv(tmp_path, ["a.png,48.85,2.35"])
+    for argv, message in ((["geo", "eval", "--csv", str(csv_path)], "nothing to evaluate"),
+                          (["geo", "eval", "--csv", str(csv_path), "--prior"], "--prior needs --cells"),
+                          (["geo", "cells", str(tmp_path / "no.csv"), "--output", "x.json"],
+                           "geo CSV not found"),
+                          (["geo", "cells", str(csv_path), "--output", "x.json", "--min-photos", "5",
+                            "--max-photos", "2"], "min_photos (5) must be <= max_photos (2)")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
