@@ -540,7 +540,7 @@ def cmd_geo(args) -> None:
     if args.format == "json":
         _write(json.dumps(columns, indent=2), args.output)
     else:
-        _write(_render(geo.table11_rows(columns), args.format), args.output)
+        _write(_render(geo.table11_rows(columns, args.paper), args.format), args.output)
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mobilenets", description=__doc__)
@@ -751,6 +751,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prior-given", nargs=2, metavar=("COLUMN", "TRAIN_CSV"),
                    help="add a baseline that knows COLUMN (e.g. garment): the most populous "
                    "cell of TRAIN_CSV's photos with the same value")
+    g.add_argument("--paper", action="store_true", help="add the paper's Table 11 columns")
     g.add_argument("--format", choices=FORMATS, default="table")
     g.add_argument("--output")
     g.set_defaults(func=cmd_geo)

@@ -532,18 +532,27 @@ def group_prior_locations(cells: Geocells, train_csv: str | os.PathLike, test_cs
     return clat[pick], clon[pick]
 
 
-def table11_rows(columns: Sequence[dict]) -> list[dict]:
+def table11_rows(columns: Sequence[dict], paper: bool = False) -> list[dict]:
     """Table 11's layout: one row per scale (and the median error, and cost where known), one
     column per system, from ``geo_report`` records each with a ``"system"`` name (and optionally
-    ``madds_m``, ``params_m``, ``cells``)."""
+    ``madds_m``, ``params_m``, ``classifier_params_m``, ``cells``).
+
+    Args:
+        columns: The systems' records (``evaluate_model``, ``baseline_columns``).
+        paper: Add the paper's three columns (``TABLE11_PAPER``, on Im2GPS). Default False.
+    """
     rows = [{"scale": scale, **{c["system"]: c["within"][scale] for c in columns}}
             for scale in reversed(list(columns[0]["within"]))]
+    if paper:
+        for row, i in zip(rows, reversed(range(len(TABLE11_SCALES)))):
+            row.update({f"paper: {name}": shares[i] for name, shares in TABLE11_PAPER.items()})
     rows.append({"scale": "median error (km)", **{c["system"]: c["median_km"] for c in columns}})
     for key, name in (("madds_m", "Mult-Adds (M)"), ("params_m", "params (M)"),
                       ("classifier_params_m", "of which classifier (M)"), ("cells", "cells")):
         if any(key in c for c in columns):
             rows.append({"scale": name, **{c["system"]: c.get(key) for c in columns}})
-    return rows
+    keys = list(rows[0])
+    return [{k: r.get(k) for k in keys} for r in rows]  # every row has every column
 
 
 @torch.no_grad()

@@ -28,5 +28,5 @@ done
 mkdir -p "$RESULTS"
 EVAL=(--csv "$OUT/data/test.csv" --prior --prior-given garment "$OUT/data/train.csv")
 mobilenets geo eval "${models[@]}" "${EVAL[@]}" --format json --output "$RESULTS/geo_table11.json"
-mobilenets geo eval "${models[@]}" "${EVAL[@]}" --output "$RESULTS/geo_table11.txt"
+mobilenets geo eval "${models[@]}" "${EVAL[@]}" --paper --output "$RESULTS/geo_table11.txt"
 cat "$RESULTS/geo_table11.txt"

@@ -226,8 +226,17 @@ def test_tiny_end_to_end(tmp_path, capsys):
     assert columns[1]["within"]["Region (200 km)"] > 80
     assert columns[2]["cells"] == len(cells) and columns[2]["madds_m"] > 0
     assert main(["geo", "eval", str(run / "model.safetensors"), "--csv", str(data / "test.csv"),
-                 "--modes", "argmax"]) == 0
-    assert "Continent (2500 km)" in capsys.readouterr().out
+                 "--modes", "argmax", "--paper", "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("scale,0.25 MobileNet-32 (argmax),paper: Im2GPS,paper: PlaNet,"
+                        "paper: PlaNet MobileNet")
+    assert lines[1].startswith("Continent (2500 km),") and lines[1].endswith(",51.9,77.6,79.3")
+    assert lines[5].startswith("Street (1 km),") and lines[5].endswith(",2.5,11.0,11.4")
+    rows = geo.table11_rows([{"system": "s", "within": {"Street (1 km)": 1.0}, "median_km": 2.0,
+                              "madds_m": 3.0}], paper=True)
+    assert [list(r.values()) for r in rows] == [["Street (1 km)", 1.0, 2.5, 11.0, 11.4],
+                                                ["median error (km)", 2.0, None, None, None],
+                                                ["Mult-Adds (M)", 3.0, None, None, None]]
 
 
 def test_geo_cli_errors_are_one_line(tmp_path, capsys):
