@@ -544,7 +544,9 @@ def table11_rows(columns: Sequence[dict], paper: bool = False) -> list[dict]:
     rows = [{"scale": scale, **{c["system"]: c["within"][scale] for c in columns}}
             for scale in reversed(list(columns[0]["within"]))]
     if paper:
-        for row, i in zip(rows, reversed(range(len(TABLE11_SCALES)))):
+        index = {f"{name} ({km:g} km)": i for i, (name, km) in enumerate(TABLE11_SCALES)}
+        for row in rows:
+            i = index[row["scale"]]
             row.update({f"paper: {name}": shares[i] for name, shares in TABLE11_PAPER.items()})
     rows.append({"scale": "median error (km)", **{c["system"]: c["median_km"] for c in columns}})
     for key, name in (("madds_m", "Mult-Adds (M)"), ("params_m", "params (M)"),
