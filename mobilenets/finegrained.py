@@ -74,6 +74,8 @@ class FineGrainedDataConfig:
     seed: int = 0
 
     def validate(self) -> "FineGrainedDataConfig":
+        """Check the fields (``classes`` becomes a tuple of ints); returns self. Raises
+        ``ValueError`` naming a bad field."""
         classes = tuple(int(c) for c in self.classes)
         if len(classes) < 2 or len(set(classes)) != len(classes) or not all(0 <= c < 10 for c in classes):
             raise ValueError(f"classes must be at least 2 distinct Fashion-MNIST ids in 0-9, "
@@ -186,13 +188,13 @@ def make_finegrained_data(out_dir: str | os.PathLike, cfg: FineGrainedDataConfig
     folder renamed at the end: the output is complete or absent.
 
     Args:
-        out_dir: Folder to create.
+        out_dir: Folder to create; ``overwrite=True`` replaces an existing one (default: error).
         cfg: The derivation; default ``FineGrainedDataConfig()``.
         fashion_mnist_root: Folder of Fashion-MNIST's IDX files. Default Debian's.
-        overwrite: Replace an existing ``out_dir``. Default False.
+        overwrite: See ``out_dir``.
 
     Returns:
-        The ``noise.json`` record.
+        The ``noise.json`` record (also written to ``OUT/noise.json``).
 
     Raises:
         ValueError: for a bad config, too few images for the requested counts, or an existing

@@ -251,6 +251,7 @@ class GeocellConfig:
     root_rows: int = 2
 
     def validate(self) -> "GeocellConfig":
+        """Check the fields; returns self. Raises ``ValueError`` naming a bad field."""
         for name in ("max_photos", "min_photos", "root_cols", "root_rows"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
@@ -279,6 +280,7 @@ class Geocell:
 
     @property
     def token(self) -> str:
+        """``"level/ix/iz"``, the cell's name (as an S2 token names an S2 cell)."""
         return f"{self.level}/{self.ix}/{self.iz}"
 
     @property
@@ -293,6 +295,7 @@ class Geocell:
         return EARTH_RADIUS_KM ** 2 * math.radians(self.lon_max - self.lon_min) * (self.z_max - self.z_min)
 
     def contains(self, lat: float, lon: float) -> bool:
+        """Whether the point (degrees) lies in the cell (lower bounds inclusive)."""
         z, lon = math.sin(math.radians(lat)), (lon + 180) % 360 - 180
         return (self.lon_min <= lon < self.lon_max or (self.lon_max == 180 and lon == 180)) and \
             (self.z_min <= z < self.z_max or (self.z_max == 1 and z == 1))
@@ -351,9 +354,11 @@ class Geocells:
 
     @property
     def tokens(self) -> list[str]:
+        """The cells' tokens in label order."""
         return [c.token for c in self.cells]
 
     def to_dict(self) -> dict:
+        """The JSON-ready form written by ``save``: format tag, config and cells."""
         return {"format": "mobilenets-geocells", "config": asdict(self.config),
                 "cells": [asdict(c) for c in self.cells]}
 
@@ -731,6 +736,7 @@ class GeoDataConfig:
     seed: int = 0
 
     def validate(self) -> "GeoDataConfig":
+        """Check the fields; returns self. Raises ``ValueError`` naming a bad field."""
         for name in ("train_images", "val_images", "test_images"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
