@@ -457,7 +457,10 @@ def cmd_finegrained(args) -> None:
 
     from .finegrained import FineGrainedDataConfig, make_finegrained_data
 
-    classes = tuple(int(c) for c in args.classes.split(",")) if args.classes else None
+    try:
+        classes = tuple(int(c) for c in args.classes.split(",")) if args.classes else None
+    except ValueError:
+        raise ValueError(f"--classes takes comma-separated class ids, got {args.classes!r}") from None
     cfg = FineGrainedDataConfig(clean_per_class=args.clean_per_class,
                                 noisy_per_class=args.noisy_per_class, noise_rate=args.noise_rate,
                                 confusable_share=args.confusable_share,
@@ -476,10 +479,13 @@ def cmd_geo(args) -> None:
     from . import geo
 
     if args.geo_command == "make-data":
+        try:
+            spreads = tuple(float(v) for v in args.spreads_km.split(","))
+        except ValueError:
+            raise ValueError(f"--spreads-km takes comma-separated km, got {args.spreads_km!r}") from None
         cfg = geo.GeoDataConfig(train_images=args.train_images, val_images=args.val_images,
                                 test_images=args.test_images,
-                                regions_per_class=args.regions_per_class,
-                                spreads_km=tuple(float(v) for v in args.spreads_km.split(",")),
+                                regions_per_class=args.regions_per_class, spreads_km=spreads,
                                 outlier_rate=args.outlier_rate, seed=args.seed)
         record = geo.make_geo_data(args.out_dir, cfg, overwrite=args.overwrite)
         print(f"wrote {args.out_dir}: {record['images']} images, CSVs train.csv, val.csv, test.csv")

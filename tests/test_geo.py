@@ -246,7 +246,11 @@ def test_geo_cli_errors_are_one_line(tmp_path, capsys):
                           (["geo", "cells", str(tmp_path / "no.csv"), "--output", "x.json"],
                            "geo CSV not found"),
                           (["geo", "cells", str(csv_path), "--output", "x.json", "--min-photos", "5",
-                            "--max-photos", "2"], "min_photos (5) must be <= max_photos (2)")):
+                            "--max-photos", "2"], "min_photos (5) must be <= max_photos (2)"),
+                          (["geo", "make-data", str(tmp_path / "d"), "--spreads-km", "1,far"],
+                           "--spreads-km takes comma-separated km"),
+                          (["finegrained", "make-data", str(tmp_path / "f"), "--classes", "0,shirt"],
+                           "--classes takes comma-separated class ids")):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1
