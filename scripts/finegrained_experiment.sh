@@ -5,7 +5,7 @@
 # look-alike class), then fine-tune on the clean set. Two widths, 32x32 input, one seed; test on
 # the 5,000 Fashion-MNIST test images of those classes; SEEDS="0 1" repeats every run with each
 # training seed (the data stay those of seed 0; runs of seed S > 0 end in _sS). Resumable: run it again after an
-# interruption. About 25 minutes on one core. NO_SETUP=1 skips scripts/setup.sh (use the
+# interruption. About 25 minutes per seed on one core. NO_SETUP=1 skips scripts/setup.sh (use the
 # `mobilenets` already on PATH).
 set -euo pipefail
 [ -n "${NO_SETUP:-}" ] || source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"

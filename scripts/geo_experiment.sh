@@ -5,7 +5,7 @@
 # partition the earth into adaptive equal-area geocells from the training photos, train a 1.0
 # and a 0.25 MobileNet to classify photos into cells (32x32 input, 4 epochs of 20,000 photos),
 # and report the share of the 5,000 test photos within 1, 25, 200, 750 and 2,500 km, beside a
-# class-prior baseline and a baseline that knows the garment class. Resumable. About 20 minutes
+# class-prior baseline and a baseline that knows the garment class. Resumable. About 25 minutes
 # on one core. NO_SETUP=1 skips scripts/setup.sh (use the `mobilenets` already on PATH).
 set -euo pipefail
 [ -n "${NO_SETUP:-}" ] || source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
