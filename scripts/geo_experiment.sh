@@ -29,4 +29,7 @@ mkdir -p "$RESULTS"
 EVAL=(--csv "$OUT/data/test.csv" --prior --prior-given garment "$OUT/data/train.csv")
 mobilenets geo eval "${models[@]}" "${EVAL[@]}" --format json --output "$RESULTS/geo_table11.json"
 mobilenets geo eval "${models[@]}" "${EVAL[@]}" --paper --output "$RESULTS/geo_table11.txt"
-cat "$RESULTS/geo_table11.txt"
+# What recognising each photo's home region perfectly would give (the `region` column; no model)
+mobilenets geo eval --csv "$OUT/data/test.csv" --cells "$OUT/cells.json" --prior-given region \
+  "$OUT/data/train.csv" --output "$RESULTS/geo_table11_region_oracle.txt"
+cat "$RESULTS/geo_table11.txt" "$RESULTS/geo_table11_region_oracle.txt"
