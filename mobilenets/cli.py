@@ -524,6 +524,101 @@ def cmd_detect(args) -> None:
         prof = det.profile_detector(model)
         print(prof.format_table() if args.format == "table" else prof.to_json())
 
+def cmd_finegrained(args) -> None:
+    import json
+
+    from .finegrained import FineGrainedDataConfig, make_finegrained_data
+
+    try:
+        classes = tuple(int(c) for c in args.classes.split(",")) if args.classes else None
+    except ValueError:
+        raise ValueError(f"--classes takes comma-separated class ids, got {args.classes!r}") from None
+    cfg = FineGrainedDataConfig(clean_per_class=args.clean_per_class,
+                                noisy_per_class=args.noisy_per_class, noise_rate=args.noise_rate,
+                                confusable_share=args.confusable_share,
+                                test_per_class=args.test_per_class, seed=args.seed,
+                                **({"classes": classes} if classes else {}))
+    record = make_finegrained_data(args.out_dir, cfg, overwrite=args.overwrite)
+    print(json.dumps({k: record[k] for k in ("classes", "images", "noise_rate",
+                                             "confusable_share_of_wrong")}))
+    print(f"wrote {args.out_dir}/noisy (pretrain: mobilenets train --data) and "
+          f"{args.out_dir}/clean (mobilenets finetune --data)")
+
+
+def cmd_geo(args) -> None:
+    import json
+
+    from . import geo
+
+    if args.geo_command == "make-data":
+        try:
+            spreads = tuple(float(v) for v in args.spreads_km.split(","))
+        except ValueError:
+            raise ValueError(f"--spreads-km takes comma-separated km, got {args.spreads_km!r}") from None
+        cfg = geo.GeoDataConfig(train_images=args.train_images, val_images=args.val_images,
+                                test_images=args.test_images,
+                                regions_per_class=args.regions_per_class, spreads_km=spreads,
+                                outlier_rate=args.outlier_rate, seed=args.seed)
+        record = geo.make_geo_data(args.out_dir, cfg, overwrite=args.overwrite)
+        print(f"wrote {args.out_dir}: {record['images']} images, CSVs train.csv, val.csv, test.csv")
+        return
+    cell_cfg = geo.GeocellConfig(max_photos=args.max_photos, min_photos=args.min_photos,
+                                 max_level=args.max_level) if args.geo_command != "eval" else None
+    if args.geo_command == "cells":
+        photos = geo.read_geo_csv(args.csv, check_images=False)
+        cells = geo.build_geocells(*geo.photo_coordinates(photos), cell_cfg)
+        cells.save(args.output)
+        kept = sum(c.count for c in cells.cells)
+        print(f"{len(cells)} cells (levels {min(c.level for c in cells.cells)}-"
+              f"{max(c.level for c in cells.cells)}) hold {kept} of {len(photos)} photos; "
+              f"wrote {args.output}")
+        return
+    if args.geo_command == "train":
+        from dataclasses import replace
+
+        from .train import init_distributed, train
+
+        out = Path(args.out or "runs/geo")
+        cfg = replace(_train_config(args), data=str(out / "data"), out_dir=str(out)).validate()
+        cells_path = out / "cells.json"
+        if not (args.resume and cells_path.is_file()):
+            if args.cells:
+                cells = geo.Geocells.load(args.cells)
+            else:
+                cells = geo.build_geocells(*geo.photo_coordinates(geo.read_geo_csv(args.train_csv,
+                                                                         check_images=False)), cell_cfg)
+            cells.save(cells_path)
+        cells = geo.Geocells.load(cells_path)
+        if not (args.resume and (out / "data").is_dir()):  # photos linked into cell folders
+            splits = {"train": geo.read_geo_csv(args.train_csv), "val": geo.read_geo_csv(args.val_csv)}
+            print(json.dumps(geo.write_cell_imagefolder(out / "data", cells, splits, overwrite=True)))
+        result = train(cfg, resume=args.resume)
+        if init_distributed().main:
+            print(f"{len(cells)} cells; cell top-1 on val {result['val']['top1']:.2f}%; "
+                  f"{result['steps']} steps in {result['train_seconds']:.0f} s; "
+                  f"model: {result['model_path']}")
+        return
+    # eval: Table 11 for each model, the class prior and (optionally) a prior given a CSV column
+    photos = geo.read_geo_csv(args.csv)
+    columns = []
+    for model_file in args.model_files:
+        model, _, train_cfg = _load_for_inference(model_file)
+        cells = geo.Geocells.load(args.cells or Path(model_file).parent / "cells.json")
+        columns += geo.evaluate_model(model, photos, cells, args.modes.split(","), args.centers,
+                                      args.refine_km, train_cfg.get("eval_crop", 0.875),
+                                      name=model_file)
+    if args.prior or args.prior_given:
+        if not (args.cells or args.model_files):
+            raise ValueError("--prior needs --cells (or a model file beside its cells.json)")
+        cells = geo.Geocells.load(args.cells or Path(args.model_files[0]).parent / "cells.json")
+        given = (args.prior_given[1], args.csv, args.prior_given[0]) if args.prior_given else None
+        columns = geo.baseline_columns(photos, cells, given, args.centers) + columns
+    if not columns:
+        raise ValueError("nothing to evaluate: give model files and/or --prior")
+    if args.format == "json":
+        _write(json.dumps(columns, indent=2), args.output)
+    else:
+        _write(_render(geo.table11_rows(columns, args.paper), args.format), args.output)
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mobilenets", description=__doc__)
@@ -740,6 +835,72 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--num-classes", type=int, default=90, help="default 90 (COCO's ids)")
     f.add_argument("--format", choices=("table", "json"), default="table")
     s.set_defaults(func=cmd_detect)
+
+    s = sub.add_parser("finegrained", help="fine-grained recognition data (Table 10): a noisy "
+                       "pretraining set and a small clean set derived from Fashion-MNIST")
+    fsub = s.add_subparsers(dest="finegrained_command", required=True, metavar="STEP")
+    f = fsub.add_parser("make-data", help="write OUT/noisy and OUT/clean ImageFolder trees")
+    f.add_argument("out_dir", help="folder to create")
+    f.add_argument("--classes", help="comma-separated Fashion-MNIST ids (default 0,2,3,4,6: the "
+                   "upper-body garments)")
+    f.add_argument("--clean-per-class", type=int, default=100, help="clean images per class")
+    f.add_argument("--noisy-per-class", type=int, help="noisy images per class (default: the rest)")
+    f.add_argument("--noise-rate", type=float, default=0.4, help="share of wrong noisy labels")
+    f.add_argument("--confusable-share", type=float, default=0.75,
+                   help="share of wrong labels that name a look-alike class")
+    f.add_argument("--test-per-class", type=int, help="test images per class (default all)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+    f.set_defaults(func=cmd_finegrained)
+
+    s = sub.add_parser("geo", help="PlaNet geolocation (Table 11): geocells, training, "
+                       "distance report")
+    gsub = s.add_subparsers(dest="geo_command", required=True, metavar="STEP")
+    g = gsub.add_parser("make-data", help="a geotagged data set derived from Fashion-MNIST")
+    g.add_argument("out_dir", help="folder to create: images/, train.csv, val.csv, test.csv")
+    g.add_argument("--train-images", type=int, default=20000)
+    g.add_argument("--val-images", type=int, default=2000)
+    g.add_argument("--test-images", type=int, default=5000)
+    g.add_argument("--regions-per-class", type=int, default=3, help="home cities per garment")
+    g.add_argument("--spreads-km", default="1,15,60", help="region scales in km, cycled")
+    g.add_argument("--outlier-rate", type=float, default=0.05, help="share placed anywhere")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+    g.set_defaults(func=cmd_geo)
+    for name, text in (("cells", "adaptive equal-area geocells from a CSV's locations"),
+                       ("train", "train a MobileNet to classify photos into geocells")):
+        g = gsub.add_parser(name, help=text)
+        g.add_argument("--max-photos", type=int, default=1000,
+                       help="split cells holding more training photos (default 1000)")
+        g.add_argument("--min-photos", type=int, default=20,
+                       help="drop cells holding fewer (default 20)")
+        g.add_argument("--max-level", type=int, default=20, help="deepest quadtree level")
+        g.set_defaults(func=cmd_geo)
+        if name == "cells":
+            g.add_argument("csv", help="image,latitude,longitude CSV of the training photos")
+            g.add_argument("--output", required=True, help="cells JSON to write")
+        else:
+            _add_train_flags(g)
+            g.add_argument("--train-csv", required=True, help="image,latitude,longitude CSV")
+            g.add_argument("--val-csv", required=True, help="validation photos (cell top-1)")
+            g.add_argument("--cells", help="cells JSON (default: built from --train-csv)")
+            g.add_argument("--resume", action="store_true", help="continue a killed run")
+    g = gsub.add_parser("eval", help="share of photos within 1, 25, 200, 750, 2500 km")
+    g.add_argument("model_files", nargs="*", help="models written by `geo train`")
+    g.add_argument("--csv", required=True, help="test photos: image,latitude,longitude CSV")
+    g.add_argument("--cells", help="cells JSON (default: cells.json beside each model)")
+    g.add_argument("--modes", default="argmax,weighted",
+                   help="argmax (the cell's centre) and/or weighted (refined), comma-separated")
+    g.add_argument("--centers", choices=("photo_mean", "geometric"), default="photo_mean")
+    g.add_argument("--refine-km", type=float, default=500.0, help="neighbourhood of 'weighted'")
+    g.add_argument("--prior", action="store_true", help="add the class-prior baseline")
+    g.add_argument("--prior-given", nargs=2, metavar=("COLUMN", "TRAIN_CSV"),
+                   help="add a baseline that knows COLUMN (e.g. garment): the most populous "
+                   "cell of TRAIN_CSV's photos with the same value")
+    g.add_argument("--paper", action="store_true", help="add the paper's Table 11 columns")
+    g.add_argument("--format", choices=FORMATS, default="table")
+    g.add_argument("--output")
+    g.set_defaults(func=cmd_geo)
     return p
 
 
