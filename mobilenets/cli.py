@@ -124,7 +124,8 @@ def cmd_paper_tables(args) -> None:
     tables = set(args.table) if args.table else None
     rows = paper_comparisons(tables)
     if not rows:
-        raise ValueError(f"--table must be among 2-10, 12, 14, V2-3, V2-4; got {args.table}")
+        raise ValueError(f"--table must be among 2-10, 12-14, V2-3, V2-4, V2-6; got "
+                         f"{args.table}")
     _write(format_comparisons(rows, args.format), args.output)
     if args.strict and any(r.status == "MISMATCH" for r in rows):
         raise SystemExit(1)
@@ -463,6 +464,162 @@ def cmd_synth(args) -> None:
     print(f"wrote {args.num_images} images and {path}", file=sys.stderr)
 
 
+def cmd_detect(args) -> None:
+    import json
+
+    import torch
+
+    from . import detection as det
+    from .coco import CocoDetection, evaluate_detector, read_rgb
+
+    if args.action == "train":
+        names = ("detector", "arch", "width_mult", "resolution", "backbone_weights", "val_data",
+                 "train_images", "val_images",
+                 "epochs", "batch_size", "lr", "optimizer", "lr_schedule", "limit_val", "seed",
+                 "out_dir", "min_scale", "max_scale")
+        overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+        cfg = det.make_detect_config(args.preset, train_data=args.data, **overrides)
+        result = det.train_detector(cfg, resume=args.resume)
+        print(json.dumps(result["final"]))
+        return
+    if args.action == "profile" and not args.model:
+        model = det.build_detector(args.detector, args.arch, args.width_mult, args.num_classes,
+                                   args.resolution)
+    else:
+        model, class_names = det.load_detector(args.model)
+    if args.action == "eval":
+        metrics = evaluate_detector(model, CocoDetection(args.data, args.images_dir),
+                                    args.batch_size, args.limit)
+        text = json.dumps(metrics, indent=2) if args.format == "json" else "\n".join(
+            f"{k:<10} {v:.4f}" if isinstance(v, float) else f"{k:<10} {v}"
+            for k, v in metrics.items())
+        _write(text, args.output)
+    elif args.action == "predict":
+        out_dir = Path(args.output_dir)
+        for path in args.images:
+            image = read_rgb(path)  # the detector resizes to its resolution itself
+            with torch.no_grad():
+                found = model([image.float() / 255])[0]
+            png = det.draw_detections(image, found, class_names,
+                                      out_dir / (Path(path).stem + "_detections.png"),
+                                      args.score_thresh)
+            keep = found["scores"] >= args.score_thresh
+            print(f"{path}: {int(keep.sum())} objects -> {png}")
+            for box, score, label in zip(found["boxes"][keep].tolist(),
+                                         found["scores"][keep].tolist(),
+                                         found["labels"][keep].tolist()):
+                name = class_names[label - 1] if label <= len(class_names) else str(label)
+                print(f"  {name:<12} {score:.3f}  [{', '.join(f'{v:.1f}' for v in box)}]")
+    elif args.action == "export":
+        images = None
+        if args.data:
+            ds = CocoDetection(args.data)
+            res = model.config["resolution"]
+            images = torch.stack([torch.nn.functional.interpolate(
+                ds.load_image(i)[None].float() / 255, size=(res, res), mode="bilinear")[0]
+                for i in range(min(4, len(ds)))])
+        report = det.export_detector_onnx(model, args.output, class_names, args.tolerance, images)
+        print(json.dumps(report))
+    else:  # profile
+        prof = det.profile_detector(model)
+        print(prof.format_table() if args.format == "table" else prof.to_json())
+
+def cmd_finegrained(args) -> None:
+    import json
+
+    from .finegrained import FineGrainedDataConfig, make_finegrained_data
+
+    try:
+        classes = tuple(int(c) for c in args.classes.split(",")) if args.classes else None
+    except ValueError:
+        raise ValueError(f"--classes takes comma-separated class ids, got {args.classes!r}") from None
+    cfg = FineGrainedDataConfig(clean_per_class=args.clean_per_class,
+                                noisy_per_class=args.noisy_per_class, noise_rate=args.noise_rate,
+                                confusable_share=args.confusable_share,
+                                test_per_class=args.test_per_class, seed=args.seed,
+                                **({"classes": classes} if classes else {}))
+    record = make_finegrained_data(args.out_dir, cfg, overwrite=args.overwrite)
+    print(json.dumps({k: record[k] for k in ("classes", "images", "noise_rate",
+                                             "confusable_share_of_wrong")}))
+    print(f"wrote {args.out_dir}/noisy (pretrain: mobilenets train --data) and "
+          f"{args.out_dir}/clean (mobilenets finetune --data)")
+
+
+def cmd_geo(args) -> None:
+    import json
+
+    from . import geo
+
+    if args.geo_command == "make-data":
+        try:
+            spreads = tuple(float(v) for v in args.spreads_km.split(","))
+        except ValueError:
+            raise ValueError(f"--spreads-km takes comma-separated km, got {args.spreads_km!r}") from None
+        cfg = geo.GeoDataConfig(train_images=args.train_images, val_images=args.val_images,
+                                test_images=args.test_images,
+                                regions_per_class=args.regions_per_class, spreads_km=spreads,
+                                outlier_rate=args.outlier_rate, seed=args.seed)
+        record = geo.make_geo_data(args.out_dir, cfg, overwrite=args.overwrite)
+        print(f"wrote {args.out_dir}: {record['images']} images, CSVs train.csv, val.csv, test.csv")
+        return
+    cell_cfg = geo.GeocellConfig(max_photos=args.max_photos, min_photos=args.min_photos,
+                                 max_level=args.max_level) if args.geo_command != "eval" else None
+    if args.geo_command == "cells":
+        photos = geo.read_geo_csv(args.csv, check_images=False)
+        cells = geo.build_geocells(*geo.photo_coordinates(photos), cell_cfg)
+        cells.save(args.output)
+        kept = sum(c.count for c in cells.cells)
+        print(f"{len(cells)} cells (levels {min(c.level for c in cells.cells)}-"
+              f"{max(c.level for c in cells.cells)}) hold {kept} of {len(photos)} photos; "
+              f"wrote {args.output}")
+        return
+    if args.geo_command == "train":
+        from dataclasses import replace
+
+        from .train import init_distributed, train
+
+        out = Path(args.out or "runs/geo")
+        cfg = replace(_train_config(args), data=str(out / "data"), out_dir=str(out)).validate()
+        cells_path = out / "cells.json"
+        if not (args.resume and cells_path.is_file()):
+            if args.cells:
+                cells = geo.Geocells.load(args.cells)
+            else:
+                cells = geo.build_geocells(*geo.photo_coordinates(geo.read_geo_csv(args.train_csv,
+                                                                         check_images=False)), cell_cfg)
+            cells.save(cells_path)
+        cells = geo.Geocells.load(cells_path)
+        if not (args.resume and (out / "data").is_dir()):  # photos linked into cell folders
+            splits = {"train": geo.read_geo_csv(args.train_csv), "val": geo.read_geo_csv(args.val_csv)}
+            print(json.dumps(geo.write_cell_imagefolder(out / "data", cells, splits, overwrite=True)))
+        result = train(cfg, resume=args.resume)
+        if init_distributed().main:
+            print(f"{len(cells)} cells; cell top-1 on val {result['val']['top1']:.2f}%; "
+                  f"{result['steps']} steps in {result['train_seconds']:.0f} s; "
+                  f"model: {result['model_path']}")
+        return
+    # eval: Table 11 for each model, the class prior and (optionally) a prior given a CSV column
+    photos = geo.read_geo_csv(args.csv)
+    columns = []
+    for model_file in args.model_files:
+        model, _, train_cfg = _load_for_inference(model_file)
+        cells = geo.Geocells.load(args.cells or Path(model_file).parent / "cells.json")
+        columns += geo.evaluate_model(model, photos, cells, args.modes.split(","), args.centers,
+                                      args.refine_km, train_cfg.get("eval_crop", 0.875),
+                                      name=model_file)
+    if args.prior or args.prior_given:
+        if not (args.cells or args.model_files):
+            raise ValueError("--prior needs --cells (or a model file beside its cells.json)")
+        cells = geo.Geocells.load(args.cells or Path(args.model_files[0]).parent / "cells.json")
+        given = (args.prior_given[1], args.csv, args.prior_given[0]) if args.prior_given else None
+        columns = geo.baseline_columns(photos, cells, given, args.centers) + columns
+    if not columns:
+        raise ValueError("nothing to evaluate: give model files and/or --prior")
+    if args.format == "json":
+        _write(json.dumps(columns, indent=2), args.output)
+    else:
+        _write(_render(geo.table11_rows(columns, args.paper), args.format), args.output)
+
 def cmd_segment(args) -> None:
     """``mobilenets segment train|eval|predict|cost``: DeepLabv3 on a MobileNet."""
     import json
@@ -550,7 +707,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("paper-tables", help="the paper's cost columns, computed vs printed")
     s.add_argument("--table", action="append",
-                   help="only this table (repeatable): 2-10, 12, 14; V2-3, V2-4 (MobileNetV2's)")
+                   help="only this table (repeatable): 2-10, 12-14; V2-3, V2-4, V2-6 "
+                   "(MobileNetV2's)")
     s.add_argument("--format", choices=FORMATS, default="table")
     s.add_argument("--output", help="write to this file instead of stdout")
     s.add_argument("--strict", action="store_true", help="exit 1 on any unexplained difference")
@@ -678,6 +836,126 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-overlap", type=float, default=0.3, help="largest IoU between two boxes")
     s.add_argument("--noise-std", type=float, default=8.0, help="pixel noise (grey levels)")
     s.set_defaults(func=cmd_synth)
+    s = sub.add_parser("detect", help="object detection: SSD, SSDLite, Faster R-CNN on "
+                       "MobileNet (train, eval, predict, export, profile)")
+    dsub = s.add_subparsers(dest="action", required=True)
+    t = dsub.add_parser("train", help="train on COCO-format data; COCO mAP after each epoch")
+    t.add_argument("data", help="training annotation file (COCO JSON; images/ beside it)")
+    t.add_argument("--val-data", help="validation annotation file")
+    t.add_argument("--train-images", help="folder of the training images (default: images/ "
+                   "beside the annotation file, else its folder)")
+    t.add_argument("--val-images", help="folder of the validation images")
+    t.add_argument("--preset", default="synthetic", help="paper | synthetic | smoke")
+    t.add_argument("--detector", choices=("ssd", "ssdlite", "faster_rcnn"))
+    t.add_argument("--arch", choices=("v1", "v2"))
+    t.add_argument("--width-mult", type=float)
+    t.add_argument("--resolution", type=int)
+    t.add_argument("--backbone-weights", help="our classification .safetensors to start from")
+    t.add_argument("--epochs", type=float)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--optimizer", choices=("rmsprop", "sgd", "adam"))
+    t.add_argument("--lr-schedule", choices=("exponential", "cosine"))
+    t.add_argument("--min-scale", type=float, help="SSD default-box scale of the first map")
+    t.add_argument("--max-scale", type=float)
+    t.add_argument("--limit-val", type=int, help="evaluate on the first N validation images")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--out-dir")
+    t.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoint.pt")
+    e = dsub.add_parser("eval", help="COCO mAP (AP@[.5:.95], AP50, AP75, by size)")
+    e.add_argument("model", help="a detector .safetensors (detect train's model.safetensors)")
+    e.add_argument("data", help="COCO annotation file")
+    e.add_argument("--images-dir", help="folder of its images (default: images/ beside it)")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--limit", type=int, help="evaluate only the first N images")
+    e.add_argument("--format", choices=("table", "json"), default="table")
+    e.add_argument("--output")
+    pr = dsub.add_parser("predict", help="draw boxes, labels and scores; write PNGs")
+    pr.add_argument("model")
+    pr.add_argument("images", nargs="+")
+    pr.add_argument("--output-dir", default=".", help="where IMAGE_detections.png go")
+    pr.add_argument("--score-thresh", type=float, default=0.3)
+    x = dsub.add_parser("export", help="ONNX (SSD/SSDLite: boxes + scores; NMS outside), "
+                        "checked with ONNX Runtime")
+    x.add_argument("model")
+    x.add_argument("--output", required=True)
+    x.add_argument("--tolerance", type=float, default=1e-4)
+    x.add_argument("--data", help="COCO annotation file: check on its first images")
+    f = dsub.add_parser("profile", help="Mult-Adds and parameters per layer (Table 13's rules)")
+    f.add_argument("model", nargs="?", help="a detector .safetensors; or build one from the flags")
+    f.add_argument("--detector", choices=("ssd", "ssdlite", "faster_rcnn"), default="ssd")
+    f.add_argument("--arch", choices=("v1", "v2"), default="v1")
+    f.add_argument("--width-mult", type=float, default=1.0)
+    f.add_argument("--resolution", type=int, default=300)
+    f.add_argument("--num-classes", type=int, default=90, help="default 90 (COCO's ids)")
+    f.add_argument("--format", choices=("table", "json"), default="table")
+    s.set_defaults(func=cmd_detect)
+
+    s = sub.add_parser("finegrained", help="fine-grained recognition data (Table 10): a noisy "
+                       "pretraining set and a small clean set derived from Fashion-MNIST")
+    fsub = s.add_subparsers(dest="finegrained_command", required=True, metavar="STEP")
+    f = fsub.add_parser("make-data", help="write OUT/noisy and OUT/clean ImageFolder trees")
+    f.add_argument("out_dir", help="folder to create")
+    f.add_argument("--classes", help="comma-separated Fashion-MNIST ids (default 0,2,3,4,6: the "
+                   "upper-body garments)")
+    f.add_argument("--clean-per-class", type=int, default=100, help="clean images per class")
+    f.add_argument("--noisy-per-class", type=int, help="noisy images per class (default: the rest)")
+    f.add_argument("--noise-rate", type=float, default=0.4, help="share of wrong noisy labels")
+    f.add_argument("--confusable-share", type=float, default=0.75,
+                   help="share of wrong labels that name a look-alike class")
+    f.add_argument("--test-per-class", type=int, help="test images per class (default all)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+    f.set_defaults(func=cmd_finegrained)
+
+    s = sub.add_parser("geo", help="PlaNet geolocation (Table 11): geocells, training, "
+                       "distance report")
+    gsub = s.add_subparsers(dest="geo_command", required=True, metavar="STEP")
+    g = gsub.add_parser("make-data", help="a geotagged data set derived from Fashion-MNIST")
+    g.add_argument("out_dir", help="folder to create: images/, train.csv, val.csv, test.csv")
+    g.add_argument("--train-images", type=int, default=20000)
+    g.add_argument("--val-images", type=int, default=2000)
+    g.add_argument("--test-images", type=int, default=5000)
+    g.add_argument("--regions-per-class", type=int, default=3, help="home cities per garment")
+    g.add_argument("--spreads-km", default="1,15,60", help="region scales in km, cycled")
+    g.add_argument("--outlier-rate", type=float, default=0.05, help="share placed anywhere")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+    g.set_defaults(func=cmd_geo)
+    for name, text in (("cells", "adaptive equal-area geocells from a CSV's locations"),
+                       ("train", "train a MobileNet to classify photos into geocells")):
+        g = gsub.add_parser(name, help=text)
+        g.add_argument("--max-photos", type=int, default=1000,
+                       help="split cells holding more training photos (default 1000)")
+        g.add_argument("--min-photos", type=int, default=20,
+                       help="drop cells holding fewer (default 20)")
+        g.add_argument("--max-level", type=int, default=20, help="deepest quadtree level")
+        g.set_defaults(func=cmd_geo)
+        if name == "cells":
+            g.add_argument("csv", help="image,latitude,longitude CSV of the training photos")
+            g.add_argument("--output", required=True, help="cells JSON to write")
+        else:
+            _add_train_flags(g)
+            g.add_argument("--train-csv", required=True, help="image,latitude,longitude CSV")
+            g.add_argument("--val-csv", required=True, help="validation photos (cell top-1)")
+            g.add_argument("--cells", help="cells JSON (default: built from --train-csv)")
+            g.add_argument("--resume", action="store_true", help="continue a killed run")
+    g = gsub.add_parser("eval", help="share of photos within 1, 25, 200, 750, 2500 km")
+    g.add_argument("model_files", nargs="*", help="models written by `geo train`")
+    g.add_argument("--csv", required=True, help="test photos: image,latitude,longitude CSV")
+    g.add_argument("--cells", help="cells JSON (default: cells.json beside each model)")
+    g.add_argument("--modes", default="argmax,weighted",
+                   help="argmax (the cell's centre) and/or weighted (refined), comma-separated")
+    g.add_argument("--centers", choices=("photo_mean", "geometric"), default="photo_mean")
+    g.add_argument("--refine-km", type=float, default=500.0, help="neighbourhood of 'weighted'")
+    g.add_argument("--prior", action="store_true", help="add the class-prior baseline")
+    g.add_argument("--prior-given", nargs=2, metavar=("COLUMN", "TRAIN_CSV"),
+                   help="add a baseline that knows COLUMN (e.g. garment): the most populous "
+                   "cell of TRAIN_CSV's photos with the same value")
+    g.add_argument("--paper", action="store_true", help="add the paper's Table 11 columns")
+    g.add_argument("--format", choices=FORMATS, default="table")
+    g.add_argument("--output")
+    g.set_defaults(func=cmd_geo)
     s = sub.add_parser("segment", help="semantic segmentation: DeepLabv3 (ASPP or lite head) on "
                        "MobileNet, mIoU, cost vs the V2 paper's Table 7")
     seg_sub = s.add_subparsers(dest="segment_command", required=True, metavar="ACTION")

@@ -1,7 +1,9 @@
-"""Every Mult-Adds and parameters column of the paper's Tables 2-10, 12 and 14, as computed by the
+"""Every Mult-Adds and parameters column of the paper's Tables 2-10 and 12-14, as computed by the
 profiler, beside the number the paper prints; and the MobileNetV2 tables of the seeds' slides:
-Table 4 (Mult-Adds, parameters) as tables ``"V2-4"`` and Table 3 (the activation memory at each
-spatial resolution, traced by ``mobilenets.memory``) as ``"V2-3"``.
+Table 4 (Mult-Adds, parameters) as tables ``"V2-4"``, Table 6 (SSDLite) as ``"V2-6"`` and Table 3
+(the activation memory at each spatial resolution, traced by ``mobilenets.memory``) as ``"V2-3"``.
+Table 13's and Table 6's detectors are ``mobilenets.detection``'s, costed by ``profile_detector``'s
+rules (the box head over all 300 proposals; no NMS).
 
 Nothing here is typed in but the papers' own numbers: MobileNets are built from the registry, the
 comparison models of Tables 8-10 from torchvision's definitions, and all of them are profiled.
@@ -43,6 +45,8 @@ class PaperRow:
         params_m: The paper's million parameters.
         madds_note: Why our Mult-Adds differ, when they do by more than the tolerance.
         params_note: Likewise for parameters.
+        madds_unit: ``"M"`` (million) or ``"B"`` (billion): how the table prints Mult-Adds
+            (``madds_m`` is then in that unit). Default "M".
     """
 
     table: str
@@ -52,6 +56,7 @@ class PaperRow:
     params_m: float | None
     madds_note: str = ""
     params_note: str = ""
+    madds_unit: str = "M"
 
 
 def _v1(width_mult=1.0, resolution=224, num_classes=1000, **kw) -> tuple[nn.Module, tuple]:
@@ -60,6 +65,13 @@ def _v1(width_mult=1.0, resolution=224, num_classes=1000, **kw) -> tuple[nn.Modu
 
 def _v2(width_mult=1.0, resolution=224) -> tuple[nn.Module, tuple]:
     return MobileNetV2(width_mult), (3, resolution, resolution)
+
+
+def _det(detector: str, arch: str, resolution: int, num_classes: int) -> tuple[nn.Module, tuple]:
+    from .detection import build_detector, for_costing
+
+    model = build_detector(detector, arch, 1.0, num_classes=num_classes, resolution=resolution)
+    return for_costing(model), (3, resolution, resolution)
 
 
 def _tv(name: str, resolution: int, **kw) -> tuple[nn.Module, tuple]:
@@ -89,6 +101,14 @@ BUILDERS: dict[str, Callable[[], tuple[nn.Module, tuple]]] = {
     "squeezenet": lambda: _tv("squeezenet1_0", 224),
     "inception_v3_dogs": lambda: _tv("inception_v3", 299, aux_logits=False, init_weights=False,
                                      num_classes=120),
+    # Table 13 (SSD 300, Faster R-CNN 300 and 600) with COCO's 90 category ids (the TF Object
+    # Detection API's num_classes: 90); the slides' Table 6 (SSDLite at 320x320, MobileNetV2 paper
+    # section 6.2) with COCO's 80 categories: the class count each table's figures fit (D17).
+    "ssd_v1_300": lambda: _det("ssd", "v1", 300, 90),
+    "frcnn_v1_300": lambda: _det("faster_rcnn", "v1", 300, 90),
+    "frcnn_v1_600": lambda: _det("faster_rcnn", "v1", 600, 90),
+    "ssdlite_v1_320": lambda: _det("ssdlite", "v1", 320, 80),
+    "ssdlite_v2_320": lambda: _det("ssdlite", "v2", 320, 80),
 }
 
 _T14_PARAMS = ("D8: Table 14's parameter counts do not follow from alpha and resolution (1.0-128 "
@@ -146,6 +166,13 @@ ROWS: list[PaperRow] = [
     PaperRow("14", "0.75 MobileNet-128", "face_0.75_128", 108, 3.8,
              "D8: 108M and 3.8M fit this body plus a ~2,500-output layer (+1.9M each); no single "
              "head fits every row", _T14_PARAMS),
+    # Table 13: COCO detectors with a MobileNet (alpha 1) base; Mult-Adds in billions.
+    PaperRow("13", "SSD 300 MobileNet", "ssd_v1_300", 1.2, 6.8, madds_unit="B"),
+    PaperRow("13", "Faster-RCNN 300 MobileNet", "frcnn_v1_300", 25.2, 6.1, madds_unit="B"),
+    PaperRow("13", "Faster-RCNN 600 MobileNet", "frcnn_v1_600", 30.5, 6.1, madds_unit="B"),
+    # The slides' Table 6 (MobileNetV2 paper): SSDLite on V1 and V2; Mult-Adds in billions.
+    PaperRow("V2-6", "MNet V1 + SSDLite", "ssdlite_v1_320", 1.3, 5.1, madds_unit="B"),
+    PaperRow("V2-6", "MNet V2 + SSDLite", "ssdlite_v2_320", 0.8, 4.3, madds_unit="B"),
     # MobileNetV2's Table 4 (the slides).
     PaperRow("V2-4", "MobileNetV1", "v1_1.0_224", 575, 4.2,
              "D13: the V1 paper prints 569M for the same network (Tables 4, 6-8)"),
@@ -291,8 +318,9 @@ def paper_comparisons(tables: set[str] | None = None) -> list[Comparison]:
             continue
         prof = _profile(row.build)
         if row.madds_m is not None:
-            out.append(compare(row.table, row.model, "Mult-Adds (M)", prof.total_madds / 1e6,
-                               row.madds_m, row.madds_note))
+            unit = {"M": 1e6, "B": 1e9}[row.madds_unit]
+            out.append(compare(row.table, row.model, f"Mult-Adds ({row.madds_unit})",
+                               prof.total_madds / unit, row.madds_m, row.madds_note))
         if row.params_m is not None:
             out.append(compare(row.table, row.model, "Params (M)", prof.layer_params / 1e6,
                                row.params_m, row.params_note))

@@ -3,7 +3,8 @@ totals, and the breakdown by layer type of Table 2.
 
 It runs one forward pass with hooks on the layers that carry the cost the paper counts
 (convolutions and fully connected layers) and on pooling layers (listed, zero cost). Mult-Adds
-count multiply-accumulates per image, as the paper does: biases, BatchNorm, activations and
+count multiply-accumulates per image (the forward pass runs on a batch of one image, and a layer
+applied to many crops of it, like a detector's box head, counts them all), as the paper does: biases, BatchNorm, activations and
 element-wise additions cost nothing. Operations called as functions (``F.linear``, ``x @ w``)
 are not seen by hooks and are not counted.
 """
@@ -192,7 +193,9 @@ def profile_model(model: nn.Module, input_size=(3, 224, 224), name: str | None =
             (a list of images, a dict). Its batch must hold one image.
 
     Returns:
-        A ``Profile``. Mult-Adds are per image.
+        A ``Profile``. Mult-Adds are per image: each layer's whole output over the one image,
+        so a layer run on many regions of the image (a detector's box head over its proposals)
+        counts every region.
     """
     if len(input_size) == 2:
         input_size = (3, *input_size)
@@ -208,13 +211,13 @@ def profile_model(model: nn.Module, input_size=(3, 224, 224), name: str | None =
         out = output[0] if isinstance(output, (tuple, list)) else output
         in_shape, out_shape = _as_hwc(x), _as_hwc(out)
         kind, label, filt = _kind_and_labels(module, in_shape)
-        per_image = out.numel() // max(out.shape[0], 1)
+        per_image = out.numel()  # the batch holds one image (see the docstring)
         if isinstance(module, nn.Conv2d):
             kh, kw = module.kernel_size
             madds = per_image * (module.in_channels // module.groups) * kh * kw
         elif isinstance(module, nn.ConvTranspose2d):
             kh, kw = module.kernel_size
-            madds = (x.numel() // max(x.shape[0], 1)) * (module.out_channels // module.groups) * kh * kw
+            madds = x.numel() * (module.out_channels // module.groups) * kh * kw
         elif isinstance(module, nn.Linear):
             madds = per_image * module.in_features
         else:

@@ -24,7 +24,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -42,7 +42,7 @@ from .metrics import ConfusionMatrix
 from .optim import param_groups
 from .registry import ARCHS, arch_name, build_from_config
 from .train import (NonFiniteLossError, _rng_state, _set_rng_state, _step_generator,
-                    load_checkpoint, save_checkpoint)
+                    config_from_preset, load_checkpoint, save_checkpoint)
 
 #: The two DeepLabv3 heads (see the module docstring).
 HEADS = ("aspp", "lite")
@@ -652,18 +652,12 @@ SEG_PRESETS: dict[str, SegConfig] = {
 
 
 def make_seg_config(preset: str = "synthetic", **overrides) -> SegConfig:
-    """A preset with some fields replaced.
+    """A preset of ``SEG_PRESETS`` with some fields replaced (``train.config_from_preset``).
 
     Raises:
         ValueError: for an unknown preset or field name, or an invalid value (named).
     """
-    if preset not in SEG_PRESETS:
-        raise ValueError(f"preset must be one of {sorted(SEG_PRESETS)}, got {preset!r}")
-    names = {f.name for f in fields(SegConfig)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ValueError(f"unknown SegConfig fields {unknown}; known: {sorted(names)}")
-    return replace(SEG_PRESETS[preset], **overrides).validate()
+    return config_from_preset(SEG_PRESETS, preset, **overrides)
 
 
 @torch.no_grad()

@@ -125,13 +125,20 @@ PRESETS: dict[str, TrainConfig] = {
 
 def make_config(preset: str = "fashion-mnist", **overrides) -> TrainConfig:
     """A preset with some fields replaced; unknown field names raise ``ValueError``."""
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    names = {f.name for f in fields(TrainConfig)}
+    return config_from_preset(PRESETS, preset, **overrides)
+
+
+def config_from_preset(presets: dict, preset: str, **overrides):
+    """``presets[preset]`` (a config dataclass with ``validate()``) with some fields replaced,
+    validated. Raises ``ValueError`` for an unknown preset or field name."""
+    if preset not in presets:
+        raise ValueError(f"preset must be one of {sorted(presets)}, got {preset!r}")
+    base = presets[preset]
+    names = {f.name for f in fields(base)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise ValueError(f"unknown TrainConfig fields {unknown}; known: {sorted(names)}")
-    return replace(PRESETS[preset], **overrides).validate()
+        raise ValueError(f"unknown {type(base).__name__} fields {unknown}; known: {sorted(names)}")
+    return replace(base, **overrides).validate()
 
 
 # --------------------------------------------------------------------------- distributed helpers

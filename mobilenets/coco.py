@@ -1,0 +1,230 @@
+"""COCO-format detection data (an images folder + an annotation JSON) and COCO mAP through
+pycocotools.
+
+The annotation file is the COCO one (``images``, ``annotations`` with ``bbox`` [x, y, w, h] in
+pixels, ``categories``); ``mobilenets synth`` writes such sets. Category ids may be any integers
+(COCO's run 1..90 with gaps): the dataset maps them, in increasing order, to the contiguous
+training labels 1..K (0 is the detectors' background) and back for evaluation.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+#: Slack, in pixels, allowed for a box edge outside its image (rounding in annotation tools).
+BOX_SLACK = 1.0
+
+#: The figures of ``COCOeval.stats``, in its order.
+COCO_METRICS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
+                "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
+
+
+class CocoDetection(torch.utils.data.Dataset):
+    """Images and their boxes from a COCO annotation file, checked when opened.
+
+    Args:
+        annotations: The COCO JSON file.
+        images_dir: Folder the ``file_name`` entries are relative to. Default: ``images/`` beside
+            the annotation file (``mobilenets synth``'s layout) if it exists, else its folder.
+        flip: Random horizontal flips (with the boxes) in ``__getitem__``. Default False.
+
+    Items are ``(image, target)``: image uint8 (3, H, W); target ``{"boxes": float (N, 4) xyxy,
+    "labels": int64 (N,) in 1..K, "image_id": int}``. Crowd annotations (``iscrowd`` 1) are left
+    out of the targets but kept for evaluation, as COCO does.
+
+    Attributes:
+        class_names: Category names in label order (label ``i`` is ``class_names[i - 1]``).
+        cat_ids: COCO category id of each label, same order.
+        coco: The parsed JSON (dict).
+
+    Raises:
+        FileNotFoundError: naming the annotation file or the first missing image.
+        ValueError: naming the file and annotation for malformed JSON, an unknown category, a
+            box with no area or outside its image, or an annotation of an unknown image.
+    """
+
+    def __init__(self, annotations: str | os.PathLike, images_dir: str | os.PathLike | None = None,
+                 flip: bool = False):
+        path = Path(annotations)
+        if not path.is_file():
+            raise FileNotFoundError(f"annotation file not found: {path}")
+        try:
+            coco = json.loads(path.read_text())
+            images, anns, cats = coco["images"], coco["annotations"], coco["categories"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{path} is not a COCO annotation file (needs images, annotations, "
+                             f"categories): {e}") from None
+        if images_dir is None:
+            beside = path.parent / "images"
+            images_dir = beside if beside.is_dir() else path.parent
+        self.root, self.path, self.flip, self.coco = Path(images_dir), path, flip, coco
+        if not cats:
+            raise ValueError(f"{path} lists no categories")
+        cats = sorted(cats, key=lambda c: c["id"])
+        self.cat_ids = [int(c["id"]) for c in cats]
+        self.class_names = [str(c.get("name", c["id"])) for c in cats]
+        label_of = {cid: i + 1 for i, cid in enumerate(self.cat_ids)}
+        self.images = sorted(images, key=lambda im: im["id"])
+        by_id = {im["id"]: im for im in self.images}
+        for im in self.images:
+            if not (self.root / im["file_name"]).is_file():
+                raise FileNotFoundError(f"image {self.root / im['file_name']} (id {im['id']}) "
+                                        f"listed in {path} not found")
+        self.boxes: dict[int, list] = {im["id"]: [] for im in self.images}
+        for a in anns:
+            where = f"{path}: annotation {a.get('id')}"
+            if a.get("image_id") not in by_id:
+                raise ValueError(f"{where} refers to unknown image_id {a.get('image_id')!r}")
+            if a.get("category_id") not in label_of:
+                raise ValueError(f"{where} has unknown category_id {a.get('category_id')!r}; "
+                                 f"the categories are {self.cat_ids}")
+            im = by_id[a["image_id"]]
+            x, y, w, h = (float(v) for v in a["bbox"])
+            if w <= 0 or h <= 0:
+                raise ValueError(f"{where} has a box with no area: bbox {a['bbox']}")
+            if (x < -BOX_SLACK or y < -BOX_SLACK or x + w > im["width"] + BOX_SLACK
+                    or y + h > im["height"] + BOX_SLACK):
+                raise ValueError(f"{where}: bbox {a['bbox']} lies outside its image "
+                                 f"{im['file_name']} ({im['width']}x{im['height']})")
+            if not a.get("iscrowd", 0):
+                self.boxes[im["id"]].append((min(max(x, 0.0), im["width"]),
+                                             min(max(y, 0.0), im["height"]),
+                                             min(x + w, im["width"]), min(y + h, im["height"]),
+                                             label_of[a["category_id"]]))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load_image(self, i: int) -> torch.Tensor:
+        """Image ``i`` as uint8 (3, H, W), RGB (``read_rgb``)."""
+        return read_rgb(self.root / self.images[i]["file_name"])
+
+    def target(self, i: int) -> dict:
+        """The training target of image ``i`` (see the class)."""
+        rows = self.boxes[self.images[i]["id"]]
+        data = torch.tensor(rows, dtype=torch.float32).reshape(-1, 5)
+        return {"boxes": data[:, :4], "labels": data[:, 4].long(),
+                "image_id": int(self.images[i]["id"])}
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
+        image, target = self.load_image(i), self.target(i)
+        if self.flip and torch.rand(()) < 0.5:
+            image = image.flip(-1)
+            boxes = target["boxes"].clone()
+            boxes[:, [0, 2]] = image.shape[-1] - target["boxes"][:, [2, 0]]
+            target["boxes"] = boxes
+        return image, target
+
+
+def read_rgb(path: str | os.PathLike) -> torch.Tensor:
+    """Decode an image file as uint8 (3, H, W), RGB, at its own size.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: naming the file if it cannot be decoded.
+    """
+    from PIL import Image
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read image {path}: {e}") from None
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def collate(batch: Sequence) -> tuple[list[torch.Tensor], list[dict]]:
+    """Keep images and targets as lists (torchvision's detectors take them so)."""
+    return [b[0] for b in batch], [b[1] for b in batch]
+
+
+def to_coco_results(detections: Sequence[dict], image_ids: Sequence[int],
+                    cat_ids: Sequence[int]) -> list[dict]:
+    """Detections (``boxes`` xyxy, ``scores``, ``labels`` 1..K) as COCO result entries
+    (``bbox`` [x, y, w, h], ``category_id`` mapped back through ``cat_ids``)."""
+    out = []
+    for det, image_id in zip(detections, image_ids):
+        boxes = det["boxes"].detach().cpu().double()
+        boxes[:, 2:] -= boxes[:, :2]
+        for box, score, label in zip(boxes.tolist(), det["scores"].tolist(),
+                                     det["labels"].tolist()):
+            out.append({"image_id": int(image_id), "category_id": int(cat_ids[label - 1]),
+                        "bbox": [round(v, 2) for v in box], "score": float(score)})
+    return out
+
+
+def coco_map(ground_truth: dict, results: list[dict]) -> dict:
+    """COCO box mAP with pycocotools.
+
+    Args:
+        ground_truth: A COCO annotation dict (``images``, ``annotations``, ``categories``).
+        results: COCO result entries (``to_coco_results``).
+
+    Returns:
+        ``COCO_METRICS`` -> value in [0, 1] (``AP`` is AP@[.5:.95], ``AP50``, ``AP75``, by size;
+        -1 where COCO has nothing to average, e.g. no large objects), plus ``"detections"``.
+        With no detections every AP and AR is 0.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if not results:
+        return {**{k: 0.0 for k in COCO_METRICS}, "detections": 0}
+    gt = COCO()
+    # pycocotools reads area and iscrowd, which COCO-format files from other tools may lack
+    anns = [{"iscrowd": 0, "area": a["bbox"][2] * a["bbox"][3], **a}
+            for a in ground_truth["annotations"]]
+    gt.dataset = {"images": ground_truth["images"], "annotations": anns,
+                  "categories": ground_truth["categories"]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, iouType="bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {**{k: float(v) for k, v in zip(COCO_METRICS, ev.stats)}, "detections": len(results)}
+
+
+@torch.no_grad()
+def evaluate_detector(model: nn.Module, dataset: CocoDetection, batch_size: int = 16,
+                      limit: int | None = None) -> dict:
+    """Run a detector over a data set and score it with ``coco_map``.
+
+    Args:
+        model: A detector (``detection.build_detector``); run in eval mode, its mode restored.
+        dataset: The ``CocoDetection`` to evaluate on (its ``flip`` is ignored).
+        batch_size: Images per forward pass, >= 1. Default 16.
+        limit: Evaluate only the first N images (and their ground truth). Default: all.
+
+    Returns:
+        ``coco_map``'s dict plus ``"images"``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = len(dataset) if limit is None else min(int(limit), len(dataset))
+    was_training = model.training
+    model.eval()
+    results = []
+    try:
+        for start in range(0, n, batch_size):
+            idx = range(start, min(start + batch_size, n))
+            images = [dataset.load_image(i).float() / 255 for i in idx]
+            ids = [dataset.images[i]["id"] for i in idx]
+            results += to_coco_results(model(images), ids, dataset.cat_ids)
+    finally:
+        model.train(was_training)
+    keep = {im["id"] for im in dataset.images[:n]}
+    gt = {"images": dataset.images[:n], "categories": dataset.coco["categories"],
+          "annotations": [a for a in dataset.coco["annotations"] if a["image_id"] in keep]}
+    return {**coco_map(gt, results), "images": n}
