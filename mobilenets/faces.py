@@ -12,8 +12,8 @@ stand-ins are generated here, with the same structure:
   any such CSV.
 * **Identities** (``make_embedding_data``): each identity is one Fashion-MNIST image and its
   "photos" are random augmentations of it (scale, rotation, shift, brightness, noise).
-  Verification pairs are same-identity pairs and different-identity pairs, half of them hard
-  (two images of the same Fashion-MNIST class). Written as PNG files, CSVs (``image,identity``)
+  Verification pairs are same-identity pairs and different-identity pairs, at least half of them
+  hard (two images of the same Fashion-MNIST class). Written as PNG files, CSVs (``image,identity``)
   and a pairs CSV (``image_a,image_b,same``).
 
 Models: an attribute model is a MobileNet whose ``num_classes`` is the number of attributes (one
@@ -39,6 +39,7 @@ from torch import nn
 from .checkpoint import atomic_path
 from .data import (FASHION_MNIST_ROOT, TensorImageDataset, iterate_batches, load_fashion_mnist,
                    load_image)
+from .train import TrainConfig
 
 # --------------------------------------------------------------------------- attribute definitions
 
@@ -444,15 +445,18 @@ def make_photos(images: torch.Tensor, cfg: PhotoConfig, generator: torch.Generat
 def _sample_negatives(identity_class: torch.Tensor, photos: int, count: int,
                       generator: torch.Generator) -> list[tuple[int, int]]:
     """``count`` distinct unordered pairs of photos (``id * photos + k``) of different
-    identities; half with both identities of the same Fashion-MNIST class (hard pairs)."""
+    identities; half drawn with both identities of the same Fashion-MNIST class (hard pairs; at
+    most half of those possible), the rest from any two identities (some of the same class too)."""
     n_id = len(identity_class)
     by_class = {int(c): torch.nonzero(identity_class == c).flatten() for c in identity_class.unique()}
     hard_pool = [ids for ids in by_class.values() if len(ids) > 1]
     pairs: set[tuple[int, int]] = set()
-    want_hard = count // 2 if hard_pool else 0
-    max_pairs = (n_id * photos) ** 2 // 4
-    if count > max_pairs:
-        raise ValueError(f"negatives = {count:,} is more than the identities allow")
+    possible = n_id * (n_id - 1) // 2 * photos ** 2
+    if count > possible // 2:  # keep rejection sampling fast
+        raise ValueError(f"negatives = {count:,} is more than half of the {possible:,} "
+                         "different-identity pairs the test identities allow")
+    possible_hard = sum(len(ids) * (len(ids) - 1) // 2 for ids in hard_pool) * photos ** 2
+    want_hard = min(count // 2, possible_hard // 2)
     while len(pairs) < count:
         hard = len(pairs) < want_hard
         if hard:
@@ -480,8 +484,8 @@ def make_embedding_data(out_dir: str | os.PathLike, identities: int = 1000, phot
     identities come from the training split (shuffled with ``seed``); the next ``unlabeled``
     training images give one photo each, without identity (the unlabeled pool for distillation).
     Test identities come from the test split, so no test identity is seen in training. Test pairs:
-    every same-identity pair, and ``negatives`` different-identity pairs, half of them hard
-    (two identities of the same Fashion-MNIST class).
+    every same-identity pair, and ``negatives`` different-identity pairs: half drawn among hard
+    pairs (two identities of the same Fashion-MNIST class), the other half among all pairs.
 
     Files: ``images/{train,unlabeled,test}/*.png``, ``train.csv`` and ``test.csv``
     (``image,identity``), ``unlabeled.csv`` (``image``), ``pairs.csv``
@@ -591,3 +595,636 @@ def load_pairs_csv(csv_path: str | os.PathLike, images: Sequence[str]
         b.append(index[ib])
         same.append(s == "1")
     return torch.tensor(a), torch.tensor(b), torch.tensor(same)
+
+
+# --------------------------------------------------------------------------- models
+
+class EmbeddingNet(nn.Module):
+    """A face-embedding network: a MobileNet body, its global pooling, a linear layer and L2
+    normalisation, as FaceNet's embedding (Schroff et al. 2015) that section 4.7 distils.
+
+    Args:
+        backbone: A MobileNet built with ``include_top=False`` (``MobileNetBase``); its
+            ``forward_features`` and ``forward_head(pre_logits=True)`` give the pooled features.
+        embedding_dim: Size of the embedding, >= 1. Default 128 (FaceNet's).
+
+    ``forward(x)`` returns unit-length embeddings (N, embedding_dim). ``config`` describes the
+    whole network (``from_config`` rebuilds it; ``checkpoint.save_model`` stores it).
+    """
+
+    def __init__(self, backbone: nn.Module, embedding_dim: int = 128):
+        super().__init__()
+        _check_count("embedding_dim", embedding_dim)
+        if getattr(backbone, "include_top", None) is not False:
+            raise ValueError("backbone must be a MobileNet built with include_top=False")
+        self.backbone = backbone
+        self.embedding_dim = embedding_dim
+        self.embed = nn.Linear(backbone.num_features, embedding_dim)
+        self.in_channels = backbone.in_channels
+        self.config = {"head": "embedding", "embedding_dim": embedding_dim,
+                       "backbone": backbone.config,
+                       "resolution": backbone.config.get("resolution")}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "EmbeddingNet":
+        """Rebuild a freshly initialised network from its ``config``.
+
+        Raises:
+            ValueError: naming ``config`` if it does not describe an ``EmbeddingNet``.
+        """
+        from .registry import build_from_config
+
+        if config.get("head") != "embedding" or "backbone" not in config:
+            raise ValueError("config does not describe an EmbeddingNet (no head='embedding'); "
+                             "is this an embedding model file?")
+        net = cls(build_from_config(config["backbone"]), config["embedding_dim"])
+        net.config["resolution"] = config.get("resolution")
+        return net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
+        return F.normalize(self.embed(features), dim=1)
+
+
+class CosineClassifier(nn.Module):
+    """Identity logits from unit embeddings: ``scale * cos(embedding, class weight)`` (NormFace,
+    Wang et al. 2017), with an optional additive margin on the true class applied by
+    ``margin_logits`` (CosFace, Wang et al. 2018). Trains the embedding teacher.
+
+    Args:
+        embedding_dim: Size of the embeddings.
+        num_classes: Number of training identities.
+        scale: The logits' scale s > 0.
+    """
+
+    def __init__(self, embedding_dim: int, num_classes: int, scale: float):
+        super().__init__()
+        self.scale = scale
+        self.weight = nn.Parameter(torch.randn(num_classes, embedding_dim) * 0.01)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.scale * embeddings @ F.normalize(self.weight, dim=1).t()
+
+
+def margin_logits(logits: torch.Tensor, targets: torch.Tensor, scale: float,
+                  margin: float) -> torch.Tensor:
+    """CosFace's additive margin: subtract ``scale * margin`` from each row's true-class logit."""
+    return logits - scale * margin * F.one_hot(targets, logits.shape[1]).to(logits.dtype)
+
+
+def build_backbone(cfg, include_top: bool = False, num_classes: int = 1000) -> nn.Module:
+    """The MobileNet of a run config (``model``, ``width_mult``, ``dropout``, input size), with or
+    without its classifier."""
+    from .registry import create_model
+
+    kwargs = {"dropout": cfg.dropout, "include_top": include_top, "num_classes": num_classes}
+    if cfg.width_mult is not None:
+        kwargs["width_mult"] = cfg.width_mult
+    model = create_model(cfg.model, **kwargs)
+    model.config["resolution"] = cfg.input_size
+    return model
+
+
+def load_embedding_model(path: str | os.PathLike) -> EmbeddingNet:
+    """Load an ``EmbeddingNet`` saved by ``mobilenets embeddings train|distill``, in eval mode.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: naming the file if it is not an embedding model.
+    """
+    from .checkpoint import load_state_dict_checked, read_model_file
+
+    config, state, _ = read_model_file(path)
+    if config.get("head") != "embedding":
+        raise ValueError(f"{path} is not an embedding model (it has no embedding head); use "
+                         "`mobilenets embeddings train` or `distill` to make one")
+    model = EmbeddingNet.from_config(config)
+    load_state_dict_checked(model, state, source=str(path))
+    return model.eval()
+
+
+def load_attribute_model(path: str | os.PathLike) -> tuple[nn.Module, list[str], dict]:
+    """(model in eval mode, attribute names, training config) of a multi-label model file.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: naming the file if it is an embedding model or lacks attribute names.
+    """
+    from .checkpoint import load_state_dict_checked, read_model_file
+    from .registry import build_from_config
+
+    config, state, extra = read_model_file(path)
+    if config.get("head") == "embedding":
+        raise ValueError(f"{path} is an embedding model, not an attribute classifier")
+    names = extra.get("class_names")
+    if not names or len(names) != config.get("num_classes"):
+        raise ValueError(f"{path} does not record its {config.get('num_classes')} attribute "
+                         "names; use a model written by `mobilenets attributes train|distill`")
+    model = build_from_config(config)
+    load_state_dict_checked(model, state, source=str(path))
+    return model.eval(), list(names), extra.get("train_config", {})
+
+
+# --------------------------------------------------------------------------- recipes
+
+@dataclass
+class EmbeddingTrainConfig(TrainConfig):
+    """The embedding teacher's run: every ``TrainConfig`` field plus its identity head.
+
+    The paper distils FaceNet (trained with a triplet loss, Schroff et al. 2015) and gives no
+    recipe for it; this teacher is a MobileNet trained as an identity classifier on cosine
+    logits with a margin, which gives a good embedding with far less tuning than triplets.
+    """
+
+    embedding_dim: int = 128  # FaceNet's embedding size (Schroff et al. 2015), Table 14's teacher
+    cosine_scale: float = 16.0  # NormFace/CosFace practice (s in 16-64; small for few identities)
+    cosine_margin: float = 0.2  # CosFace (Wang et al. 2018) uses m in 0.1-0.35
+
+    def validate(self) -> "EmbeddingTrainConfig":
+        super().validate()
+        _check_count("embedding_dim", self.embedding_dim)
+        if not self.cosine_scale > 0 or not 0 <= self.cosine_margin < 1:
+            raise ValueError(f"cosine_scale must be > 0 and cosine_margin in [0, 1), got "
+                             f"{self.cosine_scale!r}, {self.cosine_margin!r}")
+        return self
+
+
+def _recipes() -> dict:
+    from dataclasses import asdict, replace
+
+    from .distill import DistillConfig
+    from .train import PRESETS
+
+    # The Fashion-MNIST recipe (the paper's RMSprop, train.PRESETS) at 32 pixels, the smallest
+    # input the models take (Fashion-MNIST is 28x28), so every run fits a small CPU.
+    base = replace(PRESETS["fashion-mnist"], resolution=32, num_workers=0, eval_crop=1.0)
+    # Teacher outputs are computed once on the un-augmented images, so a student sees the same
+    # view as its target: no flips, whole-image crops.
+    student = dict(flip=False, min_crop_area=1.0,
+                   weight_decay=0.0,  # section 4.5: distillation "requires no regularization"
+                   hard_weight=0.0,  # section 4.5: the teacher's outputs "instead of" labels
+                   lr_decay=0.3, epochs=2)  # distill helper's 32-pixel sweep recipe, 2 epochs
+    return {
+        "attributes-teacher": replace(base, model="mobilenet_v1_1.0_224", epochs=8,
+                                      min_crop_area=0.8,  # pixel attributes measure size/shape
+                                      out_dir="runs/attributes/teacher"),
+        "attributes-student": DistillConfig(**{**asdict(base), **student,
+                                               "model": "mobilenet_v1_0.5_224", "loss": "sigmoid",
+                                               "out_dir": "runs/attributes/student"}),
+        "embeddings-teacher": EmbeddingTrainConfig(**{**asdict(base), "epochs": 6,
+                                                      "model": "mobilenet_v1_1.0_224",
+                                                      "out_dir": "runs/embeddings/teacher"}),
+        "embeddings-student": DistillConfig(**{**asdict(base), **student,
+                                               "model": "mobilenet_v1_0.5_224", "loss": "embedding",
+                                               "out_dir": "runs/embeddings/student"}),
+    }
+
+
+def faces_config(recipe: str, **overrides):
+    """A recipe of this module with fields replaced.
+
+    Args:
+        recipe: ``"attributes-teacher"`` (a ``TrainConfig``), ``"attributes-student"`` and
+            ``"embeddings-student"`` (``distill.DistillConfig``), ``"embeddings-teacher"``
+            (``EmbeddingTrainConfig``).
+        **overrides: Fields of that config class.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ValueError: naming an unknown recipe or field, or a bad value.
+    """
+    from dataclasses import fields, replace
+
+    recipes = _recipes()
+    if recipe not in recipes:
+        raise ValueError(f"recipe must be one of {sorted(recipes)}, got {recipe!r}")
+    base = recipes[recipe]
+    names = {f.name for f in fields(base)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"unknown {type(base).__name__} fields {unknown}; known: {sorted(names)}")
+    return replace(base, **overrides).validate()
+
+
+# --------------------------------------------------------------------------- evaluation
+
+def model_outputs(model: nn.Module, dataset, resolution: int, eval_crop: float = 1.0,
+                  batch_size: int = 256) -> torch.Tensor:
+    """The model's outputs (logits or embeddings) for every image of ``dataset``, in order,
+    through the evaluation transform (``distill.teacher_outputs`` without a cache)."""
+    from .data import BatchTransform
+    from .distill import teacher_outputs
+
+    tf = BatchTransform(resolution, False, eval_crop=eval_crop,
+                        out_channels=getattr(model, "in_channels", 3))
+    return teacher_outputs(model, dataset, tf, batch_size)
+
+
+def evaluate_attributes(model: nn.Module, dataset: MultiLabelDataset, resolution: int,
+                        eval_crop: float = 1.0) -> dict:
+    """Average precision per attribute and their mean (Table 12's "mean AP"), in percent.
+
+    Args:
+        model: Images -> one logit per attribute.
+        dataset: Labeled images (every target 0 or 1).
+        resolution: Input size.
+        eval_crop: Center-crop fraction. Default 1.0 (the whole image).
+
+    Returns:
+        ``{"mean_ap": float, "per_attribute": {name: AP}, "num_images": N}``.
+
+    Raises:
+        ValueError: if the dataset has unlabeled targets or the model's output count differs.
+    """
+    from .metrics import average_precision_per_column
+
+    if torch.isnan(dataset.labels).any():
+        raise ValueError("the evaluation set has unlabeled (NaN) targets: evaluate on a "
+                         "labeled CSV such as test.csv")
+    scores = model_outputs(model, dataset, resolution, eval_crop)
+    if scores.shape[1] != dataset.labels.shape[1]:
+        raise ValueError(f"the model has {scores.shape[1]} outputs but the data "
+                         f"{dataset.labels.shape[1]} attributes")
+    ap = average_precision_per_column(scores, dataset.labels)
+    defined = ap[~torch.isnan(ap)]
+    return {"mean_ap": 100 * float(defined.mean()) if len(defined) else None,
+            "per_attribute": {n: (None if math.isnan(v) else 100 * v)
+                              for n, v in zip(dataset.attribute_names, ap.tolist())},
+            "num_images": len(dataset)}
+
+
+def evaluate_verification(model: nn.Module, dataset, pairs, resolution: int,
+                          far: float = 1e-4, eval_crop: float = 1.0) -> dict:
+    """Verification on pairs: true accept rate at a false accept rate (Table 14), in percent.
+
+    The score of a pair is the cosine similarity of its two embeddings (for unit embeddings,
+    a monotone function of their squared distance).
+
+    Args:
+        model: Images -> embeddings.
+        dataset: The images the pairs refer to.
+        pairs: ``(index_a, index_b, same)`` from ``load_pairs_csv``.
+        resolution: Input size.
+        far: The false accept rate, in (0, 1). Default 1e-4 (Table 14).
+        eval_crop: Center-crop fraction. Default 1.0.
+
+    Returns:
+        ``metrics.tar_at_far``'s dict with ``tar`` and ``far`` in percent, plus ``tar_1e-3``
+        (the true accept rate at a false accept rate of 1e-3, for context) when ``far`` is
+        smaller.
+
+    Raises:
+        ValueError: from ``metrics.tar_at_far``, e.g. with too few negative pairs for ``far``.
+    """
+    from .metrics import tar_at_far
+
+    emb = F.normalize(model_outputs(model, dataset, resolution, eval_crop), dim=1)
+    a, b, same = pairs
+    scores = (emb[a] * emb[b]).sum(1)
+    result = tar_at_far(scores[same], scores[~same], far)
+    result.update(tar=100 * result["tar"], far=100 * result["far"])
+    if far < 1e-3:
+        result["tar_1e-3"] = 100 * tar_at_far(scores[same], scores[~same], 1e-3)["tar"]
+    return result
+
+
+def cost(model: nn.Module, resolution: int) -> dict:
+    """Mult-Adds and parameters (millions) of a model at ``resolution`` (``profile_model``)."""
+    from .profiler import profile_model
+
+    prof = profile_model(model, (getattr(model, "in_channels", 3), resolution, resolution))
+    return {"madds_m": round(prof.total_madds / 1e6, 2), "params_m": round(prof.total_params / 1e6, 3)}
+
+
+# --------------------------------------------------------------------------- training
+
+def _stored(cfg) -> int:
+    from .data import stored_size
+
+    return stored_size(cfg.input_size, cfg.eval_crop)
+
+
+def _concat(datasets: Sequence[TensorImageDataset]):
+    """One in-memory dataset from several of the same image size and kind."""
+    first = datasets[0]
+    shapes = {tuple(ds.images.shape[1:]) for ds in datasets}
+    if len(shapes) != 1:
+        raise ValueError(f"the CSVs' images differ in channels or size: {sorted(shapes)}")
+    images = torch.cat([ds.images for ds in datasets])
+    labels = torch.cat([ds.labels for ds in datasets])
+    paths = [p for ds in datasets for p in getattr(ds, "paths", [])]
+    if isinstance(first, MultiLabelDataset):
+        return MultiLabelDataset(images, labels, first.attribute_names, paths)
+    out = TensorImageDataset(images, labels, first.class_names)
+    out.paths = paths
+    return out
+
+
+def _csv(data_dir, name: str) -> Path:
+    path = Path(data_dir) / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: --data must be a folder written by "
+                                "`make-data` (or holding the same CSV files)")
+    return path
+
+
+def open_attribute_data(data_dir: str | os.PathLike, size: int, unlabeled: bool = False
+                        ) -> tuple[MultiLabelDataset, MultiLabelDataset]:
+    """(training set, test set) of an attribute folder: ``train.csv`` (plus ``unlabeled.csv``
+    when ``unlabeled``, targets NaN) and ``test.csv``, images stored at ``size``.
+
+    Raises:
+        FileNotFoundError: naming a missing CSV or image. ValueError: see ``load_attribute_csv``.
+    """
+    train_set = load_attribute_csv(_csv(data_dir, "train.csv"), size)
+    test_set = load_attribute_csv(_csv(data_dir, "test.csv"), size,
+                                  attribute_names=train_set.attribute_names)
+    if unlabeled and (Path(data_dir) / "unlabeled.csv").is_file():
+        pool = load_attribute_csv(Path(data_dir) / "unlabeled.csv", size,
+                                  attribute_names=train_set.attribute_names)
+        train_set = _concat([train_set, pool])
+    return train_set, test_set
+
+
+def open_identity_data(data_dir: str | os.PathLike, size: int, unlabeled: bool = False):
+    """(training set, test set, test pairs) of an identity folder: ``train.csv`` (plus
+    ``unlabeled.csv`` when ``unlabeled``, label -1), ``test.csv`` and ``pairs.csv``.
+
+    Raises:
+        FileNotFoundError: naming a missing CSV or image. ValueError: see ``load_identity_csv``
+            and ``load_pairs_csv``.
+    """
+    train_set = load_identity_csv(_csv(data_dir, "train.csv"), size)
+    test_set = load_identity_csv(_csv(data_dir, "test.csv"), size)
+    pairs = load_pairs_csv(_csv(data_dir, "pairs.csv"), test_set.paths)
+    if unlabeled and (Path(data_dir) / "unlabeled.csv").is_file():
+        pool = load_identity_csv(Path(data_dir) / "unlabeled.csv", size)
+        pool.class_names = train_set.class_names
+        train_set = _concat([train_set, pool])
+    return train_set, test_set, pairs
+
+
+def _limited(cfg, *datasets):
+    """Apply ``cfg.limit_train`` and ``cfg.limit_val`` (first N images) to (train, test) sets."""
+    from .train import _limit
+
+    for ds, limit in zip(datasets, (cfg.limit_train, cfg.limit_val)):
+        if limit:
+            _limit(ds, limit)
+            if getattr(ds, "paths", None):
+                ds.paths = ds.paths[:limit]
+    return datasets
+
+
+def _check_far(pairs, far: float) -> None:
+    """Fail before training, not after, when the pairs cannot measure ``far``."""
+    from .metrics import tar_at_far
+
+    tar_at_far(torch.zeros(1), torch.zeros(int((~pairs[2]).sum())), far)
+
+
+def _finish(cfg, model: nn.Module, run_summary: dict, result: dict, extra: dict) -> dict:
+    from .train import write_run_outputs
+
+    summary = {**{k: v for k, v in result.items() if isinstance(v, (int, float))},
+               **cost(model, cfg.input_size), **run_summary}
+    summary["model_path"] = str(write_run_outputs(cfg, model, summary, eval_result=result,
+                                                  extra=extra))
+    return summary
+
+
+def train_attributes(cfg, data_dir: str | os.PathLike, resume: bool = False) -> dict:
+    """Train a multi-label MobileNet (one sigmoid per attribute) on ``train.csv``'s labels: the
+    attribute teacher (binary cross-entropy, mean over attributes and images).
+
+    Args:
+        cfg: A ``TrainConfig`` (``faces_config("attributes-teacher", ...)``): model, width,
+            resolution, optimiser, schedule, augmentation, ``out_dir``.
+        data_dir: A folder written by ``make_attribute_data`` (or with the same CSVs).
+        resume: Continue from ``cfg.out_dir/checkpoint.pt`` if it exists.
+
+    Returns:
+        The summary (also ``summary.json``): ``mean_ap`` on ``test.csv`` (percent),
+        ``madds_m``, ``params_m``, steps, seconds, ``model_path``; ``eval.json`` holds the AP
+        of every attribute.
+    """
+    from .train import fit
+
+    cfg.validate()
+    torch.manual_seed(cfg.seed)
+    train_set, test_set = _limited(cfg, *open_attribute_data(data_dir, _stored(cfg)))
+    model = build_backbone(cfg, include_top=True, num_classes=len(train_set.attribute_names))
+
+    def loss_fn(net, x, targets, indices):
+        return F.binary_cross_entropy_with_logits(net(x).float(), targets)
+
+    def epoch_eval(m):
+        return {"val_mean_ap": evaluate_attributes(m, test_set, cfg.input_size, cfg.eval_crop)["mean_ap"]}
+
+    run = fit(cfg, model, train_set, loss_fn, epoch_eval, resume=resume)
+    result = evaluate_attributes(run["model"], test_set, cfg.input_size, cfg.eval_crop)
+    return _finish(cfg, run["model"], {**run["summary"], "trained_on": "labels",
+                                       "labeled_images": len(train_set)},
+                   result, {"class_names": train_set.attribute_names, "data": str(data_dir)})
+
+
+def distill_attributes(cfg, data_dir: str | os.PathLike, teacher: str | os.PathLike,
+                       resume: bool = False) -> dict:
+    """Distil an attribute teacher into a (smaller) MobileNet on ``train.csv`` and
+    ``unlabeled.csv`` images: the paper's section 4.5 (per-attribute sigmoid cross-entropy
+    against the teacher's probabilities; labels used only with ``cfg.hard_weight`` > 0).
+
+    Args:
+        cfg: A ``distill.DistillConfig`` with ``loss="sigmoid"``
+            (``faces_config("attributes-student", ...)``).
+        data_dir: The attribute folder.
+        teacher: The teacher's model file (from ``train_attributes``).
+        resume: Continue from ``cfg.out_dir/checkpoint.pt`` if it exists.
+
+    Returns:
+        ``distill``'s summary with ``mean_ap`` on ``test.csv``, ``madds_m``, ``params_m``.
+
+    Raises:
+        ValueError: if ``cfg.loss`` is not "sigmoid" or the teacher's attributes differ from
+            the data's.
+    """
+    from .distill import distill
+
+    cfg.validate()
+    if cfg.loss != "sigmoid":
+        raise ValueError(f"loss must be 'sigmoid' for attributes, got {cfg.loss!r}")
+    teacher_model, names, teacher_cfg = load_attribute_model(teacher)
+    torch.manual_seed(cfg.seed)
+    train_set, test_set = _limited(cfg, *open_attribute_data(data_dir, _stored(cfg), unlabeled=True))
+    if names != train_set.attribute_names:
+        raise ValueError(f"teacher {teacher} predicts {names}, but the data has "
+                         f"{train_set.attribute_names}")
+    student = build_backbone(cfg, include_top=True, num_classes=len(names))
+    summary = distill(cfg, student, teacher_model, train_set, resume=resume,
+                      evaluate_fn=lambda m: evaluate_attributes(m, test_set, cfg.input_size,
+                                                                cfg.eval_crop),
+                      summary_extra={"teacher": str(teacher), "trained_on": "teacher",
+                                     **cost(student, cfg.input_size)})
+    return summary
+
+
+def train_embeddings(cfg: EmbeddingTrainConfig, data_dir: str | os.PathLike,
+                     resume: bool = False, far: float = 1e-4) -> dict:
+    """Train the embedding teacher: an ``EmbeddingNet`` classifying ``train.csv``'s identities
+    through a ``CosineClassifier`` with CosFace's margin; the classifier is dropped at the end.
+
+    Args:
+        cfg: An ``EmbeddingTrainConfig`` (``faces_config("embeddings-teacher", ...)``).
+        data_dir: A folder written by ``make_embedding_data``.
+        resume: Continue from ``cfg.out_dir/checkpoint.pt`` if it exists.
+        far: False accept rate of the evaluation. Default 1e-4 (Table 14; needs >= 10,000
+            negative pairs).
+
+    Returns:
+        The summary: ``tar`` (percent, at the false accept rate ``far`` on ``pairs.csv``),
+        ``tar_1e-3``, ``madds_m``, ``params_m``, steps, seconds, ``model_path``.
+    """
+    from .train import fit
+
+    cfg.validate()
+    torch.manual_seed(cfg.seed)
+    train_set, test_set, pairs = open_identity_data(data_dir, _stored(cfg))
+    _check_far(pairs, far)
+    _limited(cfg, train_set)
+    embedder = EmbeddingNet(build_backbone(cfg), cfg.embedding_dim)
+    net = nn.Sequential(embedder, CosineClassifier(cfg.embedding_dim, len(train_set.class_names),
+                                                   cfg.cosine_scale))
+
+    def loss_fn(model, x, targets, indices):
+        logits = model(x).float()
+        return F.cross_entropy(margin_logits(logits, targets, cfg.cosine_scale, cfg.cosine_margin),
+                               targets)
+
+    def verify(m):
+        return evaluate_verification(m[0] if isinstance(m, nn.Sequential) else m, test_set, pairs,
+                                     cfg.input_size, far, cfg.eval_crop)
+
+    run = fit(cfg, net, train_set, loss_fn, lambda m: {"val_tar": verify(m)["tar"]}, resume=resume)
+    final = run["model"][0]
+    return _finish(cfg, final, {**run["summary"], "trained_on": "identities",
+                                "identities": len(train_set.class_names)},
+                   verify(final), {"data": str(data_dir)})
+
+
+def distill_embeddings(cfg, data_dir: str | os.PathLike, teacher: str | os.PathLike,
+                       resume: bool = False, far: float = 1e-4) -> dict:
+    """Distil an embedding teacher into a (smaller) ``EmbeddingNet`` on ``train.csv`` and
+    ``unlabeled.csv`` images by the squared distance of the embeddings: the paper's section 4.7.
+
+    Args:
+        cfg: A ``distill.DistillConfig`` with ``loss="embedding"``
+            (``faces_config("embeddings-student", ...)``).
+        data_dir: The identity folder.
+        teacher: The teacher's model file (from ``train_embeddings``).
+        resume: Continue from ``cfg.out_dir/checkpoint.pt`` if it exists.
+        far: False accept rate of the evaluation. Default 1e-4 (Table 14).
+
+    Returns:
+        ``distill``'s summary with ``tar`` (percent at ``far``), ``tar_1e-3``, ``madds_m``,
+        ``params_m``.
+    """
+    from .distill import distill
+
+    cfg.validate()
+    if cfg.loss != "embedding":
+        raise ValueError(f"loss must be 'embedding' for embeddings, got {cfg.loss!r}")
+    teacher_model = load_embedding_model(teacher)
+    torch.manual_seed(cfg.seed)
+    train_set, test_set, pairs = open_identity_data(data_dir, _stored(cfg), unlabeled=True)
+    _check_far(pairs, far)
+    _limited(cfg, train_set)
+    student = EmbeddingNet(build_backbone(cfg), teacher_model.embedding_dim)
+    return distill(cfg, student, teacher_model, train_set, resume=resume,
+                   evaluate_fn=lambda m: evaluate_verification(m, test_set, pairs, cfg.input_size,
+                                                               far, cfg.eval_crop),
+                   summary_extra={"teacher": str(teacher), "trained_on": "teacher",
+                                  **cost(student, cfg.input_size)})
+
+
+# --------------------------------------------------------------------------- reports (Tables 12, 14)
+
+def _row_label(config: dict, resolution: int) -> str:
+    """Table 12/14's model label, e.g. ``0.5 MobileNet-32``."""
+    backbone = config.get("backbone", config)
+    return f"{backbone.get('width_mult', 1.0):g} MobileNet-{resolution}"
+
+
+def _how(train_cfg: dict) -> str:
+    if "loss" in train_cfg:
+        return "distilled" if not train_cfg.get("hard_weight") else "distilled + labels"
+    return "labels"
+
+
+def attribute_report(model_files: Sequence[str | os.PathLike], data_dir: str | os.PathLike
+                     ) -> list[dict]:
+    """Table 12's rows for attribute models on ``data_dir/test.csv``: width multiplier and
+    resolution, mean AP, Mult-Adds and parameters (millions), how it was trained, and the AP of
+    every attribute (percent).
+
+    Args:
+        model_files: Files written by ``mobilenets attributes train`` or ``distill``.
+        data_dir: The attribute folder (its ``test.csv`` is evaluated).
+
+    Raises:
+        FileNotFoundError, ValueError: for a missing or unsuitable model file or data.
+    """
+    from .data import stored_size
+
+    rows, cache = [], {}
+    for path in model_files:
+        model, names, train_cfg = load_attribute_model(path)
+        res = int(model.config.get("resolution") or 224)
+        crop = float(train_cfg.get("eval_crop", 1.0))
+        size = stored_size(res, crop)
+        if size not in cache:
+            cache[size] = load_attribute_csv(_csv(data_dir, "test.csv"), size)
+        result = evaluate_attributes(model, cache[size], res, crop)
+        rows.append({"model": _row_label(model.config, res), "trained_on": _how(train_cfg),
+                     "mean_ap": round(result["mean_ap"], 2), **cost(model, res),
+                     **{f"ap_{k}": None if v is None else round(v, 2)
+                        for k, v in result["per_attribute"].items()},
+                     "file": str(path)})
+    return rows
+
+
+def embedding_report(model_files: Sequence[str | os.PathLike], data_dir: str | os.PathLike,
+                     far: float = 1e-4) -> list[dict]:
+    """Table 14's rows for embedding models on ``data_dir``'s test pairs: model, true accept
+    rate at ``far`` (percent), Mult-Adds and parameters (millions), how it was trained.
+
+    Args:
+        model_files: Files written by ``mobilenets embeddings train`` or ``distill``.
+        data_dir: The identity folder (``test.csv`` and ``pairs.csv``).
+        far: False accept rate. Default 1e-4 (Table 14).
+
+    Raises:
+        FileNotFoundError, ValueError: for a missing or unsuitable model file or data, or too
+            few negative pairs for ``far``.
+    """
+    from .checkpoint import read_model_file
+    from .data import stored_size
+
+    rows, cache = [], {}
+    for path in model_files:
+        model = load_embedding_model(path)
+        train_cfg = read_model_file(path)[2].get("train_config", {})
+        res = int(model.config.get("resolution") or 224)
+        crop = float(train_cfg.get("eval_crop", 1.0))
+        size = stored_size(res, crop)
+        if size not in cache:
+            test_set = load_identity_csv(_csv(data_dir, "test.csv"), size)
+            cache[size] = (test_set, load_pairs_csv(_csv(data_dir, "pairs.csv"), test_set.paths))
+        result = evaluate_verification(model, *cache[size], res, far, crop)
+        rows.append({"model": _row_label(model.config, res), "trained_on": _how(train_cfg),
+                     f"tar_at_far_{far:g}": round(result["tar"], 2),
+                     **({"tar_at_far_0.001": round(result["tar_1e-3"], 2)}
+                        if "tar_1e-3" in result else {}),
+                     **cost(model, res), "file": str(path)})
+    return rows
