@@ -718,7 +718,8 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("model_files", nargs="+", help="model.safetensors files of train/distill")
         a.add_argument("--data", required=True, help="a folder written by make-data")
         if task == "embeddings":
-            a.add_argument("--far", type=float, default=1e-4, help="false accept rate (default 1e-4)")
+            a.add_argument("--far", type=float, default=1e-4,
+                           help="false accept rate (default 1e-4)")
         a.add_argument("--format", choices=FORMATS, default="table",
                        help="table: Table 12/14's columns; csv, json: also per-attribute AP")
         a.add_argument("--output")

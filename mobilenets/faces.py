@@ -88,8 +88,9 @@ def pixel_measures(images: torch.Tensor) -> dict[str, torch.Tensor]:
     ink_mean = (x * ink).sum((1, 2)) / count
     rows, cols = ink.any(2), ink.any(1)
     ar_h, ar_w = torch.arange(h).expand(n, h), torch.arange(w).expand(n, w)
-    height = (torch.where(rows, ar_h, -1).amax(1) - torch.where(rows, ar_h, h).amin(1) + 1).clamp(min=1)
-    width = (torch.where(cols, ar_w, -1).amax(1) - torch.where(cols, ar_w, w).amin(1) + 1).clamp(min=1)
+    height = torch.where(rows, ar_h, -1).amax(1) - torch.where(rows, ar_h, h).amin(1) + 1
+    width = torch.where(cols, ar_w, -1).amax(1) - torch.where(cols, ar_w, w).amin(1) + 1
+    height, width = height.clamp(min=1), width.clamp(min=1)
     dx = ((x[:, :, 1:] - x[:, :, :-1]).abs() * (ink[:, :, 1:] & ink[:, :, :-1])).sum((1, 2))
     dy = ((x[:, 1:] - x[:, :-1]).abs() * (ink[:, 1:] & ink[:, :-1])).sum((1, 2))
     total = (x * ink).sum((1, 2)).clamp(min=1)
@@ -294,7 +295,7 @@ class MultiLabelDataset(TensorImageDataset):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} "
                              f"{tuple(images.shape)}")
-        if targets.ndim != 2 or len(targets) != len(images) or targets.shape[1] != len(attribute_names):
+        if targets.shape != (len(images), len(attribute_names)):
             raise ValueError(f"targets must be (N={len(images)}, A={len(attribute_names)}), got "
                              f"{tuple(targets.shape)}")
         self.images, self.labels = images, targets.float()
@@ -426,7 +427,10 @@ def make_photos(images: torch.Tensor, cfg: PhotoConfig, generator: torch.Generat
         uint8 (N, C, H, W).
     """
     n = images.shape[0]
-    u = lambda lo, hi: torch.rand(n, generator=generator, dtype=torch.float64) * (hi - lo) + lo  # noqa: E731
+
+    def u(lo: float, hi: float) -> torch.Tensor:
+        return torch.rand(n, generator=generator, dtype=torch.float64) * (hi - lo) + lo
+
     scale = u(*cfg.scale)
     angle = u(-cfg.rotation_degrees, cfg.rotation_degrees) * math.pi / 180
     tx, ty = u(-cfg.shift, cfg.shift) * 2, u(-cfg.shift, cfg.shift) * 2  # grid units: side = 2
@@ -448,7 +452,8 @@ def _sample_negatives(identity_class: torch.Tensor, photos: int, count: int,
     identities; half drawn with both identities of the same Fashion-MNIST class (hard pairs; at
     most half of those possible), the rest from any two identities (some of the same class too)."""
     n_id = len(identity_class)
-    by_class = {int(c): torch.nonzero(identity_class == c).flatten() for c in identity_class.unique()}
+    by_class = {int(c): torch.nonzero(identity_class == c).flatten()
+                for c in identity_class.unique()}
     hard_pool = [ids for ids in by_class.values() if len(ids) > 1]
     pairs: set[tuple[int, int]] = set()
     possible = n_id * (n_id - 1) // 2 * photos ** 2
@@ -600,8 +605,9 @@ def load_pairs_csv(csv_path: str | os.PathLike, images: Sequence[str]
 # --------------------------------------------------------------------------- models
 
 class EmbeddingNet(nn.Module):
-    """A face-embedding network: a MobileNet body, its global pooling, a linear layer and L2
-    normalisation, as FaceNet's embedding (Schroff et al. 2015) that section 4.7 distils.
+    """A face-embedding network: a MobileNet body, its global pooling, a linear layer (with
+    BatchNorm) and L2 normalisation, as FaceNet's embedding (Schroff et al. 2015) that section
+    4.7 distils.
 
     Args:
         backbone: A MobileNet built with ``include_top=False`` (``MobileNetBase``); its
@@ -620,6 +626,14 @@ class EmbeddingNet(nn.Module):
         self.backbone = backbone
         self.embedding_dim = embedding_dim
         self.embed = nn.Linear(backbone.num_features, embedding_dim)
+        # Unit-variance weights: the output is normalised, so the weights' scale only sets how
+        # far an optimizer step turns them; RMSprop's steps are ~lr per weight whatever the
+        # gradient, so tiny weights (PyTorch's or TF-Slim's 0.01) would turn at random.
+        nn.init.normal_(self.embed.weight, 0.0, 1.0)
+        nn.init.zeros_(self.embed.bias)
+        # Pooled ReLU features share a large positive mean, which would point every embedding
+        # the same way; BatchNorm centres each dimension first (as ArcFace's FC-BN head).
+        self.embed_bn = nn.BatchNorm1d(embedding_dim)
         self.in_channels = backbone.in_channels
         self.config = {"head": "embedding", "embedding_dim": embedding_dim,
                        "backbone": backbone.config,
@@ -643,33 +657,30 @@ class EmbeddingNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
-        return F.normalize(self.embed(features), dim=1)
+        return F.normalize(self.embed_bn(self.embed(features)), dim=1)
 
 
-class CosineClassifier(nn.Module):
-    """Identity logits from unit embeddings: ``scale * cos(embedding, class weight)`` (NormFace,
-    Wang et al. 2017), with an optional additive margin on the true class applied by
-    ``margin_logits`` (CosFace, Wang et al. 2018). Trains the embedding teacher.
+class IdentityClassifier(nn.Module):
+    """Identity logits from unit embeddings: ``scale * (W e + b)``, the teacher's training head.
+
+    Normalising the features (not the weights) and scaling them is NormFace's feature
+    normalisation (Wang et al. 2017); the classifier is dropped after training and the unit
+    embedding kept.
 
     Args:
         embedding_dim: Size of the embeddings.
         num_classes: Number of training identities.
-        scale: The logits' scale s > 0.
+        scale: The logits' scale s > 0 (a unit embedding alone gives logits too small for
+            1,000 identities).
     """
 
     def __init__(self, embedding_dim: int, num_classes: int, scale: float):
         super().__init__()
         self.scale = scale
-        self.weight = nn.Parameter(torch.randn(num_classes, embedding_dim) * 0.01)
+        self.linear = nn.Linear(embedding_dim, num_classes)
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return self.scale * embeddings @ F.normalize(self.weight, dim=1).t()
-
-
-def margin_logits(logits: torch.Tensor, targets: torch.Tensor, scale: float,
-                  margin: float) -> torch.Tensor:
-    """CosFace's additive margin: subtract ``scale * margin`` from each row's true-class logit."""
-    return logits - scale * margin * F.one_hot(targets, logits.shape[1]).to(logits.dtype)
+        return self.scale * self.linear(embeddings)
 
 
 def build_backbone(cfg, include_top: bool = False, num_classes: int = 1000) -> nn.Module:
@@ -732,20 +743,18 @@ class EmbeddingTrainConfig(TrainConfig):
     """The embedding teacher's run: every ``TrainConfig`` field plus its identity head.
 
     The paper distils FaceNet (trained with a triplet loss, Schroff et al. 2015) and gives no
-    recipe for it; this teacher is a MobileNet trained as an identity classifier on cosine
-    logits with a margin, which gives a good embedding with far less tuning than triplets.
+    recipe for it; this teacher is a MobileNet trained as an identity classifier on its unit
+    embedding (``IdentityClassifier``), which needs far less tuning than triplets.
     """
 
     embedding_dim: int = 128  # FaceNet's embedding size (Schroff et al. 2015), Table 14's teacher
-    cosine_scale: float = 16.0  # NormFace/CosFace practice (s in 16-64; small for few identities)
-    cosine_margin: float = 0.2  # CosFace (Wang et al. 2018) uses m in 0.1-0.35
+    logit_scale: float = 16.0  # NormFace (Wang et al. 2017) scales unit features by s ~ 16-64
 
     def validate(self) -> "EmbeddingTrainConfig":
         super().validate()
         _check_count("embedding_dim", self.embedding_dim)
-        if not self.cosine_scale > 0 or not 0 <= self.cosine_margin < 1:
-            raise ValueError(f"cosine_scale must be > 0 and cosine_margin in [0, 1), got "
-                             f"{self.cosine_scale!r}, {self.cosine_margin!r}")
+        if not (isinstance(self.logit_scale, (int, float)) and self.logit_scale > 0):
+            raise ValueError(f"logit_scale must be > 0, got {self.logit_scale!r}")
         return self
 
 
@@ -771,7 +780,7 @@ def _recipes() -> dict:
         "attributes-student": DistillConfig(**{**asdict(base), **student,
                                                "model": "mobilenet_v1_0.5_224", "loss": "sigmoid",
                                                "out_dir": "runs/attributes/student"}),
-        "embeddings-teacher": EmbeddingTrainConfig(**{**asdict(base), "epochs": 6,
+        "embeddings-teacher": EmbeddingTrainConfig(**{**asdict(base), "epochs": 12,
                                                       "model": "mobilenet_v1_1.0_224",
                                                       "out_dir": "runs/embeddings/teacher"}),
         "embeddings-student": DistillConfig(**{**asdict(base), **student,
@@ -895,7 +904,8 @@ def cost(model: nn.Module, resolution: int) -> dict:
     from .profiler import profile_model
 
     prof = profile_model(model, (getattr(model, "in_channels", 3), resolution, resolution))
-    return {"madds_m": round(prof.total_madds / 1e6, 2), "params_m": round(prof.total_params / 1e6, 3)}
+    return {"madds_m": round(prof.total_madds / 1e6, 2),
+            "params_m": round(prof.total_params / 1e6, 3)}
 
 
 # --------------------------------------------------------------------------- training
@@ -1021,7 +1031,8 @@ def train_attributes(cfg, data_dir: str | os.PathLike, resume: bool = False) -> 
         return F.binary_cross_entropy_with_logits(net(x).float(), targets)
 
     def epoch_eval(m):
-        return {"val_mean_ap": evaluate_attributes(m, test_set, cfg.input_size, cfg.eval_crop)["mean_ap"]}
+        r = evaluate_attributes(m, test_set, cfg.input_size, cfg.eval_crop)
+        return {"val_mean_ap": r["mean_ap"]}
 
     run = fit(cfg, model, train_set, loss_fn, epoch_eval, resume=resume)
     result = evaluate_attributes(run["model"], test_set, cfg.input_size, cfg.eval_crop)
@@ -1057,7 +1068,8 @@ def distill_attributes(cfg, data_dir: str | os.PathLike, teacher: str | os.PathL
         raise ValueError(f"loss must be 'sigmoid' for attributes, got {cfg.loss!r}")
     teacher_model, names, teacher_cfg = load_attribute_model(teacher)
     torch.manual_seed(cfg.seed)
-    train_set, test_set = _limited(cfg, *open_attribute_data(data_dir, _stored(cfg), unlabeled=True))
+    train_set, test_set = _limited(cfg, *open_attribute_data(data_dir, _stored(cfg),
+                                                             unlabeled=True))
     if names != train_set.attribute_names:
         raise ValueError(f"teacher {teacher} predicts {names}, but the data has "
                          f"{train_set.attribute_names}")
@@ -1073,7 +1085,7 @@ def distill_attributes(cfg, data_dir: str | os.PathLike, teacher: str | os.PathL
 def train_embeddings(cfg: EmbeddingTrainConfig, data_dir: str | os.PathLike,
                      resume: bool = False, far: float = 1e-4) -> dict:
     """Train the embedding teacher: an ``EmbeddingNet`` classifying ``train.csv``'s identities
-    through a ``CosineClassifier`` with CosFace's margin; the classifier is dropped at the end.
+    through an ``IdentityClassifier`` (cross-entropy); the classifier is dropped at the end.
 
     Args:
         cfg: An ``EmbeddingTrainConfig`` (``faces_config("embeddings-teacher", ...)``).
@@ -1094,13 +1106,11 @@ def train_embeddings(cfg: EmbeddingTrainConfig, data_dir: str | os.PathLike,
     _check_far(pairs, far)
     _limited(cfg, train_set)
     embedder = EmbeddingNet(build_backbone(cfg), cfg.embedding_dim)
-    net = nn.Sequential(embedder, CosineClassifier(cfg.embedding_dim, len(train_set.class_names),
-                                                   cfg.cosine_scale))
+    net = nn.Sequential(embedder, IdentityClassifier(cfg.embedding_dim,
+                                                     len(train_set.class_names), cfg.logit_scale))
 
     def loss_fn(model, x, targets, indices):
-        logits = model(x).float()
-        return F.cross_entropy(margin_logits(logits, targets, cfg.cosine_scale, cfg.cosine_margin),
-                               targets)
+        return F.cross_entropy(model(x).float(), targets)
 
     def verify(m):
         return evaluate_verification(m[0] if isinstance(m, nn.Sequential) else m, test_set, pairs,
@@ -1148,7 +1158,7 @@ def distill_embeddings(cfg, data_dir: str | os.PathLike, teacher: str | os.PathL
                                   **cost(student, cfg.input_size)})
 
 
-# --------------------------------------------------------------------------- reports (Tables 12, 14)
+# --------------------------------------------------------------------------- Tables 12 and 14
 
 def _row_label(config: dict, resolution: int) -> str:
     """Table 12/14's model label, e.g. ``0.5 MobileNet-32``."""

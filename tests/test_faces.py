@@ -135,7 +135,8 @@ def test_attribute_data_files_and_labels(attr_dir):
     assert ds.labels[0, 1] == float(cls in (5, 7, 9)) and ds.labels[0, 4] == float(cls in (1, 9))
     # Pixel attributes split the labeled images at their medians: about half positive.
     assert all(0.3 < meta["positive_rates"]["train.csv"][n] <= 0.5 for n in faces.PIXEL_ATTRIBUTES)
-    pool = faces.load_attribute_csv(attr_dir / "unlabeled.csv", 32, attribute_names=ds.attribute_names)
+    pool = faces.load_attribute_csv(attr_dir / "unlabeled.csv", 32,
+                                    attribute_names=ds.attribute_names)
     assert len(pool) == 100 and torch.isnan(pool.labels).all()
 
 
@@ -170,7 +171,8 @@ def test_identity_data_pairs_and_errors(id_dir, tmp_path):
     # Half are drawn within a class, at most half of the 10 x C(4, 2) x 3 x 3 = 540 possible.
     assert meta["hard_negative_pairs"] >= 270
     train = faces.load_identity_csv(id_dir / "train.csv", 32)
-    assert len(train) == 160 and len(train.class_names) == 40 and train.labels[:4].unique().numel() == 1
+    assert len(train) == 160 and len(train.class_names) == 40
+    assert train.labels[:4].unique().numel() == 1  # an identity's photos are consecutive
     test = faces.load_identity_csv(id_dir / "test.csv", 32)
     a, b, same = faces.load_pairs_csv(id_dir / "pairs.csv", test.paths)
     assert int(same.sum()) == 120 and len(a) == 2_120
