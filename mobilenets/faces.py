@@ -31,14 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import atomic_path
-from .data import (FASHION_MNIST_ROOT, TensorImageDataset, iterate_batches, load_fashion_mnist,
-                   load_image)
+from .data import FASHION_MNIST_ROOT, TensorImageDataset, load_fashion_mnist, load_image
 from .train import TrainConfig
 
 # --------------------------------------------------------------------------- attribute definitions
@@ -880,9 +878,9 @@ def evaluate_verification(model: nn.Module, dataset, pairs, resolution: int,
         eval_crop: Center-crop fraction. Default 1.0.
 
     Returns:
-        ``metrics.tar_at_far``'s dict with ``tar`` and ``far`` in percent, plus ``tar_1e-3``
-        (the true accept rate at a false accept rate of 1e-3, for context) when ``far`` is
-        smaller.
+        ``metrics.tar_at_far``'s dict with ``tar`` and ``far`` in percent, plus, for context,
+        ``tar_at_far_0.001``, ``tar_at_far_0.01`` and ``tar_at_far_0.1`` (percent) for those of
+        1e-3, 1e-2 and 1e-1 that are above ``far``.
 
     Raises:
         ValueError: from ``metrics.tar_at_far``, e.g. with too few negative pairs for ``far``.
@@ -894,8 +892,10 @@ def evaluate_verification(model: nn.Module, dataset, pairs, resolution: int,
     scores = (emb[a] * emb[b]).sum(1)
     result = tar_at_far(scores[same], scores[~same], far)
     result.update(tar=100 * result["tar"], far=100 * result["far"])
-    if far < 1e-3:
-        result["tar_1e-3"] = 100 * tar_at_far(scores[same], scores[~same], 1e-3)["tar"]
+    for context in (1e-3, 1e-2, 1e-1):
+        if context > far:
+            result[f"tar_at_far_{context:g}"] = 100 * tar_at_far(scores[same], scores[~same],
+                                                                 context)["tar"]
     return result
 
 
@@ -1096,7 +1096,7 @@ def train_embeddings(cfg: EmbeddingTrainConfig, data_dir: str | os.PathLike,
 
     Returns:
         The summary: ``tar`` (percent, at the false accept rate ``far`` on ``pairs.csv``),
-        ``tar_1e-3``, ``madds_m``, ``params_m``, steps, seconds, ``model_path``.
+        the context rates of ``evaluate_verification``, ``madds_m``, ``params_m``, steps, seconds, ``model_path``.
     """
     from .train import fit
 
@@ -1137,7 +1137,7 @@ def distill_embeddings(cfg, data_dir: str | os.PathLike, teacher: str | os.PathL
         far: False accept rate of the evaluation. Default 1e-4 (Table 14).
 
     Returns:
-        ``distill``'s summary with ``tar`` (percent at ``far``), ``tar_1e-3``, ``madds_m``,
+        ``distill``'s summary with ``tar`` (percent at ``far``), the context rates, ``madds_m``,
         ``params_m``.
     """
     from .distill import distill
@@ -1207,7 +1207,8 @@ def attribute_report(model_files: Sequence[str | os.PathLike], data_dir: str | o
 def embedding_report(model_files: Sequence[str | os.PathLike], data_dir: str | os.PathLike,
                      far: float = 1e-4) -> list[dict]:
     """Table 14's rows for embedding models on ``data_dir``'s test pairs: model, true accept
-    rate at ``far`` (percent), Mult-Adds and parameters (millions), how it was trained.
+    rate at ``far`` (and at the larger context rates of ``evaluate_verification``; percent),
+    Mult-Adds and parameters (millions), how it was trained.
 
     Args:
         model_files: Files written by ``mobilenets embeddings train`` or ``distill``.
@@ -1234,7 +1235,6 @@ def embedding_report(model_files: Sequence[str | os.PathLike], data_dir: str | o
         result = evaluate_verification(model, *cache[size], res, far, crop)
         rows.append({"model": _row_label(model.config, res), "trained_on": _how(train_cfg),
                      f"tar_at_far_{far:g}": round(result["tar"], 2),
-                     **({"tar_at_far_0.001": round(result["tar_1e-3"], 2)}
-                        if "tar_1e-3" in result else {}),
+                     **{k: round(v, 2) for k, v in result.items() if k.startswith("tar_at_far")},
                      **cost(model, res), "file": str(path)})
     return rows
