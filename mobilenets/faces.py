@@ -1161,9 +1161,9 @@ def distill_embeddings(cfg, data_dir: str | os.PathLike, teacher: str | os.PathL
 # --------------------------------------------------------------------------- Tables 12 and 14
 
 def _row_label(config: dict, resolution: int) -> str:
-    """Table 12/14's model label, e.g. ``0.5 MobileNet-32``."""
-    backbone = config.get("backbone", config)
-    return f"{backbone.get('width_mult', 1.0):g} MobileNet-{resolution}"
+    """Table 12/14's model label, e.g. ``0.5 MobileNet-32`` or ``1.0 MobileNet-32``."""
+    alpha = f"{config.get('backbone', config).get('width_mult', 1.0):g}"
+    return f"{alpha if '.' in alpha else alpha + '.0'} MobileNet-{resolution}"
 
 
 def _how(train_cfg: dict) -> str:
