@@ -8,7 +8,8 @@
 #
 # Same budget for both students: the same number of steps of 128 images and the same learning rate
 # at every step. Labels-only runs E epochs over the 30,000 labeled images; distillation runs E/2
-# epochs over the 60,000, with the per-epoch decay squared and the warm-up halved. Pairs at E and 2E.
+# epochs over the 60,000, with the per-epoch decay squared and the warm-up halved. Pairs at E and 2E,
+# and at E a third student distilled with the teacher run online on each augmented batch.
 # Otherwise the "fashion-mnist" preset (RMSprop, lr 0.06 decayed x0.75 per epoch, batch 128).
 # Resumable: run it again after an interruption. Single-threaded: OMP_NUM_THREADS=1.
 set -euo pipefail
@@ -17,6 +18,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 OUT=${OUT:-runs/distill}
 RES=${RES:-32}
 EPOCHS=${EPOCHS:-10}  # epochs over the 30,000 labeled images (teacher, labels-only student)
+STUDENT_EPOCHS=${STUDENT_EPOCHS:-"$EPOCHS $((2 * EPOCHS))"}  # labels-only epochs of each pair
 DECAY=${DECAY:-0.75}  # the preset's learning-rate decay per epoch of 30,000 images
 HALF=(--resolution "$RES" --label-fraction 0.5 --set label_seed=0)
 DECAY2=$(python -c "print($DECAY ** 2)")
@@ -25,17 +27,25 @@ timed() { local t=$SECONDS; "$@"; echo "wall $((SECONDS - t)) s: $*" | tee -a "$
 
 timed mobilenets train --model mobilenet_v1_1.0_224 "${HALF[@]}" --epochs "$EPOCHS" \
   --set lr_decay="$DECAY" --out "$OUT/teacher" --resume
-runs=("$OUT/teacher")
-for E in "$EPOCHS" $((2 * EPOCHS)); do
-  timed mobilenets train --model mobilenet_v1_0.25_224 "${HALF[@]}" --epochs "$E" \
-    --set lr_decay="$DECAY" --out "$OUT/labels_only_e$E" --resume
+# distil E NAME [FLAGS]: the distilled student with the step budget of E labels-only epochs.
+distil() {
+  local E=$1 name=$2
+  shift 2
   timed mobilenets distill --teacher "$OUT/teacher/model.safetensors" \
     --student mobilenet_v1_0.25_224 "${HALF[@]}" --epochs "$(python -c "print($E / 2)")" \
     --set lr_decay="$DECAY2" --set warmup_epochs=0.15 --loss soft --temperature 4 \
-    --hard-weight 1 --teacher-cache "$OUT/teacher_outputs.safetensors" \
-    --out "$OUT/distilled_e$E" --resume
+    --hard-weight 1 --out "$OUT/$name" --resume "$@"
+}
+runs=("$OUT/teacher")
+for E in $STUDENT_EPOCHS; do
+  timed mobilenets train --model mobilenet_v1_0.25_224 "${HALF[@]}" --epochs "$E" \
+    --set lr_decay="$DECAY" --out "$OUT/labels_only_e$E" --resume
+  distil "$E" "distilled_e$E" --teacher-cache "$OUT/teacher_outputs.safetensors"
   runs+=("$OUT/labels_only_e$E" "$OUT/distilled_e$E")
 done
+# The teacher run on every augmented batch (the student's exact view) instead of once per image.
+distil "$EPOCHS" "distilled_online_e$EPOCHS" --teacher-mode online
+runs+=("$OUT/distilled_online_e$EPOCHS")
 python - "${runs[@]}" <<'PY'
 import json, sys
 shas = {d: json.load(open(f"{d}/summary.json"))["labeled_subset_sha256"] for d in sys.argv[1:]}

@@ -13,6 +13,7 @@ from mobilenets.cli import main
 from mobilenets.data import FASHION_MNIST_ROOT, BatchTransform, TensorImageDataset
 from mobilenets.distill import (distill, distillation_loss, embedding_loss, make_distill_config,
                                 sigmoid_emulation_loss, soft_target_loss, teacher_outputs)
+from mobilenets.sweep import compare_runs
 from mobilenets.train import labeled_subset, load_checkpoint, make_config, open_splits
 
 needs_data = pytest.mark.skipif(not (FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").exists(),
@@ -199,8 +200,11 @@ def test_resume_reaches_the_same_weights(tmp_path):
     hook.remove()
     assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["step"] == 6
     assert not (tmp_path / "cut" / "model.safetensors").exists()
-    resumed = distill(_cfg(tmp_path / "cut", epochs=2), student(), teacher, ds, resume=True)
+    val = TensorImageDataset(_images(16, seed=4), torch.arange(16) % 10, ds.class_names)
+    resumed = distill(_cfg(tmp_path / "cut", epochs=2), student(), teacher, ds, val, resume=True)
     assert resumed["steps"] == 8
+    row = compare_runs([tmp_path / "cut"])[0]  # `mobilenets compare` reads distillation runs
+    assert row["model"] == "mobilenet_v1_0.25_128" and row["top1"] == resumed["top1"]
     saved = M.load_model(tmp_path / "cut" / "model.safetensors").state_dict()
     for k, v in full.state_dict().items():
         torch.testing.assert_close(v, resumed["model"].state_dict()[k], atol=1e-5, rtol=1e-5, msg=k)
