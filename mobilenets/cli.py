@@ -149,7 +149,7 @@ def _train_config(args):
              "limit_train": args.limit_train, "limit_val": args.limit_val,
              "skip_bad_files": args.skip_bad_files or None, "amp": args.amp or None,
              "compile": args.compile or None, "tensorboard": args.tensorboard or None,
-             "seed": args.seed}
+             "seed": args.seed, "label_fraction": args.label_fraction}
     for attr in ("init", "freeze_body"):
         if hasattr(args, attr):
             flags["init_from" if attr == "init" else attr] = getattr(args, attr) or None
@@ -201,6 +201,8 @@ def _add_train_flags(s: argparse.ArgumentParser) -> None:
     s.add_argument("--limit-train", type=int, help="use only the first N training images")
     s.add_argument("--limit-val", type=int, help="use only the first N validation images")
     s.add_argument("--seed", type=int)
+    s.add_argument("--label-fraction", type=float, help="keep the labels of this seeded, "
+                   "class-balanced share of the training images (label_seed picks it)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any other TrainConfig field (repeatable)")
 
@@ -452,6 +454,26 @@ def cmd_pick(args) -> None:
           f"{choice['madds'] / 1e6:.0f}M Mult-Adds)" + (f"; frontier: {args.plot}" if args.plot else ""))
 
 
+def cmd_distill(args) -> None:
+    from .distill import make_distill_config, run_distill
+
+    base = _train_config(args)
+    flags = {"loss": args.loss, "temperature": args.temperature, "hard_weight": args.hard_weight,
+             "teacher": args.teacher, "teacher_cache": args.teacher_cache,
+             "teacher_mode": args.teacher_mode, "teacher_resolution": args.teacher_resolution}
+    if not Path(args.teacher).is_file():
+        raise FileNotFoundError(f"--teacher {args.teacher}: file not found")
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    if args.out is None:
+        overrides["out_dir"] = "runs/distill"
+    cfg = make_distill_config(base, **overrides)
+    s = run_distill(cfg, resume=args.resume)
+    top1 = f"top-1 {s['top1']:.2f}%, " if "top1" in s else ""
+    print(f"{top1}{s['steps']} steps ({s['epochs']:.2f} epochs) in {s['train_seconds']:.0f} s; "
+          f"{s['labeled_images']} labeled + {s['unlabeled_images']} unlabeled images; "
+          f"model: {s['model_path']}")
+
+
 def _faces_config(args, recipe: str):
     """A ``faces`` recipe with the command's flags, then any ``--set key=value``, applied."""
     from dataclasses import fields
@@ -667,6 +689,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output")
     s.set_defaults(func=cmd_pick)
 
+    s = sub.add_parser("distill", help="train a student to emulate a teacher's outputs, on "
+                       "labeled and unlabeled images (sections 4.5, 4.7)")
+    _add_train_flags(s)
+    s.add_argument("--teacher", required=True, help="the teacher: our .safetensors file")
+    s.add_argument("--student", dest="model", help="registered name of the student (as --model)")
+    s.add_argument("--loss", choices=("soft", "sigmoid", "embedding"),
+                   help="soft targets (default), per-attribute sigmoid, or embedding distance")
+    s.add_argument("--temperature", type=float, help="soft-target temperature (default 4)")
+    s.add_argument("--hard-weight", type=float,
+                   help="weight of the label loss on labeled images (default 1; 0: teacher only)")
+    s.add_argument("--teacher-cache", help="file keeping the teacher's outputs between runs")
+    s.add_argument("--teacher-mode", choices=("precomputed", "online"),
+                   help="teacher outputs computed once (default) or on every augmented batch")
+    s.add_argument("--teacher-resolution", type=int, help="teacher input size (default: its own)")
+    s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    s.set_defaults(func=cmd_distill)
     for task, title in (("attributes", "face attributes (Table 12) on Fashion-MNIST attributes"),
                         ("embeddings", "face embeddings (Table 14) on Fashion-MNIST identities")):
         s = sub.add_parser(task, help=f"{title}: make-data, train (teacher), distill, eval")

@@ -399,6 +399,7 @@ def distill(cfg: DistillConfig, student: nn.Module, teacher: nn.Module | None, t
     """
     cfg.validate()
     d = init_distributed()
+    torch.manual_seed(cfg.seed)  # dropout's stream (the caller built the student)
     if teacher is None and cfg.teacher:
         teacher = load_model(cfg.teacher)
     if teacher is None and (cfg.teacher_mode == "online" or not cfg.teacher_cache):
