@@ -150,7 +150,7 @@ def _train_config(args):
              "limit_train": args.limit_train, "limit_val": args.limit_val,
              "skip_bad_files": args.skip_bad_files or None, "amp": args.amp or None,
              "compile": args.compile or None, "tensorboard": args.tensorboard or None,
-             "seed": args.seed}
+             "seed": args.seed, "label_fraction": args.label_fraction}
     for attr in ("init", "freeze_body"):
         if hasattr(args, attr):
             flags["init_from" if attr == "init" else attr] = getattr(args, attr) or None
@@ -202,6 +202,8 @@ def _add_train_flags(s: argparse.ArgumentParser) -> None:
     s.add_argument("--limit-train", type=int, help="use only the first N training images")
     s.add_argument("--limit-val", type=int, help="use only the first N validation images")
     s.add_argument("--seed", type=int)
+    s.add_argument("--label-fraction", type=float, help="keep the labels of this seeded, "
+                   "class-balanced share of the training images (label_seed picks it)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any other TrainConfig field (repeatable)")
 
@@ -673,6 +675,91 @@ def cmd_segment(args) -> None:
     else:
         rows = seg.table7_rows(args.resolution, args.num_classes, args.eval or ())
         _write(_render(rows, args.format), args.output)
+def cmd_distill(args) -> None:
+    from .distill import make_distill_config, run_distill
+
+    base = _train_config(args)
+    flags = {"loss": args.loss, "temperature": args.temperature, "hard_weight": args.hard_weight,
+             "teacher": args.teacher, "teacher_cache": args.teacher_cache,
+             "teacher_mode": args.teacher_mode, "teacher_resolution": args.teacher_resolution}
+    if not Path(args.teacher).is_file():
+        raise FileNotFoundError(f"--teacher {args.teacher}: file not found")
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    if args.out is None:
+        overrides["out_dir"] = "runs/distill"
+    cfg = make_distill_config(base, **overrides)
+    s = run_distill(cfg, resume=args.resume)
+    top1 = f"top-1 {s['top1']:.2f}%, " if "top1" in s else ""
+    print(f"{top1}{s['steps']} steps ({s['epochs']:.2f} epochs) in {s['train_seconds']:.0f} s; "
+          f"{s['labeled_images']} labeled + {s['unlabeled_images']} unlabeled images; "
+          f"model: {s['model_path']}")
+
+
+def _faces_config(args, recipe: str):
+    """A ``faces`` recipe with the command's flags, then any ``--set key=value``, applied."""
+    from dataclasses import fields
+
+    from .faces import faces_config
+
+    flags = {"model": args.model, "width_mult": args.width_mult, "resolution": args.resolution,
+             "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+             "out_dir": args.out, "seed": args.seed, "data": args.data,
+             "hard_weight": getattr(args, "hard_weight", None)}
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    types = {f.name: str(f.type) for f in fields(type(faces_config(recipe)))}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or key not in types:
+            raise ValueError(f"--set takes KEY=VALUE with KEY a field of the {recipe} recipe, "
+                             f"got {item!r}")
+        overrides[key] = _parse_value(value, types[key], key)
+    return faces_config(recipe, **overrides)
+
+
+def cmd_faces(args) -> None:
+    """``mobilenets attributes|embeddings make-data|train|distill|eval`` (Tables 12 and 14)."""
+    import json
+
+    from . import faces
+
+    task, action = args.command, args.action
+    if action == "make-data":
+        if task == "attributes":
+            meta = faces.make_attribute_data(args.out, args.labeled, args.unlabeled, args.test,
+                                             args.seed)
+            print(f"wrote {args.out}: {meta['labeled']:,} labeled, {meta['unlabeled']:,} "
+                  f"unlabeled and {meta['test']:,} test images, {len(meta['attributes'])} "
+                  "attributes")
+        else:
+            meta = faces.make_embedding_data(args.out, args.identities, args.photos,
+                                             args.unlabeled, args.test_identities,
+                                             args.test_photos, args.negatives, args.seed)
+            print(f"wrote {args.out}: {meta['identities']:,} identities x {meta['photos']} "
+                  f"photos, {meta['unlabeled']:,} unlabeled photos, {meta['positive_pairs']:,} "
+                  f"positive and {meta['negative_pairs']:,} negative test pairs")
+        return
+    if action == "eval":
+        rows = (faces.attribute_report(args.model_files, args.data) if task == "attributes"
+                else faces.embedding_report(args.model_files, args.data, args.far))
+        if args.format == "table":  # Table 12/14's columns; csv and json keep everything
+            rows = [{k: v for k, v in r.items() if not k.startswith("ap_") and k != "file"}
+                    for r in rows]
+        _write(json.dumps(rows, indent=2) if args.format == "json" else _render(rows, args.format),
+               args.output)
+        return
+    stage = "teacher" if action == "train" else "student"
+    cfg = _faces_config(args, f"{task}-{stage}")
+    run = {("attributes", "train"): faces.train_attributes,
+           ("embeddings", "train"): faces.train_embeddings}.get((task, action))
+    far = {"far": args.far} if task == "embeddings" else {}
+    if run:
+        summary = run(cfg, args.data, resume=args.resume, **far)
+    elif task == "attributes":
+        summary = faces.distill_attributes(cfg, args.data, args.teacher, resume=args.resume)
+    else:
+        summary = faces.distill_embeddings(cfg, args.data, args.teacher, resume=args.resume, **far)
+    summary.pop("model", None)
+    print(json.dumps(summary, indent=2))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1009,6 +1096,80 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", choices=FORMATS, default="table")
     c.add_argument("--output")
     s.set_defaults(func=cmd_segment)
+
+    s = sub.add_parser("distill", help="train a student to emulate a teacher's outputs, on "
+                       "labeled and unlabeled images (sections 4.5, 4.7)")
+    _add_train_flags(s)
+    s.add_argument("--teacher", required=True, help="the teacher: our .safetensors file")
+    s.add_argument("--student", dest="model", help="registered name of the student (as --model)")
+    s.add_argument("--loss", choices=("soft", "sigmoid", "embedding"),
+                   help="soft targets (default), per-attribute sigmoid, or embedding distance")
+    s.add_argument("--temperature", type=float, help="soft-target temperature (default 4)")
+    s.add_argument("--hard-weight", type=float,
+                   help="weight of the label loss on labeled images (default 1; 0: teacher only)")
+    s.add_argument("--teacher-cache", help="file keeping the teacher's outputs between runs")
+    s.add_argument("--teacher-mode", choices=("precomputed", "online"),
+                   help="teacher outputs computed once (default) or on every augmented batch")
+    s.add_argument("--teacher-resolution", type=int, help="teacher input size (default: its own)")
+    s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    s.set_defaults(func=cmd_distill)
+    for task, title in (("attributes", "face attributes (Table 12) on Fashion-MNIST attributes"),
+                        ("embeddings", "face embeddings (Table 14) on Fashion-MNIST identities")):
+        s = sub.add_parser(task, help=f"{title}: make-data, train (teacher), distill, eval")
+        actions = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+        a = actions.add_parser("make-data", help="write PNG images and CSVs derived from "
+                               "Fashion-MNIST")
+        a.add_argument("--out", required=True, help="folder to write")
+        a.add_argument("--seed", type=int, default=0)
+        a.add_argument("--unlabeled", type=int, default=50_000 if task == "attributes" else 20_000,
+                       help="unlabeled training images (for distillation)")
+        if task == "attributes":
+            a.add_argument("--labeled", type=int, default=10_000, help="labeled training images")
+            a.add_argument("--test", type=int, default=10_000, help="test images")
+        else:
+            a.add_argument("--identities", type=int, default=1000, help="training identities")
+            a.add_argument("--photos", type=int, default=10, help="photos per training identity")
+            a.add_argument("--test-identities", type=int, default=600)
+            a.add_argument("--test-photos", type=int, default=6)
+            a.add_argument("--negatives", type=int, default=50_000,
+                           help="different-identity test pairs (>= 10,000 for a FAR of 1e-4)")
+        a.set_defaults(func=cmd_faces)
+        for action in ("train", "distill"):
+            a = actions.add_parser(action, help="train the 1.0 teacher on the labels" if
+                                   action == "train" else "distil a teacher into a student on "
+                                   "labeled and unlabeled images")
+            a.add_argument("--data", required=True, help="a folder written by make-data")
+            if action == "distill":
+                a.add_argument("--teacher", required=True, help="the teacher's model.safetensors")
+                a.add_argument("--hard-weight", type=float,
+                               help="weight of the label loss (default 0: teacher only, as the "
+                               "paper)")
+            a.add_argument("--model", help="registered name (sets alpha)")
+            a.add_argument("--width-mult", type=float, help="alpha, overrides the model's")
+            a.add_argument("--resolution", type=int, help="input size, >= 32 (default 32)")
+            a.add_argument("--epochs", type=float)
+            a.add_argument("--batch-size", type=int)
+            a.add_argument("--lr", type=float)
+            a.add_argument("--out", help="run folder (checkpoint, metrics, model)")
+            a.add_argument("--seed", type=int)
+            a.add_argument("--set", action="append", metavar="KEY=VALUE",
+                           help="any other field of the recipe (repeatable)")
+            a.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+            if task == "embeddings":
+                a.add_argument("--far", type=float, default=1e-4,
+                               help="false accept rate of the evaluation (default 1e-4)")
+            a.set_defaults(func=cmd_faces)
+        a = actions.add_parser("eval", help="Table 12 (mean AP)" if task == "attributes" else
+                               "Table 14 (true accept rate at a false accept rate)")
+        a.add_argument("model_files", nargs="+", help="model.safetensors files of train/distill")
+        a.add_argument("--data", required=True, help="a folder written by make-data")
+        if task == "embeddings":
+            a.add_argument("--far", type=float, default=1e-4,
+                           help="false accept rate (default 1e-4)")
+        a.add_argument("--format", choices=FORMATS, default="table",
+                       help="table: Table 12/14's columns; csv, json: also per-attribute AP")
+        a.add_argument("--output")
+        a.set_defaults(func=cmd_faces)
     return p
 
 

@@ -118,7 +118,8 @@ def compare_runs(run_dirs: list[str | os.PathLike]) -> list[dict]:
         for name in ("config.json", "eval.json"):
             if not (run / name).is_file():
                 raise FileNotFoundError(f"{run / name} not found: is {run} a finished training run?")
-        cfg = TrainConfig(**json.loads((run / "config.json").read_text()))
+        saved = json.loads((run / "config.json").read_text())  # a DistillConfig has more fields
+        cfg = TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
         result = json.loads((run / "eval.json").read_text())
         summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
         model = build_model(cfg, len(result["per_class"]))

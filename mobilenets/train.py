@@ -58,6 +58,8 @@ class TrainConfig:
     skip_bad_files: bool = False
     limit_train: int | None = None  # use only the first N training images (quick runs, tests)
     limit_val: int | None = None
+    label_fraction: float = 1.0  # keep the labels of this class-balanced share of the images
+    label_seed: int = 0  # selects that share (same seed -> same labeled images)
     num_workers: int = 2  # image-decoding processes for ImageFolder data
     # Optimisation
     epochs: float = 10
@@ -98,6 +100,8 @@ class TrainConfig:
             raise ValueError(f"optimizer must be 'rmsprop' or 'sgd', got {self.optimizer!r}")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay!r}")
+        if not (isinstance(self.label_fraction, (int, float)) and 0 < self.label_fraction <= 1):
+            raise ValueError(f"label_fraction must be in (0, 1], got {self.label_fraction!r}")
         if self.freeze_body and not self.init_from:
             raise ValueError("freeze_body needs init_from (weights to keep frozen)")
         return self
@@ -369,21 +373,74 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     cfg.validate()
     d = init_distributed()
     torch.manual_seed(cfg.seed)
+    train_set, val_set, labeled = open_splits(cfg, drop_unlabeled=True)
+    class_names = train_set.class_names
+    eval_tf = BatchTransform(cfg.input_size, False, eval_crop=cfg.eval_crop)
+    model = build_model(cfg, len(class_names))
+
+    def loss_fn(net, x, labels, indices):
+        return F.cross_entropy(net(x), labels, label_smoothing=cfg.label_smoothing)
+
+    def epoch_eval(m: nn.Module) -> dict:
+        r = evaluate(m, val_set, eval_tf, d=d, class_names=class_names,
+                     channels_last=cfg.channels_last)
+        return {"val_top1": r["top1"], "val_top5": r["top5"], "val_loss": r["loss"]}
+
+    run = fit(cfg, model, train_set, loss_fn, epoch_eval, d=d, resume=resume,
+              on_fresh_start=lambda: write_labeled_subset(cfg.out_dir, labeled))
+    final_model = run["model"]
+    result = evaluate(final_model, val_set, eval_tf, d=d, class_names=class_names,
+                      channels_last=cfg.channels_last)
+    summary = {"top1": result["top1"], "top5": result["top5"], **run["summary"]}
+    if labeled is not None:
+        summary["labeled_images"] = labeled["count"]
+        summary["labeled_subset_sha256"] = labeled["sha256"]
+    model_path = write_run_outputs(cfg, final_model, summary, d, eval_result=result,
+                                   extra={"class_names": class_names, "val_top1": result["top1"]})
+    return {"val": result, "steps": run["steps"], "epochs": run["epochs"],
+            "train_seconds": run["session_seconds"],
+            "images_per_second": run["images_per_second"], "model_path": str(model_path),
+            "history": run["history"], "model": final_model}
+
+
+def fit(cfg: TrainConfig, model: nn.Module, train_set, loss_fn, epoch_eval=None,
+        d: Dist | None = None, resume: bool = False, on_fresh_start=None,
+        extra_state: dict | None = None) -> dict:
+    """The training loop shared by ``train`` and ``distill.distill``: the paper's optimizer and
+    schedule, seeded batched augmentation, atomic checkpoints, resume, per-epoch logging.
+
+    Args:
+        cfg: A ``TrainConfig`` (or a subclass such as ``distill.DistillConfig``); its optimiser,
+            schedule, augmentation and run fields are used (not ``model`` or ``data``).
+        model: The model to train, on the CPU; moved to the process's device here.
+        train_set: Dataset yielding ``(uint8 image, target)``; targets are collated into a
+            tensor per batch (class ids, or float vectors).
+        loss_fn: ``loss_fn(net, x, targets, indices) -> scalar loss``: ``net`` the (possibly
+            DDP-wrapped) model, ``x`` the augmented batch on the device, ``targets`` on the
+            device, ``indices`` the batch's dataset indices (CPU ``LongTensor``).
+        epoch_eval: ``epoch_eval(model) -> dict`` of numbers added to each epoch's record when
+            ``cfg.eval_every_epoch`` (the model holds the EMA weights when EMA is on). Default:
+            none.
+        d: The process group. Default: ``init_distributed()``.
+        resume: Continue from ``cfg.out_dir/checkpoint.pt`` if it exists.
+        on_fresh_start: Called on the main process when a run starts afresh (after
+            ``config.json`` is written), e.g. to record the run's data subset. Default: none.
+        extra_state: Extra picklable-safe entries stored in every checkpoint. Default: none.
+
+    Returns:
+        ``{"model": the trained model (EMA weights when EMA is on), "steps", "epochs",
+        "history", "session_seconds", "images_per_second", "summary": {"steps", "epochs",
+        "train_seconds" (all sessions), "images_per_second_last_session", "world_size"}}``.
+
+    Raises:
+        ValueError: if the batch is larger than the training set.
+        NonFiniteLossError: if the loss becomes NaN or infinite (the last good checkpoint stays).
+    """
+    d = d or init_distributed()
     out = Path(cfg.out_dir)
     ckpt_path = out / "checkpoint.pt"
-    res = cfg.input_size
-
-    train_set = open_dataset(cfg.data, "train", res, cfg.eval_crop, cfg.skip_bad_files)
-    val_set = open_dataset(cfg.data, "val", res, cfg.eval_crop, cfg.skip_bad_files,
-                           class_names=train_set.class_names)
-    for ds, limit in ((train_set, cfg.limit_train), (val_set, cfg.limit_val)):
-        if limit:
-            _limit(ds, limit)
-    class_names = train_set.class_names
-    train_tf = BatchTransform(res, True, cfg.min_crop_area, cfg.flip, cfg.eval_crop)
-    eval_tf = BatchTransform(res, False, eval_crop=cfg.eval_crop)
-
-    model = build_model(cfg, len(class_names)).to(d.device)
+    train_tf = BatchTransform(cfg.input_size, True, cfg.min_crop_area, cfg.flip, cfg.eval_crop)
+    model = model.to(d.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     lr = cfg.lr * (d.world_size if cfg.scale_lr else 1)
@@ -416,6 +473,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         (out / "metrics.jsonl").unlink(missing_ok=True)
         with atomic_path(out / "config.json") as tmp:
             tmp.write_text(json.dumps(asdict(cfg), indent=2))
+        if on_fresh_start:
+            on_fresh_start()
 
     net = model
     if cfg.compile:
@@ -435,7 +494,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema else None,
                 "rng": rng, "step": step, "history": history, "epoch_loss": loss_sum,
-                "config": asdict(cfg), "train_seconds": prior_seconds + time.perf_counter() - t_start})
+                "config": asdict(cfg), "train_seconds": prior_seconds + time.perf_counter() - t_start,
+                **(extra_state or {})})
 
     autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.amp)
     bar = None
@@ -450,13 +510,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         epoch = step // steps_per_epoch
         batches = epoch_batches(len(train_set), cfg.batch_size, epoch, cfg.seed, d.rank,
                                 d.world_size)[step - epoch * steps_per_epoch: steps_per_epoch]
-        for images, labels in iterate_batches(train_set, batches, cfg.num_workers):
+        for indices, (images, labels) in zip(batches, iterate_batches(train_set, batches,
+                                                                       cfg.num_workers)):
             x = train_tf(images, _step_generator(cfg.seed, epoch, step, d.rank)).to(d.device)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             labels = labels.to(d.device)
             with autocast:
-                loss = F.cross_entropy(net(x), labels, label_smoothing=cfg.label_smoothing)
+                loss = loss_fn(net, x, labels, indices)
             finite = torch.tensor([float(torch.isfinite(loss).item())])
             if _all_reduce(finite, d, dist.ReduceOp.MIN if d.world_size > 1 else None).item() < 1:
                 raise NonFiniteLossError(
@@ -478,8 +539,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                                 img_s=f"{images_seen / (time.perf_counter() - t_start):.0f}")
             if step % cfg.checkpoint_every == 0 or step == total_steps or step % steps_per_epoch == 0:
                 if step % steps_per_epoch == 0 or step == total_steps:
-                    record = _end_of_epoch(step, steps_per_epoch, loss_sum, d, model, ema, val_set,
-                                           eval_tf, cfg, class_names)
+                    record = _end_of_epoch(step, steps_per_epoch, loss_sum, d, model, ema,
+                                           epoch_eval, cfg)
                     history.append(record)
                     logger.log(record)
                     loss_sum = torch.zeros(2)
@@ -493,25 +554,157 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         bar.close()
     seconds = time.perf_counter() - t_start
     _sync_buffers(model, d)
-    final_model = _with_ema(model, ema)
-    result = evaluate(final_model, val_set, eval_tf, d=d, class_names=class_names,
-                      channels_last=cfg.channels_last)
+    summary = {"steps": step, "epochs": step / steps_per_epoch,
+               "train_seconds": round(prior_seconds + seconds, 1),
+               "images_per_second_last_session": round(images_seen / max(seconds, 1e-9), 1),
+               "world_size": d.world_size}
+    return {"model": _with_ema(model, ema), "steps": step, "epochs": step / steps_per_epoch,
+            "history": history, "session_seconds": seconds,
+            "images_per_second": images_seen / max(seconds, 1e-9), "summary": summary}
+
+
+def write_run_outputs(cfg: TrainConfig, model: nn.Module, summary: dict, d: Dist | None = None,
+                      eval_result: dict | None = None, extra: dict | None = None) -> Path:
+    """Write a finished run's ``model.safetensors``, ``summary.json`` and (given an evaluation)
+    ``eval.json`` into ``cfg.out_dir``, atomically, on the main process.
+
+    Args:
+        cfg: The run's config; stored in the model file's metadata as ``train_config``.
+        model: The trained model. A model built by this package (with a ``config`` dict) is
+            saved with ``checkpoint.save_model``; any other module as a plain safetensors file
+            of its state dict.
+        summary: JSON-serialisable run facts for ``summary.json``.
+        d: The process group; only its main process writes. Default: one process.
+        eval_result: The final evaluation, written to ``eval.json``. Default: none.
+        extra: More metadata for the model file (e.g. class names). Default: none.
+
+    Returns:
+        The path of ``model.safetensors``.
+    """
+    out = Path(cfg.out_dir)
     model_path = out / "model.safetensors"
-    if d.main:
-        save_model(final_model.to(memory_format=torch.contiguous_format).cpu(), model_path,
-                   extra={"class_names": class_names, "val_top1": result["top1"],
-                          "train_config": asdict(cfg)})
+    if d is not None and not d.main:
+        return model_path
+    model = model.to(memory_format=torch.contiguous_format).cpu()
+    if isinstance(getattr(model, "config", None), dict):
+        save_model(model, model_path, extra={**(extra or {}), "train_config": asdict(cfg)})
+    else:
+        from safetensors.torch import save_file
+
+        with atomic_path(model_path) as tmp:
+            save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()},
+                      str(tmp), metadata={"train_config": json.dumps(asdict(cfg))})
+    if eval_result is not None:
         with atomic_path(out / "eval.json") as tmp:
-            tmp.write_text(json.dumps(result, indent=2))
-        summary = {"top1": result["top1"], "top5": result["top5"], "steps": step,
-                   "epochs": step / steps_per_epoch, "train_seconds": round(prior_seconds + seconds, 1),
-                   "images_per_second_last_session": round(images_seen / max(seconds, 1e-9), 1),
-                   "world_size": d.world_size}
-        with atomic_path(out / "summary.json") as tmp:
-            tmp.write_text(json.dumps(summary, indent=2))
-    return {"val": result, "steps": step, "epochs": step / steps_per_epoch,
-            "train_seconds": seconds, "images_per_second": images_seen / max(seconds, 1e-9),
-            "model_path": str(model_path), "history": history, "model": final_model}
+            tmp.write_text(json.dumps(eval_result, indent=2))
+    with atomic_path(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
+    return model_path
+
+
+# --------------------------------------------------------------------------- labeled subsets
+
+def labeled_subset(labels: torch.Tensor, fraction: float, seed: int = 0) -> torch.Tensor:
+    """A fixed, seeded, class-balanced subset of the images whose labels are kept.
+
+    From each class, ``round(fraction * class size)`` images are chosen by a permutation that
+    depends only on ``seed`` and the class, so the same labels, fraction and seed always give
+    the same subset (a labels-only baseline and a distilled student see the same labeled images).
+
+    Args:
+        labels: 1-D integer class ids of the whole training set.
+        fraction: Share of each class to keep labeled, in (0, 1].
+        seed: Selects the subset. Default 0.
+
+    Returns:
+        Sorted ``LongTensor`` of the labeled images' indices.
+
+    Raises:
+        ValueError: if ``fraction`` is outside (0, 1] or ``labels`` is not 1-D integer.
+    """
+    if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
+        raise ValueError(f"label_fraction must be in (0, 1], got {fraction!r}")
+    labels = torch.as_tensor(labels)
+    if labels.ndim != 1 or labels.is_floating_point():
+        raise ValueError(f"labels must be 1-D class ids, got {labels.dtype} {tuple(labels.shape)}")
+    chosen = []
+    for c in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == c).flatten()
+        g = torch.Generator().manual_seed(seed * 1_000_003 + int(c))
+        keep = round(fraction * len(members))
+        chosen.append(members[torch.randperm(len(members), generator=g)[:keep]])
+    return torch.sort(torch.cat(chosen)).values
+
+
+def dataset_labels(dataset) -> torch.Tensor:
+    """The class id of every item of a ``TensorImageDataset`` or ``ImageFolderDataset``."""
+    if hasattr(dataset, "labels"):
+        return dataset.labels
+    if hasattr(dataset, "samples"):
+        return torch.tensor([label for _, label in dataset.samples], dtype=torch.long)
+    raise ValueError(f"cannot read the labels of a {type(dataset).__name__}: label_fraction "
+                     "needs a TensorImageDataset or an ImageFolderDataset")
+
+
+def _subset(dataset, indices: torch.Tensor) -> None:
+    if hasattr(dataset, "images"):
+        dataset.images, dataset.labels = dataset.images[indices], dataset.labels[indices]
+    else:
+        dataset.samples = [dataset.samples[i] for i in indices.tolist()]
+
+
+def _unlabel(dataset, labeled: torch.Tensor) -> None:
+    """Set the label of every image outside ``labeled`` to -1 (unlabeled), in place."""
+    mask = torch.ones(len(dataset), dtype=torch.bool)
+    mask[labeled] = False
+    if hasattr(dataset, "labels"):
+        dataset.labels = torch.where(mask, torch.full_like(dataset.labels, -1), dataset.labels)
+    else:
+        dataset.samples = [(p, -1 if m else label) for (p, label), m in zip(dataset.samples, mask.tolist())]
+
+
+def open_splits(cfg: TrainConfig, drop_unlabeled: bool = True):
+    """Open ``cfg.data``'s training and validation splits, apply ``limit_train``/``limit_val``
+    and hold back labels when ``cfg.label_fraction < 1``.
+
+    Args:
+        cfg: The run's config (``data``, ``eval_crop``, ``skip_bad_files``, ``limit_*``,
+            ``label_fraction``, ``label_seed``, ``input_size``).
+        drop_unlabeled: True (``train``): keep only the labeled images. False (distillation):
+            keep every image, the held-back ones with label -1.
+
+    Returns:
+        ``(train_set, val_set, labeled)``: ``labeled`` is None without a label fraction, else
+        ``{"fraction", "seed", "num_images", "count", "sha256", "indices"}`` describing the
+        labeled subset (indices into the limited training split).
+    """
+    import hashlib
+
+    res = cfg.input_size
+    train_set = open_dataset(cfg.data, "train", res, cfg.eval_crop, cfg.skip_bad_files)
+    val_set = open_dataset(cfg.data, "val", res, cfg.eval_crop, cfg.skip_bad_files,
+                           class_names=train_set.class_names)
+    for ds, limit in ((train_set, cfg.limit_train), (val_set, cfg.limit_val)):
+        if limit:
+            _limit(ds, limit)
+    fraction = getattr(cfg, "label_fraction", 1.0)
+    if fraction >= 1:
+        return train_set, val_set, None
+    num_images = len(train_set)
+    indices = labeled_subset(dataset_labels(train_set), fraction, cfg.label_seed)
+    labeled = {"fraction": fraction, "seed": cfg.label_seed, "num_images": num_images,
+               "count": len(indices),
+               "sha256": hashlib.sha256(indices.numpy().astype("<i8").tobytes()).hexdigest(),
+               "indices": indices.tolist()}
+    (_subset if drop_unlabeled else _unlabel)(train_set, indices)
+    return train_set, val_set, labeled
+
+
+def write_labeled_subset(out_dir: str | os.PathLike, labeled: dict | None) -> None:
+    """Record a run's labeled subset as ``out_dir/labeled_subset.json`` (atomic); no-op for None."""
+    if labeled is not None:
+        with atomic_path(Path(out_dir) / "labeled_subset.json") as tmp:
+            tmp.write_text(json.dumps(labeled))
 
 
 def _with_ema(model: nn.Module, ema: EMA | None) -> nn.Module:
@@ -530,16 +723,13 @@ def _limit(dataset, n: int) -> None:
         dataset.samples = dataset.samples[:n]
 
 
-def _end_of_epoch(step, steps_per_epoch, loss_sum, d, model, ema, val_set, eval_tf, cfg,
-                  class_names) -> dict:
+def _end_of_epoch(step, steps_per_epoch, loss_sum, d, model, ema, epoch_eval, cfg) -> dict:
     _sync_buffers(model, d)
     loss_sum = _all_reduce(loss_sum.clone(), d)
     record = {"epoch": round(step / steps_per_epoch, 4), "step": step,
               "train_loss": (loss_sum[0] / loss_sum[1].clamp(min=1)).item()}
-    if cfg.eval_every_epoch:
-        r = evaluate(_with_ema(model, ema), val_set, eval_tf, d=d, class_names=class_names,
-                     channels_last=cfg.channels_last)
-        record.update(val_top1=r["top1"], val_top5=r["top5"], val_loss=r["loss"])
+    if cfg.eval_every_epoch and epoch_eval is not None:
+        record.update(epoch_eval(_with_ema(model, ema)))
     model.train()
     _frozen_bn_eval(model, cfg)
     return record
