@@ -35,11 +35,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
     try:
         yield Path(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        # mkstemp makes 0600 files, and writers such as safetensors replace the file with their
+        # own 0600 one: give the final file the usual permissions after writing.
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,4 +1,6 @@
 """MobileNet V1 against Table 1, its options, and the registry."""
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -227,3 +229,15 @@ def test_model_with_small_map_path_equals_plain_convolutions():
     for m in depthwise:
         m.small_map_pixels = 0
     torch.testing.assert_close(fast, model(x), rtol=0, atol=1e-10)
+
+
+def test_saved_model_round_trips_with_the_usual_file_mode(tmp_path):
+    # safetensors writes its own 0600 file; a model file must get the umask's permissions.
+    model = M.create_model("mobilenet_v1_0.25_128").eval()
+    path = M.save_model(model, tmp_path / "m.safetensors")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    x = torch.randn(1, 3, 128, 128)
+    assert torch.equal(M.load_model(path).eval()(x), model(x))
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
