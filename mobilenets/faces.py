@@ -802,17 +802,9 @@ def faces_config(recipe: str, **overrides):
     Raises:
         ValueError: naming an unknown recipe or field, or a bad value.
     """
-    from dataclasses import fields, replace
+    from .train import config_from_preset
 
-    recipes = _recipes()
-    if recipe not in recipes:
-        raise ValueError(f"recipe must be one of {sorted(recipes)}, got {recipe!r}")
-    base = recipes[recipe]
-    names = {f.name for f in fields(base)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ValueError(f"unknown {type(base).__name__} fields {unknown}; known: {sorted(names)}")
-    return replace(base, **overrides).validate()
+    return config_from_preset(_recipes(), recipe, what="recipe", **overrides)
 
 
 # --------------------------------------------------------------------------- evaluation

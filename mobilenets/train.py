@@ -132,11 +132,12 @@ def make_config(preset: str = "fashion-mnist", **overrides) -> TrainConfig:
     return config_from_preset(PRESETS, preset, **overrides)
 
 
-def config_from_preset(presets: dict, preset: str, **overrides):
+def config_from_preset(presets: dict, preset: str, what: str = "preset", **overrides):
     """``presets[preset]`` (a config dataclass with ``validate()``) with some fields replaced,
-    validated. Raises ``ValueError`` for an unknown preset or field name."""
+    validated. Raises ``ValueError`` for an unknown preset or field name; ``what`` names the
+    argument in that message (default ``"preset"``)."""
     if preset not in presets:
-        raise ValueError(f"preset must be one of {sorted(presets)}, got {preset!r}")
+        raise ValueError(f"{what} must be one of {sorted(presets)}, got {preset!r}")
     base = presets[preset]
     names = {f.name for f in fields(base)}
     unknown = sorted(set(overrides) - names)
