@@ -372,8 +372,9 @@ def distill(cfg: DistillConfig, student: nn.Module, teacher: nn.Module | None, t
         cfg: The run (``DistillConfig``): loss, temperature, hard_weight, optimiser, schedule,
             augmentation, ``out_dir``, ``seed``, ``teacher_cache``, ``teacher_mode``.
         student: The model to train (built on the CPU; moved to the device here).
-        teacher: The teacher module; None with ``cfg.teacher`` loads that file, or with only a
-            ``cfg.teacher_cache`` (precomputed mode) uses the cached outputs.
+        teacher: The teacher module, put in eval mode with its parameters frozen; None with
+            ``cfg.teacher`` loads that file, or with only a ``cfg.teacher_cache`` (precomputed
+            mode) uses the cached outputs.
         train_set: Training images with targets as above (uint8 images, ``BatchTransform``
             augments them at ``cfg.input_size``).
         val_set: Validation images; for ``"soft"`` with class ids, evaluated each epoch and at

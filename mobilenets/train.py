@@ -405,8 +405,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
 
 
 def fit(cfg: TrainConfig, model: nn.Module, train_set, loss_fn, epoch_eval=None,
-        d: Dist | None = None, resume: bool = False, on_fresh_start=None,
-        extra_state: dict | None = None) -> dict:
+        d: Dist | None = None, resume: bool = False, on_fresh_start=None) -> dict:
     """The training loop shared by ``train`` and ``distill.distill``: the paper's optimizer and
     schedule, seeded batched augmentation, atomic checkpoints, resume, per-epoch logging.
 
@@ -426,7 +425,6 @@ def fit(cfg: TrainConfig, model: nn.Module, train_set, loss_fn, epoch_eval=None,
         resume: Continue from ``cfg.out_dir/checkpoint.pt`` if it exists.
         on_fresh_start: Called on the main process when a run starts afresh (after
             ``config.json`` is written), e.g. to record the run's data subset. Default: none.
-        extra_state: Extra picklable-safe entries stored in every checkpoint. Default: none.
 
     Returns:
         ``{"model": the trained model (EMA weights when EMA is on), "steps", "epochs",
@@ -495,8 +493,7 @@ def fit(cfg: TrainConfig, model: nn.Module, train_set, loss_fn, epoch_eval=None,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema else None,
                 "rng": rng, "step": step, "history": history, "epoch_loss": loss_sum,
-                "config": asdict(cfg), "train_seconds": prior_seconds + time.perf_counter() - t_start,
-                **(extra_state or {})})
+                "config": asdict(cfg), "train_seconds": prior_seconds + time.perf_counter() - t_start})
 
     autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.amp)
     bar = None
