@@ -18,6 +18,7 @@ and the peak live activations of one image at fp32 (``mobilenets.memory.trace_me
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
@@ -210,6 +211,18 @@ def _calibration(data: str, shape: tuple[int, int, int], count: int) -> list[tor
                                                   out_channels=shape[0]), count)
 
 
+def _restores_threads(fn: Callable) -> Callable:
+    """Decorate a function that sets torch's thread count so the caller's count comes back."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        before = torch.get_num_threads()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+    return wrapper
+
+
 def percentile(values: list[float], q: float) -> float:
     """The ``q``-th percentile (0-100) with linear interpolation."""
     s = sorted(values)
@@ -322,6 +335,7 @@ class BenchRow:
     setup_s: float
 
 
+@_restores_threads
 def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
           rounds: int = 10, iters: int = 10, throughput_rounds: int = 3, memory: bool = True,
           calibration_data: str = "fashion-mnist", progress: Callable[[str], None] | None = None
@@ -468,6 +482,7 @@ def candidates(accuracy_csv: str | None = None, arch: str | None = None) -> list
     return out
 
 
+@_restores_threads
 def pick(latency_ms: float | None = None, max_params: float | None = None,
          max_madds: float | None = None, backend: str = "onnx", accuracy_csv: str | None = None,
          threads: int = 2, rounds: int = 5, iters: int = 5, plot: str | None = None,

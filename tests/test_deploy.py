@@ -123,9 +123,12 @@ def test_timm_peer_has_our_channels():
 
 
 def test_bench_rows(tmp_path):
+    before = torch.get_num_threads()
     rows, machine = bench([{"name": "mobilenet_v1_0.25_128", "resolution": 32}],
                           ["eager", "torch", "onnx", "timm"], batch=2, rounds=1, iters=2,
-                          throughput_rounds=1, memory=False)
+                          throughput_rounds=1, memory=False, threads=before + 1)
+    assert machine["threads"] == before + 1
+    assert torch.get_num_threads() == before  # the caller's thread count comes back
     assert machine["matmul_gflops"] > 0
     assert [r.backend for r in rows] == ["eager", "torch", "onnx", "timm"]
     for r in rows:
