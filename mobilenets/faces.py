@@ -585,13 +585,16 @@ def make_embedding_data(out_dir: str | os.PathLike, identities: int = 1000, phot
         cosine between two sources, ``max_source_cosine_measured``, included).
 
     Raises:
-        ValueError: naming a count that is out of range.
+        ValueError: naming a count or ``max_source_cosine`` that is out of range, or when too
+            few sources are ``max_source_cosine`` apart.
         FileNotFoundError: if Fashion-MNIST is not found under ``root``.
     """
     for name, value, low in (("identities", identities, 2), ("photos", photos, 1),
                              ("unlabeled", unlabeled, 0), ("test_identities", test_identities, 2),
                              ("test_photos", test_photos, 2), ("negatives", negatives, 1)):
         _check_count(name, value, low)
+    if not (isinstance(max_source_cosine, (int, float)) and -1 < max_source_cosine <= 1):
+        raise ValueError(f"max_source_cosine must be in (-1, 1], got {max_source_cosine!r}")
     photo_cfg = photo_cfg or PhotoConfig()
     out = Path(out_dir)
     train_set, test_set = load_fashion_mnist("train", root), load_fashion_mnist("test", root)

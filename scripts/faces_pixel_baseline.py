@@ -17,5 +17,6 @@ x = pixel_cosine_features(test.images)
 s = (x[a] * x[b]).sum(1)
 print({far: round(100 * tar_at_far(s[same], s[~same], far)["tar"], 2)
        for far in (1e-4, 1e-3, 1e-2, 1e-1)})
+top = [round(v, 3) for v in s[~same].topk(6).values.tolist()]
 print("median same-identity score", round(float(s[same].median()), 3),
-      "| highest different-identity scores", [round(v, 3) for v in s[~same].topk(6).values.tolist()])
+      "| highest different-identity scores", top)

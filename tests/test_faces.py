@@ -340,6 +340,8 @@ def test_embeddings_teacher_student_and_table(id_dir, tmp_path, capsys):
       "temperature=abc"], "--set temperature='abc': expected float"),
     (["embeddings", "eval", "/nonexistent.safetensors", "--data", "."], "/nonexistent.safetensors"),
     (["attributes", "make-data", "--out", "/tmp/x", "--labeled", "0"], "labeled must be"),
+    (["embeddings", "make-data", "--out", "/tmp/x", "--max-source-cosine", "1.5"],
+     "max_source_cosine must be in (-1, 1]"),
 ])
 def test_cli_errors_name_the_parameter(capsys, argv, message):
     code, _, err = _cli(capsys, *argv)
