@@ -578,7 +578,7 @@ def make_embedding_data(out_dir: str | os.PathLike, identities: int = 1000, phot
         max_source_cosine: Largest raw-pixel cosine between two identities' source images, in
             (-1, 1]. Default 0.9: Fashion-MNIST has many near-twin garments (cosine 0.98-0.99)
             whose photos would otherwise be the hardest different-identity pairs; at 0.9 about
-            30% of the candidate images are skipped. 1 disables the check.
+            30% (training) and 40% (test) of the candidates are skipped. 1 disables the check.
 
     Returns:
         The contents of ``identities.json`` (``max_source_cosine`` and the measured largest
