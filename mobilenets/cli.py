@@ -733,7 +733,8 @@ def cmd_faces(args) -> None:
         else:
             meta = faces.make_embedding_data(args.out, args.identities, args.photos,
                                              args.unlabeled, args.test_identities,
-                                             args.test_photos, args.negatives, args.seed)
+                                             args.test_photos, args.negatives, args.seed,
+                                             max_source_cosine=args.max_source_cosine)
             print(f"wrote {args.out}: {meta['identities']:,} identities x {meta['photos']} "
                   f"photos, {meta['unlabeled']:,} unlabeled photos, {meta['positive_pairs']:,} "
                   f"positive and {meta['negative_pairs']:,} negative test pairs")
@@ -1133,6 +1134,9 @@ def build_parser() -> argparse.ArgumentParser:
             a.add_argument("--test-photos", type=int, default=6)
             a.add_argument("--negatives", type=int, default=50_000,
                            help="different-identity test pairs (>= 10,000 for a FAR of 1e-4)")
+            a.add_argument("--max-source-cosine", type=float, default=0.9,
+                           help="largest raw-pixel cosine between two identities' source images "
+                           "(no near-twin identities; 1 disables)")
         a.set_defaults(func=cmd_faces)
         for action in ("train", "distill"):
             a = actions.add_parser(action, help="train the 1.0 teacher on the labels" if

@@ -191,6 +191,44 @@ def test_identity_data_pairs_and_errors(id_dir, tmp_path):
         faces.load_identity_csv(id_dir / "train.csv", 32, identities=["x"])
 
 
+def test_identity_sources_respect_max_source_cosine(fmnist, tmp_path):
+    from mobilenets.data import load_fashion_mnist
+
+    meta = faces.make_embedding_data(tmp_path, identities=20, photos=1, unlabeled=30,
+                                     test_identities=20, test_photos=2, negatives=50, root=fmnist,
+                                     max_source_cosine=0.6)
+    sources, names = [], {}
+    for split, csv_name in (("train", "train.csv"), ("test", "test.csv"),
+                            ("train", "unlabeled.csv")):
+        with open(tmp_path / csv_name) as f:  # images/<split>/{id|src}<index>_<photo>.png
+            idx = sorted({int(r[0].rsplit("_", 1)[0][-5:]) for r in list(csv.reader(f))[1:]})
+        names[csv_name] = idx
+        if csv_name != "unlabeled.csv":
+            sources.append(load_fashion_mnist(split, fmnist).images[idx])
+    assert not set(names["train.csv"]) & set(names["unlabeled.csv"])  # no identity in the pool
+    x = torch.cat(sources).double().flatten(1)
+    x = x - x.mean(1, keepdim=True)
+    x = x / x.norm(dim=1, keepdim=True)
+    sims = x @ x.T - 3 * torch.eye(len(x), dtype=torch.float64)
+    assert len(x) == 40 and float(sims.max()) <= 0.6 + 1e-6  # training and test identities
+    assert meta["max_source_cosine"] == 0.6
+    assert meta["max_source_cosine_measured"] == pytest.approx(float(sims.max()), abs=1e-3)
+    # The threshold bites: without it, the first 40 sources of the shuffle hold closer pairs.
+    first = faces.pixel_cosine_features(load_fashion_mnist("train", fmnist).images[:40])
+    assert float((first @ first.T - 3 * torch.eye(40)).max()) > 0.6
+    # distinct_sources on hand-made images: a twin (a brighter copy) is skipped, order is kept.
+    a, c = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    images = torch.stack([a, 2 * a + 1, c])
+    picked, bank = faces.distinct_sources(images, torch.tensor([2, 0, 1]), 2, 0.95)
+    assert picked.tolist() == [2, 0] and bank.shape == (2, 16)
+    with pytest.raises(ValueError, match="only 0 of the 2 candidates"):  # both near `chosen`
+        faces.distinct_sources(images, torch.tensor([1, 2]), 1, 0.95, chosen=bank)
+    with pytest.raises(ValueError, match="only 2 of the 3 candidates"):
+        faces.distinct_sources(images, torch.arange(3), 3, 0.95)
+    with pytest.raises(ValueError, match="max_cosine must be in"):
+        faces.distinct_sources(images, torch.arange(3), 1, 1.5)
+
+
 def test_make_data_rejects_bad_counts(fmnist, tmp_path):
     with pytest.raises(ValueError, match="labeled must be an integer >= 2"):
         faces.make_attribute_data(tmp_path, labeled=1, root=fmnist)
@@ -277,6 +315,10 @@ def test_embeddings_teacher_student_and_table(id_dir, tmp_path, capsys):
                           *TINY, "--set", "embedding_dim=16", "--far", "0.01")
     t = json.loads(out)
     assert code == 0 and t["num_negative"] == 2_000 and 0 <= t["tar"] <= 100 and t["far"] <= 1.0
+    # summary.json names each rate as `eval` does: tar_at_far_<rate>, the evaluated one included.
+    saved = json.loads((teacher / "summary.json").read_text())
+    assert saved["tar_at_far_0.01"] == t["tar"] and "tar_at_far_0.1" in saved
+    assert not [k for k in saved if k.startswith("tar_") and not k.startswith("tar_at_far_")]
     code, out, err = _cli(capsys, "embeddings", "distill", "--data", id_dir, "--teacher",
                           teacher / "model.safetensors", "--out", student, *TINY, "--far", "0.01")
     s = json.loads(out)
@@ -287,6 +329,7 @@ def test_embeddings_teacher_student_and_table(id_dir, tmp_path, capsys):
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["model", "trained_on", "tar_at_far_0.01"]
     assert "identities" not in out and "distilled" in lines[3]
+    assert float(lines[2].split()[3]) == pytest.approx(saved["tar_at_far_0.01"], abs=0.006)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -297,6 +340,8 @@ def test_embeddings_teacher_student_and_table(id_dir, tmp_path, capsys):
       "temperature=abc"], "--set temperature='abc': expected float"),
     (["embeddings", "eval", "/nonexistent.safetensors", "--data", "."], "/nonexistent.safetensors"),
     (["attributes", "make-data", "--out", "/tmp/x", "--labeled", "0"], "labeled must be"),
+    (["embeddings", "make-data", "--out", "/tmp/x", "--max-source-cosine", "1.5"],
+     "max_source_cosine must be in (-1, 1]"),
 ])
 def test_cli_errors_name_the_parameter(capsys, argv, message):
     code, _, err = _cli(capsys, *argv)
