@@ -361,7 +361,8 @@ def cmd_export(args) -> None:
         calib_set, tf = _eval_split(model.config, extra, args.data, "train", None)
         batches = calibration_batches(calib_set, tf, args.calibration_images)
         report = quantize_int8(model, out, batches, per_channel=not args.per_tensor, extra=extra,
-                               min_top1_agreement=args.min_agreement)
+                               min_top1_agreement=args.min_agreement,
+                               float_layers=args.float_layers)
     else:
         save_model(model, out, extra=extra)
         import torch
@@ -871,6 +872,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--calibration-images", type=int, default=512,
                    help="training images for int8 calibration (default 512)")
     s.add_argument("--per-tensor", action="store_true", help="int8 weights per tensor, not channel")
+    s.add_argument("--float-layers", type=int, default=2,
+                   help="int8: keep the first N convolutions in fp32 (default 2; 0: all int8)")
     s.add_argument("--min-agreement", type=float, default=0.9,
                    help="int8: least share of calibration images whose top-1 matches fp32's")
     s.add_argument("--evaluate", action="store_true",

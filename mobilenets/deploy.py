@@ -266,7 +266,7 @@ def _logit_scale(model: nn.Module, shape) -> float:
 def quantize_int8(model: nn.Module, path: str | os.PathLike, calibration: Iterable[torch.Tensor],
                   resolution: int | None = None, per_channel: bool = True,
                   min_top1_agreement: float = 0.9, check_inputs: torch.Tensor | None = None,
-                  extra: dict | None = None) -> ExportReport:
+                  extra: dict | None = None, float_layers: int = 2) -> ExportReport:
     """Post-training static int8 quantization with ONNX Runtime, calibrated on real images.
 
     The float model is exported (BN folded) and quantized in QDQ form: int8 weights, per output
@@ -284,6 +284,11 @@ def quantize_int8(model: nn.Module, path: str | os.PathLike, calibration: Iterab
             this share of ``check_inputs``. Default 0.9.
         check_inputs: Real preprocessed images to check on; default the first calibration batch.
         extra: JSON-serialisable metadata to store.
+        float_layers: The first ``float_layers`` convolutions stay in fp32 (default 2: the stem
+            and the first depthwise layer). ONNX Runtime's int8 kernels are slower than fp32 on
+            these few-channel, full-resolution layers on AVX2 CPUs without VNNI
+            (``benchmarks/ort_layers.py``); keeping them float makes 1.0-224 ~2% and 0.25-128
+            ~25% faster. 0 quantizes every layer.
 
     Returns:
         An ``ExportReport`` (max |diff| of the logits and top-1 agreement with the float model).
@@ -292,10 +297,13 @@ def quantize_int8(model: nn.Module, path: str | os.PathLike, calibration: Iterab
         ExportError: if the int8 model disagrees with the float model too often.
         ValueError: if ``calibration`` holds no batch or a batch of the wrong shape.
     """
+    import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                           QuantType, quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    if isinstance(float_layers, bool) or not isinstance(float_layers, int) or float_layers < 0:
+        raise ValueError(f"float_layers must be an integer >= 0, got {float_layers!r}")
     shape = input_shape(model, resolution)
     batches = [b.detach().float().contiguous() for b in calibration]
     if not batches:
@@ -323,9 +331,11 @@ def quantize_int8(model: nn.Module, path: str | os.PathLike, calibration: Iterab
             fp32, pre = work / "fp32.onnx", work / "pre.onnx"
             _torch_export(fold_batchnorm(reference), fp32, shape, OPSET)
             quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+            convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
             quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
                             per_channel=per_channel, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                            nodes_to_exclude=convs[:float_layers],
                             extra_options={"ActivationSymmetric": False})
         finally:
             for f in sorted(work.iterdir(), reverse=True):

@@ -77,10 +77,25 @@ def test_quantize_int8_per_channel(tmp_path):
     ops = {n.op_type for n in proto.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     inits = {i.name: i for i in proto.graph.initializer}
-    # per-channel: some weight scale has one entry per output channel (stem: 16 at alpha 0.5)
+    # per-channel: some weight scale has one entry per output channel (the first quantized
+    # layer, the first pointwise conv: 32 at alpha 0.5)
     scale_sizes = {tuple(inits[n.input[1]].dims) for n in proto.graph.node
                    if n.op_type == "DequantizeLinear" and n.input[1] in inits}
-    assert (16,) in scale_sizes
+    assert (32,) in scale_sizes
+    # float_layers=2: the stem and the first depthwise conv keep float weights, the rest int8
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    float_weight = [n.input[1] in inits and inits[n.input[1]].data_type == onnx.TensorProto.FLOAT
+                    for n in convs]
+    assert float_weight[:3] == [True, True, False] and not any(float_weight[2:])
+    all_int8 = quantize_int8(model, tmp_path / "all.onnx", calib, min_top1_agreement=0.0,
+                             float_layers=0)
+    assert all_int8.format == "onnx-int8"
+    graph = onnx.load(str(tmp_path / "all.onnx")).graph
+    assert not any(n.input[1] in {i.name for i in graph.initializer} for n in graph.node
+                   if n.op_type == "Conv")
+    (tmp_path / "all.onnx").unlink()
+    with pytest.raises(ValueError, match="float_layers must be"):
+        quantize_int8(model, tmp_path / "x.onnx", calib, float_layers=-1)
     x = calib[0]
     with torch.no_grad():
         ref = model(x)

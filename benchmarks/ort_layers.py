@@ -1,0 +1,168 @@
+"""Where int8 wins and loses (issue 4): ONNX Runtime's per-layer kernel time, fp32 against int8.
+
+`inference.py` measures whole-model latency; this script explains it. It exports each variant
+twice, as `mobilenets export` does (fp32 ONNX with BatchNorm folded; int8 QDQ calibrated on 512
+Fashion-MNIST training images), runs both under ORT's profiler at batch 1, and maps each
+convolution or fully connected kernel back to the model's layer (the layers run in the profile's
+order). It sums the time per Table 2 layer type ("Conv DW 3x3", "Conv 1x1", ...), plus the
+kernels that only convert (QuantizeLinear, Transpose, layout reorders, ...).
+
+Writes ``benchmarks/results/ort_layers.json`` and ``ort_layers.md``; a benchmark, not a test.
+
+Usage (from the repository root; ~1 minute on 2 cores, on an otherwise idle machine):
+
+    .venv/bin/python benchmarks/ort_layers.py [--threads 1] [--runs 300] [--variants ...]
+
+One thread by default: with two, ORT's profiler distorts the int8 kernels (their profiled sum
+exceeds the unprofiled latency), so the per-layer split is only trustworthy single-threaded; the
+last row of each table, the whole model timed without the profiler, shows the agreement.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from mobilenets.bench import _calibration  # noqa: E402
+from mobilenets.checkpoint import atomic_path  # noqa: E402
+from mobilenets.deploy import INPUT_NAME, export_onnx, input_shape, ort_session, quantize_int8  # noqa: E402
+from mobilenets.profiler import profile_model  # noqa: E402
+from mobilenets.registry import create_model  # noqa: E402
+
+VARIANTS = ["mobilenet_v1_1.0_224", "mobilenet_v1_0.25_128", "mobilenet_v2_1.0_224"]
+COMPUTE_OPS = {"Conv", "QLinearConv", "Gemm", "QGemm", "FusedConv", "MatMul", "QLinearMatMul"}
+
+
+def kernel_times(onnx_file: Path, shape, threads: int, runs: int) -> list[tuple[str, float]]:
+    """(op type, median microseconds per run) of every kernel, in execution order."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(onnx_file.with_suffix(""))
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(onnx_file), opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((1, *shape), dtype=np.float32)
+    for _ in range(runs):
+        sess.run(None, {INPUT_NAME: x})
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    order: dict[str, list] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            order.setdefault(e["name"], [e["args"]["op_name"], []])[1].append(e["dur"])
+    # The median over runs leaves out the first runs' allocations and any stray slow run.
+    return [(op, float(np.median(us))) for op, us in order.values()]
+
+
+def latency_us(onnx_file: Path, shape, threads: int, runs: int) -> float:
+    """Median wall time of one batch-1 run without the profiler, in microseconds."""
+    sess = ort_session(onnx_file, threads=threads)
+    x = np.random.default_rng(0).standard_normal((1, *shape), dtype=np.float32)
+    times = []
+    for i in range(runs + 20):
+        t0 = time.perf_counter()
+        sess.run(None, {INPUT_NAME: x})
+        if i >= 20:  # warm-up runs left out
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times)) * 1e6
+
+
+def by_layer_type(model: torch.nn.Module, shape, kernels: list[tuple[str, float]]) -> dict[str, float]:
+    """Microseconds per Table 2 layer type; the k-th compute kernel is the model's k-th layer."""
+    layers = [r for r in profile_model(model, shape).rows if r.madds > 0]
+    compute = [(op, us) for op, us in kernels if op in COMPUTE_OPS]
+    if len(compute) != len(layers):
+        raise RuntimeError(f"{len(compute)} compute kernels for {len(layers)} layers: cannot map")
+    out: dict[str, float] = defaultdict(float)
+    for row, (_, us) in zip(layers, compute):
+        out[row.kind] += us
+    for op, us in kernels:
+        if op not in COMPUTE_OPS:
+            out["other (convert, pool, reshape)"] += us
+    return dict(out)
+
+
+def measure(variant: str, threads: int, runs: int, workdir: Path) -> dict:
+    model = create_model(variant).eval()
+    shape = input_shape(model)
+    madds = defaultdict(int)
+    for r in profile_model(model, shape).rows:
+        madds[r.kind] += r.madds
+    fp32, int8 = workdir / f"{variant}.onnx", workdir / f"{variant}.int8.onnx"
+    export_onnx(model, fp32)
+    quantize_int8(model, int8, _calibration("fashion-mnist", shape, 512), min_top1_agreement=0.0)
+    times = {name: by_layer_type(model, shape, kernel_times(f, shape, threads, runs))
+             for name, f in (("fp32", fp32), ("int8", int8))}
+    rows = []
+    for kind in dict.fromkeys([*times["fp32"], *times["int8"]]):
+        f, q = times["fp32"].get(kind, 0.0), times["int8"].get(kind, 0.0)
+        rows.append({"layer_type": kind, "madds_m": round(madds.get(kind, 0) / 1e6, 1),
+                     "fp32_us": round(f, 1), "int8_us": round(q, 1),
+                     "int8_over_fp32": round(q / f, 2) if f else None,
+                     "fp32_gflops": round(2 * madds[kind] / f / 1e3, 1) if f and madds.get(kind) else None})
+    total_f, total_q = sum(times["fp32"].values()), sum(times["int8"].values())
+    rows.append({"layer_type": "total", "madds_m": round(sum(madds.values()) / 1e6, 1),
+                 "fp32_us": round(total_f, 1), "int8_us": round(total_q, 1),
+                 "int8_over_fp32": round(total_q / total_f, 2),
+                 "fp32_gflops": round(2 * sum(madds.values()) / total_f / 1e3, 1)})
+    # The whole model timed without the profiler: how far the kernel sums can be trusted.
+    lat_f, lat_q = (latency_us(f, shape, threads, runs) for f in (fp32, int8))
+    rows.append({"layer_type": "whole model, no profiler", "madds_m": round(sum(madds.values()) / 1e6, 1),
+                 "fp32_us": round(lat_f, 1), "int8_us": round(lat_q, 1),
+                 "int8_over_fp32": round(lat_q / lat_f, 2),
+                 "fp32_gflops": round(2 * sum(madds.values()) / lat_f / 1e3, 1)})
+    return {"variant": variant, "rows": rows}
+
+
+def markdown(results: list[dict], machine: str) -> str:
+    lines = [machine, ""]
+    for res in results:
+        lines += [f"**{res['variant']}** (kernel time per image, batch 1)", "",
+                  "| layer type | Mult-Adds (M) | fp32 us | int8 us | int8 / fp32 | fp32 GFLOP/s |",
+                  "|---|---|---|---|---|---|"]
+        for r in res["rows"]:
+            lines.append(f"| {r['layer_type']} | {r['madds_m']} | {r['fp32_us']} | {r['int8_us']} | "
+                         f"{r['int8_over_fp32']} | {r['fp32_gflops'] or ''} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=300)
+    p.add_argument("--variants", nargs="+", default=VARIANTS)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ort_layers"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        results = [measure(v, args.threads, args.runs, Path(tmp)) for v in args.variants]
+    machine = (f"Machine: {platform.machine()}, {torch.get_num_threads()} threads; onnxruntime "
+               f"{ort.__version__}; {time.strftime('%Y-%m-%dT%H:%M:%S%z')}; {args.runs} runs, "
+               "ORT profiler kernel times (the profiler adds a few us per kernel).")
+    out = Path(args.out)
+    with atomic_path(out.with_suffix(".json")) as t:
+        t.write_text(json.dumps({"machine": machine, "results": results}, indent=1) + "\n")
+    text = markdown(results, machine)
+    with atomic_path(out.with_suffix(".md")) as t:
+        t.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
