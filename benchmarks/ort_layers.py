@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mobilenets.bench import _calibration  # noqa: E402
+from mobilenets.bench import _calibration, _timed  # noqa: E402
 from mobilenets.checkpoint import atomic_path  # noqa: E402
 from mobilenets.deploy import INPUT_NAME, export_onnx, input_shape, ort_session, quantize_int8  # noqa: E402
 from mobilenets.profiler import profile_model  # noqa: E402
@@ -71,13 +71,8 @@ def latency_us(onnx_file: Path, shape, threads: int, runs: int) -> float:
     """Median wall time of one batch-1 run without the profiler, in microseconds."""
     sess = ort_session(onnx_file, threads=threads)
     x = np.random.default_rng(0).standard_normal((1, *shape), dtype=np.float32)
-    times = []
-    for i in range(runs + 20):
-        t0 = time.perf_counter()
-        sess.run(None, {INPUT_NAME: x})
-        if i >= 20:  # warm-up runs left out
-            times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * 1e6
+    times = [_timed(lambda: sess.run(None, {INPUT_NAME: x})) for _ in range(runs + 20)]
+    return float(np.median(times[20:])) * 1e6  # the 20 warm-up runs left out
 
 
 def by_layer_type(model: torch.nn.Module, shape, kernels: list[tuple[str, float]]) -> dict[str, float]:

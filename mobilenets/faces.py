@@ -152,6 +152,18 @@ def _check_count(name: str, value, low: int = 1) -> int:
     return value
 
 
+def _fashion_splits(root, train_name: str, train_count: int, test_name: str, test_count: int):
+    """Fashion-MNIST's train and test splits, checked to hold ``train_count`` and ``test_count``
+    images (each named in the error as ``train_name`` / ``test_name``)."""
+    train_set, test_set = load_fashion_mnist("train", root), load_fashion_mnist("test", root)
+    if train_count > len(train_set):
+        raise ValueError(f"{train_name} = {train_count:,} exceeds the {len(train_set):,} "
+                         "training images")
+    if test_count > len(test_set):
+        raise ValueError(f"{test_name} = {test_count:,} exceeds the {len(test_set):,} test images")
+    return train_set, test_set
+
+
 def _subset(n: int, first: int, count: int, seed: int) -> torch.Tensor:
     """``count`` indices of a seeded permutation of ``range(n)``, from position ``first``."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
@@ -194,12 +206,8 @@ def make_attribute_data(out_dir: str | os.PathLike, labeled: int = 10_000,
     _check_count("unlabeled", unlabeled, 0)
     _check_count("test", test, 1)
     out = Path(out_dir)
-    train_set, test_set = load_fashion_mnist("train", root), load_fashion_mnist("test", root)
-    if labeled + unlabeled > len(train_set):
-        raise ValueError(f"labeled + unlabeled = {labeled + unlabeled:,} exceeds the "
-                         f"{len(train_set):,} training images")
-    if test > len(test_set):
-        raise ValueError(f"test = {test:,} exceeds the {len(test_set):,} test images")
+    train_set, test_set = _fashion_splits(root, "labeled + unlabeled", labeled + unlabeled,
+                                          "test", test)
     lab_idx = _subset(len(train_set), 0, labeled, seed)
     unl_idx = _subset(len(train_set), labeled, unlabeled, seed)
     test_idx = torch.arange(test)
@@ -597,13 +605,8 @@ def make_embedding_data(out_dir: str | os.PathLike, identities: int = 1000, phot
         raise ValueError(f"max_source_cosine must be in (-1, 1], got {max_source_cosine!r}")
     photo_cfg = photo_cfg or PhotoConfig()
     out = Path(out_dir)
-    train_set, test_set = load_fashion_mnist("train", root), load_fashion_mnist("test", root)
-    if identities + unlabeled > len(train_set):
-        raise ValueError(f"identities + unlabeled = {identities + unlabeled:,} exceeds the "
-                         f"{len(train_set):,} training images")
-    if test_identities > len(test_set):
-        raise ValueError(f"test_identities = {test_identities:,} exceeds the {len(test_set):,} "
-                         "test images")
+    train_set, test_set = _fashion_splits(root, "identities + unlabeled", identities + unlabeled,
+                                          "test_identities", test_identities)
     g = torch.Generator().manual_seed(seed)
     order = _subset(len(train_set), 0, len(train_set), seed)
     train_idx, bank = distinct_sources(train_set.images, order, identities, max_source_cosine)
