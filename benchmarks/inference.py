@@ -3,7 +3,7 @@ every backend we offer, against timm's MobileNet V1 eager and ONNX Runtime on ti
 MobileNetV2 variant: torchvision's MobileNetV2 eager), and
 against the fp32 floor (2 x Mult-Adds at the measured GFLOP/s of a 1024^3 fp32 matmul), for 1.0
 MobileNet-224, 0.25 MobileNet-128 and 0.5 MobileNet-160, and MobileNetV2 1.0-224. All backends of a variant are timed in one
-process, interleaved (``mobilenets.bench``). Writes ``benchmarks/results/inference.json`` and
+process, interleaved (``mobilenets.deploy.bench``). Writes ``benchmarks/results/inference.json`` and
 ``inference.md``; this is a benchmark, not a test: it reports and asserts nothing.
 
 The targets it checks (issue 4), for each variant:
@@ -29,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mobilenets.bench import bench  # noqa: E402
-from mobilenets.checkpoint import atomic_path  # noqa: E402
+from mobilenets.deploy.bench import bench  # noqa: E402
+from mobilenets.fileio import atomic_path  # noqa: E402
 
 VARIANTS = ["mobilenet_v1_1.0_224", "mobilenet_v1_0.25_128", "mobilenet_v1_0.5_160",
             "mobilenet_v2_1.0_224"]

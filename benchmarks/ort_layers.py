@@ -34,11 +34,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mobilenets.bench import _calibration, _timed  # noqa: E402
-from mobilenets.checkpoint import atomic_path  # noqa: E402
-from mobilenets.deploy import INPUT_NAME, export_onnx, input_shape, ort_session, quantize_int8  # noqa: E402
-from mobilenets.profiler import profile_model  # noqa: E402
-from mobilenets.registry import create_model  # noqa: E402
+from mobilenets.deploy.bench import _calibration, _timed  # noqa: E402
+from mobilenets.fileio import atomic_path  # noqa: E402
+from mobilenets.deploy.onnx_export import INPUT_NAME, export_onnx, input_shape, ort_session, quantize_int8  # noqa: E402
+from mobilenets.cost.profiler import profile_model  # noqa: E402
+from mobilenets.models.registry import create_model  # noqa: E402
 
 VARIANTS = ["mobilenet_v1_1.0_224", "mobilenet_v1_0.25_128", "mobilenet_v2_1.0_224"]
 COMPUTE_OPS = {"Conv", "QLinearConv", "Gemm", "QGemm", "FusedConv", "MatMul", "QLinearMatMul"}

@@ -19,7 +19,7 @@ when it starts with ``timm+``):
     no_mkldnn              torch.backends.mkldnn disabled around the step
     no_small_dw            our depthwise convolutions on maps of <= 4 pixels (the 2x2 and 1x1 maps
                            of a 32x32 input) sent to oneDNN like any other instead of the library's
-                           dense per-channel product (mobilenets.layers.DepthwiseConv2d, ~10x faster
+                           dense per-channel product (mobilenets.models.layers.DepthwiseConv2d, ~10x faster
                            there); the library's default is the product, so modes without this
                            option are what `mobilenets train` runs
     small_dw               timm's depthwise convolutions swapped for the library's DepthwiseConv2d
@@ -77,7 +77,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import mobilenets  # noqa: E402
-from mobilenets.layers import DepthwiseConv2d  # noqa: E402
+from mobilenets.models.layers import DepthwiseConv2d  # noqa: E402
 
 #: The optimizer of the paper's training setup (TF-Slim's RMSprop), identical for every mode.
 OPTIM = dict(lr=0.045, alpha=0.9, momentum=0.9, eps=1.0, weight_decay=4e-5)

@@ -1,8 +1,8 @@
 """Every Mult-Adds and parameters column of the paper's Tables 2-10 and 12-14, as computed by the
 profiler, beside the number the paper prints; and the MobileNetV2 tables of the seeds' slides:
 Table 4 (Mult-Adds, parameters) as tables ``"V2-4"``, Table 6 (SSDLite) as ``"V2-6"`` and Table 3
-(the activation memory at each spatial resolution, traced by ``mobilenets.memory``) as ``"V2-3"``.
-Table 13's and Table 6's detectors are ``mobilenets.detection``'s, costed by ``profile_detector``'s
+(the activation memory at each spatial resolution, traced by ``mobilenets.cost.memory``) as ``"V2-3"``.
+Table 13's and Table 6's detectors are ``mobilenets.tasks.detection.model``'s, costed by ``profile_detector``'s
 rules (the box head over all 300 proposals; no NMS).
 
 Nothing here is typed in but the papers' own numbers: MobileNets are built from the registry, the
@@ -22,11 +22,11 @@ from typing import Callable
 
 from torch import nn
 
-from .cost import table3
-from .memory import KB, MemoryTrace, inference_ops, trace_memory
-from .mobilenet_v1 import V1_SHALLOW_BLOCKS, MobileNetV1
-from .mobilenet_v2 import MobileNetV2
-from .profiler import Profile, profile_model
+from mobilenets.cost.formulas import table3
+from mobilenets.cost.memory import KB, MemoryTrace, inference_ops, trace_memory
+from mobilenets.models.mobilenet_v1 import V1_SHALLOW_BLOCKS, MobileNetV1
+from mobilenets.models.mobilenet_v2 import MobileNetV2
+from mobilenets.cost.profiler import Profile, profile_model
 
 #: A comparison entry is a match when within this relative difference (or equal once rounded to
 #: the digits the paper prints).
@@ -68,7 +68,7 @@ def _v2(width_mult=1.0, resolution=224) -> tuple[nn.Module, tuple]:
 
 
 def _det(detector: str, arch: str, resolution: int, num_classes: int) -> tuple[nn.Module, tuple]:
-    from .detection import build_detector, for_costing
+    from mobilenets.tasks.detection.model import build_detector, for_costing
 
     model = build_detector(detector, arch, 1.0, num_classes=num_classes, resolution=resolution)
     return for_costing(model), (3, resolution, resolution)

@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-import mobilenets.train as T
+import mobilenets.engine.train as T
 
 out = sys.argv[1]
 writes = []

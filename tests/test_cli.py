@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from mobilenets.cli import main, parse_resolution
+from mobilenets.cli.main import main, parse_resolution
 
 
 def run(capsys, *argv):
@@ -75,7 +75,7 @@ def test_set_rejects_unknown_and_badly_typed_fields(capsys):
 def test_train_eval_predict_chain(capsys, tmp_path):
     from PIL import Image
 
-    from mobilenets.data import load_fashion_mnist
+    from mobilenets.engine.data import load_fashion_mnist
 
     out = tmp_path / "run"
     code, stdout, _ = run(capsys, "train", "--preset", "smoke", "--out", str(out),

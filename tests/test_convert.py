@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from mobilenets import load_model
-from mobilenets.checkpoint import read_model_file
-from mobilenets.registry import build_from_config
-from mobilenets.convert import (convert, detect_source, keras_arch, load_keras_mobilenet,
+from mobilenets.models.modelfile import read_model_file
+from mobilenets.models.registry import build_from_config
+from mobilenets.deploy.convert import (convert, detect_source, keras_arch, load_keras_mobilenet,
                                 load_keras_mobilenet_v2, load_timm_mobilenet_v1,
                                 load_torchvision_mobilenet_v2)
 

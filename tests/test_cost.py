@@ -9,9 +9,9 @@ import torchvision.models as tvm
 from torch import nn
 
 import mobilenets as M
-from mobilenets import cost
+from mobilenets.cost import formulas as cost
 from mobilenets.paper import paper_comparisons
-from mobilenets.profiler import profile_model
+from mobilenets.cost.profiler import profile_model
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "paper-discrepancies.md"
 

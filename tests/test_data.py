@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from mobilenets.data import (BatchTransform, ImageFolderDataset, epoch_batches, load_fashion_mnist,
+from mobilenets.engine.data import (BatchTransform, ImageFolderDataset, epoch_batches, load_fashion_mnist,
                              read_idx, FASHION_MNIST_ROOT)
 
 

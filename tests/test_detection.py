@@ -7,15 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
-from mobilenets.checkpoint import save_model
-from mobilenets.cli import main
-from mobilenets.coco import CocoDetection, coco_map, evaluate_detector
-from mobilenets.detection import (
+from mobilenets.models.modelfile import save_model
+from mobilenets.cli.main import main
+from mobilenets.tasks.detection.data import CocoDetection, coco_map, evaluate_detector
+from mobilenets.tasks.detection.model import (
     build_detector, export_detector_onnx, load_detector, make_detect_config, profile_detector,
     select_detections, train_detector)
-from mobilenets.mobilenet_v1 import MobileNetV1
-from mobilenets.profiler import profile_model
-from mobilenets.synthetic import SceneConfig, write_dataset
+from mobilenets.models.mobilenet_v1 import MobileNetV1
+from mobilenets.cost.profiler import profile_model
+from mobilenets.tasks.synthetic.data import SceneConfig, write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,7 @@ def test_train_eval_resume_and_predictions(synth, tmp_path):
 
 
 def test_resume_after_a_kill_gives_the_same_weights(synth, tmp_path, monkeypatch):
-    import mobilenets.detection as det
+    import mobilenets.tasks.detection.model as det
 
     def cfg(name):
         return make_detect_config("smoke", train_data=str(synth[0]), out_dir=str(tmp_path / name))
@@ -188,7 +188,7 @@ def test_onnx_export_parity(tmp_path):
     model = build_detector("ssdlite", "v2", 0.25, num_classes=4, resolution=64).eval()
     report = export_detector_onnx(model, tmp_path / "d.onnx", score_thresh=0.0)
     assert report["max_abs_diff_scores"] < 1e-4 and report["detections_compared"] > 0
-    from mobilenets.deploy import ort_session
+    from mobilenets.deploy.onnx_export import ort_session
 
     session = ort_session(tmp_path / "d.onnx")
     x = torch.rand(3, 3, 64, 64)

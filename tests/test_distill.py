@@ -9,12 +9,12 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import mobilenets as M
-from mobilenets.cli import main
-from mobilenets.data import FASHION_MNIST_ROOT, BatchTransform, TensorImageDataset
-from mobilenets.distill import (distill, distillation_loss, embedding_loss, make_distill_config,
+from mobilenets.cli.main import main
+from mobilenets.engine.data import FASHION_MNIST_ROOT, BatchTransform, TensorImageDataset
+from mobilenets.engine.distill import (distill, distillation_loss, embedding_loss, make_distill_config,
                                 sigmoid_emulation_loss, soft_target_loss, teacher_outputs)
-from mobilenets.sweep import compare_runs
-from mobilenets.train import labeled_subset, load_checkpoint, make_config, open_splits
+from mobilenets.engine.sweep import compare_runs
+from mobilenets.engine.train import labeled_subset, load_checkpoint, make_config, open_splits
 
 needs_data = pytest.mark.skipif(not (FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").exists(),
                                 reason="Debian's dataset-fashion-mnist is not installed")

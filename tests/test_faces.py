@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from mobilenets import faces
-from mobilenets.cli import main
-from mobilenets.metrics import (average_precision, average_precision_per_column,
+from mobilenets.tasks.faces import data as faces
+from mobilenets.cli.main import main
+from mobilenets.engine.metrics import (average_precision, average_precision_per_column,
                                 mean_average_precision, tar_at_far)
 
 
@@ -192,7 +192,7 @@ def test_identity_data_pairs_and_errors(id_dir, tmp_path):
 
 
 def test_identity_sources_respect_max_source_cosine(fmnist, tmp_path):
-    from mobilenets.data import load_fashion_mnist
+    from mobilenets.engine.data import load_fashion_mnist
 
     meta = faces.make_embedding_data(tmp_path, identities=20, photos=1, unlabeled=30,
                                      test_identities=20, test_photos=2, negatives=50, root=fmnist,
@@ -244,7 +244,7 @@ def test_make_data_rejects_bad_counts(fmnist, tmp_path):
 # --------------------------------------------------------------------------- models
 
 def test_embedding_net_unit_norm_and_round_trip(tmp_path):
-    from mobilenets.checkpoint import save_model
+    from mobilenets.models.modelfile import save_model
 
     cfg = faces.faces_config("embeddings-student", model="mobilenet_v1_0.25_224")
     net = faces.EmbeddingNet(faces.build_backbone(cfg), 16).eval()

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from mobilenets.cli import main
-from mobilenets.data import FASHION_MNIST_ROOT
-from mobilenets.finegrained import (CONFUSABLE, UPPER_BODY, FineGrainedDataConfig, corrupt_labels,
+from mobilenets.cli.main import main
+from mobilenets.engine.data import FASHION_MNIST_ROOT
+from mobilenets.tasks.finegrained.data import (CONFUSABLE, UPPER_BODY, FineGrainedDataConfig, corrupt_labels,
                                     folder_name, make_finegrained_data)
 
 needs_data = pytest.mark.skipif(not (FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").exists(),

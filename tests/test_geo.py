@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from mobilenets import geo
-from mobilenets.cli import main
-from mobilenets.data import FASHION_MNIST_ROOT
+from mobilenets.tasks.geo import cells as geo
+from mobilenets.cli.main import main
+from mobilenets.engine.data import FASHION_MNIST_ROOT
 
 needs_data = pytest.mark.skipif(not (FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").exists(),
                                 reason="Debian's dataset-fashion-mnist is not installed")

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 import mobilenets as M
-from mobilenets.layers import DepthwiseConv2d, small_map_depthwise, tf_same_padding
-from mobilenets.mobilenet_v1 import V1_BLOCKS, scale_channels
+from mobilenets.models.layers import DepthwiseConv2d, small_map_depthwise, tf_same_padding
+from mobilenets.models.mobilenet_v1 import V1_BLOCKS, scale_channels
 
 # Table 1 of the paper, row by row: (type, stride, input channels, output channels, input size).
 TABLE1 = [

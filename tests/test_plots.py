@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from mobilenets import plots
-from mobilenets.plots import (loglinear_fit, pareto_frontier, plot_accuracy_vs_madds,
+from mobilenets.engine import plots
+from mobilenets.engine.plots import (loglinear_fit, pareto_frontier, plot_accuracy_vs_madds,
                               plot_accuracy_vs_params, plot_frontier)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

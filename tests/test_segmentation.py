@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 import mobilenets as M
-from mobilenets import segmentation as seg
-from mobilenets.checkpoint import save_model
-from mobilenets.cli import main
-from mobilenets.synthetic import CLASSES, SceneConfig, write_dataset
+from mobilenets.tasks.segmentation import model as seg
+from mobilenets.models.modelfile import save_model
+from mobilenets.cli.main import main
+from mobilenets.tasks.synthetic.data import CLASSES, SceneConfig, write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_output_shapes_and_stride(backbone, head, output_stride):
             list(seg.ASPP_RATES[output_stride])
     # Every convolution but the classifier is a ConvBNAct.
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    blocks = [m.conv for m in model.modules() if isinstance(m, M.layers.ConvBNAct)]
+    blocks = [m.conv for m in model.modules() if isinstance(m, M.ConvBNAct)]
     assert len(convs) == len(blocks) + 1 and model.head.classifier.bias is not None
 
 

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 import mobilenets as M
-from mobilenets.data import FASHION_MNIST_ROOT
-from mobilenets.optim import RMSpropTF, param_groups
-from mobilenets.train import NonFiniteLossError, load_checkpoint, make_config, train
+from mobilenets.engine.data import FASHION_MNIST_ROOT
+from mobilenets.engine.optim import RMSpropTF, param_groups
+from mobilenets.engine.train import NonFiniteLossError, load_checkpoint, make_config, train
 
 needs_data = pytest.mark.skipif(not (FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").exists(),
                                 reason="Debian's dataset-fashion-mnist is not installed")
@@ -158,7 +158,7 @@ def test_finetune_frozen_body_changes_only_the_classifier(tmp_path):
 
 @needs_data
 def test_sweep_writes_csv_and_figures(tmp_path, capsys):
-    from mobilenets.sweep import read_rows, run_sweep
+    from mobilenets.engine.sweep import read_rows, run_sweep
 
     base = make_config("smoke", limit_train=64, limit_val=64, epochs=1)
     rows = run_sweep(base, (0.5, 0.25), (32,), tmp_path)

@@ -8,13 +8,13 @@ import torchvision
 from torch import nn
 
 import mobilenets as M
-from mobilenets.cli import main
-from mobilenets.layers import ConvBNAct, InvertedResidual
-from mobilenets.memory import KB, inference_ops, trace_memory
-from mobilenets.mobilenet_v2 import V2_BLOCKS, MobileNetV2, make_divisible
+from mobilenets.cli.main import main
+from mobilenets.models.layers import ConvBNAct, InvertedResidual
+from mobilenets.cost.memory import KB, inference_ops, trace_memory
+from mobilenets.models.mobilenet_v2 import V2_BLOCKS, MobileNetV2, make_divisible
 from mobilenets.paper import TABLE3_V2, paper_comparisons, table3_v2_trace
-from mobilenets.profiler import profile_model
-from mobilenets.registry import build_from_config
+from mobilenets.cost.profiler import profile_model
+from mobilenets.models.registry import build_from_config
 
 # Table 2, one row per bottleneck block: (t, output channels c, stride), and the input sizes.
 TABLE2 = [(t, c, s if i == 0 else 1) for t, c, n, s in V2_BLOCKS for i in range(n)]
@@ -339,7 +339,7 @@ def _v2_with_bn_statistics(width_mult=0.35, res=32, classes=10):
 
 
 def test_no_weight_decay_on_v2_depthwise_filters():
-    from mobilenets.optim import param_groups
+    from mobilenets.engine.optim import param_groups
 
     model = M.create_model("mobilenet_v2_0.35_96")
     groups = {g["name"]: g for g in param_groups(model, 4e-5)}
@@ -376,7 +376,7 @@ def test_v2_train_eval_predict_finetune_compare(capsys, tmp_path):
 
 @needs_data
 def test_sweep_arch_v2_next_to_an_old_v1_csv(capsys, tmp_path):
-    from mobilenets.sweep import read_rows
+    from mobilenets.engine.sweep import read_rows
 
     (tmp_path / "sweep.csv").write_text(  # a V1 sweep written before the arch column existed
         "label,width_mult,resolution,madds,params,top1,top5,epochs,train_seconds,model_path\n"
@@ -396,7 +396,7 @@ def test_sweep_arch_v2_next_to_an_old_v1_csv(capsys, tmp_path):
 
 
 def test_fold_batchnorm_and_export_of_inverted_residuals(tmp_path):
-    from mobilenets.deploy import OnnxModule, export_onnx, fold_batchnorm
+    from mobilenets.deploy.onnx_export import OnnxModule, export_onnx, fold_batchnorm
 
     model = _v2_with_bn_statistics()
     folded = fold_batchnorm(model)
@@ -414,7 +414,7 @@ def test_fold_batchnorm_and_export_of_inverted_residuals(tmp_path):
 
 
 def test_bench_v2_against_torchvision_with_memory_columns():
-    from mobilenets.bench import bench, default_backends
+    from mobilenets.deploy.bench import bench, default_backends
 
     assert default_backends("mobilenet_v2")[-1] == "torchvision"
     rows, _ = bench([{"name": "mobilenet_v2_0.35_96", "resolution": 32}], ["eager", "torchvision"],
@@ -436,7 +436,7 @@ def test_bench_v2_against_torchvision_with_memory_columns():
 
 
 def test_pick_arch_v2_candidates_and_sweep_rows(tmp_path):
-    from mobilenets.bench import candidates, pick
+    from mobilenets.deploy.bench import candidates, pick
 
     rows = candidates(arch="v2")
     assert len(rows) == 22 and all(r["top1"] and r["arch"] == "mobilenet_v2" for r in rows)

@@ -12,7 +12,7 @@ DeepLabv3 head and a bilinear upsampling of the logits to the input size:
 
 MobileNetV2 feeds the head its *second last* feature map (Table 7's "MNet V2*": the 320-channel
 output of the last bottleneck, without the 1x1 convolution to 1280); MobileNetV1 its last.
-Every convolution, the heads' included, is :class:`~mobilenets.layers.ConvBNAct` except the final
+Every convolution, the heads' included, is :class:`~mobilenets.models.layers.ConvBNAct` except the final
 1x1 classifier (a biased ``nn.Conv2d``, as DeepLab's logits layer).
 
 A run lives in one folder like ``train.train``'s: ``config.json``, ``checkpoint.pt`` (resume),
@@ -33,16 +33,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AtrousStride, MobileNetBase
-from .checkpoint import (atomic_path, load_model, load_state_dict_checked, read_model_file,
-                         save_model)
-from .data import epoch_batches
-from .layers import ConvBNAct, check_choice
-from .metrics import ConfusionMatrix
-from .optim import param_groups
-from .registry import ARCHS, arch_name, build_from_config
-from .train import (NonFiniteLossError, _rng_state, _set_rng_state, _step_generator,
-                    config_from_preset, load_checkpoint, save_checkpoint)
+from mobilenets.models.base import AtrousStride, MobileNetBase
+from mobilenets.fileio import atomic_path
+from mobilenets.models.modelfile import (load_model, load_state_dict_checked, read_model_file,
+    save_model)
+from mobilenets.engine.data import epoch_batches
+from mobilenets.models.layers import ConvBNAct, check_choice
+from mobilenets.engine.metrics import ConfusionMatrix
+from mobilenets.engine.optim import param_groups
+from mobilenets.models.registry import ARCHS, arch_name, build_from_config
+from mobilenets.engine.train import (NonFiniteLossError, _rng_state, _set_rng_state,
+    _step_generator, config_from_preset, load_checkpoint, save_checkpoint)
 
 #: The two DeepLabv3 heads (see the module docstring).
 HEADS = ("aspp", "lite")
@@ -944,7 +945,7 @@ def table7_rows(resolution: int = 512, num_classes: int = 21,
         FileNotFoundError: for a missing evaluation file. ValueError: for a bad ``resolution``
         or an evaluation file that does not name its model.
     """
-    from .profiler import profile_model
+    from mobilenets.cost.profiler import profile_model
 
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 32:
         raise ValueError(f"resolution must be an integer >= 32, got {resolution!r}")

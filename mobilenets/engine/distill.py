@@ -28,10 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checkpoint import atomic_path, load_model
-from .data import BatchTransform, TensorImageDataset, iterate_batches
-from .train import (Dist, TrainConfig, build_model, evaluate, fit, init_distributed, open_splits,
-                    write_labeled_subset, write_run_outputs)
+from mobilenets.fileio import atomic_path
+from mobilenets.models.modelfile import load_model
+from mobilenets.engine.data import BatchTransform, TensorImageDataset, iterate_batches
+from mobilenets.engine.train import (Dist, TrainConfig, build_model, evaluate, fit,
+    init_distributed, open_splits, write_labeled_subset, write_run_outputs)
 
 LOSSES = ("soft", "sigmoid", "embedding")
 TEACHER_MODES = ("precomputed", "online")

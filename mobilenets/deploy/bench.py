@@ -14,7 +14,7 @@ Backends (``BACKENDS``):
     torchvision  peer (MobileNetV2): torchvision's mobilenet_v2 with the same alpha, eager
 
 Each row also carries the analytic memory of its variant beside the measured peak RSS: the weights
-and the peak live activations of one image at fp32 (``mobilenets.memory.trace_memory``).
+and the peak live activations of one image at fp32 (``mobilenets.cost.memory.trace_memory``).
 """
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .deploy import OnnxModule, calibration_batches, export_onnx, fold_batchnorm, quantize_int8
+from mobilenets.deploy.onnx_export import (OnnxModule, calibration_batches, export_onnx,
+    fold_batchnorm, quantize_int8)
 
 BACKENDS = {
     "eager": "torch eager, NCHW, BN separate (our model as built)",
@@ -204,7 +205,7 @@ def time_interleaved(prepared: list[Prepared], x: torch.Tensor | dict[str, torch
 
 def _calibration(data: str, shape: tuple[int, int, int], count: int) -> list[torch.Tensor]:
     """``count`` training images of ``data`` at input ``shape``, for int8 calibration."""
-    from .data import BatchTransform, open_dataset
+    from mobilenets.engine.data import BatchTransform, open_dataset
 
     ds = open_dataset(data, "train", shape[1], 1.0)
     return calibration_batches(ds, BatchTransform(shape[1], False, eval_crop=1.0,
@@ -251,7 +252,7 @@ def peak_memory(backend: str, spec: dict, onnx_file: str | None, threads: int) -
     every backend starts from the same state). Returns MB: the peak while loading and running the
     model, and that peak above the process's RSS after its imports (torch, ONNX Runtime)."""
     job = {"backend": backend, "spec": spec, "onnx": onnx_file, "threads": threads}
-    out = subprocess.run([sys.executable, "-m", "mobilenets.bench", json.dumps(job)],
+    out = subprocess.run([sys.executable, "-m", "mobilenets.deploy.bench", json.dumps(job)],
                          capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         raise RuntimeError(f"memory worker for {backend} failed: {out.stderr.strip()[-500:]}")
@@ -297,8 +298,8 @@ def _memory_worker(job: dict) -> dict:
 
 def model_from_spec(spec: dict) -> nn.Module:
     """Build the model a bench row describes: a registered name or our model file."""
-    from .checkpoint import load_model
-    from .registry import create_model
+    from mobilenets.models.modelfile import load_model
+    from mobilenets.models.registry import create_model
 
     if spec.get("model_file"):
         return load_model(spec["model_file"]).float().eval()
@@ -361,8 +362,8 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
     Returns:
         (rows, machine): the measurements, and the machine description with the matmul floor.
     """
-    from .memory import inference_ops, trace_memory
-    from .profiler import profile_model
+    from mobilenets.cost.memory import inference_ops, trace_memory
+    from mobilenets.cost.profiler import profile_model
 
     models = [model_from_spec(spec) for spec in specs]
     per_model = []
@@ -443,10 +444,10 @@ def candidates(accuracy_csv: str | None = None, arch: str | None = None) -> list
     22 registered variants (MobileNetV2's Table 4 for 1.0 and 1.4 at 224; the others from
     ``research/slim/nets/mobilenet/README.md``, see ``registry._RELEASED_TOP1_V2``).
     """
-    from .registry import MODELS, arch_name, list_models
+    from mobilenets.models.registry import MODELS, arch_name, list_models
 
     if accuracy_csv:
-        from .sweep import read_rows
+        from mobilenets.engine.sweep import read_rows
 
         if not Path(accuracy_csv).is_file():
             raise FileNotFoundError(f"--accuracy file not found: {accuracy_csv}")
@@ -516,8 +517,8 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
         ValueError: if no budget is given, a budget is not > 0, the backend is unknown or a peer,
             or no candidate fits (the message names the cheapest candidate).
     """
-    from .profiler import profile_model
-    from .registry import ARCHS
+    from mobilenets.cost.profiler import profile_model
+    from mobilenets.models.registry import ARCHS
 
     budgets = {"latency_ms": latency_ms, "max_params": max_params, "max_madds": max_madds}
     if all(v is None for v in budgets.values()):
@@ -564,7 +565,7 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
         row.pop("arch_kwargs", None)
     fitting = [r for r in rows if r["fits"]]
     if plot:
-        from .plots import plot_frontier
+        from mobilenets.engine.plots import plot_frontier
 
         plot_frontier(rows, plot, "latency_ms", f"Measured latency (ms), batch 1, {backend}",
                       budget=latency_ms, title=f"Accuracy vs latency on this machine ({backend})")
@@ -579,5 +580,5 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
     return rows, choice
 
 
-if __name__ == "__main__":  # the peak-memory worker: python -m mobilenets.bench '<job json>'
+if __name__ == "__main__":  # the peak-memory worker: python -m mobilenets.deploy.bench '<job json>'
     print(json.dumps(_memory_worker(json.loads(sys.argv[1]))))

@@ -7,8 +7,8 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from .base import AtrousStride, MobileNetBase, check_positive_int, check_rows
-from .layers import ConvBNAct, InvertedResidual
+from mobilenets.models.base import AtrousStride, MobileNetBase, check_positive_int, check_rows
+from mobilenets.models.layers import ConvBNAct, InvertedResidual
 
 #: Channels of the first layer, a full 3x3 convolution with stride 2 (Table 2, row 1).
 V2_STEM_CHANNELS = 32
@@ -76,7 +76,7 @@ class MobileNetV2(MobileNetBase):
     a 1x1 convolution to 1280 channels, global average pooling, dropout and a fully connected
     classifier. ``forward`` returns logits; ``predict`` applies the softmax. The layers and their
     parameter names line up one to one with torchvision's ``mobilenet_v2`` and Keras Applications'
-    ``MobileNetV2`` (``mobilenets.convert`` imports both).
+    ``MobileNetV2`` (``mobilenets.deploy.convert`` imports both).
 
     Args:
         width_mult: alpha, the width multiplier; any number > 0 (0.35, 0.5, 0.75, 1.0, 1.3, 1.4

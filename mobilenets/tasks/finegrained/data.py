@@ -32,8 +32,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from .checkpoint import atomic_path
-from .data import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, load_fashion_mnist
+from mobilenets.fileio import atomic_path
+from mobilenets.engine.data import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, load_fashion_mnist
 
 #: The upper-body garments of Fashion-MNIST: T-shirt/top, Pullover, Dress, Coat, Shirt.
 UPPER_BODY = (0, 2, 3, 4, 6)

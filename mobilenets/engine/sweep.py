@@ -7,11 +7,11 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from .checkpoint import atomic_path
-from .plots import plot_accuracy_vs_madds, plot_accuracy_vs_params
-from .profiler import profile_model
-from .registry import ARCHS, get_spec
-from .train import TrainConfig, train
+from mobilenets.fileio import atomic_path
+from mobilenets.engine.plots import plot_accuracy_vs_madds, plot_accuracy_vs_params
+from mobilenets.cost.profiler import profile_model
+from mobilenets.models.registry import ARCHS, get_spec
+from mobilenets.engine.train import TrainConfig, train
 
 #: The CSV columns. ``arch`` came with MobileNetV2: CSVs without it are MobileNet V1 sweeps.
 FIELDS = ["label", "arch", "width_mult", "resolution", "madds", "params", "top1", "top5", "epochs",
@@ -111,7 +111,7 @@ def compare_runs(run_dirs: list[str | os.PathLike]) -> list[dict]:
     """
     import json
 
-    from .train import TrainConfig, build_model
+    from mobilenets.engine.train import TrainConfig, build_model
 
     rows = []
     for run in map(Path, run_dirs):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import atomic_path
+from mobilenets.fileio import atomic_path
 
 #: The object classes; category id = index + 1 (0 is the background in the semantic masks).
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "ring", "cross")

@@ -35,9 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import atomic_path
-from .data import FASHION_MNIST_ROOT, TensorImageDataset, load_fashion_mnist, load_image
-from .train import TrainConfig
+from mobilenets.fileio import atomic_path
+from mobilenets.engine.data import (FASHION_MNIST_ROOT, TensorImageDataset, load_fashion_mnist,
+    load_image)
+from mobilenets.engine.train import TrainConfig
 
 # --------------------------------------------------------------------------- attribute definitions
 
@@ -737,7 +738,7 @@ class EmbeddingNet(nn.Module):
         Raises:
             ValueError: naming ``config`` if it does not describe an ``EmbeddingNet``.
         """
-        from .registry import build_from_config
+        from mobilenets.models.registry import build_from_config
 
         if config.get("head") != "embedding" or "backbone" not in config:
             raise ValueError("config does not describe an EmbeddingNet (no head='embedding'); "
@@ -777,7 +778,7 @@ class IdentityClassifier(nn.Module):
 def build_backbone(cfg, include_top: bool = False, num_classes: int = 1000) -> nn.Module:
     """The MobileNet of a run config (``model``, ``width_mult``, ``dropout``, input size), with or
     without its classifier."""
-    from .registry import create_model
+    from mobilenets.models.registry import create_model
 
     kwargs = {"dropout": cfg.dropout, "include_top": include_top, "num_classes": num_classes}
     if cfg.width_mult is not None:
@@ -794,7 +795,7 @@ def load_embedding_model(path: str | os.PathLike) -> EmbeddingNet:
         FileNotFoundError: if ``path`` does not exist.
         ValueError: naming the file if it is not an embedding model.
     """
-    from .checkpoint import load_state_dict_checked, read_model_file
+    from mobilenets.models.modelfile import load_state_dict_checked, read_model_file
 
     config, state, _ = read_model_file(path)
     if config.get("head") != "embedding":
@@ -812,8 +813,8 @@ def load_attribute_model(path: str | os.PathLike) -> tuple[nn.Module, list[str],
         FileNotFoundError: if ``path`` does not exist.
         ValueError: naming the file if it is an embedding model or lacks attribute names.
     """
-    from .checkpoint import load_state_dict_checked, read_model_file
-    from .registry import build_from_config
+    from mobilenets.models.modelfile import load_state_dict_checked, read_model_file
+    from mobilenets.models.registry import build_from_config
 
     config, state, extra = read_model_file(path)
     if config.get("head") == "embedding":
@@ -852,8 +853,8 @@ class EmbeddingTrainConfig(TrainConfig):
 def _recipes() -> dict:
     from dataclasses import asdict, replace
 
-    from .distill import DistillConfig
-    from .train import PRESETS
+    from mobilenets.engine.distill import DistillConfig
+    from mobilenets.engine.train import PRESETS
 
     # The Fashion-MNIST recipe (the paper's RMSprop, train.PRESETS) at 32 pixels, the smallest
     # input the models take (Fashion-MNIST is 28x28), so every run fits a small CPU.
@@ -895,7 +896,7 @@ def faces_config(recipe: str, **overrides):
     Raises:
         ValueError: naming an unknown recipe or field, or a bad value.
     """
-    from .train import config_from_preset
+    from mobilenets.engine.train import config_from_preset
 
     return config_from_preset(_recipes(), recipe, what="recipe", **overrides)
 
@@ -906,8 +907,8 @@ def model_outputs(model: nn.Module, dataset, resolution: int, eval_crop: float =
                   batch_size: int = 256) -> torch.Tensor:
     """The model's outputs (logits or embeddings) for every image of ``dataset``, in order,
     through the evaluation transform (``distill.teacher_outputs`` without a cache)."""
-    from .data import BatchTransform
-    from .distill import teacher_outputs
+    from mobilenets.engine.data import BatchTransform
+    from mobilenets.engine.distill import teacher_outputs
 
     tf = BatchTransform(resolution, False, eval_crop=eval_crop,
                         out_channels=getattr(model, "in_channels", 3))
@@ -930,7 +931,7 @@ def evaluate_attributes(model: nn.Module, dataset: MultiLabelDataset, resolution
     Raises:
         ValueError: if the dataset has unlabeled targets or the model's output count differs.
     """
-    from .metrics import average_precision_per_column
+    from mobilenets.engine.metrics import average_precision_per_column
 
     if torch.isnan(dataset.labels).any():
         raise ValueError("the evaluation set has unlabeled (NaN) targets: evaluate on a "
@@ -971,7 +972,7 @@ def evaluate_verification(model: nn.Module, dataset, pairs, resolution: int,
     Raises:
         ValueError: from ``metrics.tar_at_far``, e.g. with too few negative pairs for ``far``.
     """
-    from .metrics import tar_at_far
+    from mobilenets.engine.metrics import tar_at_far
 
     emb = F.normalize(model_outputs(model, dataset, resolution, eval_crop), dim=1)
     a, b, same = pairs
@@ -988,7 +989,7 @@ def evaluate_verification(model: nn.Module, dataset, pairs, resolution: int,
 
 def cost(model: nn.Module, resolution: int) -> dict:
     """Mult-Adds and parameters (millions) of a model at ``resolution`` (``profile_model``)."""
-    from .profiler import profile_model
+    from mobilenets.cost.profiler import profile_model
 
     prof = profile_model(model, (getattr(model, "in_channels", 3), resolution, resolution))
     return {"madds_m": round(prof.total_madds / 1e6, 2),
@@ -998,7 +999,7 @@ def cost(model: nn.Module, resolution: int) -> dict:
 # --------------------------------------------------------------------------- training
 
 def _stored(cfg) -> int:
-    from .data import stored_size
+    from mobilenets.engine.data import stored_size
 
     return stored_size(cfg.input_size, cfg.eval_crop)
 
@@ -1065,7 +1066,7 @@ def open_identity_data(data_dir: str | os.PathLike, size: int, unlabeled: bool =
 
 def _limited(cfg, *datasets):
     """Apply ``cfg.limit_train`` and ``cfg.limit_val`` (first N images) to (train, test) sets."""
-    from .train import _limit
+    from mobilenets.engine.train import _limit
 
     for ds, limit in zip(datasets, (cfg.limit_train, cfg.limit_val)):
         if limit:
@@ -1077,13 +1078,13 @@ def _limited(cfg, *datasets):
 
 def _check_far(pairs, far: float) -> None:
     """Fail before training, not after, when the pairs cannot measure ``far``."""
-    from .metrics import tar_at_far
+    from mobilenets.engine.metrics import tar_at_far
 
     tar_at_far(torch.zeros(1), torch.zeros(int((~pairs[2]).sum())), far)
 
 
 def _finish(cfg, model: nn.Module, run_summary: dict, result: dict, extra: dict) -> dict:
-    from .train import write_run_outputs
+    from mobilenets.engine.train import write_run_outputs
 
     summary = {**{k: v for k, v in result.items() if isinstance(v, (int, float))},
                **cost(model, cfg.input_size), **run_summary}
@@ -1107,7 +1108,7 @@ def train_attributes(cfg, data_dir: str | os.PathLike, resume: bool = False) -> 
         ``madds_m``, ``params_m``, steps, seconds, ``model_path``; ``eval.json`` holds the AP
         of every attribute.
     """
-    from .train import fit
+    from mobilenets.engine.train import fit
 
     cfg.validate()
     torch.manual_seed(cfg.seed)
@@ -1148,7 +1149,7 @@ def distill_attributes(cfg, data_dir: str | os.PathLike, teacher: str | os.PathL
         ValueError: if ``cfg.loss`` is not "sigmoid" or the teacher's attributes differ from
             the data's.
     """
-    from .distill import distill
+    from mobilenets.engine.distill import distill
 
     cfg.validate()
     if cfg.loss != "sigmoid":
@@ -1185,7 +1186,7 @@ def train_embeddings(cfg: EmbeddingTrainConfig, data_dir: str | os.PathLike,
         The summary: ``tar`` (percent, at the false accept rate ``far`` on ``pairs.csv``),
         the context rates of ``evaluate_verification``, ``madds_m``, ``params_m``, steps, seconds, ``model_path``.
     """
-    from .train import fit
+    from mobilenets.engine.train import fit
 
     cfg.validate()
     torch.manual_seed(cfg.seed)
@@ -1227,7 +1228,7 @@ def distill_embeddings(cfg, data_dir: str | os.PathLike, teacher: str | os.PathL
         ``distill``'s summary with ``tar`` (percent at ``far``), the context rates, ``madds_m``,
         ``params_m``.
     """
-    from .distill import distill
+    from mobilenets.engine.distill import distill
 
     cfg.validate()
     if cfg.loss != "embedding":
@@ -1272,7 +1273,7 @@ def attribute_report(model_files: Sequence[str | os.PathLike], data_dir: str | o
     Raises:
         FileNotFoundError, ValueError: for a missing or unsuitable model file or data.
     """
-    from .data import stored_size
+    from mobilenets.engine.data import stored_size
 
     rows, cache = [], {}
     for path in model_files:
@@ -1306,8 +1307,8 @@ def embedding_report(model_files: Sequence[str | os.PathLike], data_dir: str | o
         FileNotFoundError, ValueError: for a missing or unsuitable model file or data, or too
             few negative pairs for ``far``.
     """
-    from .checkpoint import read_model_file
-    from .data import stored_size
+    from mobilenets.models.modelfile import read_model_file
+    from mobilenets.engine.data import stored_size
 
     rows, cache = [], {}
     for path in model_files:

@@ -41,8 +41,8 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.ssd import SSD, SSDHead, SSDScoringHead
 from torchvision.ops import MultiScaleRoIAlign
 
-from .layers import ConvBNAct, DepthwiseSeparable, check_choice
-from .registry import ARCHS, arch_name, build_from_config
+from mobilenets.models.layers import ConvBNAct, DepthwiseSeparable, check_choice
+from mobilenets.models.registry import ARCHS, arch_name, build_from_config
 
 #: The detector kinds ``build_detector`` makes.
 DETECTORS = ("ssd", "ssdlite", "faster_rcnn")
@@ -220,7 +220,7 @@ def build_backbone(arch: str = "v1", width_mult: float = 1.0,
     arch = arch_name(arch)
     if weights is None:
         return ARCHS[arch](width_mult=width_mult, include_top=False)
-    from .checkpoint import load_model
+    from mobilenets.models.modelfile import load_model
 
     base = load_model(weights)
     if base.config["arch"] != arch:
@@ -322,7 +322,7 @@ def save_detector(model: nn.Module, path: str | os.PathLike, class_names: Sequen
     Returns:
         The path written.
     """
-    from .checkpoint import save_model
+    from mobilenets.models.modelfile import save_model
 
     return save_model(model, path, extra={"class_names": list(class_names)})
 
@@ -340,7 +340,7 @@ def load_detector(path: str | os.PathLike) -> tuple[nn.Module, list[str]]:
         FileNotFoundError: if ``path`` does not exist.
         ValueError: if it is not a detector file, or its weights do not fit.
     """
-    from .checkpoint import load_state_dict_checked, read_model_file
+    from mobilenets.models.modelfile import load_state_dict_checked, read_model_file
 
     config, state, extra = read_model_file(path)
     if "detector" not in config:
@@ -388,7 +388,7 @@ def profile_detector(model: nn.Module, name: str | None = None):
     Returns:
         A ``profiler.Profile`` at the detector's resolution.
     """
-    from .profiler import profile_model
+    from mobilenets.cost.profiler import profile_model
 
     cfg = model.config
     res = cfg["resolution"]
@@ -493,7 +493,7 @@ DETECT_PRESETS: dict[str, DetectConfig] = {
 def make_detect_config(preset: str = "synthetic", **overrides) -> DetectConfig:
     """A preset of ``DETECT_PRESETS`` with some fields replaced; unknown names or bad values raise
     ``ValueError``."""
-    from .train import config_from_preset
+    from mobilenets.engine.train import config_from_preset
 
     return config_from_preset(DETECT_PRESETS, preset, **overrides)
 
@@ -510,7 +510,7 @@ def detect_lr(step: int, steps_per_epoch: int, total_steps: int, cfg: DetectConf
 
 
 def _detect_optimizer(model: nn.Module, cfg: DetectConfig):
-    from .optim import RMSpropTF, param_groups
+    from mobilenets.engine.optim import RMSpropTF, param_groups
 
     groups = param_groups(model, cfg.weight_decay)
     if cfg.optimizer == "rmsprop":
@@ -540,8 +540,8 @@ def train_detector(cfg: DetectConfig, resume: bool = False) -> dict:
         ValueError / FileNotFoundError: for bad data or a config/checkpoint mismatch.
         train.NonFiniteLossError: if the loss stops being finite.
     """
-    from .coco import CocoDetection, collate, evaluate_detector
-    from .train import NonFiniteLossError, load_checkpoint, save_checkpoint
+    from mobilenets.tasks.detection.data import CocoDetection, collate, evaluate_detector
+    from mobilenets.engine.train import NonFiniteLossError, load_checkpoint, save_checkpoint
 
     cfg.validate()
     out = Path(cfg.out_dir)
@@ -571,7 +571,7 @@ def train_detector(cfg: DetectConfig, resume: bool = False) -> dict:
         opt.load_state_dict(state["optimizer"])
         step, history = state["step"], state["history"]
         loss_sum, loss_n = state["loss_sum"], state["loss_n"]
-    from .checkpoint import atomic_path
+    from mobilenets.fileio import atomic_path
 
     with atomic_path(out / "config.json") as tmp:
         Path(tmp).write_text(json.dumps(asdict(cfg), indent=2))
@@ -734,9 +734,9 @@ def export_detector_onnx(model: nn.Module, path: str | os.PathLike, class_names:
     """
     import copy
 
-    from .checkpoint import atomic_path
-    from .deploy import (INPUT_NAME, OPSET, ExportError, OnnxModule, _add_metadata, _metadata,
-                         fold_batchnorm)
+    from mobilenets.fileio import atomic_path
+    from mobilenets.deploy.onnx_export import (INPUT_NAME, OPSET, ExportError, OnnxModule,
+        _add_metadata, _metadata, fold_batchnorm)
 
     module = SSDExportModule(copy.deepcopy(model).float().eval()).eval()
     res = module.resolution
@@ -769,7 +769,7 @@ def export_detector_onnx(model: nn.Module, path: str | os.PathLike, class_names:
         _add_metadata(tmp, _metadata(model, {"class_names": list(class_names), "outputs":
                                              "boxes xyxy pixels (N, A, 4); scores (N, A, K+1), "
                                              "column 0 background; apply NMS "
-                                             "(mobilenets.detection.select_detections)"}))
+                                             "(mobilenets.tasks.detection.model.select_detections)"}))
         session = OnnxModule(tmp).session
         diffs = {"boxes": 0.0, "scores": 0.0}
         for batch in (check_images[:1], check_images):
@@ -805,7 +805,7 @@ def draw_detections(image: torch.Tensor, detection: dict, class_names: Sequence[
     """
     from PIL import Image, ImageDraw
 
-    from .checkpoint import atomic_path
+    from mobilenets.fileio import atomic_path
 
     canvas = Image.fromarray(image.permute(1, 2, 0).numpy())
     draw = ImageDraw.Draw(canvas)

@@ -29,7 +29,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
 
-from .checkpoint import atomic_path
+from mobilenets.fileio import atomic_path
 
 #: Resolution of the written images, dots per inch (a 6.4 x 4.8 inch figure is 960 x 720 pixels).
 DPI = 150

@@ -208,7 +208,7 @@ def inference_ops() -> tuple[type[nn.Module], ...]:
     from torchvision.models.mobilenetv2 import InvertedResidual as TorchvisionInvertedResidual
     from torchvision.ops.misc import Conv2dNormActivation
 
-    from .layers import ConvBNAct, InvertedResidual
+    from mobilenets.models.layers import ConvBNAct, InvertedResidual
 
     return ConvBNAct, Conv2dNormActivation, InvertedResidual, TorchvisionInvertedResidual
 

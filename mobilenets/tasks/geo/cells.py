@@ -38,7 +38,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .checkpoint import atomic_path
+from mobilenets.fileio import atomic_path
 
 EARTH_RADIUS_KM = 6371.0088  # mean radius (IUGG)
 #: Table 11's scales: (name, kilometres).
@@ -571,7 +571,7 @@ def model_probs(model: torch.nn.Module, photos: Sequence[GeoPhoto], resolution: 
     Returns:
         (N, K) float tensor.
     """
-    from .data import BatchTransform, load_image, stored_size
+    from mobilenets.engine.data import BatchTransform, load_image, stored_size
 
     tf = BatchTransform(resolution, False, eval_crop=eval_crop,
                         out_channels=getattr(model, "in_channels", 3))
@@ -608,7 +608,7 @@ def evaluate_model(model: torch.nn.Module, photos: Sequence[GeoPhoto], cells: Ge
     Raises:
         ValueError: if the model's class count differs from the number of cells.
     """
-    from .profiler import profile_model
+    from mobilenets.cost.profiler import profile_model
 
     res = model.config.get("resolution", 224)
     probs = model_probs(model, photos, res, eval_crop)
@@ -668,7 +668,7 @@ def write_cell_imagefolder(out_dir: str | os.PathLike, cells: Geocells,
     Returns:
         ``{split: {"images": kept, "outside_cells": left out}}``.
     """
-    from .finegrained import staging_dir
+    from mobilenets.tasks.finegrained.data import staging_dir
 
     report = {}
     with staging_dir(out_dir, overwrite) as tmp:
@@ -810,8 +810,8 @@ def make_geo_data(out_dir: str | os.PathLike, cfg: GeoDataConfig | None = None,
     Returns:
         The ``geo_data.json`` record.
     """
-    from .data import FASHION_MNIST_ROOT, load_fashion_mnist
-    from .finegrained import save_png, staging_dir
+    from mobilenets.engine.data import FASHION_MNIST_ROOT, load_fashion_mnist
+    from mobilenets.tasks.finegrained.data import save_png, staging_dir
 
     cfg = (cfg or GeoDataConfig()).validate()
     root = fashion_mnist_root or FASHION_MNIST_ROOT

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .bench import BACKENDS, PEERS
+from mobilenets.deploy.bench import BACKENDS, PEERS
 
 FORMATS = ("table", "csv", "json")
 
@@ -29,7 +29,7 @@ def parse_resolution(text: str) -> tuple[int, int]:
 
 def _write(text: str, output: str | None) -> None:
     if output:
-        from .checkpoint import atomic_path
+        from mobilenets.fileio import atomic_path
 
         with atomic_path(output) as tmp:
             Path(tmp).write_text(text + "\n")
@@ -39,8 +39,8 @@ def _write(text: str, output: str | None) -> None:
 
 
 def cmd_models(args) -> None:
-    from .profiler import profile_model
-    from .registry import MODELS, create_model, list_models
+    from mobilenets.cost.profiler import profile_model
+    from mobilenets.models.registry import MODELS, create_model, list_models
 
     rows = []
     for name in list_models(args.pattern):
@@ -83,8 +83,8 @@ PROFILE_ARCHS = {"v1": ("mobilenet_v1", "MobileNet"), "v2": ("mobilenet_v2", "Mo
 def cmd_profile(args) -> None:
     import json
 
-    from .profiler import profile_model
-    from .registry import ARCHS, create_model, get_spec
+    from mobilenets.cost.profiler import profile_model
+    from mobilenets.models.registry import ARCHS, create_model, get_spec
 
     if args.model:
         if args.arch:
@@ -105,7 +105,7 @@ def cmd_profile(args) -> None:
         text = {"table": prof.format_table, "csv": prof.to_csv, "json": prof.to_json}[args.format]()
         _write(text.rstrip("\n"), args.output)
         return
-    from .memory import inference_ops, trace_memory
+    from mobilenets.cost.memory import inference_ops, trace_memory
 
     fuse = inference_ops() if args.memory == "ops" else ()
     mem = trace_memory(model, (3, h, w), dtype_bytes=args.activation_bytes, fuse=fuse, name=name)
@@ -119,7 +119,7 @@ def cmd_profile(args) -> None:
 
 
 def cmd_paper_tables(args) -> None:
-    from .paper import format_comparisons, paper_comparisons
+    from mobilenets.paper import format_comparisons, paper_comparisons
 
     tables = set(args.table) if args.table else None
     rows = paper_comparisons(tables)
@@ -132,7 +132,7 @@ def cmd_paper_tables(args) -> None:
 
 
 def cmd_convert(args) -> None:
-    from .convert import convert
+    from mobilenets.deploy.convert import convert
 
     out = convert(args.src, args.dst, source=args.source, width_mult=args.width_mult)
     print(f"wrote {out}")
@@ -142,7 +142,7 @@ def _train_config(args):
     """A TrainConfig from the preset, the common flags, then any ``--set key=value``."""
     from dataclasses import fields
 
-    from .train import TrainConfig, make_config
+    from mobilenets.engine.train import TrainConfig, make_config
 
     flags = {"model": args.model, "width_mult": args.width_mult, "resolution": args.resolution,
              "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
@@ -182,7 +182,7 @@ def _parse_value(text: str, type_name: str, key: str):
 
 
 def _add_train_flags(s: argparse.ArgumentParser) -> None:
-    from .train import PRESETS
+    from mobilenets.engine.train import PRESETS
 
     s.add_argument("--preset", default="fashion-mnist", choices=sorted(PRESETS),
                    help="recipe to start from (default fashion-mnist; 'paper' is section 3.2)")
@@ -209,8 +209,8 @@ def _add_train_flags(s: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args) -> None:
-    from .metrics import format_report
-    from .train import init_distributed, train
+    from mobilenets.engine.metrics import format_report
+    from mobilenets.engine.train import init_distributed, train
 
     cfg = _train_config(args)
     result = train(cfg, resume=args.resume)
@@ -222,8 +222,8 @@ def cmd_train(args) -> None:
 
 
 def _load_for_inference(path: str):
-    from .checkpoint import load_state_dict_checked, read_model_file
-    from .registry import build_from_config
+    from mobilenets.models.modelfile import load_state_dict_checked, read_model_file
+    from mobilenets.models.registry import build_from_config
 
     config, state, extra = read_model_file(path)
     model = build_from_config(config)
@@ -240,8 +240,8 @@ def _inference_extra(class_names, train_cfg: dict) -> dict:
 
 
 def cmd_eval(args) -> None:
-    from .metrics import format_report
-    from .train import evaluate
+    from mobilenets.engine.metrics import format_report
+    from mobilenets.engine.train import evaluate
 
     model, class_names, train_cfg = _load_for_inference(args.model_file)
     extra = _inference_extra(class_names, train_cfg)
@@ -260,7 +260,7 @@ def cmd_predict(args) -> None:
 
     import torch
 
-    from .data import BatchTransform, load_image, stored_size
+    from mobilenets.engine.data import BatchTransform, load_image, stored_size
 
     model, class_names, train_cfg = _load_for_inference(args.model_file)
     res = args.resolution or model.config.get("resolution", 224)
@@ -290,8 +290,8 @@ def cmd_predict(args) -> None:
 def cmd_sweep(args) -> None:
     from dataclasses import replace
 
-    from .registry import arch_name, get_spec
-    from .sweep import run_sweep
+    from mobilenets.models.registry import arch_name, get_spec
+    from mobilenets.engine.sweep import run_sweep
 
     cfg = _train_config(args)
     if args.arch:  # the architecture swept; --width-mults and --resolutions set the rest
@@ -308,14 +308,14 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    from .sweep import compare_runs
+    from mobilenets.engine.sweep import compare_runs
 
     _write(_render(compare_runs(args.runs), args.format), args.output)
 
 
 def _model_for_export(source: str, resolution: int | None):
     """(model, extra metadata) from our .safetensors file or a registered name (fresh weights)."""
-    from .registry import MODELS, create_model
+    from mobilenets.models.registry import MODELS, create_model
 
     if source in MODELS:
         model, extra = create_model(source).eval(), {}
@@ -335,22 +335,22 @@ def _eval_split(model_cfg: dict, extra: dict, data: str | None, split: str, limi
                 skip_bad_files: bool = False):
     """(dataset, eval transform) for a model, with the data and crop it was trained with unless
     ``data``, ``resolution`` or ``crop`` say otherwise."""
-    from .data import BatchTransform, open_dataset
+    from mobilenets.engine.data import BatchTransform, open_dataset
 
     res = resolution or model_cfg.get("resolution", 224)
     crop = crop or extra.get("eval_crop", 0.875)
     ds = open_dataset(data or extra.get("data") or "fashion-mnist", split, res, crop,
                       skip_bad_files, extra.get("class_names"))
     if limit:
-        from .train import _limit
+        from mobilenets.engine.train import _limit
 
         _limit(ds, limit)
     return ds, BatchTransform(res, False, eval_crop=crop, out_channels=model_cfg.get("in_channels", 3))
 
 
 def cmd_export(args) -> None:
-    from .checkpoint import load_model, save_model
-    from .deploy import calibration_batches, export_onnx, quantize_int8
+    from mobilenets.models.modelfile import load_model, save_model
+    from mobilenets.deploy.onnx_export import calibration_batches, export_onnx, quantize_int8
 
     model, extra = _model_for_export(args.model, args.resolution)
     out = Path(args.output)
@@ -383,8 +383,8 @@ def _evaluate_export(model, extra: dict, path: Path, args) -> None:
     """Top-1 of the torch model and of the export on the same split, and the difference."""
     import json
 
-    from .deploy import OnnxModule
-    from .train import evaluate
+    from mobilenets.deploy.onnx_export import OnnxModule
+    from mobilenets.engine.train import evaluate
 
     ds, tf = _eval_split(model.config, extra, args.data, "val", args.limit)
     names = extra.get("class_names") or ds.class_names
@@ -396,7 +396,7 @@ def _evaluate_export(model, extra: dict, path: Path, args) -> None:
     print(f"top-1 on {row['images']} images: torch fp32 {row['torch_top1']:.2f}%, "
           f"{args.format} export {row['export_top1']:.2f}%, drop {row['drop']:+.2f} points")
     if args.report:
-        from .checkpoint import atomic_path
+        from mobilenets.fileio import atomic_path
 
         with atomic_path(args.report) as tmp:
             tmp.write_text(json.dumps(row, indent=2) + "\n")
@@ -405,7 +405,7 @@ def _evaluate_export(model, extra: dict, path: Path, args) -> None:
 def _specs(args) -> list[dict]:
     specs = [{"name": n} for n in (args.model or [])]
     specs += [{"model_file": f} for f in (args.model_file or [])]
-    from .registry import get_spec
+    from mobilenets.models.registry import get_spec
 
     for s in specs:
         if "name" in s:
@@ -425,7 +425,7 @@ def cmd_bench(args) -> None:
     import json
     from dataclasses import asdict
 
-    from .bench import bench
+    from mobilenets.deploy.bench import bench
 
     rows, machine = bench(_specs(args), args.backends, batch=args.batch, threads=args.threads,
                           rounds=args.rounds, memory=not args.no_memory,
@@ -440,7 +440,7 @@ def cmd_bench(args) -> None:
 def cmd_pick(args) -> None:
     import json
 
-    from .bench import pick
+    from mobilenets.deploy.bench import pick
 
     rows, choice = pick(args.latency_ms, args.max_params, args.max_madds, args.backend,
                         args.accuracy, args.threads, plot=args.plot, arch=args.arch,
@@ -457,7 +457,7 @@ def cmd_pick(args) -> None:
 
 
 def cmd_synth(args) -> None:
-    from .synthetic import SceneConfig, write_dataset
+    from mobilenets.tasks.synthetic.data import SceneConfig, write_dataset
 
     cfg = SceneConfig(image_size=args.image_size, min_objects=args.min_objects,
                       max_objects=args.max_objects, min_size=args.min_size,
@@ -472,8 +472,8 @@ def cmd_detect(args) -> None:
 
     import torch
 
-    from . import detection as det
-    from .coco import CocoDetection, evaluate_detector, read_rgb
+    from mobilenets.tasks.detection import model as det
+    from mobilenets.tasks.detection.data import CocoDetection, evaluate_detector, read_rgb
 
     if args.action == "train":
         names = ("detector", "arch", "width_mult", "resolution", "backbone_weights", "val_data",
@@ -530,7 +530,7 @@ def cmd_detect(args) -> None:
 def cmd_finegrained(args) -> None:
     import json
 
-    from .finegrained import FineGrainedDataConfig, make_finegrained_data
+    from mobilenets.tasks.finegrained.data import FineGrainedDataConfig, make_finegrained_data
 
     try:
         classes = tuple(int(c) for c in args.classes.split(",")) if args.classes else None
@@ -551,8 +551,7 @@ def cmd_finegrained(args) -> None:
 def cmd_geo(args) -> None:
     import json
 
-    from . import geo
-
+    from mobilenets.tasks.geo import cells as geo
     if args.geo_command == "make-data":
         try:
             spreads = tuple(float(v) for v in args.spreads_km.split(","))
@@ -579,7 +578,7 @@ def cmd_geo(args) -> None:
     if args.geo_command == "train":
         from dataclasses import replace
 
-        from .train import init_distributed, train
+        from mobilenets.engine.train import init_distributed, train
 
         out = Path(args.out or "runs/geo")
         cfg = replace(_train_config(args), data=str(out / "data"), out_dir=str(out)).validate()
@@ -628,8 +627,7 @@ def cmd_segment(args) -> None:
     import json
     from dataclasses import fields
 
-    from . import segmentation as seg
-
+    from mobilenets.tasks.segmentation import model as seg
     if args.segment_command == "train":
         flags = {"backbone": args.backbone, "width_mult": args.width_mult, "head": args.head,
                  "output_stride": args.output_stride, "init_from": args.init, "data": args.data,
@@ -677,7 +675,7 @@ def cmd_segment(args) -> None:
         rows = seg.table7_rows(args.resolution, args.num_classes, args.eval or ())
         _write(_render(rows, args.format), args.output)
 def cmd_distill(args) -> None:
-    from .distill import make_distill_config, run_distill
+    from mobilenets.engine.distill import make_distill_config, run_distill
 
     base = _train_config(args)
     flags = {"loss": args.loss, "temperature": args.temperature, "hard_weight": args.hard_weight,
@@ -700,7 +698,7 @@ def _faces_config(args, recipe: str):
     """A ``faces`` recipe with the command's flags, then any ``--set key=value``, applied."""
     from dataclasses import fields
 
-    from .faces import faces_config
+    from mobilenets.tasks.faces.data import faces_config
 
     flags = {"model": args.model, "width_mult": args.width_mult, "resolution": args.resolution,
              "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
@@ -721,8 +719,7 @@ def cmd_faces(args) -> None:
     """``mobilenets attributes|embeddings make-data|train|distill|eval`` (Tables 12 and 14)."""
     import json
 
-    from . import faces
-
+    from mobilenets.tasks.faces import data as faces
     task, action = args.command, args.action
     if action == "make-data":
         if task == "attributes":

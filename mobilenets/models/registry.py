@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from .mobilenet_v1 import V1_SHALLOW_BLOCKS, MobileNetV1
-from .mobilenet_v2 import MobileNetV2
+from mobilenets.models.mobilenet_v1 import V1_SHALLOW_BLOCKS, MobileNetV1
+from mobilenets.models.mobilenet_v2 import MobileNetV2
 
 #: Model classes by the ``arch`` key stored in every model's config.
 ARCHS: dict[str, type[nn.Module]] = {"mobilenet_v1": MobileNetV1, "mobilenet_v2": MobileNetV2}

@@ -23,11 +23,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import atomic_path, save_model
-from .data import BatchTransform, epoch_batches, iterate_batches, open_dataset
-from .metrics import EvalAccumulator
-from .optim import EMA, RMSpropTF, param_groups
-from .registry import build_from_config, create_model, get_spec
+from mobilenets.fileio import atomic_path
+from mobilenets.models.modelfile import save_model
+from mobilenets.engine.data import BatchTransform, epoch_batches, iterate_batches, open_dataset
+from mobilenets.engine.metrics import EvalAccumulator
+from mobilenets.engine.optim import EMA, RMSpropTF, param_groups
+from mobilenets.models.registry import build_from_config, create_model, get_spec
 
 
 @dataclass
@@ -244,7 +245,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     if cfg.width_mult is not None:
         kwargs["width_mult"] = cfg.width_mult
     if cfg.init_from:
-        from .checkpoint import load_state_dict_checked, read_model_file
+        from mobilenets.models.modelfile import load_state_dict_checked, read_model_file
 
         config, state, _ = read_model_file(cfg.init_from)
         model = build_from_config({**config, "dropout": cfg.dropout})

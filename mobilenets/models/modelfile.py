@@ -7,45 +7,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from mobilenets.fileio import atomic_path
+
 FORMAT_VERSION = "1"
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success, fsync it and rename it over ``path``.
-
-    Args:
-        path: The final file. Its folder is created if missing.
-
-    On any exception the temporary file is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        # mkstemp makes 0600 files, and writers such as safetensors replace the file with their
-        # own 0600 one: give the final file the usual permissions after writing.
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
@@ -106,7 +77,7 @@ def load_model(path: str | os.PathLike, **overrides) -> nn.Module:
     Returns:
         The model, in eval mode.
     """
-    from .registry import build_from_config
+    from mobilenets.models.registry import build_from_config
 
     config, state, _ = read_model_file(path)
     model = build_from_config({**config, **overrides})

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .checkpoint import atomic_path
-from .layers import ConvBNAct
+from mobilenets.fileio import atomic_path
+from mobilenets.models.layers import ConvBNAct
 
 #: Opset of our exports (the issue asks for >= 17; 18 is the newest every exporter path supports).
 OPSET = 18
@@ -360,6 +360,6 @@ def calibration_batches(dataset, transform, count: int = 512, batch_size: int = 
     if count < 1:
         raise ValueError(f"calibration count must be >= 1, got {count}")
     idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count]
-    from .data import iterate_batches
+    from mobilenets.engine.data import iterate_batches
 
     return [transform(images) for images, _ in iterate_batches(dataset, list(torch.split(idx, batch_size)))]
