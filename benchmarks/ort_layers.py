@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mobilenets.deploy.bench import _calibration, _timed  # noqa: E402
+from mobilenets.deploy.bench import calibration_images, timed  # noqa: E402
 from mobilenets.fileio import atomic_path  # noqa: E402
 from mobilenets.deploy.onnx_export import INPUT_NAME, export_onnx, input_shape, ort_session, quantize_int8  # noqa: E402
 from mobilenets.cost.profiler import profile_model  # noqa: E402
@@ -71,7 +71,7 @@ def latency_us(onnx_file: Path, shape, threads: int, runs: int) -> float:
     """Median wall time of one batch-1 run without the profiler, in microseconds."""
     sess = ort_session(onnx_file, threads=threads)
     x = np.random.default_rng(0).standard_normal((1, *shape), dtype=np.float32)
-    times = [_timed(lambda: sess.run(None, {INPUT_NAME: x})) for _ in range(runs + 20)]
+    times = [timed(lambda: sess.run(None, {INPUT_NAME: x})) for _ in range(runs + 20)]
     return float(np.median(times[20:])) * 1e6  # the 20 warm-up runs left out
 
 
@@ -98,7 +98,7 @@ def measure(variant: str, threads: int, runs: int, workdir: Path) -> dict:
         madds[r.kind] += r.madds
     fp32, int8 = workdir / f"{variant}.onnx", workdir / f"{variant}.int8.onnx"
     export_onnx(model, fp32)
-    quantize_int8(model, int8, _calibration("fashion-mnist", shape, 512), min_top1_agreement=0.0)
+    quantize_int8(model, int8, calibration_images("fashion-mnist", shape, 512), min_top1_agreement=0.0)
     times = {name: by_layer_type(model, shape, kernel_times(f, shape, threads, runs))
              for name, f in (("fp32", fp32), ("int8", int8))}
     rows = []

@@ -6,10 +6,11 @@ process never leaves a half-written file and readers see the old or the new file
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, Sequence
 
 
 @contextmanager
@@ -38,3 +39,121 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def staging_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a hidden folder beside ``out_dir``; on success it is renamed to ``out_dir``, so a data
+    set is either complete or absent (the folder-sized ``atomic_path``).
+
+    Raises:
+        ValueError: if ``out_dir`` exists and ``overwrite`` is False.
+    """
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise ValueError(f"output folder {out} already exists (choose another, or overwrite)")
+    tmp = out.parent / f".{out.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (a final newline added if missing); return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text if text.endswith("\n") else text + "\n")
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, data) -> Path:
+    """Write ``data`` as indented JSON, atomically; return the path."""
+    import json
+
+    return write_text(path, json.dumps(data, indent=2))
+
+
+def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
+    """Write a header and rows as CSV, atomically; return the path."""
+    import csv
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(rows)
+    return Path(path)
+
+
+def save_png(image, path: str | os.PathLike, atomic: bool = True) -> Path:
+    """Write a uint8 image as PNG: (H, W) grey, (1, H, W) grey, (3, H, W) or (H, W, 3) RGB.
+
+    Args:
+        image: A tensor or array of uint8.
+        path: The file.
+        atomic: Through a temporary file (default). Data-set writers that fill a staging folder
+            renamed as a whole pass False.
+
+    Returns:
+        The path written.
+    """
+    import numpy as np
+    from PIL import Image
+
+    arr = np.asarray(image, dtype=np.uint8)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+        arr = arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)
+    elif arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if not atomic:
+        Image.fromarray(arr).save(path, format="PNG")
+        return Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr).save(tmp, format="PNG")
+    return Path(path)
+
+
+#: The output formats of every command that prints a table.
+FORMATS = ("table", "csv", "json")
+
+
+def render_table(rows: Sequence[dict], fmt: str = "table") -> str:
+    """Rows of dicts (the first row's keys are the columns) as an aligned text table, CSV or JSON.
+
+    Numbers are right-aligned; ``None`` prints as an empty cell.
+
+    Raises:
+        ValueError: for an unknown ``fmt``.
+    """
+    import csv
+    import io
+    import json
+
+    if fmt not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    if fmt == "json":
+        return json.dumps(list(rows), indent=2)
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+        return buf.getvalue().rstrip("\n")
+    cells = [["" if r.get(k) is None else str(r.get(k)) for k in keys] for r in rows]
+    numeric = [all(isinstance(r.get(k), (int, float)) or r.get(k) is None for r in rows)
+               for k in keys]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+
+    def line(cs):
+        return "  ".join(c.rjust(w) if num else c.ljust(w)
+                         for c, w, num in zip(cs, widths, numeric)).rstrip()
+    return "\n".join([line(keys), line(["-" * w for w in widths])] + [line(c) for c in cells])

@@ -6,7 +6,8 @@ import sys
 
 import torch
 
-from mobilenets.tasks.faces.data import load_identity_csv, load_pairs_csv, pixel_cosine_features
+from mobilenets.tasks.faces.data import load_identity_csv, load_pairs_csv
+from mobilenets.tasks.faces.make_data import pixel_cosine_features
 from mobilenets.engine.metrics import tar_at_far
 
 torch.set_num_threads(1)

@@ -6,12 +6,13 @@ import sys
 
 import torch
 
+import mobilenets.engine.loop as L
 import mobilenets.engine.train as T
 
 out = sys.argv[1]
 writes = []
-_save = T.save_checkpoint
-T.save_checkpoint = lambda path, state: (writes.append(str(path)), _save(path, state))
+_save = L.save_checkpoint
+L.save_checkpoint = lambda path, state: (writes.append(str(path)), _save(path, state))
 cfg = T.make_config("smoke", out_dir=out, limit_train=512, limit_val=64, epochs=6,
                     batch_size=16, lr=0.05, scale_lr=False, checkpoint_every=8,
                     min_crop_area=1.0, flip=False)

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from mobilenets.cli.main import main, parse_resolution
+from mobilenets.cli import main
+from mobilenets.cli.common import parse_resolution
 
 
 def run(capsys, *argv):

@@ -8,11 +8,12 @@ import torch
 from PIL import Image
 
 from mobilenets.models.modelfile import save_model
-from mobilenets.cli.main import main
+from mobilenets.cli import main
 from mobilenets.tasks.detection.data import CocoDetection, coco_map, evaluate_detector
-from mobilenets.tasks.detection.model import (
-    build_detector, export_detector_onnx, load_detector, make_detect_config, profile_detector,
-    select_detections, train_detector)
+from mobilenets.models.registry import load_model
+from mobilenets.tasks.detection.export import export_detector_onnx, select_detections
+from mobilenets.tasks.detection.model import build_detector, profile_detector
+from mobilenets.tasks.detection.train import make_detect_config, train_detector
 from mobilenets.models.mobilenet_v1 import MobileNetV1
 from mobilenets.cost.profiler import profile_model
 from mobilenets.tasks.synthetic.data import SceneConfig, write_dataset
@@ -144,14 +145,16 @@ def test_train_eval_resume_and_predictions(synth, tmp_path):
     result = train_detector(cfg)
     final = result["final"]
     assert final["step"] == 4 and {"AP", "AP50", "AP75", "AP_small"} <= set(final)
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == result["history"]
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == result["history"]
     with pytest.raises(ValueError, match="resume"):
         train_detector(cfg)
     assert train_detector(cfg, resume=True)["history"] == result["history"]  # already done
     with pytest.raises(ValueError, match="lr"):
         train_detector(make_detect_config("smoke", train_data=str(synth[0]), lr=0.5,
                                           out_dir=str(tmp_path / "run")), resume=True)
-    model, names = load_detector(tmp_path / "run" / "model.safetensors")
+    model = load_model(tmp_path / "run" / "model.safetensors", kind="detector")
+    names = model.metadata["class_names"]
     assert names[0] == "circle"
     out = model([torch.rand(3, 64, 64), torch.rand(3, 80, 48)])
     assert len(out) == 2 and out[1]["boxes"].shape[1] == 4
@@ -162,21 +165,21 @@ def test_train_eval_resume_and_predictions(synth, tmp_path):
 
 
 def test_resume_after_a_kill_gives_the_same_weights(synth, tmp_path, monkeypatch):
-    import mobilenets.tasks.detection.model as det
+    import mobilenets.engine.loop as loop
 
     def cfg(name):
         return make_detect_config("smoke", train_data=str(synth[0]), out_dir=str(tmp_path / name))
     train_detector(cfg("whole"))
-    real_lr = det.detect_lr
+    real_lr = loop.lr_factor
 
     def killed_at_step_3(step, *args):
         if step == 3:
             raise KeyboardInterrupt  # as a kill between checkpoints (written at step 2)
         return real_lr(step, *args)
-    monkeypatch.setattr(det, "detect_lr", killed_at_step_3)
+    monkeypatch.setattr(loop, "lr_factor", killed_at_step_3)
     with pytest.raises(KeyboardInterrupt):
         train_detector(cfg("killed"))
-    monkeypatch.setattr(det, "detect_lr", real_lr)
+    monkeypatch.setattr(loop, "lr_factor", real_lr)
     resumed = train_detector(cfg("killed"), resume=True)
     whole = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
     again = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)

@@ -10,8 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from mobilenets.tasks.faces import data as faces
-from mobilenets.cli.main import main
+from mobilenets.tasks.faces.data import load_attribute_csv, load_identity_csv, load_pairs_csv
+from mobilenets.tasks.faces.make_data import (ATTRIBUTES, PIXEL_ATTRIBUTES, distinct_sources,
+                                              make_attribute_data, make_embedding_data,
+                                              pixel_cosine_features)
+from mobilenets.tasks.faces.model import EmbeddingNet, build_backbone
+from mobilenets.tasks.faces.train import faces_config
+from mobilenets.cli import main
 from mobilenets.engine.metrics import (average_precision, average_precision_per_column,
                                 mean_average_precision, tar_at_far)
 
@@ -106,36 +111,36 @@ def fmnist(tmp_path_factory):
 @pytest.fixture(scope="module")
 def attr_dir(fmnist, tmp_path_factory):
     out = tmp_path_factory.mktemp("attributes")
-    faces.make_attribute_data(out, labeled=200, unlabeled=100, test=80, root=fmnist)
+    make_attribute_data(out, labeled=200, unlabeled=100, test=80, root=fmnist)
     return out
 
 
 @pytest.fixture(scope="module")
 def id_dir(fmnist, tmp_path_factory):
     out = tmp_path_factory.mktemp("identities")
-    faces.make_embedding_data(out, identities=40, photos=4, unlabeled=60, test_identities=40,
+    make_embedding_data(out, identities=40, photos=4, unlabeled=60, test_identities=40,
                               test_photos=3, negatives=2_000, root=fmnist)
     return out
 
 
 def test_attribute_data_files_and_labels(attr_dir):
     meta = json.loads((attr_dir / "attributes.json").read_text())
-    assert meta["attributes"] == list(faces.ATTRIBUTES) and len(meta["attributes"]) == 11
+    assert meta["attributes"] == list(ATTRIBUTES) and len(meta["attributes"]) == 11
     with open(attr_dir / "train.csv") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["image", *faces.ATTRIBUTES] and len(rows) == 201
+    assert rows[0] == ["image", *ATTRIBUTES] and len(rows) == 201
     assert (attr_dir / rows[1][0]).is_file()
     with open(attr_dir / "unlabeled.csv") as f:
         assert next(csv.reader(f)) == ["image"]
-    ds = faces.load_attribute_csv(attr_dir / "train.csv", 32)
+    ds = load_attribute_csv(attr_dir / "train.csv", 32)
     assert ds.images.shape == (200, 1, 32, 32) and ds.labels.shape == (200, 11)
     # Class attributes follow the class (stand-in label = index % 10): index 9 is an ankle boot.
     index = int(rows[1][0].split("/")[-1][:5])
     cls = index % 10
     assert ds.labels[0, 1] == float(cls in (5, 7, 9)) and ds.labels[0, 4] == float(cls in (1, 9))
     # Pixel attributes split the labeled images at their medians: about half positive.
-    assert all(0.3 < meta["positive_rates"]["train.csv"][n] <= 0.5 for n in faces.PIXEL_ATTRIBUTES)
-    pool = faces.load_attribute_csv(attr_dir / "unlabeled.csv", 32,
+    assert all(0.3 < meta["positive_rates"]["train.csv"][n] <= 0.5 for n in PIXEL_ATTRIBUTES)
+    pool = load_attribute_csv(attr_dir / "unlabeled.csv", 32,
                                     attribute_names=ds.attribute_names)
     assert len(pool) == 100 and torch.isnan(pool.labels).all()
 
@@ -148,21 +153,21 @@ def test_attribute_csv_errors(attr_dir, tmp_path):
 
     image = "images/test/00000.png"
     good = f"image,dark,wide\n{attr_dir / image},1,0\n"
-    assert faces.load_attribute_csv(write(good), 32).labels.tolist() == [[1.0, 0.0]]
+    assert load_attribute_csv(write(good), 32).labels.tolist() == [[1.0, 0.0]]
     with pytest.raises(FileNotFoundError, match="missing.png"):
-        faces.load_attribute_csv(write("image,dark\nmissing.png,1\n"), 32)
+        load_attribute_csv(write("image,dark\nmissing.png,1\n"), 32)
     with pytest.raises(ValueError, match="line 2: attribute 'wide' must be 0 or 1, got '0.5'"):
-        faces.load_attribute_csv(write(f"image,dark,wide\n{image},1,0.5\n"), 32, attr_dir)
+        load_attribute_csv(write(f"image,dark,wide\n{image},1,0.5\n"), 32, attr_dir)
     with pytest.raises(ValueError, match="line 3: 2 fields, but the header has 3"):
-        faces.load_attribute_csv(write(f"image,dark,wide\n{image},1,0\n{image},1\n"), 32, attr_dir)
+        load_attribute_csv(write(f"image,dark,wide\n{image},1,0\n{image},1\n"), 32, attr_dir)
     with pytest.raises(ValueError, match="first column must be 'image'"):
-        faces.load_attribute_csv(write("file,dark\nx.png,1\n"), 32)
+        load_attribute_csv(write("file,dark\nx.png,1\n"), 32)
     with pytest.raises(ValueError, match="pass attribute_names"):
-        faces.load_attribute_csv(write(f"image\n{image}\n"), 32, attr_dir)
+        load_attribute_csv(write(f"image\n{image}\n"), 32, attr_dir)
     with pytest.raises(ValueError, match="differ from the expected"):
-        faces.load_attribute_csv(write(good), 32, attribute_names=["wide", "dark"])
+        load_attribute_csv(write(good), 32, attribute_names=["wide", "dark"])
     with pytest.raises(FileNotFoundError, match="CSV file not found"):
-        faces.load_attribute_csv(tmp_path / "none.csv", 32)
+        load_attribute_csv(tmp_path / "none.csv", 32)
 
 
 def test_identity_data_pairs_and_errors(id_dir, tmp_path):
@@ -170,31 +175,31 @@ def test_identity_data_pairs_and_errors(id_dir, tmp_path):
     assert meta["positive_pairs"] == 40 * 3 and meta["negative_pairs"] == 2_000
     # Half are drawn within a class, at most half of the 10 x C(4, 2) x 3 x 3 = 540 possible.
     assert meta["hard_negative_pairs"] >= 270
-    train = faces.load_identity_csv(id_dir / "train.csv", 32)
+    train = load_identity_csv(id_dir / "train.csv", 32)
     assert len(train) == 160 and len(train.class_names) == 40
     assert train.labels[:4].unique().numel() == 1  # an identity's photos are consecutive
-    test = faces.load_identity_csv(id_dir / "test.csv", 32)
-    a, b, same = faces.load_pairs_csv(id_dir / "pairs.csv", test.paths)
+    test = load_identity_csv(id_dir / "test.csv", 32)
+    a, b, same = load_pairs_csv(id_dir / "pairs.csv", test.paths)
     assert int(same.sum()) == 120 and len(a) == 2_120
     assert (test.labels[a] == test.labels[b]).tolist() == same.tolist()  # same <=> same identity
     assert len({(int(x), int(y)) for x, y in zip(a, b)}) == len(a)  # no repeated pair
-    pool = faces.load_identity_csv(id_dir / "unlabeled.csv", 32)
+    pool = load_identity_csv(id_dir / "unlabeled.csv", 32)
     assert len(pool) == 60 and (pool.labels == -1).all()
     bad = tmp_path / "pairs.csv"
     bad.write_text(f"image_a,image_b,same\n{test.paths[0]},{test.paths[1]},2\n")
     with pytest.raises(ValueError, match="same must be 0 or 1"):
-        faces.load_pairs_csv(bad, test.paths)
+        load_pairs_csv(bad, test.paths)
     bad.write_text(f"image_a,image_b,same\n{test.paths[0]},other.png,1\n")
     with pytest.raises(ValueError, match="line 2: image 'other.png' is not in"):
-        faces.load_pairs_csv(bad, test.paths)
+        load_pairs_csv(bad, test.paths)
     with pytest.raises(ValueError, match=r"line 2: identity 'train\d+' is not among the 1 known"):
-        faces.load_identity_csv(id_dir / "train.csv", 32, identities=["x"])
+        load_identity_csv(id_dir / "train.csv", 32, identities=["x"])
 
 
 def test_identity_sources_respect_max_source_cosine(fmnist, tmp_path):
     from mobilenets.engine.data import load_fashion_mnist
 
-    meta = faces.make_embedding_data(tmp_path, identities=20, photos=1, unlabeled=30,
+    meta = make_embedding_data(tmp_path, identities=20, photos=1, unlabeled=30,
                                      test_identities=20, test_photos=2, negatives=50, root=fmnist,
                                      max_source_cosine=0.6)
     sources, names = [], {}
@@ -214,61 +219,62 @@ def test_identity_sources_respect_max_source_cosine(fmnist, tmp_path):
     assert meta["max_source_cosine"] == 0.6
     assert meta["max_source_cosine_measured"] == pytest.approx(float(sims.max()), abs=1e-3)
     # The threshold bites: without it, the first 40 sources of the shuffle hold closer pairs.
-    first = faces.pixel_cosine_features(load_fashion_mnist("train", fmnist).images[:40])
+    first = pixel_cosine_features(load_fashion_mnist("train", fmnist).images[:40])
     assert float((first @ first.T - 3 * torch.eye(40)).max()) > 0.6
     # distinct_sources on hand-made images: a twin (a brighter copy) is skipped, order is kept.
     a, c = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     images = torch.stack([a, 2 * a + 1, c])
-    picked, bank = faces.distinct_sources(images, torch.tensor([2, 0, 1]), 2, 0.95)
+    picked, bank = distinct_sources(images, torch.tensor([2, 0, 1]), 2, 0.95)
     assert picked.tolist() == [2, 0] and bank.shape == (2, 16)
     with pytest.raises(ValueError, match="only 0 of the 2 candidates"):  # both near `chosen`
-        faces.distinct_sources(images, torch.tensor([1, 2]), 1, 0.95, chosen=bank)
+        distinct_sources(images, torch.tensor([1, 2]), 1, 0.95, chosen=bank)
     with pytest.raises(ValueError, match="only 2 of the 3 candidates"):
-        faces.distinct_sources(images, torch.arange(3), 3, 0.95)
+        distinct_sources(images, torch.arange(3), 3, 0.95)
     with pytest.raises(ValueError, match="max_cosine must be in"):
-        faces.distinct_sources(images, torch.arange(3), 1, 1.5)
+        distinct_sources(images, torch.arange(3), 1, 1.5)
 
 
 def test_make_data_rejects_bad_counts(fmnist, tmp_path):
     with pytest.raises(ValueError, match="labeled must be an integer >= 2"):
-        faces.make_attribute_data(tmp_path, labeled=1, root=fmnist)
+        make_attribute_data(tmp_path, labeled=1, root=fmnist)
     with pytest.raises(ValueError, match="exceeds the 400 training images"):
-        faces.make_attribute_data(tmp_path, labeled=300, unlabeled=200, root=fmnist)
+        make_attribute_data(tmp_path, labeled=300, unlabeled=200, root=fmnist)
     with pytest.raises(ValueError, match="more than half of the"):
-        faces.make_embedding_data(tmp_path, identities=2, photos=1, unlabeled=0,
+        make_embedding_data(tmp_path, identities=2, photos=1, unlabeled=0,
                                   test_identities=3, test_photos=2, negatives=7, root=fmnist)
     with pytest.raises(ValueError, match="test_photos must be an integer >= 2"):
-        faces.make_embedding_data(tmp_path, test_photos=1, root=fmnist)
+        make_embedding_data(tmp_path, test_photos=1, root=fmnist)
 
 
 # --------------------------------------------------------------------------- models
 
 def test_embedding_net_unit_norm_and_round_trip(tmp_path):
     from mobilenets.models.modelfile import save_model
+    from mobilenets.models.registry import load_model
 
-    cfg = faces.faces_config("embeddings-student", model="mobilenet_v1_0.25_224")
-    net = faces.EmbeddingNet(faces.build_backbone(cfg), 16).eval()
+    cfg = faces_config("embeddings-student", model="mobilenet_v1_0.25_224")
+    net = EmbeddingNet(build_backbone(cfg), 16).eval()
     x = torch.randn(3, 3, 32, 32)
     emb = net(x)
     assert emb.shape == (3, 16) and torch.allclose(emb.norm(dim=1), torch.ones(3))
     save_model(net, tmp_path / "e.safetensors")
-    again = faces.load_embedding_model(tmp_path / "e.safetensors")
+    again = load_model(tmp_path / "e.safetensors", kind="embedding")
     assert torch.equal(again(x), emb) and again.config["resolution"] == 32
     with pytest.raises(ValueError, match="include_top=False"):
-        faces.EmbeddingNet(faces.build_backbone(cfg, include_top=True), 16)
-    with pytest.raises(ValueError, match="is an embedding model"):
-        faces.load_attribute_model(tmp_path / "e.safetensors")
+        EmbeddingNet(build_backbone(cfg, include_top=True), 16)
+    with pytest.raises(ValueError, match="holds a embedding model"):
+        load_model(tmp_path / "e.safetensors", kind="classifier")
 
 
 def test_recipes_follow_the_paper_and_reject_unknown_fields():
-    student = faces.faces_config("attributes-student")
+    student = faces_config("attributes-student")
     assert student.loss == "sigmoid" and student.hard_weight == 0 and student.weight_decay == 0
-    assert faces.faces_config("embeddings-student").loss == "embedding"
-    assert faces.faces_config("embeddings-teacher").embedding_dim == 128
+    assert faces_config("embeddings-student").loss == "embedding"
+    assert faces_config("embeddings-teacher").embedding_dim == 128
     with pytest.raises(ValueError, match="unknown DistillConfig fields"):
-        faces.faces_config("attributes-student", bogus=1)
+        faces_config("attributes-student", bogus=1)
     with pytest.raises(ValueError, match="recipe must be one of"):
-        faces.faces_config("faces")
+        faces_config("faces")
 
 
 # --------------------------------------------------------------------------- end to end (CLI)
@@ -296,7 +302,7 @@ def test_attributes_teacher_student_and_table(attr_dir, tmp_path, capsys):
     assert summary["hard_weight"] == 0 and 0 <= summary["mean_ap"] <= 100
     assert json.loads((student / "summary.json").read_text())["mean_ap"] == summary["mean_ap"]
     per_attr = json.loads((student / "eval.json").read_text())["per_attribute"]
-    assert list(per_attr) == list(faces.ATTRIBUTES)
+    assert list(per_attr) == list(ATTRIBUTES)
     code, out, _ = _cli(capsys, "attributes", "eval", teacher / "model.safetensors",
                         student / "model.safetensors", "--data", attr_dir, "--format", "json")
     rows = json.loads(out)

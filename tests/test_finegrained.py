@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from mobilenets.cli.main import main
+from mobilenets.cli import main
 from mobilenets.engine.data import FASHION_MNIST_ROOT
 from mobilenets.tasks.finegrained.data import (CONFUSABLE, UPPER_BODY, FineGrainedDataConfig, corrupt_labels,
                                     folder_name, make_finegrained_data)

@@ -7,19 +7,25 @@ import numpy as np
 import pytest
 import torch
 
-from mobilenets.tasks.geo import cells as geo
-from mobilenets.cli.main import main
+from mobilenets.tasks.geo.cells import (EARTH_RADIUS_KM, GeocellConfig, Geocells, grid_index,
+                                        to_latlon, to_xyz, build_geocells, haversine_km,
+                                        predict_locations)
+from mobilenets.tasks.geo.data import (CITIES, GeoDataConfig, derive_locations, offset_point,
+                                       read_geo_csv)
+from mobilenets.tasks.geo.evaluate import (TABLE11_SCALES, accuracy_at_km, geo_report, prior_probs,
+                                           table11_rows)
+from mobilenets.cli import main
 from mobilenets.engine.data import FASHION_MNIST_ROOT
 
 needs_data = pytest.mark.skipif(not (FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").exists(),
                                 reason="Debian's dataset-fashion-mnist is not installed")
-R = geo.EARTH_RADIUS_KM
-CITY = {name: (lat, lon) for name, lat, lon in geo.CITIES}
+R = EARTH_RADIUS_KM
+CITY = {name: (lat, lon) for name, lat, lon in CITIES}
 
 
 def _central_angle_km(lat1, lon1, lat2, lon2):
     """Reference: the angle between the two unit vectors by atan2(|a x b|, a . b)."""
-    a, b = geo._to_xyz(lat1, lon1), geo._to_xyz(lat2, lon2)
+    a, b = to_xyz(lat1, lon1), to_xyz(lat2, lon2)
     return R * math.atan2(np.linalg.norm(np.cross(a, b)), float(np.dot(a, b)))
 
 
@@ -27,25 +33,25 @@ def _central_angle_km(lat1, lon1, lat2, lon2):
     ("London", "Paris", 343.5), ("New York", "Los Angeles", 3936.0), ("Sydney", "Tokyo", 7823.0),
     ("Cairo", "Cape Town", 7233.0)])
 def test_haversine_known_city_distances(a, b, published_km):
-    d = float(geo.haversine_km(*CITY[a], *CITY[b]))
+    d = float(haversine_km(*CITY[a], *CITY[b]))
     assert d == pytest.approx(published_km, rel=5e-3)  # great-circle figures on a 6371 km sphere
     assert d == pytest.approx(_central_angle_km(*CITY[a], *CITY[b]), rel=1e-9)
-    assert float(geo.haversine_km(*CITY[b], *CITY[a])) == pytest.approx(d)
+    assert float(haversine_km(*CITY[b], *CITY[a])) == pytest.approx(d)
 
 
 def test_haversine_exact_cases_and_broadcasting():
-    assert float(geo.haversine_km(0, 0, 0, 90)) == pytest.approx(math.pi * R / 2)
-    assert float(geo.haversine_km(0, 0, 0, 180)) == pytest.approx(math.pi * R)  # antipodes
-    assert float(geo.haversine_km(90, 0, -90, 0)) == pytest.approx(math.pi * R)
-    assert float(geo.haversine_km(10, 179.9, 10, -179.9)) < 25  # across the date line
-    d = geo.haversine_km(np.zeros(3), np.zeros(3), 0, [0, 1, 2])
+    assert float(haversine_km(0, 0, 0, 90)) == pytest.approx(math.pi * R / 2)
+    assert float(haversine_km(0, 0, 0, 180)) == pytest.approx(math.pi * R)  # antipodes
+    assert float(haversine_km(90, 0, -90, 0)) == pytest.approx(math.pi * R)
+    assert float(haversine_km(10, 179.9, 10, -179.9)) < 25  # across the date line
+    d = haversine_km(np.zeros(3), np.zeros(3), 0, [0, 1, 2])
     assert d.shape == (3,) and d[0] == 0 and d[2] == pytest.approx(2 * d[1])
 
 
 def test_offset_point_lands_at_the_requested_distance():
-    lat, lon = geo.offset_point(np.full(4, 51.5), np.full(4, -0.13), [1, 15, 60, 3000],
+    lat, lon = offset_point(np.full(4, 51.5), np.full(4, -0.13), [1, 15, 60, 3000],
                                 np.array([0.0, 1.0, 2.5, 4.0]))
-    np.testing.assert_allclose(geo.haversine_km(51.5, -0.13, lat, lon), [1, 15, 60, 3000], rtol=1e-9)
+    np.testing.assert_allclose(haversine_km(51.5, -0.13, lat, lon), [1, 15, 60, 3000], rtol=1e-9)
 
 
 def _clustered(n=3000, seed=0):
@@ -60,8 +66,8 @@ def _clustered(n=3000, seed=0):
 
 def test_geocells_partition_invariants():
     lat, lon = _clustered()
-    cfg = geo.GeocellConfig(max_photos=150, min_photos=10, max_level=12)
-    cells = geo.build_geocells(lat, lon, cfg)
+    cfg = GeocellConfig(max_photos=150, min_photos=10, max_level=12)
+    cells = build_geocells(lat, lon, cfg)
     labels = cells.assign(lat, lon)
     kept = labels >= 0
     assert 10 < len(cells) < 200 and 0 < (~kept).sum() < 100  # strays' cells dropped
@@ -75,7 +81,7 @@ def test_geocells_partition_invariants():
     for c in cells.cells:
         assert cfg.min_photos <= c.count and (c.count <= cfg.max_photos or c.level == cfg.max_level)
         if c.level > 0:  # it exists because its parent held too many photos
-            pix, piz = geo._grid_index(lat, lon, c.level - 1, cfg.root_cols, cfg.root_rows)
+            pix, piz = grid_index(lat, lon, c.level - 1, cfg.root_cols, cfg.root_rows)
             assert ((pix == c.ix // 2) & (piz == c.iz // 2)).sum() > cfg.max_photos
     by_level = {}
     for c in cells.cells:
@@ -92,8 +98,8 @@ def test_grid_cells_have_equal_area_on_the_sphere():
     # latitude, is cut evenly (cutting latitude evenly would give polar cells ~1/3 the points).
     rng = np.random.default_rng(1)
     xyz = rng.normal(size=(320_000, 3))
-    lat, lon = geo._to_latlon(xyz)
-    ix, iz = geo._grid_index(lat, lon, 2, 4, 2)
+    lat, lon = to_latlon(xyz)
+    ix, iz = grid_index(lat, lon, 2, 4, 2)
     counts = np.bincount(ix * 8 + iz, minlength=16 * 8)
     assert counts.size == 128 and np.abs(counts / counts.mean() - 1).max() < 0.06
 
@@ -101,29 +107,29 @@ def test_grid_cells_have_equal_area_on_the_sphere():
 def test_geocells_errors_and_save_load(tmp_path):
     lat, lon = _clustered(500)
     with pytest.raises(ValueError, match="min_photos"):
-        geo.build_geocells(lat, lon, geo.GeocellConfig(max_photos=10, min_photos=20))
+        build_geocells(lat, lon, GeocellConfig(max_photos=10, min_photos=20))
     with pytest.raises(ValueError, match="min_photos=400"):
-        geo.build_geocells(lat, lon, geo.GeocellConfig(max_photos=400, min_photos=400, max_level=0))
+        build_geocells(lat, lon, GeocellConfig(max_photos=400, min_photos=400, max_level=0))
     with pytest.raises(ValueError, match="lat must be"):
-        geo.build_geocells([91.0], [0.0])
-    cells = geo.build_geocells(lat, lon, geo.GeocellConfig(max_photos=100, min_photos=5))
-    again = geo.Geocells.load(cells.save(tmp_path / "cells.json"))
+        build_geocells([91.0], [0.0])
+    cells = build_geocells(lat, lon, GeocellConfig(max_photos=100, min_photos=5))
+    again = Geocells.load(cells.save(tmp_path / "cells.json"))
     assert again.tokens == cells.tokens and np.array_equal(again.assign(lat, lon), cells.assign(lat, lon))
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="bad.json"):
-        geo.Geocells.load(tmp_path / "bad.json")
+        Geocells.load(tmp_path / "bad.json")
     with pytest.raises(FileNotFoundError):
-        geo.Geocells.load(tmp_path / "none.json")
+        Geocells.load(tmp_path / "none.json")
 
 
 def test_accuracy_at_km_hand_example():
-    shares = geo.accuracy_at_km([0.5, 10, 100, 500, 1000, 3000, 25])
+    shares = accuracy_at_km([0.5, 10, 100, 500, 1000, 3000, 25])
     assert shares == pytest.approx({1.0: 100 / 7, 25.0: 300 / 7, 200.0: 400 / 7, 750.0: 500 / 7,
                                     2500.0: 600 / 7}, abs=1e-3)  # 25 km counts as within 25
     with pytest.raises(ValueError):
-        geo.accuracy_at_km([])
+        accuracy_at_km([])
     # the report: Paris predicted for Paris (0 km), London (344), Tokyo (9713)
-    rep = geo.geo_report([48.8566] * 3, [2.3522] * 3, [48.8566, 51.5074, 35.6762],
+    rep = geo_report([48.8566] * 3, [2.3522] * 3, [48.8566, 51.5074, 35.6762],
                          [2.3522, -0.1278, 139.6503])
     assert rep["within"]["Street (1 km)"] == pytest.approx(100 / 3, abs=1e-3)
     assert rep["within"]["Country (750 km)"] == pytest.approx(200 / 3, abs=1e-3)
@@ -133,26 +139,26 @@ def test_accuracy_at_km_hand_example():
 def test_predict_argmax_weighted_and_prior():
     lat = np.r_[np.full(50, 48.0), np.full(50, 49.0), np.full(60, -33.9)]
     lon = np.r_[np.full(50, 2.0), np.full(50, 2.0), np.full(60, 151.2)]
-    cells = geo.build_geocells(lat, lon, geo.GeocellConfig(max_photos=59, min_photos=1))
+    cells = build_geocells(lat, lon, GeocellConfig(max_photos=59, min_photos=1))
     assert len(cells) == 3
     clat, clon = cells.centers()
     order = np.argsort(clat)  # Sydney, Paris-south (48), Paris-north (49)
     probs = np.zeros((2, 3))
     probs[0, order] = [0.0, 0.6, 0.4]
     probs[1, order] = [0.5, 0.3, 0.2]
-    a_lat, a_lon = geo.predict_locations(probs, cells, "argmax")
+    a_lat, a_lon = predict_locations(probs, cells, "argmax")
     assert a_lat == pytest.approx([48.0, -33.9]) and a_lon == pytest.approx([2.0, 151.2])
-    w_lat, w_lon = geo.predict_locations(probs, cells, "weighted", refine_km=500)
+    w_lat, w_lon = predict_locations(probs, cells, "weighted", refine_km=500)
     assert 48.3 < w_lat[0] < 48.5 and w_lon[0] == pytest.approx(2.0)  # pulled toward 49
     assert w_lat[1] == pytest.approx(-33.9) and w_lon[1] == pytest.approx(151.2)  # Paris too far
-    g_lat, _ = geo.predict_locations(probs, cells, "argmax", centers="geometric")
+    g_lat, _ = predict_locations(probs, cells, "argmax", centers="geometric")
     assert cells.cells[int(np.argmax(probs[0]))].contains(g_lat[0], 2.0)
-    p_lat, p_lon = geo.predict_locations(geo.prior_probs(cells, 4), cells)
+    p_lat, p_lon = predict_locations(prior_probs(cells, 4), cells)
     assert p_lat == pytest.approx([-33.9] * 4)  # the most populous cell, whatever the image
     with pytest.raises(ValueError, match="probs"):
-        geo.predict_locations(np.ones((2, 4)) / 4, cells)
+        predict_locations(np.ones((2, 4)) / 4, cells)
     with pytest.raises(ValueError, match="mode"):
-        geo.predict_locations(probs, cells, "mean")
+        predict_locations(probs, cells, "mean")
 
 
 def _csv(tmp_path, rows, header="image,latitude,longitude"):
@@ -163,7 +169,7 @@ def _csv(tmp_path, rows, header="image,latitude,longitude"):
 
 
 def test_read_geo_csv_and_its_errors(tmp_path):
-    photos = geo.read_geo_csv(_csv(tmp_path, ["a.png,48.85,2.35", "a.png,-90,180"]))
+    photos = read_geo_csv(_csv(tmp_path, ["a.png,48.85,2.35", "a.png,-90,180"]))
     assert [(p.image.name, p.latitude, p.longitude) for p in photos] == [
         ("a.png", 48.85, 2.35), ("a.png", -90.0, 180.0)]
     for rows, exc, match in ((["a.png,95,2"], ValueError, r"row 2: latitude 95.0 is outside"),
@@ -172,28 +178,28 @@ def test_read_geo_csv_and_its_errors(tmp_path):
                              (["a.png,1,2", "b.png,1,2"], FileNotFoundError, r"row 3: image not found"),
                              ([], ValueError, "no rows")):
         with pytest.raises(exc, match=match):
-            geo.read_geo_csv(_csv(tmp_path, rows))
+            read_geo_csv(_csv(tmp_path, rows))
     with pytest.raises(ValueError, match=r"missing column\(s\) \['longitude'\]"):
-        geo.read_geo_csv(_csv(tmp_path, ["a.png,1"], header="image,latitude"))
+        read_geo_csv(_csv(tmp_path, ["a.png,1"], header="image,latitude"))
     with pytest.raises(FileNotFoundError, match="geo CSV not found"):
-        geo.read_geo_csv(tmp_path / "none.csv")
+        read_geo_csv(tmp_path / "none.csv")
 
 
 def test_derived_locations_follow_the_story():
     # Two classes, brightness ranks pick the city, spreads set the distance.
     images = torch.arange(60, dtype=torch.uint8).repeat_interleave(4).reshape(60, 1, 2, 2)
     labels = np.r_[np.zeros(30, int), np.ones(30, int)]
-    cfg = geo.GeoDataConfig(regions_per_class=3, spreads_km=(1.0, 10.0, 100.0), outlier_rate=0.0)
-    lat, lon, region = geo.derive_locations(images, labels, cfg, np.random.default_rng(0))
+    cfg = GeoDataConfig(regions_per_class=3, spreads_km=(1.0, 10.0, 100.0), outlier_rate=0.0)
+    lat, lon, region = derive_locations(images, labels, cfg, np.random.default_rng(0))
     assert region.tolist() == [r for c in (0, 1) for r in [3 * c] * 10 + [3 * c + 1] * 10 + [3 * c + 2] * 10]
-    city = np.array([geo.CITIES[r][1:] for r in region])
-    d = geo.haversine_km(city[:, 0], city[:, 1], lat, lon)
+    city = np.array([CITIES[r][1:] for r in region])
+    d = haversine_km(city[:, 0], city[:, 1], lat, lon)
     assert d[region % 3 == 0].max() < 5 and d[region % 3 == 2].mean() > 50
-    cfg = geo.GeoDataConfig(outlier_rate=0.5)
-    _, _, region = geo.derive_locations(images, labels, cfg, np.random.default_rng(0))
+    cfg = GeoDataConfig(outlier_rate=0.5)
+    _, _, region = derive_locations(images, labels, cfg, np.random.default_rng(0))
     assert 15 < (region == -1).sum() < 45
     with pytest.raises(ValueError, match="spreads_km"):
-        geo.GeoDataConfig(spreads_km=(0.0,)).validate()
+        GeoDataConfig(spreads_km=(0.0,)).validate()
 
 
 @needs_data
@@ -208,7 +214,7 @@ def test_tiny_end_to_end(tmp_path, capsys):
     assert main(["geo", "train", "--preset", "smoke", "--train-csv", str(data / "train.csv"),
                  "--val-csv", str(data / "val.csv"), "--cells", str(tmp_path / "cells.json"),
                  "--limit-train", "10000", "--batch-size", "32", "--out", str(run)]) == 0
-    cells = geo.Geocells.load(run / "cells.json")
+    cells = Geocells.load(run / "cells.json")
     assert len(list((run / "data" / "train").iterdir())) == len(cells)
     capsys.readouterr()
     out = tmp_path / "table11.json"
@@ -219,7 +225,7 @@ def test_tiny_end_to_end(tmp_path, capsys):
     assert [c["system"] for c in columns] == ["class prior", "prior given garment",
                                               "0.25 MobileNet-32 (argmax)", "0.25 MobileNet-32 (weighted)"]
     for c in columns:
-        assert c["images"] == 60 and list(c["within"]) == [f"{n} ({k:g} km)" for n, k in geo.TABLE11_SCALES]
+        assert c["images"] == 60 and list(c["within"]) == [f"{n} ({k:g} km)" for n, k in TABLE11_SCALES]
         shares = list(c["within"].values())
         assert shares == sorted(shares)  # nested thresholds
     # one city per garment, no outliers: knowing the garment places most photos within 200 km
@@ -232,7 +238,7 @@ def test_tiny_end_to_end(tmp_path, capsys):
                         "paper: PlaNet MobileNet")
     assert lines[1].startswith("Continent (2500 km),") and lines[1].endswith(",51.9,77.6,79.3")
     assert lines[5].startswith("Street (1 km),") and lines[5].endswith(",2.5,11.0,11.4")
-    rows = geo.table11_rows([{"system": "s", "within": {"Street (1 km)": 1.0}, "median_km": 2.0,
+    rows = table11_rows([{"system": "s", "within": {"Street (1 km)": 1.0}, "median_km": 2.0,
                               "madds_m": 3.0}], paper=True)
     assert [list(r.values()) for r in rows] == [["Street (1 km)", 1.0, 2.5, 11.0, 11.4],
                                                 ["median error (km)", 2.0, None, None, None],

@@ -9,9 +9,15 @@ import torch.nn.functional as F
 from PIL import Image
 
 import mobilenets as M
-from mobilenets.tasks.segmentation import model as seg
+from mobilenets.models.registry import load_model
+from mobilenets.tasks.segmentation.data import (IGNORE_INDEX, SegAugment, SegmentationDataset,
+                                                normalize)
+from mobilenets.tasks.segmentation.evaluate import (PAPER_TABLE7, SegmentationMetrics,
+                                                    iou_from_confusion, palette, write_overlay)
+from mobilenets.tasks.segmentation.model import ASPP_RATES, create_segmenter
+from mobilenets.tasks.segmentation.train import make_seg_config, train_segmenter
 from mobilenets.models.modelfile import save_model
-from mobilenets.cli.main import main
+from mobilenets.cli import main
 from mobilenets.tasks.synthetic.data import CLASSES, SceneConfig, write_dataset
 
 
@@ -32,19 +38,19 @@ def test_miou_on_a_hand_made_example():
     # neither: no IoU, left out of the mean. mIoU = (50 + 50 + 0) / 3; pixel accuracy 3/5.
     target = torch.tensor([[[0, 0, 1], [1, 1, 255]]])
     pred = torch.tensor([[[0, 1, 1], [1, 2, 2]]])
-    m = seg.SegmentationMetrics(4)
+    m = SegmentationMetrics(4)
     m.update(pred, target)
     r = m.result()
     assert [p["iou"] for p in r["per_class"]][:3] == pytest.approx([50.0, 50.0, 0.0], abs=1e-9)
     assert r["per_class"][3]["iou"] is None
     assert r["miou"] == pytest.approx(100 / 3)
-    assert seg.iou_from_confusion(torch.tensor(r["confusion_matrix"]))["miou"] == r["miou"]
+    assert iou_from_confusion(torch.tensor(r["confusion_matrix"]))["miou"] == r["miou"]
     assert r["pixel_accuracy"] == pytest.approx(60.0)
     assert r["pixels"] == 5
     assert r["confusion_matrix"][0] == [1, 1, 0, 0]
     # Logits give the same counts as their argmax.
     logits = F.one_hot(pred, 4).permute(0, 3, 1, 2).float()
-    m2 = seg.SegmentationMetrics(4)
+    m2 = SegmentationMetrics(4)
     m2.update(logits, target)
     assert m2.result()["confusion_matrix"] == r["confusion_matrix"]
     with pytest.raises(ValueError, match="targets"):
@@ -56,7 +62,7 @@ def test_miou_on_a_hand_made_example():
 @pytest.mark.parametrize("backbone,head,output_stride", [("v2", "lite", 16), ("v2", "aspp", 8),
                                                          ("v1", "aspp", 16)])
 def test_output_shapes_and_stride(backbone, head, output_stride):
-    model = seg.create_segmenter(backbone, 0.25, 5, head, output_stride).eval()
+    model = create_segmenter(backbone, 0.25, 5, head, output_stride).eval()
     seen = {}
     model.head.register_forward_hook(lambda m, i, o: seen.update(map=i[0].shape, out=o.shape))
     x = torch.randn(2, 3, 64, 96)
@@ -68,7 +74,7 @@ def test_output_shapes_and_stride(backbone, head, output_stride):
     assert len(model.head.branches) == branches
     if head == "aspp":
         assert [b.conv.dilation[0] for b in model.head.branches[1:]] == \
-            list(seg.ASPP_RATES[output_stride])
+            list(ASPP_RATES[output_stride])
     # Every convolution but the classifier is a ConvBNAct.
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     blocks = [m.conv for m in model.modules() if isinstance(m, M.ConvBNAct)]
@@ -79,16 +85,16 @@ def test_parameters_match_table7():
     # MobileNetV2 paper, Table 7 (21 classes): 2.11M lite, 4.52M ASPP (MNet V2*), 11.15M V1 ASPP.
     for backbone, head, params in (("v2", "lite", 2.11), ("v2", "aspp", 4.52),
                                    ("v1", "aspp", 11.15)):
-        model = seg.create_segmenter(backbone, 1.0, 21, head, 16)
+        model = create_segmenter(backbone, 1.0, 21, head, 16)
         assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(params, abs=0.01)
     # MNet V2*: the head reads the 320-channel map, not the 1280-channel last convolution.
-    assert seg.create_segmenter("v2").head.branches[0].conv.in_channels == 320
+    assert create_segmenter("v2").head.branches[0].conv.in_channels == 320
 
 
 def test_backbone_initialised_from_our_checkpoint(tmp_path):
     clf = M.MobileNetV2(width_mult=0.25, num_classes=10)
     save_model(clf, tmp_path / "clf.safetensors")
-    model = seg.create_segmenter(num_classes=3, output_stride=8,
+    model = create_segmenter(num_classes=3, output_stride=8,
                                  init_from=str(tmp_path / "clf.safetensors"))
     own = clf.state_dict()
     body = model.backbone.state_dict()
@@ -98,28 +104,28 @@ def test_backbone_initialised_from_our_checkpoint(tmp_path):
         assert torch.equal(v, own[f"features.{k}"]), k
     assert model.config["backbone"]["output_stride"] == 8
     with pytest.raises(FileNotFoundError):
-        seg.create_segmenter(init_from=str(tmp_path / "missing.safetensors"))
+        create_segmenter(init_from=str(tmp_path / "missing.safetensors"))
 
 
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="head"):
-        seg.create_segmenter(head="deeplab")
+        create_segmenter(head="deeplab")
     with pytest.raises(ValueError, match="output_stride"):
-        seg.create_segmenter(output_stride=4)
+        create_segmenter(output_stride=4)
     with pytest.raises(ValueError, match="--arch|v1"):
-        seg.create_segmenter(backbone="v3")
+        create_segmenter(backbone="v3")
     with pytest.raises(ValueError, match="lr"):
-        seg.make_seg_config("smoke", lr=0)
+        make_seg_config("smoke", lr=0)
     with pytest.raises(ValueError, match="unknown SegConfig"):
-        seg.make_seg_config("smoke", learning_rate=0.1)
+        make_seg_config("smoke", learning_rate=0.1)
 
 
 def test_dataset_reads_the_generator_layout_and_rejects_bad_masks(scenes, tmp_path):
-    ds = seg.SegmentationDataset(scenes / "train")
+    ds = SegmentationDataset(scenes / "train")
     assert ds.images.shape == (16, 3, 32, 32) and ds.masks.shape == (16, 32, 32)
     assert ds.class_names == ["background", *CLASSES]
     assert int(ds.masks.max()) <= len(CLASSES) and int(ds.masks.max()) > 0
-    assert seg.SegmentationDataset(scenes / "train", resolution=48, limit=3).images.shape == \
+    assert SegmentationDataset(scenes / "train", resolution=48, limit=3).images.shape == \
         (3, 3, 48, 48)
     # Hand-written masks without annotations.json: classes from the largest id.
     for sub in ("images", "masks"):
@@ -129,35 +135,35 @@ def test_dataset_reads_the_generator_layout_and_rejects_bad_masks(scenes, tmp_pa
     mask[:4] = 3
     mask[-1] = 255
     Image.fromarray(mask).save(tmp_path / "masks" / "a.png")
-    assert seg.SegmentationDataset(tmp_path).class_names == ["background", "1", "2", "3"]
+    assert SegmentationDataset(tmp_path).class_names == ["background", "1", "2", "3"]
     with pytest.raises(ValueError, match="a.png holds class id 3"):
-        seg.SegmentationDataset(tmp_path, num_classes=2)
+        SegmentationDataset(tmp_path, num_classes=2)
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "images" / "b.png")
     with pytest.raises(FileNotFoundError, match="b.png"):
-        seg.SegmentationDataset(tmp_path)
+        SegmentationDataset(tmp_path)
     with pytest.raises(FileNotFoundError, match="images/"):
-        seg.SegmentationDataset(tmp_path / "nowhere")
+        SegmentationDataset(tmp_path / "nowhere")
 
 
 def test_augmentation_moves_images_and_masks_together():
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     masks = torch.randint(0, 4, (2, 32, 32), dtype=torch.uint8)
     # Scale 1 with a flip: an exact mirror of both.
-    x, y = seg.SegAugment(1.0, 1.0, True)(images, masks, torch.Generator().manual_seed(0))
+    x, y = SegAugment(1.0, 1.0, True)(images, masks, torch.Generator().manual_seed(0))
     for i in range(2):
         flipped = torch.equal(y[i], masks[i].long().flip(-1))
         assert flipped or torch.equal(y[i], masks[i].long())
-        ref = seg.normalize(images[i]).flip(-1) if flipped else seg.normalize(images[i])
+        ref = normalize(images[i]).flip(-1) if flipped else normalize(images[i])
         assert torch.allclose(x[i], ref, atol=1e-5, rtol=0)
     # Zooming out pads: outside pixels are ignored in the mask and 0 in the image.
-    x, y = seg.SegAugment(0.5, 0.5, False)(images, masks, torch.Generator().manual_seed(0))
-    assert (y == seg.IGNORE_INDEX).float().mean() == pytest.approx(0.75, abs=0.05)
-    assert set(y.unique().tolist()) <= {0, 1, 2, 3, seg.IGNORE_INDEX}
+    x, y = SegAugment(0.5, 0.5, False)(images, masks, torch.Generator().manual_seed(0))
+    assert (y == IGNORE_INDEX).float().mean() == pytest.approx(0.75, abs=0.05)
+    assert set(y.unique().tolist()) <= {0, 1, 2, 3, IGNORE_INDEX}
 
 
 def test_loss_falls_in_a_few_steps():
     torch.manual_seed(0)
-    model = seg.create_segmenter("v2", 0.25, 3, "lite", 16, dropout=0.0)
+    model = create_segmenter("v2", 0.25, 3, "lite", 16, dropout=0.0)
     y = torch.zeros(4, 32, 32, dtype=torch.long)
     y[:, :, 16:] = 1
     y[:2, :8] = 2
@@ -176,9 +182,9 @@ def test_loss_falls_in_a_few_steps():
 
 
 def test_train_resume_eval_predict_and_cost(scenes, tmp_path, monkeypatch, capsys):
-    cfg = seg.make_seg_config("smoke", data=str(scenes / "train"), val_data=str(scenes / "val"),
+    cfg = make_seg_config("smoke", data=str(scenes / "train"), val_data=str(scenes / "val"),
                               out_dir=str(tmp_path / "full"), epochs=2, batch_size=8)
-    full = seg.train_segmenter(cfg)
+    full = train_segmenter(cfg)
     assert full["steps"] == 4 and len(full["history"]) == 2
     assert 0 <= full["val"]["miou"] <= 100 and full["val"]["pixels"] == 4 * 32 * 32
     assert [p["name"] for p in full["val"]["per_class"]] == ["background", *CLASSES]
@@ -186,26 +192,28 @@ def test_train_resume_eval_predict_and_cost(scenes, tmp_path, monkeypatch, capsy
     assert saved["model"]["output_stride"] == 16 and saved["model"]["resolution"] == 32
 
     # Killed after the checkpoint at step 2, resumed: the same weights as the whole run.
-    part = seg.make_seg_config("smoke", data=str(scenes / "train"), val_data=None,
+    part = make_seg_config("smoke", data=str(scenes / "train"), val_data=None,
                                out_dir=str(tmp_path / "part"), epochs=2, batch_size=8)
-    real_save = seg.save_checkpoint
+    import mobilenets.engine.loop as loop
+
+    real_save = loop.save_checkpoint
 
     def save_then_die(path, state):
         real_save(path, state)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(seg, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        seg.train_segmenter(part)
-    monkeypatch.setattr(seg, "save_checkpoint", real_save)
-    resumed = seg.train_segmenter(part, resume=True)
+        train_segmenter(part)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    resumed = train_segmenter(part, resume=True)
     assert "resumed from" in capsys.readouterr().out
     for k, v in full["model"].state_dict().items():
         assert torch.allclose(resumed["model"].state_dict()[k], v, rtol=1e-5, atol=1e-6), k
 
     model_file = str(tmp_path / "full" / "model.safetensors")
-    model, extra = seg.load_segmenter(model_file)
-    assert extra["class_names"][0] == "background"
+    model = load_model(model_file, kind="segmenter")
+    assert model.metadata["class_names"][0] == "background"
     assert main(["segment", "eval", model_file, "--data", str(scenes / "val"), "--output-stride",
                  "8", "--format", "json", "--output", str(tmp_path / "eval8.json")]) == 0
     ev = json.loads((tmp_path / "eval8.json").read_text())
@@ -220,7 +228,7 @@ def test_train_resume_eval_predict_and_cost(scenes, tmp_path, monkeypatch, capsy
     assert main(["segment", "cost", "--resolution", "64", "--eval", str(tmp_path / "eval8.json"),
                  "--format", "json", "--output", str(tmp_path / "table7.json")]) == 0
     rows = json.loads((tmp_path / "table7.json").read_text())
-    assert len(rows) == len(seg.PAPER_TABLE7) + 1
+    assert len(rows) == len(PAPER_TABLE7) + 1
     assert rows[-1]["output_stride"] == 8 and rows[-1]["miou"] == round(ev["miou"], 2)
     lite8 = next(r for r in rows if r["head"] == "lite" and r["output_stride"] == 8)
     assert lite8["mf_madds_b"] > 10 * lite8["madds_b"]  # 6 scales x 2 flips
@@ -230,10 +238,10 @@ def test_train_resume_eval_predict_and_cost(scenes, tmp_path, monkeypatch, capsy
 
 
 def test_palette_and_overlay(tmp_path):
-    pal = seg.palette(4)
+    pal = palette(4)
     assert pal.tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]  # PASCAL VOC's
     image = np.full((4, 4, 3), 100, np.uint8)
     pred = np.zeros((4, 4), np.int64)
     pred[0, 0] = 1
-    out = np.asarray(Image.open(seg.write_overlay(image, pred, tmp_path / "o.png", 4, 0.5)))
+    out = np.asarray(Image.open(write_overlay(image, pred, tmp_path / "o.png", 4, 0.5)))
     assert out[0, 0].tolist() == [114, 50, 50] and out[1, 1].tolist() == [100, 100, 100]

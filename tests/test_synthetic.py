@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mobilenets.cli.main import main
+from mobilenets.cli import main
 from mobilenets.tasks.synthetic.data import CLASSES, SceneConfig, make_scene, mask_to_rle, write_dataset
 
 

@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 import mobilenets as M
-from mobilenets.cli.main import main
+from mobilenets.cli import main
 from mobilenets.models.layers import ConvBNAct, InvertedResidual
 from mobilenets.cost.memory import KB, inference_ops, trace_memory
 from mobilenets.models.mobilenet_v2 import V2_BLOCKS, MobileNetV2, make_divisible

@@ -203,7 +203,7 @@ def time_interleaved(prepared: list[Prepared], x: torch.Tensor | dict[str, torch
     return samples
 
 
-def _calibration(data: str, shape: tuple[int, int, int], count: int) -> list[torch.Tensor]:
+def calibration_images(data: str, shape: tuple[int, int, int], count: int) -> list[torch.Tensor]:
     """``count`` training images of ``data`` at input ``shape``, for int8 calibration."""
     from mobilenets.engine.data import BatchTransform, open_dataset
 
@@ -237,11 +237,12 @@ def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
     """Measured fp32 GFLOP/s of an ``n``-cube matmul (best of ``repeats``): the machine's floor."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    best = min(timed(lambda: a @ b) for _ in range(repeats))
     return 2 * n ** 3 / best / 1e9
 
 
-def _timed(fn) -> float:
+def timed(fn) -> float:
+    """Seconds of wall time one call of ``fn()`` takes."""
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
@@ -298,7 +299,7 @@ def _memory_worker(job: dict) -> dict:
 
 def model_from_spec(spec: dict) -> nn.Module:
     """Build the model a bench row describes: a registered name or our model file."""
-    from mobilenets.models.modelfile import load_model
+    from mobilenets.models.registry import load_model
     from mobilenets.models.registry import create_model
 
     if spec.get("model_file"):
@@ -400,7 +401,7 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
                     round(trace_memory(model, shape, 4).peak_bytes / mib, 3))
         calibration = None
         if "int8" in backends:
-            calibration = _calibration(calibration_data, shape, 256)
+            calibration = calibration_images(calibration_data, shape, 256)
         with tempfile.TemporaryDirectory(prefix="mobilenets-bench-") as tmp:
             prepared = []
             for b in backends:
@@ -545,7 +546,7 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
             row["madds"] = prof.total_madds
             calibration = None
             if backend == "int8":
-                calibration = _calibration(calibration_data, shape, 128)
+                calibration = calibration_images(calibration_data, shape, 128)
             say(f"preparing {row['label']} ({backend})")
             workdir = Path(tmp) / str(i)
             workdir.mkdir()

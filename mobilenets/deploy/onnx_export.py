@@ -168,7 +168,9 @@ class ExportReport:
                 f"{self.max_abs_diff:.2e} ({limit}, batches {'/'.join(map(str, self.check_batches))})")
 
 
-def _metadata(model: nn.Module, extra: dict | None) -> dict[str, str]:
+def model_metadata(model: nn.Module, extra: dict | None) -> dict[str, str]:
+    """The metadata an exported file carries: our format tag, the model's config and ``extra``
+    (class names, resolution, ...), each as a JSON string."""
     return {"format": "mobilenets", "config": json.dumps(getattr(model, "config", {}) or {}),
             "extra": json.dumps(extra or {})}
 
@@ -186,7 +188,8 @@ def _torch_export(model: nn.Module, path: Path, shape: tuple[int, int, int], ops
     onnx.save_model(proto, str(path))
 
 
-def _add_metadata(path: Path, metadata: dict[str, str]) -> None:
+def add_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Replace an ONNX file's metadata properties with ``metadata``, in place."""
     import onnx
 
     proto = onnx.load(str(path))
@@ -249,7 +252,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, resolution: int | Non
     path = Path(path)
     with atomic_path(path) as tmp:
         _torch_export(exported, tmp, shape, opset)
-        _add_metadata(tmp, _metadata(model, {**(extra or {}), "resolution": shape[1]}))
+        add_metadata(tmp, model_metadata(model, {**(extra or {}), "resolution": shape[1]}))
         diff, _ = _check(reference, tmp, shape, tolerance)
         scale = max(1.0, _logit_scale(reference, shape))
         if diff > tolerance * scale:
@@ -341,7 +344,7 @@ def quantize_int8(model: nn.Module, path: str | os.PathLike, calibration: Iterab
             for f in sorted(work.iterdir(), reverse=True):
                 f.unlink()
             work.rmdir()
-        _add_metadata(tmp, _metadata(model, {**(extra or {}), "resolution": shape[1], "int8": True}))
+        add_metadata(tmp, model_metadata(model, {**(extra or {}), "resolution": shape[1], "int8": True}))
         n = len(check_inputs)
         diff, agreement = _check(reference, tmp, shape, 0.0, batches=(min(1, n), n),
                                  inputs=check_inputs)

@@ -318,15 +318,87 @@ def epoch_batches(num_samples: int, batch_size: int, epoch: int, seed: int, rank
     return [mine[i: i + batch_size] for i in range(0, n, batch_size)]
 
 
-def iterate_batches(dataset: Dataset, batches: Sequence[torch.Tensor], num_workers: int = 0
-                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(uint8 images, labels)`` for each index batch: straight from memory for a
-    ``TensorImageDataset``, else through a ``DataLoader`` with ``num_workers`` decoding images."""
-    if isinstance(dataset, TensorImageDataset):
+def iterate_batches(dataset: Dataset, batches: Sequence[torch.Tensor], num_workers: int = 0,
+                    collate=None) -> Iterator:
+    """Yield one collated batch for each index batch.
+
+    A dataset with a ``batch(indices)`` method (the in-memory ones: ``TensorImageDataset``,
+    segmentation's) serves each batch straight from memory; any other goes through a
+    ``DataLoader`` with ``num_workers`` reading items and ``collate`` (default: torch's) joining
+    them. The loader gets its own generator, so opening it draws nothing from the global RNG that
+    dropout uses (a resumed run's dropout stream stays the same).
+    """
+    if hasattr(dataset, "batch"):
         for idx in batches:
             yield dataset.batch(idx)
         return
     loader = DataLoader(dataset, batch_sampler=[b.tolist() for b in batches],
-                        num_workers=num_workers, persistent_workers=False)
-    for images, labels in loader:
-        yield images, labels
+                        num_workers=num_workers, persistent_workers=False, collate_fn=collate,
+                        generator=torch.Generator().manual_seed(0))
+    yield from loader
+
+
+def labeled_subset(labels: torch.Tensor, fraction: float, seed: int = 0) -> torch.Tensor:
+    """A fixed, seeded, class-balanced subset of the images whose labels are kept.
+
+    From each class, ``round(fraction * class size)`` images are chosen by a permutation that
+    depends only on ``seed`` and the class, so the same labels, fraction and seed always give
+    the same subset (a labels-only baseline and a distilled student see the same labeled images).
+
+    Args:
+        labels: 1-D integer class ids of the whole training set.
+        fraction: Share of each class to keep labeled, in (0, 1].
+        seed: Selects the subset. Default 0.
+
+    Returns:
+        Sorted ``LongTensor`` of the labeled images' indices.
+
+    Raises:
+        ValueError: if ``fraction`` is outside (0, 1] or ``labels`` is not 1-D integer.
+    """
+    if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
+        raise ValueError(f"label_fraction must be in (0, 1], got {fraction!r}")
+    labels = torch.as_tensor(labels)
+    if labels.ndim != 1 or labels.is_floating_point():
+        raise ValueError(f"labels must be 1-D class ids, got {labels.dtype} {tuple(labels.shape)}")
+    chosen = []
+    for c in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == c).flatten()
+        g = torch.Generator().manual_seed(seed * 1_000_003 + int(c))
+        keep = round(fraction * len(members))
+        chosen.append(members[torch.randperm(len(members), generator=g)[:keep]])
+    return torch.sort(torch.cat(chosen)).values
+
+
+def dataset_labels(dataset) -> torch.Tensor:
+    """The class id of every item of a ``TensorImageDataset`` or ``ImageFolderDataset``."""
+    if hasattr(dataset, "labels"):
+        return dataset.labels
+    if hasattr(dataset, "samples"):
+        return torch.tensor([label for _, label in dataset.samples], dtype=torch.long)
+    raise ValueError(f"cannot read the labels of a {type(dataset).__name__}: label_fraction "
+                     "needs a TensorImageDataset or an ImageFolderDataset")
+
+
+def subset_dataset(dataset, indices: torch.Tensor) -> None:
+    if hasattr(dataset, "images"):
+        dataset.images, dataset.labels = dataset.images[indices], dataset.labels[indices]
+    else:
+        dataset.samples = [dataset.samples[i] for i in indices.tolist()]
+
+
+def unlabel_dataset(dataset, labeled: torch.Tensor) -> None:
+    """Set the label of every image outside ``labeled`` to -1 (unlabeled), in place."""
+    mask = torch.ones(len(dataset), dtype=torch.bool)
+    mask[labeled] = False
+    if hasattr(dataset, "labels"):
+        dataset.labels = torch.where(mask, torch.full_like(dataset.labels, -1), dataset.labels)
+    else:
+        dataset.samples = [(p, -1 if m else label) for (p, label), m in zip(dataset.samples, mask.tolist())]
+
+
+def limit_dataset(dataset, n: int) -> None:
+    if hasattr(dataset, "images"):
+        dataset.images, dataset.labels = dataset.images[:n], dataset.labels[:n]
+    else:
+        dataset.samples = dataset.samples[:n]

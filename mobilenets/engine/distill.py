@@ -13,7 +13,7 @@ Three losses, one per kind of teacher output:
 The teacher runs once over the training images (evaluation transform, in order) and its outputs
 are kept, optionally in a cache file that is reused while the teacher and the images are the
 same; ``teacher_mode="online"`` instead runs it on every augmented batch. Training reuses
-``train.fit``: the paper's optimizer (no weight decay on depthwise filters), the learning-rate
+``engine.loop.fit``: the paper's optimizer (no weight decay on depthwise filters), the learning-rate
 schedule, batched seeded augmentation, atomic checkpoints and resume, ``summary.json``.
 """
 from __future__ import annotations
@@ -28,11 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mobilenets.fileio import atomic_path
-from mobilenets.models.modelfile import load_model
 from mobilenets.engine.data import BatchTransform, TensorImageDataset, iterate_batches
-from mobilenets.engine.train import (Dist, TrainConfig, build_model, evaluate, fit,
-    init_distributed, open_splits, write_labeled_subset, write_run_outputs)
+from mobilenets.engine.loop import Dist, fit, init_distributed, write_run_outputs
+from mobilenets.engine.train import (PRESETS, TrainConfig, build_model, evaluate, open_splits,
+                                     train_augment, write_labeled_subset)
+from mobilenets.fileio import atomic_path
+from mobilenets.models.registry import load_model
 
 LOSSES = ("soft", "sigmoid", "embedding")
 TEACHER_MODES = ("precomputed", "online")
@@ -212,6 +213,13 @@ class DistillConfig(TrainConfig):
         if self.teacher_batch_size < 1:
             raise ValueError(f"teacher_batch_size must be >= 1, got {self.teacher_batch_size!r}")
         return self
+
+
+#: ``mobilenets distill``'s recipes: the training presets (``train.PRESETS``) as distillation
+#: runs, writing to ``runs/distill`` by default.
+DISTILL_PRESETS: dict[str, DistillConfig] = {
+    name: DistillConfig(**{**asdict(cfg), "out_dir": "runs/distill"})
+    for name, cfg in PRESETS.items()}
 
 
 def make_distill_config(base: TrainConfig | None = None, **overrides) -> DistillConfig:
@@ -438,7 +446,8 @@ def distill(cfg: DistillConfig, student: nn.Module, teacher: nn.Module | None, t
         return {f"val_{k}": v for k, v in _numbers(evaluate_fn(m)).items()} if evaluate_fn else {}
 
     counts = _label_counts(cfg.loss, train_set)
-    run = fit(cfg, student, train_set, loss_fn, epoch_eval, d=d, resume=resume)
+    run = fit(cfg, student, train_set, loss_fn, epoch_eval, augment=train_augment(cfg),
+              num_workers=cfg.num_workers, d=d, resume=resume, desc="distill")
     final = run["model"]
     result = evaluate_fn(final) if evaluate_fn else {}
     summary = {**_numbers(result), **run["summary"], "distill_loss": cfg.loss,

@@ -1,7 +1,8 @@
-"""Our own model format: a safetensors file whose metadata holds the model's config as JSON.
+"""Our own model format: a safetensors file whose metadata holds the model's config as JSON
+(``registry.load_model`` rebuilds any of them).
 
-Loading never unpickles anything, and every write is atomic (a temporary file in the same folder,
-fsynced, then renamed over the target), so a killed process never leaves a half-written file.
+Loading never unpickles anything, and every write is atomic (``fileio.atomic_path``), so a
+killed process never leaves a half-written file.
 """
 from __future__ import annotations
 
@@ -64,25 +65,6 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tens
                          "(no model config in its metadata); use `mobilenets convert` for "
                          "timm or Keras weights")
     return json.loads(metadata["config"]), state, json.loads(metadata.get("extra", "{}"))
-
-
-def load_model(path: str | os.PathLike, **overrides) -> nn.Module:
-    """Rebuild and load a model saved by ``save_model``.
-
-    Args:
-        path: The ``.safetensors`` file.
-        **overrides: Constructor arguments to change that do not alter weight shapes
-            (e.g. ``dropout``, ``output_stride``).
-
-    Returns:
-        The model, in eval mode.
-    """
-    from mobilenets.models.registry import build_from_config
-
-    config, state, _ = read_model_file(path)
-    model = build_from_config({**config, **overrides})
-    load_state_dict_checked(model, state, source=str(path))
-    return model.eval()
 
 
 def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str,

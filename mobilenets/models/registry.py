@@ -1,17 +1,44 @@
-"""The registry of named variants: it drives the CLI, the tests and the README's model table."""
+"""The registry: every architecture the project builds, the named variants of the classifiers,
+and the one loader of our model files.
+
+- ``ARCHS``: the classifier classes (MobileNet V1, V2) by the ``arch`` key of their config; they
+  are also the backbones of every task model.
+- ``BUILDERS``: the task models (SSD, SSDLite, Faster R-CNN, DeepLabv3, the embedding net), each
+  ``builder(config) -> model``, registered by its module with ``register_builder`` when imported;
+  ``TASK_MODULES`` names the module, so ``load_model`` can import it on demand.
+- ``MODELS``: the named variants (``mobilenet_v1_0.75_160``, ...), which drive the CLI, the tests
+  and the README's model table; ``TIMM_NAMES`` lets timm's names answer too.
+
+``load_model(path)`` rebuilds any model file this package writes, dispatching on its config's
+``arch`` as timm's ``create_model`` dispatches on a name.
+"""
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
+import os
 from dataclasses import dataclass, field
+from typing import Callable
 
 from torch import nn
 
 from mobilenets.models.mobilenet_v1 import V1_SHALLOW_BLOCKS, MobileNetV1
 from mobilenets.models.mobilenet_v2 import MobileNetV2
+from mobilenets.models.modelfile import load_state_dict_checked, read_model_file
 
-#: Model classes by the ``arch`` key stored in every model's config.
+#: Classifier classes by the ``arch`` key stored in every model's config.
 ARCHS: dict[str, type[nn.Module]] = {"mobilenet_v1": MobileNetV1, "mobilenet_v2": MobileNetV2}
+#: Task models' builders by ``arch`` (``register_builder``), with the kind of model each makes.
+BUILDERS: dict[str, tuple[Callable[[dict], nn.Module], str]] = {}
+#: Where each task model's builder lives (imported by ``build_from_config`` when needed).
+TASK_MODULES = {"ssd": "mobilenets.tasks.detection.model",
+                "ssdlite": "mobilenets.tasks.detection.model",
+                "faster_rcnn": "mobilenets.tasks.detection.model",
+                "deeplabv3": "mobilenets.tasks.segmentation.model",
+                "embedding_net": "mobilenets.tasks.faces.model"}
+#: What ``load_model(kind=...)`` checks: the kind of every architecture.
+KINDS = ("classifier", "detector", "segmenter", "embedding")
 #: The short names of the command line's ``--arch`` flags (profile, sweep, pick).
 ARCH_ALIASES = {"v1": "mobilenet_v1", "v2": "mobilenet_v2"}
 
@@ -112,9 +139,23 @@ _add_grid("mobilenet_v2", [*((a, r) for a in V2_WIDTH_MULTS for r in V2_RESOLUTI
                            (1.3, 224), (1.4, 224)], _PAPER_V2, _RELEASED_TOP1_V2)
 
 
+#: timm's names of the same architectures (timm's ``mobilenetv1_100`` is our 1.0 MobileNet-224).
+TIMM_NAMES = {"mobilenetv1_100": "mobilenet_v1_1.0_224",
+              **{f"mobilenetv2_{round(a * 100):03d}": f"mobilenet_v2_{a}_224"
+                 for a in (0.35, 0.5, 0.75, 1.0, 1.4)}}
+
+
 def list_models(pattern: str = "*") -> list[str]:
     """Registered names matching a shell-style ``pattern`` (default: all), in registry order."""
     return [n for n in MODELS if fnmatch.fnmatch(n, pattern)]
+
+
+def register_builder(arch: str, builder: Callable[[dict], nn.Module], kind: str) -> None:
+    """Register a task model: ``builder(config)`` makes a fresh model from the ``config`` dict
+    that model stores (its ``arch`` key is ``arch``); ``kind`` is one of ``KINDS``."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    BUILDERS[arch] = (builder, kind)
 
 
 def arch_name(arch: str) -> str:
@@ -127,13 +168,14 @@ def arch_name(arch: str) -> str:
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The spec of a registered model.
+    """The spec of a registered model (or of timm's name for it, ``TIMM_NAMES``).
 
     Raises:
-        ValueError: for an unknown name, suggesting the nearest registered names.
+        ValueError: for an unknown name, suggesting the nearest registered names, closest first.
     """
+    name = TIMM_NAMES.get(name, name)
     if name not in MODELS:
-        close = difflib.get_close_matches(name, MODELS, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(name, [*MODELS, *TIMM_NAMES], n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown model {name!r}{hint} (`mobilenets models` lists all "
                          f"{len(MODELS)})")
@@ -154,17 +196,83 @@ def create_model(name: str, **overrides) -> nn.Module:
     spec = get_spec(name)
     model = ARCHS[spec.arch](**{**spec.kwargs, **overrides})
     model.config["resolution"] = spec.resolution
-    model.config["name"] = name
+    model.config["name"] = spec.name
     return model
 
 
+def arch_of(config: dict) -> str | None:
+    """The ``arch`` a stored config names (files written before task models stored one name
+    theirs by ``detector`` or ``head``)."""
+    if "arch" in config:
+        return config["arch"]
+    if "detector" in config:
+        return config["detector"]
+    return "embedding_net" if config.get("head") == "embedding" else None
+
+
+def kind_of(arch: str | None) -> str | None:
+    """The kind (``KINDS``) of an architecture, or None for an unknown one."""
+    if arch in ARCHS:
+        return "classifier"
+    if arch in TASK_MODULES and arch not in BUILDERS:
+        importlib.import_module(TASK_MODULES[arch])
+    return BUILDERS[arch][1] if arch in BUILDERS else None
+
+
 def build_from_config(config: dict) -> nn.Module:
-    """Rebuild a model from its ``config`` dict (as stored by ``checkpoint.save_model``)."""
+    """Rebuild a freshly initialised model from its ``config`` dict (as ``save_model`` stores it):
+    a classifier of ``ARCHS`` or a task model of ``BUILDERS``.
+
+    Raises:
+        ValueError: for a config that names no known architecture.
+    """
     config = dict(config)
-    arch = config.pop("arch", None)
+    arch = arch_of(config)
+    if kind_of(arch) is None:
+        known = sorted({*ARCHS, *TASK_MODULES, *BUILDERS})
+        raise ValueError(f"config names unknown arch {arch!r}; known: {', '.join(known)}")
     if arch not in ARCHS:
-        raise ValueError(f"config names unknown arch {arch!r}; known: {sorted(ARCHS)}")
+        return BUILDERS[arch][0]({**config, "arch": arch})
+    config.pop("arch")
     extra = {k: config.pop(k) for k in ("resolution", "name") if k in config}
     model = ARCHS[arch](**config)
     model.config.update(extra)
     return model
+
+
+def load_model(path: str | os.PathLike, kind: str | None = None, **overrides) -> nn.Module:
+    """Rebuild and load any model file this package writes (``mobilenets train``, ``convert``,
+    ``detect train``, ``segment train``, ``embeddings train``, ...).
+
+    Args:
+        path: The ``.safetensors`` file.
+        kind: If given, the kind of model expected (``"classifier"``, ``"detector"``,
+            ``"segmenter"`` or ``"embedding"``); another kind is an error naming the file.
+        **overrides: Config entries to change that do not alter weight shapes (e.g.
+            ``dropout``, ``output_stride``).
+
+    Returns:
+        The model, in eval mode, with ``model.metadata``: what the file stores beside the
+        weights (``class_names``, ``train_config``, ...).
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: naming the file if it is not one of ours, is another kind of model, or its
+            weights do not fit its config.
+    """
+    config, state, extra = read_model_file(path)
+    if kind is not None:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        found = kind_of(arch_of(config))
+        if found != kind:
+            raise ValueError(f"{path} holds a {found or 'unknown'} model "
+                             f"({arch_of(config)!r}), not a {kind}")
+    try:
+        model = build_from_config({**config, **overrides})
+    except (TypeError, KeyError) as e:
+        raise ValueError(f"{path}: its model config does not describe a model this package "
+                         f"builds ({e})") from None
+    load_state_dict_checked(model, state, source=str(path))
+    model.metadata = extra
+    return model.eval()

@@ -34,7 +34,6 @@ class CocoDetection(torch.utils.data.Dataset):
         annotations: The COCO JSON file.
         images_dir: Folder the ``file_name`` entries are relative to. Default: ``images/`` beside
             the annotation file (``mobilenets synth``'s layout) if it exists, else its folder.
-        flip: Random horizontal flips (with the boxes) in ``__getitem__``. Default False.
 
     Items are ``(image, target)``: image uint8 (3, H, W); target ``{"boxes": float (N, 4) xyxy,
     "labels": int64 (N,) in 1..K, "image_id": int}``. Crowd annotations (``iscrowd`` 1) are left
@@ -51,8 +50,7 @@ class CocoDetection(torch.utils.data.Dataset):
             box with no area or outside its image, or an annotation of an unknown image.
     """
 
-    def __init__(self, annotations: str | os.PathLike, images_dir: str | os.PathLike | None = None,
-                 flip: bool = False):
+    def __init__(self, annotations: str | os.PathLike, images_dir: str | os.PathLike | None = None):
         path = Path(annotations)
         if not path.is_file():
             raise FileNotFoundError(f"annotation file not found: {path}")
@@ -65,7 +63,7 @@ class CocoDetection(torch.utils.data.Dataset):
         if images_dir is None:
             beside = path.parent / "images"
             images_dir = beside if beside.is_dir() else path.parent
-        self.root, self.path, self.flip, self.coco = Path(images_dir), path, flip, coco
+        self.root, self.path, self.coco = Path(images_dir), path, coco
         if not cats:
             raise ValueError(f"{path} lists no categories")
         cats = sorted(cats, key=lambda c: c["id"])
@@ -115,13 +113,29 @@ class CocoDetection(torch.utils.data.Dataset):
                 "image_id": int(self.images[i]["id"])}
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
-        image, target = self.load_image(i), self.target(i)
-        if self.flip and torch.rand(()) < 0.5:
-            image = image.flip(-1)
-            boxes = target["boxes"].clone()
-            boxes[:, [0, 2]] = image.shape[-1] - target["boxes"][:, [2, 0]]
-            target["boxes"] = boxes
-        return image, target
+        return self.load_image(i), self.target(i)
+
+
+def flip_horizontally(image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
+    """An image (C, H, W) and its target mirrored left to right (boxes too)."""
+    boxes = target["boxes"].clone()
+    boxes[:, [0, 2]] = image.shape[-1] - target["boxes"][:, [2, 0]]
+    return image.flip(-1), {**target, "boxes": boxes}
+
+
+def detection_augment(flip: bool = True):
+    """``fit``'s ``augment`` for detection batches (lists of uint8 images and targets): random
+    horizontal flips drawn from the step's generator (the TF configs' only augmentation), and the
+    images scaled to [0, 1] floats, as torchvision's detectors take them."""
+    def augment(batch, generator: torch.Generator):
+        images, targets = batch
+        if flip:
+            draws = torch.rand(len(images), generator=generator) < 0.5
+            pairs = [flip_horizontally(im, t) if f else (im, t)
+                     for im, t, f in zip(images, targets, draws.tolist())]
+            images, targets = [p[0] for p in pairs], [p[1] for p in pairs]
+        return [im.float() / 255 for im in images], list(targets)
+    return augment
 
 
 def read_rgb(path: str | os.PathLike) -> torch.Tensor:

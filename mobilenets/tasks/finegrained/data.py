@@ -23,16 +23,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from mobilenets.fileio import atomic_path
+from mobilenets.fileio import atomic_path, save_png, staging_dir
 from mobilenets.engine.data import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, load_fashion_mnist
 
 #: The upper-body garments of Fashion-MNIST: T-shirt/top, Pullover, Dress, Coat, Shirt.
@@ -135,45 +133,12 @@ def corrupt_labels(labels: np.ndarray, classes: Sequence[int], noise_rate: float
     return noisy
 
 
-def save_png(image: torch.Tensor | np.ndarray, path: str | os.PathLike) -> None:
-    """Write a uint8 image, (H, W), (1, H, W) or (3, H, W), as a PNG file (grey or RGB)."""
-    from PIL import Image
-
-    arr = np.asarray(image, dtype=np.uint8)
-    if arr.ndim == 3:
-        arr = arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)
-    Image.fromarray(arr).save(path, format="PNG")
-
-
-@contextmanager
-def staging_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a hidden folder beside ``out_dir``; on success it is renamed to ``out_dir``, so a data
-    set is either complete or absent (the folder-sized ``checkpoint.atomic_path``).
-
-    Raises:
-        ValueError: if ``out_dir`` exists and ``overwrite`` is False.
-    """
-    out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise ValueError(f"output folder {out} already exists (choose another, or overwrite)")
-    tmp = out.parent / f".{out.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def _write_split(root: Path, images: torch.Tensor, labels: np.ndarray, ids: np.ndarray) -> None:
     for c in np.unique(labels):
         (root / folder_name(FASHION_MNIST_CLASSES[c])).mkdir(parents=True, exist_ok=True)
     for img, lab, i in zip(images, labels, ids):
-        save_png(img, root / folder_name(FASHION_MNIST_CLASSES[lab]) / f"{i:05d}.png")
+        save_png(img, root / folder_name(FASHION_MNIST_CLASSES[lab]) / f"{i:05d}.png",
+                 atomic=False)  # inside a staging folder
 
 
 def make_finegrained_data(out_dir: str | os.PathLike, cfg: FineGrainedDataConfig | None = None,

@@ -1,0 +1,189 @@
+"""Shipping models: ``export`` (verified files), ``bench`` (latency per backend), ``pick`` (the
+best variant within a budget)."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from mobilenets.fileio import write_json
+from mobilenets.cli.common import (FORMATS, add_output_arguments, add_parser, eval_split,
+                                   inference_extra, progress, write_output, write_rows)
+from mobilenets.models.registry import ARCH_ALIASES
+
+
+def model_for_export(source: str, resolution: int | None):
+    """(model, extra metadata) from our .safetensors file or a registered name (fresh weights)."""
+    from mobilenets.models.registry import MODELS, TIMM_NAMES, create_model, load_model
+
+    if source in MODELS or source in TIMM_NAMES:
+        model, extra = create_model(source).eval(), {}
+    elif Path(source).suffix in (".safetensors", ".st"):
+        model = load_model(source, kind="classifier")
+        extra = inference_extra(model)
+    else:
+        raise ValueError(f"model {source!r} is neither a registered name nor a .safetensors file "
+                         "(use `mobilenets convert` for Keras or timm weights first)")
+    if resolution:
+        model.config["resolution"] = resolution
+    return model, extra
+
+
+def cmd_export(args) -> None:
+    import torch
+
+    from mobilenets.deploy.onnx_export import calibration_batches, export_onnx, quantize_int8
+    from mobilenets.models.modelfile import save_model
+    from mobilenets.models.registry import load_model
+
+    model, extra = model_for_export(args.model, args.resolution)
+    out = Path(args.output)
+    if args.format == "onnx":
+        report = export_onnx(model, out, tolerance=args.tolerance, fold_bn=not args.no_fold_bn,
+                             extra=extra)
+    elif args.format == "int8":
+        calib_set, tf = eval_split(model.config, extra, args.data, "train", None)
+        batches = calibration_batches(calib_set, tf, args.calibration_images)
+        report = quantize_int8(model, out, batches, per_channel=not args.per_tensor, extra=extra,
+                               min_top1_agreement=args.min_agreement,
+                               float_layers=args.float_layers)
+    else:
+        save_model(model, out, extra=extra)
+        x = torch.randn(2, model.config.get("in_channels", 3), *(2 * [model.config.get("resolution", 224)]))
+        with torch.no_grad():
+            diff = float((load_model(out)(x) - model(x)).abs().max())
+        if diff > 0:
+            raise ValueError(f"{out} reloads with different outputs (max |diff| {diff:.3g})")
+        print(f"{out} (safetensors): reloaded outputs identical")
+        return
+    print(report.summary())
+    if args.evaluate:
+        _evaluate_export(model, extra, out, args)
+
+
+def _evaluate_export(model, extra: dict, path: Path, args) -> None:
+    """Top-1 of the torch model and of the export on the same split, and the difference."""
+    from mobilenets.deploy.onnx_export import OnnxModule
+    from mobilenets.engine.train import evaluate
+
+    ds, tf = eval_split(model.config, extra, args.data, "val", args.limit)
+    names = extra.get("class_names") or ds.class_names
+    ref = evaluate(model, ds, tf, class_names=names, progress=True)
+    got = evaluate(OnnxModule(path), ds, tf, class_names=names, progress=True)
+    row = {"model": args.model, "export": str(path), "format": args.format,
+           "images": ref["num_samples"], "torch_top1": ref["top1"], "export_top1": got["top1"],
+           "drop": round(ref["top1"] - got["top1"], 2)}
+    print(f"top-1 on {row['images']} images: torch fp32 {row['torch_top1']:.2f}%, "
+          f"{args.format} export {row['export_top1']:.2f}%, drop {row['drop']:+.2f} points")
+    if args.report:
+        write_json(args.report, row)
+
+
+def model_specs(args) -> list[dict]:
+    """``bench``'s models: ``--model`` names and ``--model-file`` files (default: 1.0-224)."""
+    from mobilenets.models.registry import get_spec
+
+    specs = [{"name": get_spec(n).name} for n in (args.model or [])]
+    for f in args.model_file or []:
+        if not Path(f).is_file():
+            raise FileNotFoundError(f"--model-file not found: {f}")
+        specs.append({"model_file": f})
+    for s in specs:
+        if args.resolution:
+            s["resolution"] = args.resolution
+    return specs or [{"name": "mobilenet_v1_1.0_224"}]
+
+
+def cmd_bench(args) -> None:
+    from mobilenets.deploy.bench import bench
+
+    rows, machine = bench(model_specs(args), args.backends, batch=args.batch, threads=args.threads,
+                          rounds=args.rounds, memory=not args.no_memory,
+                          calibration_data=args.calibration_data, progress=progress)
+    dicts = [asdict(r) for r in rows]
+    if args.format == "json":
+        write_output(json.dumps({"machine": machine, "rows": dicts}, indent=2), args.output)
+    else:
+        write_rows(dicts, args.format, args.output)
+
+
+def cmd_pick(args) -> None:
+    from mobilenets.deploy.bench import pick
+
+    rows, choice = pick(args.latency_ms, args.max_params, args.max_madds, args.backend,
+                        args.accuracy, args.threads, plot=args.plot, arch=args.arch,
+                        progress=progress)
+    keys = ("label", "top1", "accuracy_source", "latency_ms", "params", "madds", "fits", "chosen")
+    table = [{k: r[k] for k in keys} for r in sorted(rows, key=lambda r: r["latency_ms"])]
+    if args.format == "json":
+        write_output(json.dumps({"choice": choice, "candidates": table}, indent=2), args.output)
+        return
+    write_rows(table, args.format, args.output)
+    print(f"pick: {choice['label']} (top-1 {choice['top1']}%, {choice['accuracy_source']}; "
+          f"{choice['latency_ms']:.2f} ms on {args.backend}, {choice['params'] / 1e6:.2f}M params, "
+          f"{choice['madds'] / 1e6:.0f}M Mult-Adds)" + (f"; frontier: {args.plot}" if args.plot else ""))
+
+
+def add_arguments(sub) -> None:
+    """Add this module's commands to the ``mobilenets`` subparsers ``sub``."""
+    from mobilenets.deploy.bench import BACKENDS, PEERS
+
+    s = add_parser(sub, "export", help="ONNX (fp32 or int8) or safetensors, verified against "
+                   "torch")
+    s.add_argument("model", help="our .safetensors file, or a registered name (fresh weights)")
+    s.add_argument("--format", choices=("onnx", "int8", "safetensors"), default="onnx",
+                   help="what to write")
+    s.add_argument("--output", required=True, help="file to write (atomically, after the check)")
+    s.add_argument("--resolution", type=int, help="input size (default: the model's)")
+    s.add_argument("--tolerance", type=float, default=1e-4,
+                   help="max |ONNX - torch| of the logits, relative to max(1, |logits|)")
+    s.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorm layers")
+    s.add_argument("--data", help="calibration/evaluation data (default: the model's training "
+                   "data)")
+    s.add_argument("--calibration-images", type=int, default=512,
+                   help="training images for int8 calibration")
+    s.add_argument("--per-tensor", action="store_true", help="int8 weights per tensor, not channel")
+    s.add_argument("--float-layers", type=int, default=2,
+                   help="int8: keep the first N convolutions in fp32 (0: all int8)")
+    s.add_argument("--min-agreement", type=float, default=0.9,
+                   help="int8: least share of calibration images whose top-1 matches fp32's")
+    s.add_argument("--evaluate", action="store_true",
+                   help="also report top-1 of torch and the export on the validation split")
+    s.add_argument("--limit", type=int, help="evaluate on the first N images only (default: all)")
+    s.add_argument("--report", help="write the evaluation as JSON here (default: none)")
+    s.set_defaults(func=cmd_export)
+
+    s = add_parser(sub, "bench", help="latency, throughput and memory (measured and analytic) "
+                   "per backend vs timm, torchvision and ORT")
+    s.add_argument("--model", action="append", help="registered name (repeatable; default "
+                   "mobilenet_v1_1.0_224)")
+    s.add_argument("--model-file", action="append",
+                   help="our .safetensors (repeatable; default: none)")
+    s.add_argument("--resolution", type=int, help="input size (default: each model's)")
+    s.add_argument("--backends", help=f"comma-separated, from: {', '.join(BACKENDS)} (default: "
+                   "all but compile, with the model's peers: "
+                   + ", ".join(f"{p} for {a}" for p, a in PEERS.items()) + ")")
+    s.add_argument("--batch", type=int, default=32, help="batch of the throughput measurement")
+    s.add_argument("--threads", type=int, default=2, help="threads of every backend")
+    s.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
+    s.add_argument("--no-memory", action="store_true", help="skip the peak-RSS measurement")
+    s.add_argument("--calibration-data", default="fashion-mnist", help="int8 calibration images")
+    add_output_arguments(s, FORMATS)
+    s.set_defaults(func=cmd_bench)
+
+    s = add_parser(sub, "pick", help="the most accurate variant within a latency/size budget")
+    s.add_argument("--latency-ms", type=float, help="median batch-1 latency budget (default: none)")
+    s.add_argument("--max-params", type=float,
+                   help="parameter budget, conv + FC weights (default: none)")
+    s.add_argument("--max-madds", type=float, help="Mult-Adds budget per image (default: none)")
+    s.add_argument("--backend", default="onnx", help="where to measure")
+    s.add_argument("--accuracy", help="a sweep.csv: choose among its models, by its accuracy "
+                   "(default: the registered variants, by the paper's ImageNet top-1)")
+    s.add_argument("--arch", choices=sorted(ARCH_ALIASES),
+                   help="choose among MobileNet v1's or v2's registered variants (with "
+                   "--accuracy: that architecture's rows; default v1)")
+    s.add_argument("--threads", type=int, default=2, help="threads of the backend")
+    s.add_argument("--plot", help="write the accuracy vs measured latency frontier (PNG; "
+                   "default: none)")
+    add_output_arguments(s, FORMATS)
+    s.set_defaults(func=cmd_pick)

@@ -1,0 +1,504 @@
+"""The one training loop: every task (classification, distillation, detection, segmentation, the
+face and geolocation models) trains through ``fit``, passing its model, batches, loss and
+evaluation, as torchvision's reference scripts pass them to ``train_one_epoch``.
+
+A run lives in one folder (``cfg.out_dir``), the same for every task: ``config.json``,
+``checkpoint.pt`` (everything needed to resume, written atomically every ``checkpoint_every`` steps
+and at each epoch end), ``metrics.jsonl`` (one line per epoch), and at the end ``summary.json``,
+``eval.json`` and the model file (``write_run_outputs``). The rules, once for all tasks:
+
+- **Resume**: ``resume=True`` continues from ``checkpoint.pt`` and reaches the same weights as an
+  uninterrupted run: the data order and every augmentation are pure functions of (seed, epoch,
+  step, rank), and the checkpoint holds each process's RNG state (dropout). A folder that already
+  holds a run is refused without ``resume``, and a checkpoint written with other settings is
+  refused with them.
+- **Non-finite loss**: training stops at the first NaN or infinite loss on any process, keeping
+  the last good checkpoint.
+- **Distributed**: under torchrun every task trains with DDP; each process reads its own share of
+  every epoch's permutation.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from mobilenets.engine.config import RunConfig
+from mobilenets.engine.data import epoch_batches, iterate_batches
+from mobilenets.engine.optim import EMA, RMSpropTF, param_groups
+from mobilenets.fileio import atomic_path, write_json
+from mobilenets.models.modelfile import save_model
+
+#: Fields that may differ between a run and its resumption: they change how a run is watched, not
+#: what it computes.
+RUN_ONLY_FIELDS = frozenset({"progress", "log_every", "checkpoint_every", "num_workers",
+                             "tensorboard", "eval_every_epoch", "limit_val", "val_data",
+                             "val_images", "eval_batch_size", "teacher_cache"})
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stopped, the last good checkpoint kept."""
+
+
+# --------------------------------------------------------------------------- distributed
+
+@dataclass
+class Dist:
+    """This process's place in the process group (a world of one without torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Dist:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on GPUs, gloo on
+    CPUs. A plain ``python`` run is a world of one."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    if world == 1:
+        return Dist(device=torch.device("cuda" if cuda else "cpu"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    return Dist(dist.get_rank(), world, local, device)
+
+
+def all_reduce(t: torch.Tensor, d: Dist, op=None) -> torch.Tensor:
+    """Sum (or ``op``) a CPU tensor over processes, in place; NCCL needs it on the GPU."""
+    if d.world_size > 1:
+        on_device = t.to(d.device)
+        dist.all_reduce(on_device, op=op or dist.ReduceOp.SUM)
+        t.copy_(on_device.cpu())
+    return t
+
+
+def sync_buffers(model: nn.Module, d: Dist) -> None:
+    """Give every process rank 0's BatchNorm statistics. DDP only broadcasts them at the start of
+    each forward, so after the last step they differ; evaluation and the end of the run need one
+    model."""
+    if d.world_size > 1:
+        for buf in model.buffers():
+            on_device = buf.data.to(d.device)
+            dist.broadcast(on_device, 0)
+            buf.data.copy_(on_device)
+
+
+# --------------------------------------------------------------------------- random streams
+
+def rng_state() -> dict:
+    """The global RNG state this process's dropout draws from (CPU and CUDA)."""
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore a state saved by ``rng_state``."""
+    torch.set_rng_state(state["cpu"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def step_generator(seed: int, epoch: int, step: int, rank: int = 0) -> torch.Generator:
+    """The generator of one step's augmentation: a pure function of (seed, epoch, step, rank)."""
+    state = np.random.SeedSequence([seed, epoch, step, rank]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    """``torch.save`` to a temporary file, then rename: a kill never leaves a partial file."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a training checkpoint without unpickling arbitrary objects (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or foreign files raise many types
+        raise ValueError(f"cannot load checkpoint {path}: {e}") from None
+
+
+def check_resumable(saved: dict, cfg: RunConfig, path: Path) -> None:
+    """Refuse to resume a checkpoint written with other settings (``RUN_ONLY_FIELDS`` aside).
+
+    Raises:
+        ValueError: naming the checkpoint and the fields that differ.
+    """
+    now = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as the checkpoint holds them
+    changed = sorted(k for k in set(saved) | set(now)
+                     if k not in RUN_ONLY_FIELDS and saved.get(k) != now.get(k))
+    if changed:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:4])
+        raise ValueError(f"{path} was written with other settings ({shown}); resume with the "
+                         "same ones, or start another --out")
+
+
+# --------------------------------------------------------------------------- optimizer, schedule
+
+def make_optimizer(model: nn.Module, cfg: RunConfig, lr: float) -> torch.optim.Optimizer:
+    """``cfg.optimizer`` over ``optim.param_groups`` (no weight decay on BatchNorm, biases and,
+    by default, depthwise filters)."""
+    groups = param_groups(model, cfg.weight_decay, cfg.depthwise_weight_decay)
+    if cfg.optimizer == "rmsprop":
+        return RMSpropTF(groups, lr=lr, decay=cfg.rmsprop_decay, momentum=cfg.momentum, eps=cfg.eps)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum,
+                           nesterov=cfg.nesterov and cfg.momentum > 0)
+
+
+def lr_factor(step: int, steps_per_epoch: int, total_steps: int, cfg: RunConfig) -> float:
+    """The learning-rate multiplier at ``step``: a linear warm-up over ``warmup_epochs``, then
+
+    - ``exponential``: ``lr_decay`` per ``lr_decay_steps`` (default: per epoch), applied smoothly;
+    - ``cosine``: half a cosine from 1 to 0 over the remaining steps;
+    - ``poly``: ``(1 - t) ** lr_power`` over the remaining steps (DeepLab's schedule).
+    """
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        return (step + 1) / warmup
+    t = step - warmup
+    if cfg.lr_schedule == "exponential":
+        return cfg.lr_decay ** (t / (cfg.lr_decay_steps or steps_per_epoch))
+    progress = min(t / max(total_steps - warmup, 1), 1.0)
+    if cfg.lr_schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return max(0.0, 1 - progress) ** cfg.lr_power
+
+
+# --------------------------------------------------------------------------- logging
+
+class RunLog:
+    """Progress and per-epoch metrics of a run, on the main process only.
+
+    Epoch records go to ``metrics.jsonl`` (and TensorBoard when asked). Progress is a bar on a
+    terminal and one line every ``log_every`` steps otherwise (a log file stays readable).
+    """
+
+    def __init__(self, out_dir: Path, cfg: RunConfig, enabled: bool, total: int, initial: int,
+                 desc: str):
+        self.path, self.enabled, self.tb, self.bar = out_dir / "metrics.jsonl", enabled, None, None
+        self.cfg, self.total = cfg, total
+        if enabled and cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ValueError("tensorboard=True needs the tensorboard package "
+                                 "(pip install tensorboard)") from None
+            self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+        if enabled and cfg.progress and sys.stdout.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
+                            desc=desc)
+
+    def step(self, step: int, epoch: int, losses: dict[str, float], lr: float,
+             images_per_second: float) -> None:
+        if not self.enabled or not self.cfg.progress:
+            return
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{losses['loss']:.3f}", lr=f"{lr:.4g}",
+                                 img_s=f"{images_per_second:.0f}")
+        elif step % self.cfg.log_every == 0 or step == self.total:
+            parts = ", ".join(f"{k} {v:.3f}" for k, v in losses.items() if k != "loss")
+            print(f"step {step}/{self.total} epoch {epoch + 1}: loss {losses['loss']:.4f}"
+                  + (f" ({parts})" if parts else "")
+                  + f", lr {lr:.4g}, {images_per_second:.0f} images/s", flush=True)
+
+    def epoch(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "epoch":
+                    self.tb.add_scalar(k, v, record["step"])
+            self.tb.flush()
+        if self.cfg.progress:
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items()
+                              if k not in ("epoch", "step") and isinstance(v, (int, float)))
+            (self.bar.write if self.bar is not None else print)(
+                f"epoch {record['epoch']:g}: {shown}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# --------------------------------------------------------------------------- the loop
+
+def move_to(obj: Any, device: torch.device, channels_last: bool = False) -> Any:
+    """Tensors (in lists, tuples and dicts) moved to ``device``; 4-D ones channels-last if asked."""
+    if isinstance(obj, torch.Tensor):
+        obj = obj.to(device)
+        if channels_last and obj.ndim == 4:
+            obj = obj.contiguous(memory_format=torch.channels_last)
+        return obj
+    if isinstance(obj, dict):
+        return {k: move_to(v, device, channels_last) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(move_to(v, device, channels_last) for v in obj)
+    return obj
+
+
+def _batch_size(targets: Any) -> int:
+    return len(targets) if isinstance(targets, (list, tuple, torch.Tensor)) else 1
+
+
+def with_ema(model: nn.Module, ema: EMA | None) -> nn.Module:
+    """The model to evaluate and save: a copy holding the EMA weights when EMA is on."""
+    if ema is None:
+        return model
+    copy_ = copy.deepcopy(model)
+    copy_.load_state_dict(ema.state)
+    return copy_
+
+
+def prepare_run_folder(cfg: RunConfig, resume: bool, d: Dist) -> Path:
+    """The run folder, checked: a folder that already holds a run (a checkpoint or a model file)
+    is refused unless ``resume``; an ``out_dir`` that is a file is refused.
+
+    Raises:
+        ValueError: naming ``out_dir``.
+    """
+    out = Path(cfg.out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    taken = [p.name for p in (out / "checkpoint.pt", out / "model.safetensors") if p.exists()]
+    if taken and not resume:
+        raise ValueError(f"--out {out} already holds a run ({', '.join(taken)}): pass --resume "
+                         "to continue it, or choose another --out")
+    return out
+
+
+def fit(cfg: RunConfig, model: nn.Module, train_set, loss_fn: Callable, epoch_eval=None, *,
+        augment: Callable, collate: Callable | None = None, num_workers: int = 0,
+        d: Dist | None = None, resume: bool = False, on_fresh_start=None,
+        module_in_train: Callable[[nn.Module], None] | None = None, desc: str = "train") -> dict:
+    """Train ``model`` with ``cfg``'s optimizer and schedule: seeded batches and augmentation,
+    atomic checkpoints, exact resume, per-epoch evaluation and logging, DDP under torchrun.
+
+    Args:
+        cfg: A ``RunConfig`` (or subclass); its optimizer, schedule and run fields are used.
+        model: The model to train, on the CPU; moved to the process's device here.
+        train_set: A dataset: ``len()``, and items read in batches by ``data.iterate_batches``.
+        loss_fn: ``loss_fn(net, inputs, targets, indices) -> loss``: ``net`` the (possibly
+            DDP-wrapped) model, ``inputs`` and ``targets`` from ``augment`` on the device,
+            ``indices`` the batch's dataset indices (CPU ``LongTensor``). The loss is a scalar
+            tensor, or a dict of them (summed; each part is logged).
+        epoch_eval: ``epoch_eval(model) -> dict`` of numbers added to each epoch's record when
+            ``cfg.eval_every_epoch`` (the model holds the EMA weights when EMA is on). Default:
+            none.
+        augment: ``augment(raw_batch, generator) -> (inputs, targets)`` on the CPU: the task's
+            augmentation of one collated batch, drawing only from ``generator``.
+        collate: How a batch of dataset items is collated. Default: torch's.
+        num_workers: Processes reading dataset items (ImageFolder decoding). Default 0.
+        d: The process group. Default: ``init_distributed()``.
+        resume: Continue from ``cfg.out_dir/checkpoint.pt`` if it exists.
+        on_fresh_start: Called on the main process when a run starts afresh (after
+            ``config.json`` is written), e.g. to record the run's data subset. Default: none.
+        module_in_train: Called with the model after each switch to training mode (e.g. to keep
+            a frozen body's BatchNorm in eval mode). Default: none.
+        desc: The progress bar's label. Default ``"train"``.
+
+    Returns:
+        ``{"model": the trained model (EMA weights when EMA is on), "steps", "epochs",
+        "history", "session_seconds", "images_per_second", "summary": {"steps", "epochs",
+        "train_seconds" (all sessions), "images_per_second_last_session", "world_size"}}``.
+
+    Raises:
+        ValueError: for a batch larger than the training set, a folder holding another run, or a
+            checkpoint written with other settings.
+        NonFiniteLossError: if the loss becomes NaN or infinite (the last good checkpoint stays).
+    """
+    d = d or init_distributed()
+    out = prepare_run_folder(cfg, resume, d)
+    ckpt_path = out / "checkpoint.pt"
+    model = model.to(d.device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    lr = cfg.lr * (d.world_size if cfg.scale_lr else 1)
+    optimizer = make_optimizer(model, cfg, lr)
+    steps_per_epoch = len(train_set) // (cfg.batch_size * d.world_size)
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch_size {cfg.batch_size} x {d.world_size} processes is larger than "
+                         f"the {len(train_set)} training images")
+    total_steps = max(1, round(cfg.epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, steps_per_epoch, total_steps, cfg))
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
+    step, history, loss_sum = 0, [], torch.zeros(2)  # loss_sum: this epoch's (sum, count)
+
+    prior_seconds = 0.0  # training time of earlier sessions of this run
+    if resume and ckpt_path.is_file():
+        state = load_checkpoint(ckpt_path)
+        check_resumable(state.get("config", {}), cfg, ckpt_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema and state.get("ema"):
+            ema.load_state_dict(state["ema"])
+        set_rng_state(state["rng"][d.rank % len(state["rng"])])
+        step, history, loss_sum = state["step"], state["history"], state["epoch_loss"]
+        prior_seconds = state.get("train_seconds", 0.0)
+        if d.main:
+            print(f"resumed from {ckpt_path} at step {step}/{total_steps}", flush=True)
+    elif d.main:
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+        write_json(out / "config.json", asdict(cfg))
+        if on_fresh_start:
+            on_fresh_start()
+
+    net = model
+    if getattr(cfg, "compile", False):
+        net = torch.compile(net)
+    if d.world_size > 1:
+        net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[d.device] if d.device.type == "cuda" else None)
+    log = RunLog(out, cfg, d.main, total_steps, step, desc)
+
+    def checkpoint() -> None:
+        # Every rank's dropout RNG state, gathered so each resumes its own stream.
+        rng = [rng_state()]
+        if d.world_size > 1:
+            rng = [None] * d.world_size
+            dist.all_gather_object(rng, rng_state())
+        if d.main:
+            save_checkpoint(ckpt_path, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema else None,
+                "rng": rng, "step": step, "history": history, "epoch_loss": loss_sum,
+                "config": asdict(cfg), "train_seconds": prior_seconds + time.perf_counter() - t_start})
+
+    def train_mode() -> None:
+        net.train()
+        if module_in_train:
+            module_in_train(model)
+
+    autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.amp)
+    t_start, images_seen = time.perf_counter(), 0
+    train_mode()
+    while step < total_steps:
+        epoch = step // steps_per_epoch
+        batches = epoch_batches(len(train_set), cfg.batch_size, epoch, cfg.seed, d.rank,
+                                d.world_size)[step - epoch * steps_per_epoch: steps_per_epoch]
+        for indices, raw in zip(batches, iterate_batches(train_set, batches, num_workers, collate)):
+            inputs, targets = augment(raw, step_generator(cfg.seed, epoch, step, d.rank))
+            inputs = move_to(inputs, d.device, cfg.channels_last)
+            targets = move_to(targets, d.device)
+            with autocast:
+                out_loss = loss_fn(net, inputs, targets, indices)
+            parts = out_loss if isinstance(out_loss, dict) else {}
+            loss = sum(parts.values()) if parts else out_loss
+            finite = torch.tensor([float(torch.isfinite(loss).item())])
+            if all_reduce(finite, d, dist.ReduceOp.MIN if d.world_size > 1 else None).item() < 1:
+                raise NonFiniteLossError(
+                    f"loss became {loss.item()} at step {step} (epoch {epoch}); stopped. The last "
+                    f"good checkpoint is {ckpt_path if ckpt_path.exists() else 'not written yet'}; "
+                    f"lower lr (now {cfg.lr}) or check the data")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            lr_now = scheduler.get_last_lr()[0]
+            scheduler.step()
+            if ema:
+                ema.update(model)
+            step += 1
+            n = _batch_size(targets)
+            images_seen += n * d.world_size
+            loss_sum += torch.tensor([loss.item() * n, n])
+            log.step(step, epoch, {"loss": loss.item(), **{k: v.item() for k, v in parts.items()}},
+                     lr_now, images_seen / max(time.perf_counter() - t_start, 1e-9))
+            end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
+            if end_of_epoch:
+                sync_buffers(model, d)
+                sums = all_reduce(loss_sum.clone(), d)
+                record = {"epoch": round(step / steps_per_epoch, 4), "step": step, "lr": lr_now,
+                          "train_loss": (sums[0] / sums[1].clamp(min=1)).item(),
+                          "seconds": round(prior_seconds + time.perf_counter() - t_start, 1)}
+                if cfg.eval_every_epoch and epoch_eval is not None:
+                    record.update(epoch_eval(with_ema(model, ema)))
+                    train_mode()
+                history.append(record)
+                log.epoch(record)
+                loss_sum = torch.zeros(2)
+            if end_of_epoch or step % cfg.checkpoint_every == 0:
+                checkpoint()
+            if step >= total_steps:
+                break
+    log.close()
+    seconds = time.perf_counter() - t_start
+    sync_buffers(model, d)
+    summary = {"steps": step, "epochs": step / steps_per_epoch,
+               "train_seconds": round(prior_seconds + seconds, 1),
+               "images_per_second_last_session": round(images_seen / max(seconds, 1e-9), 1),
+               "world_size": d.world_size}
+    return {"model": with_ema(model, ema), "steps": step, "epochs": step / steps_per_epoch,
+            "history": history, "session_seconds": seconds,
+            "images_per_second": images_seen / max(seconds, 1e-9), "summary": summary}
+
+
+def write_run_outputs(cfg: RunConfig, model: nn.Module, summary: dict, d: Dist | None = None,
+                      eval_result: dict | None = None, extra: dict | None = None) -> Path:
+    """Write a finished run's ``model.safetensors``, ``summary.json`` and (given an evaluation)
+    ``eval.json`` into ``cfg.out_dir``, atomically, on the main process.
+
+    Args:
+        cfg: The run's config; stored in the model file's metadata as ``train_config``.
+        model: The trained model. One built by this package (it has a ``config`` dict) is saved
+            with ``modelfile.save_model``; any other module as a plain safetensors file of its
+            state dict, with the run's config in its metadata.
+        summary: JSON-serialisable run facts for ``summary.json``.
+        d: The process group; only its main process writes. Default: one process.
+        eval_result: The final evaluation, written to ``eval.json``. Default: none.
+        extra: More metadata for the model file (e.g. class names). Default: none.
+
+    Returns:
+        The path of ``model.safetensors``.
+    """
+    out = Path(cfg.out_dir)
+    model_path = out / "model.safetensors"
+    if d is not None and not d.main:
+        return model_path
+    model = model.to(memory_format=torch.contiguous_format).cpu()
+    if isinstance(getattr(model, "config", None), dict):
+        save_model(model, model_path, extra={**(extra or {}), "train_config": asdict(cfg)})
+    else:
+        from safetensors.torch import save_file
+
+        with atomic_path(model_path) as tmp:
+            save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()},
+                      str(tmp), metadata={"train_config": json.dumps(asdict(cfg))})
+    if eval_result is not None:
+        write_json(out / "eval.json", eval_result)
+    write_json(out / "summary.json", summary)
+    return model_path
