@@ -1,11 +1,10 @@
 """mobilenets: the MobileNets papers (V1 and MobileNetV2) as a library: models, cost, activation
 memory, training and deployment."""
-from mobilenets.models.modelfile import save_model
-from mobilenets.models.registry import load_model
 from mobilenets.models.layers import ConvBNAct, DepthwiseSeparable, InvertedResidual
 from mobilenets.models.mobilenet_v1 import V1_BLOCKS, V1_SHALLOW_BLOCKS, MobileNetV1, scale_channels
 from mobilenets.models.mobilenet_v2 import V2_BLOCKS, MobileNetV2
-from mobilenets.models.registry import MODELS, create_model, get_spec, list_models
+from mobilenets.models.modelfile import save_model
+from mobilenets.models.registry import MODELS, create_model, get_spec, list_models, load_model
 
 __version__ = "0.1.0"
 

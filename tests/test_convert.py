@@ -16,12 +16,12 @@ import pytest
 import torch
 
 from mobilenets import load_model
-from mobilenets.models.modelfile import read_model_file
-from mobilenets.models.registry import build_from_config
 from mobilenets.deploy.convert import (convert, detect_source, load_timm_mobilenet_v1,
                                        load_torchvision_mobilenet_v2)
 from mobilenets.deploy.convert_keras import (keras_arch, load_keras_mobilenet,
                                              load_keras_mobilenet_v2)
+from mobilenets.models.modelfile import read_model_file
+from mobilenets.models.registry import build_from_config
 
 keras = pytest.importorskip("keras")
 timm = pytest.importorskip("timm")

@@ -10,8 +10,8 @@ from torch import nn
 
 import mobilenets as M
 from mobilenets.cost import formulas as cost
-from mobilenets.paper import paper_comparisons
 from mobilenets.cost.profiler import profile_model
+from mobilenets.paper import paper_comparisons
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "paper-discrepancies.md"
 

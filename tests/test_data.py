@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from mobilenets.engine.data import (BatchTransform, ImageFolderDataset, epoch_batches, load_fashion_mnist,
-                             read_idx, FASHION_MNIST_ROOT)
+from mobilenets.engine.data import (FASHION_MNIST_ROOT, BatchTransform, ImageFolderDataset,
+                                    epoch_batches, load_fashion_mnist, read_idx)
 
 
 def write_idx(path, array):

@@ -9,7 +9,8 @@ from torch import nn
 import mobilenets as M
 from mobilenets.deploy import onnx_export as deploy
 from mobilenets.deploy.bench import bench, check_backends, pick, timm_mobilenet_v1
-from mobilenets.deploy.onnx_export import ExportError, OnnxModule, export_onnx, fold_batchnorm, quantize_int8
+from mobilenets.deploy.onnx_export import (ExportError, OnnxModule, export_onnx, fold_batchnorm,
+                                           quantize_int8)
 
 
 def _model(width_mult=0.25, res=32, classes=10, seed=0):

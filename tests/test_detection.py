@@ -7,15 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
-from mobilenets.models.modelfile import save_model
 from mobilenets.cli import main
-from mobilenets.tasks.detection.data import CocoDetection, coco_map, evaluate_detector
+from mobilenets.cost.profiler import profile_model
+from mobilenets.models.mobilenet_v1 import MobileNetV1
+from mobilenets.models.modelfile import save_model
 from mobilenets.models.registry import load_model
+from mobilenets.tasks.detection.data import CocoDetection, coco_map, evaluate_detector
 from mobilenets.tasks.detection.export import export_detector_onnx, select_detections
 from mobilenets.tasks.detection.model import build_detector, profile_detector
 from mobilenets.tasks.detection.train import make_detect_config, train_detector
-from mobilenets.models.mobilenet_v1 import MobileNetV1
-from mobilenets.cost.profiler import profile_model
 from mobilenets.tasks.synthetic.data import SceneConfig, write_dataset
 
 

@@ -7,8 +7,8 @@ import pytest
 
 from mobilenets.cli import main
 from mobilenets.engine.data import FASHION_MNIST_ROOT
-from mobilenets.tasks.finegrained.data import (CONFUSABLE, UPPER_BODY, FineGrainedDataConfig, corrupt_labels,
-                                    folder_name, make_finegrained_data)
+from mobilenets.tasks.finegrained.data import (CONFUSABLE, UPPER_BODY, FineGrainedDataConfig,
+                                               corrupt_labels, folder_name, make_finegrained_data)
 
 needs_data = pytest.mark.skipif(not (FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").exists(),
                                 reason="Debian's dataset-fashion-mnist is not installed")

@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from mobilenets.tasks.geo.cells import (EARTH_RADIUS_KM, GeocellConfig, Geocells, grid_index,
-                                        to_latlon, to_xyz, build_geocells, haversine_km,
-                                        predict_locations)
+from mobilenets.cli import main
+from mobilenets.engine.data import FASHION_MNIST_ROOT
+from mobilenets.tasks.geo.cells import (EARTH_RADIUS_KM, GeocellConfig, Geocells, build_geocells,
+                                        grid_index, haversine_km, predict_locations, to_latlon,
+                                        to_xyz)
 from mobilenets.tasks.geo.data import (CITIES, GeoDataConfig, derive_locations, offset_point,
                                        read_geo_csv)
 from mobilenets.tasks.geo.evaluate import (TABLE11_SCALES, accuracy_at_km, geo_report, prior_probs,
                                            table11_rows)
-from mobilenets.cli import main
-from mobilenets.engine.data import FASHION_MNIST_ROOT
 
 needs_data = pytest.mark.skipif(not (FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").exists(),
                                 reason="Debian's dataset-fashion-mnist is not installed")

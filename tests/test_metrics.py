@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from mobilenets.engine.metrics import (STATE_FIELDS, ConfusionMatrix, EvalAccumulator, format_report,
-                                topk_correct)
+from mobilenets.engine.metrics import (STATE_FIELDS, ConfusionMatrix, EvalAccumulator,
+                                       format_report, topk_correct)
 
 # 3 classes, 7 samples. Ranks of the target: 1, 1, 2, 1, 2, 2, 3.
 LOGITS = torch.tensor([

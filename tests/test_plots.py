@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 
 from mobilenets.engine import plots
 from mobilenets.engine.plots import (loglinear_fit, pareto_frontier, plot_accuracy_vs_madds,
-                              plot_accuracy_vs_params, plot_frontier)
+                                     plot_accuracy_vs_params, plot_frontier)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

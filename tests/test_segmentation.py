@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 import mobilenets as M
+from mobilenets.cli import main
+from mobilenets.models.modelfile import save_model
 from mobilenets.models.registry import load_model
 from mobilenets.tasks.segmentation.data import (IGNORE_INDEX, SegAugment, SegmentationDataset,
                                                 normalize)
@@ -16,8 +18,6 @@ from mobilenets.tasks.segmentation.evaluate import (PAPER_TABLE7, SegmentationMe
                                                     iou_from_confusion, palette, write_overlay)
 from mobilenets.tasks.segmentation.model import ASPP_RATES, create_segmenter
 from mobilenets.tasks.segmentation.train import make_seg_config, train_segmenter
-from mobilenets.models.modelfile import save_model
-from mobilenets.cli import main
 from mobilenets.tasks.synthetic.data import CLASSES, SceneConfig, write_dataset
 
 

@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 
 from mobilenets.cli import main
-from mobilenets.tasks.synthetic.data import CLASSES, SceneConfig, make_scene, mask_to_rle, write_dataset
+from mobilenets.tasks.synthetic.data import (CLASSES, SceneConfig, make_scene, mask_to_rle,
+                                             write_dataset)
 
 
 def test_make_scene_consistent_boxes_masks_labels():

@@ -14,8 +14,8 @@ from torch import nn
 
 import mobilenets as M
 from mobilenets.engine.data import FASHION_MNIST_ROOT
-from mobilenets.engine.optim import RMSpropTF, param_groups
 from mobilenets.engine.loop import NonFiniteLossError, load_checkpoint
+from mobilenets.engine.optim import RMSpropTF, param_groups
 from mobilenets.engine.train import make_config, train
 
 needs_data = pytest.mark.skipif(not (FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").exists(),

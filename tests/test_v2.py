@@ -9,12 +9,12 @@ from torch import nn
 
 import mobilenets as M
 from mobilenets.cli import main
-from mobilenets.models.layers import ConvBNAct, InvertedResidual
 from mobilenets.cost.memory import KB, inference_ops, trace_memory
-from mobilenets.models.mobilenet_v2 import V2_BLOCKS, MobileNetV2, make_divisible
-from mobilenets.paper import TABLE3_V2, paper_comparisons, table3_v2_trace
 from mobilenets.cost.profiler import profile_model
+from mobilenets.models.layers import ConvBNAct, InvertedResidual
+from mobilenets.models.mobilenet_v2 import V2_BLOCKS, MobileNetV2, make_divisible
 from mobilenets.models.registry import build_from_config
+from mobilenets.paper import TABLE3_V2, paper_comparisons, table3_v2_trace
 
 # Table 2, one row per bottleneck block: (t, output channels c, stride), and the input sizes.
 TABLE2 = [(t, c, s if i == 0 else 1) for t, c, n, s in V2_BLOCKS for i in range(n)]

@@ -6,9 +6,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from mobilenets.fileio import write_json
 from mobilenets.cli.common import (FORMATS, add_output_arguments, add_parser, eval_split,
                                    inference_extra, progress, write_output, write_rows)
+from mobilenets.fileio import write_json
 from mobilenets.models.registry import ARCH_ALIASES
 
 

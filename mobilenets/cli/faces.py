@@ -10,8 +10,8 @@ from mobilenets.cli.common import (FORMATS, add_output_arguments, add_parser, ad
 
 def cmd_faces(args) -> None:
     """``mobilenets attributes|embeddings make-data|train|distill|eval`` (Tables 12 and 14)."""
-    from mobilenets.tasks.faces import make_data as faces_data
     from mobilenets.tasks.faces import evaluate as faces_eval
+    from mobilenets.tasks.faces import make_data as faces_data
     from mobilenets.tasks.faces import train as faces
 
     task, action = args.command, args.action

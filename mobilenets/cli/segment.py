@@ -5,8 +5,7 @@ import argparse
 import json
 
 from mobilenets.cli.common import (FORMATS, add_output_arguments, add_parser, add_run_arguments,
-                                   config_from_args, note_preset_defaults, write_output,
-                                   write_rows)
+                                   config_from_args, note_preset_defaults, write_output, write_rows)
 
 
 def cmd_segment(args) -> None:

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from mobilenets.deploy.onnx_export import (OnnxModule, calibration_batches, export_onnx,
-    fold_batchnorm, quantize_int8)
+                                           fold_batchnorm, quantize_int8)
 
 BACKENDS = {
     "eager": "torch eager, NCHW, BN separate (our model as built)",
@@ -299,8 +299,7 @@ def _memory_worker(job: dict) -> dict:
 
 def model_from_spec(spec: dict) -> nn.Module:
     """Build the model a bench row describes: a registered name or our model file."""
-    from mobilenets.models.registry import load_model
-    from mobilenets.models.registry import create_model
+    from mobilenets.models.registry import create_model, load_model
 
     if spec.get("model_file"):
         return load_model(spec["model_file"]).float().eval()

@@ -31,10 +31,10 @@ from typing import Any, Mapping
 
 import torch
 
-from mobilenets.models.modelfile import load_state_dict_checked, read_model_file, save_model
-from mobilenets.models.registry import load_model
 from mobilenets.models.mobilenet_v1 import V1_BLOCKS, V1_STEM_CHANNELS, MobileNetV1, scale_channels
 from mobilenets.models.mobilenet_v2 import V2_BLOCKS, MobileNetV2
+from mobilenets.models.modelfile import load_state_dict_checked, read_model_file, save_model
+from mobilenets.models.registry import load_model
 
 __all__ = ["load_timm_mobilenet_v1", "load_torchvision_mobilenet_v2", "convert", "detect_source"]
 

@@ -19,7 +19,6 @@ from mobilenets.deploy.convert import (HDF5_MAGIC, LAST_CHANNELS, NUM_BLOCKS, NU
 from mobilenets.models.mobilenet_v1 import V1_STEM_CHANNELS, MobileNetV1, scale_channels
 from mobilenets.models.mobilenet_v2 import V2_BLOCKS, MobileNetV2
 
-
 _KERAS_BN = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
              "moving_variance": "running_var"}
 

@@ -7,11 +7,11 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from mobilenets.fileio import atomic_path
-from mobilenets.engine.plots import plot_accuracy_vs_madds, plot_accuracy_vs_params
 from mobilenets.cost.profiler import profile_model
-from mobilenets.models.registry import ARCHS, get_spec
+from mobilenets.engine.plots import plot_accuracy_vs_madds, plot_accuracy_vs_params
 from mobilenets.engine.train import TrainConfig, train
+from mobilenets.fileio import atomic_path
+from mobilenets.models.registry import ARCHS, get_spec
 
 #: The CSV columns. ``arch`` came with MobileNetV2: CSVs without it are MobileNet V1 sweeps.
 FIELDS = ["label", "arch", "width_mult", "resolution", "madds", "params", "top1", "top5", "epochs",

@@ -14,9 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mobilenets.engine.config import RunConfig, config_from_preset
-from mobilenets.engine.data import (BatchTransform, dataset_labels, iterate_batches,
-                                    labeled_subset, limit_dataset, open_dataset, subset_dataset,
-                                    unlabel_dataset)
+from mobilenets.engine.data import (BatchTransform, dataset_labels, iterate_batches, labeled_subset,
+                                    limit_dataset, open_dataset, subset_dataset, unlabel_dataset)
 from mobilenets.engine.loop import Dist, all_reduce, fit, init_distributed, write_run_outputs
 from mobilenets.engine.metrics import EvalAccumulator
 from mobilenets.fileio import write_json

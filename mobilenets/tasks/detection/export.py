@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torchvision.models.detection.ssd import SSD
 
-from mobilenets.deploy.onnx_export import (INPUT_NAME, OPSET, ExportError, OnnxModule,
-                                           add_metadata, fold_batchnorm, model_metadata)
+from mobilenets.deploy.onnx_export import (INPUT_NAME, OPSET, ExportError, OnnxModule, add_metadata,
+                                           fold_batchnorm, model_metadata)
 from mobilenets.fileio import atomic_path, save_png
 from mobilenets.tasks.detection.model import IMAGE_MEAN, IMAGE_STD
 

@@ -30,9 +30,8 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torchvision.models.detection.faster_rcnn import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNPredictor
 from torchvision.models.detection.ssd import SSD, SSDHead, SSDScoringHead
 from torchvision.ops import MultiScaleRoIAlign
 

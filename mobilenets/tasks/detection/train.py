@@ -12,8 +12,7 @@ from mobilenets.models.layers import check_choice
 from mobilenets.models.registry import arch_name
 from mobilenets.tasks.detection.data import (CocoDetection, collate, detection_augment,
                                              evaluate_detector)
-from mobilenets.tasks.detection.model import (DETECTORS, SSD_MAX_SCALE, SSD_MIN_SCALE,
-                                              build_detector)
+from mobilenets.tasks.detection.model import DETECTORS, SSD_MAX_SCALE, SSD_MIN_SCALE, build_detector
 
 
 @dataclass

@@ -30,8 +30,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from mobilenets.fileio import atomic_path, save_png, staging_dir
 from mobilenets.engine.data import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, load_fashion_mnist
+from mobilenets.fileio import atomic_path, save_png, staging_dir
 
 #: The upper-body garments of Fashion-MNIST: T-shirt/top, Pullover, Dress, Coat, Shirt.
 UPPER_BODY = (0, 2, 3, 4, 6)

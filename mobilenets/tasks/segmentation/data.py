@@ -11,7 +11,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
 #: Pixels whose label is this are left out of the loss and of every metric (PASCAL VOC's
 #: object borders; our augmentation's padding).
 IGNORE_INDEX = 255

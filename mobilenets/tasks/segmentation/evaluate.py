@@ -15,9 +15,9 @@ from torch import nn
 from mobilenets.engine.metrics import ConfusionMatrix
 from mobilenets.fileio import save_png
 from mobilenets.models.registry import load_model
-from mobilenets.tasks.segmentation.data import IGNORE_INDEX, SegmentationDataset, normalize, read_png
+from mobilenets.tasks.segmentation.data import (IGNORE_INDEX, SegmentationDataset, normalize,
+                                                read_png)
 from mobilenets.tasks.segmentation.model import MF_SCALES, DeepLabV3, create_segmenter
-
 
 #: MobileNetV2 paper, Table 7: DeepLabv3 on PASCAL VOC 2012 val (512x512 images, 21 classes,
 #: pretrained on COCO). ``mf``: multi-scale and flipped test inputs. Mult-Adds in billions.

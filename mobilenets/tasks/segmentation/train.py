@@ -13,7 +13,7 @@ from mobilenets.engine.loop import fit, write_run_outputs
 from mobilenets.models.base import AtrousStride
 from mobilenets.models.layers import check_choice
 from mobilenets.models.registry import arch_name
-from mobilenets.tasks.segmentation.data import (IGNORE_INDEX, SegAugment, SegmentationDataset)
+from mobilenets.tasks.segmentation.data import IGNORE_INDEX, SegAugment, SegmentationDataset
 from mobilenets.tasks.segmentation.evaluate import evaluate_segmenter, model_info
 from mobilenets.tasks.segmentation.model import HEAD_CHANNELS, HEADS, create_segmenter
 
