@@ -1,16 +1,172 @@
-"""Writing files safely: every file the project writes goes through ``atomic_path``.
+"""Reading and writing files safely: every file the project writes goes through ``atomic_path``,
+and the text, JSON and special-file checks of every reader live here.
 
 A temporary file in the same folder is written, fsynced, then renamed over the target, so a killed
 process never leaves a half-written file and readers see the old or the new file, never a mix.
+The temporary file's name holds the writer's process id (``.NAME.PID.XXXX.tmp``): the next write
+of the same target removes those a dead process left behind.
+
+No command writes over a file it was given to read: inside ``command_inputs`` (the command line
+opens one per command), ``atomic_path`` refuses a target that is one of the command's inputs,
+whether named on the command line or read on the way (``note_input``: model files).
 """
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
+
+#: The inputs of the running command: {(device, inode): what names it}; None outside a command.
+_INPUTS: dict[tuple[int, int], str] | None = None
+
+
+def _file_id(path: str | os.PathLike) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+@contextmanager
+def command_inputs(named: dict[str, str] | None = None) -> Iterator[None]:
+    """The scope of one command: files named in ``named`` (``{path: what names it}``, e.g.
+    ``{"teacher.safetensors": "--teacher"}``) and those read with ``note_input`` while it runs
+    may not be written by ``atomic_path``. Outside such a scope nothing is recorded."""
+    global _INPUTS
+    saved, _INPUTS = _INPUTS, {}
+    try:
+        for path, what in (named or {}).items():
+            note_input(path, what)
+        yield
+    finally:
+        _INPUTS = saved
+
+
+def note_input(path: str | os.PathLike, what: str | None = None) -> None:
+    """Record ``path`` as an input of the running command (no-op outside ``command_inputs``)."""
+    if _INPUTS is not None:
+        key = _file_id(path)
+        if key is not None and stat.S_ISREG(os.stat(path).st_mode):
+            _INPUTS.setdefault(key, what or str(path))
+
+
+def check_not_input(path: str | os.PathLike) -> None:
+    """Raise ``ValueError`` if ``path`` is a file the running command reads.
+
+    Compared by device and inode, so another spelling of the path, or a hard or symbolic link to
+    the input, is caught too.
+    """
+    key = _file_id(path) if _INPUTS else None
+    if key is not None and key in _INPUTS:
+        what = _INPUTS[key]
+        named = f" ({what})" if what != str(path) else ""
+        raise ValueError(f"refusing to write {path}: it is an input of this command{named}; "
+                         "write the output elsewhere")
+
+
+def check_regular_file(path: str | os.PathLike, what: str = "file") -> Path:
+    """``path`` as a ``Path`` if it is a regular file (or a link to one).
+
+    Raises:
+        FileNotFoundError: if it does not exist.
+        ValueError: for a folder, a FIFO, a socket or a device: reading those would fail or
+            block forever.
+    """
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path}") from None
+    except OSError as e:
+        raise ValueError(f"cannot open {what} {path}: {e.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "a device" if
+                (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) else "not a regular file")
+        raise ValueError(f"{what} {path} is {kind}, not a file")
+    return path
+
+
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+    """A UTF-8 text file's contents (a leading byte-order mark dropped), checked.
+
+    Raises:
+        FileNotFoundError: if it does not exist.
+        ValueError: naming the file if it is not a regular file or not UTF-8 text.
+    """
+    path = check_regular_file(path, what)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{what} {path} is not UTF-8 text (byte {e.start}: "
+                         f"{data[e.start:e.start + 1]!r}); save it as UTF-8") from None
+
+
+def read_csv(path: str | os.PathLike, dicts: bool = False, what: str = "CSV file"):
+    """A ``csv.reader`` (or ``csv.DictReader`` with ``dicts``) over a UTF-8 CSV file, a
+    byte-order mark dropped (``read_text``'s checks and errors)."""
+    import csv
+    import io
+
+    text = io.StringIO(read_text(path, what), newline="")
+    return csv.DictReader(text) if dicts else csv.reader(text)
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file"):
+    """Parse a JSON file, naming the file (and line) in every error.
+
+    Raises:
+        FileNotFoundError: if it does not exist.
+        ValueError: if it is not a regular file, not UTF-8 or not valid JSON.
+    """
+    import json
+
+    text = read_text(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what} {path} is not valid JSON: {e.msg} at line {e.lineno} "
+                         f"column {e.colno}") from None
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (on this machine)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        return True
+    return True
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove ``.NAME.PID.*.tmp`` files of ``path`` whose writer is dead (a killed write)."""
+    prefix = f".{path.name}."
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid = name[len(prefix):].split(".", 1)[0]
+        # Files of the old naming (no pid) or of a dead writer are leftovers.
+        if not pid.isdigit() or not _pid_alive(int(pid)):
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.path)
+            except OSError:
+                pass
 
 
 @contextmanager
@@ -20,11 +176,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     Args:
         path: The final file. Its folder is created if missing.
 
-    On any exception the temporary file is removed and ``path`` is left as it was.
+    On any exception the temporary file is removed and ``path`` is left as it was. Temporary
+    files a killed writer left beside ``path`` are removed first.
+
+    Raises:
+        ValueError: if ``path`` is a folder, or an input of the running command
+            (``command_inputs``).
+        OSError: from the file system, e.g. errno 28 when the disk is full (``path`` is then left
+            as it was).
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"cannot write {path}: it is a folder; name a file")
+    check_not_input(path)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ValueError(f"cannot write {path}: {path.parent} is a file, not a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                               dir=path.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)

@@ -4,6 +4,7 @@ state their defaults, and reading a model file for inference."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import fields
 
@@ -57,6 +58,57 @@ def parse_resolution(text: str) -> tuple[int, int]:
         raise ValueError(f"--resolution must be an integer >= 32, or HxW with both >= 32, "
                          f"got {text!r}")
     return (sides[0], sides[-1])
+
+
+# --------------------------------------------------------------------------- numeric flags
+
+def _number(kind, low: float | None = None, high: float | None = None, low_open: bool = False,
+            what: str = ""):
+    """An argparse ``type``: a finite ``kind`` (int or float) within [low, high] ((low, high]
+    when ``low_open``), else an error naming the range."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        ok = value is not None and math.isfinite(value) and (
+            low is None or (value > low if low_open else value >= low)) and (
+            high is None or value <= high)
+        if not ok:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+    parse.__name__ = what
+    return parse
+
+
+#: The type of each numeric flag, by ``dest``; others: an int >= 1 (a count or a size) or any
+#: finite float (the library checks its range).
+NUMERIC_FLAGS = {
+    **{d: _number(int, 0, what="an integer >= 0") for d in (
+        "seed", "label_seed", "min_objects", "float_layers", "min_photos", "max_level",
+        "unlabeled", "negatives", "noisy_per_class")},
+    **{d: _number(int, 32, what="an integer >= 32") for d in ("resolution",
+                                                             "teacher_resolution")},
+    **{d: _number(float, 0, low_open=True, what="a finite number > 0") for d in (
+        "width_mult", "epochs", "lr", "temperature", "tolerance", "latency_ms", "max_params",
+        "max_madds", "refine_km", "far")},
+    **{d: _number(float, 0, 1, low_open=True, what="a number in (0, 1]") for d in (
+        "eval_crop", "label_fraction")},
+}
+_COUNT = _number(int, 1, what="an integer >= 1")
+_FINITE = _number(float, what="a finite number")
+
+
+def harden_numeric_flags(parser: argparse.ArgumentParser) -> None:
+    """Give every ``type=int`` and ``type=float`` flag of ``parser`` and its subcommands the type
+    of ``NUMERIC_FLAGS`` (by ``dest``), else a count (int >= 1) or a finite float: ``inf``,
+    ``nan``, a zero batch size or top-k fail at parsing, naming the flag (exit status 2)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                harden_numeric_flags(sub)
+        elif action.type in (int, float):
+            action.type = NUMERIC_FLAGS.get(action.dest, _COUNT if action.type is int else _FINITE)
 
 
 def write_output(text: str, output: str | None) -> None:
@@ -147,6 +199,14 @@ def inference_extra(model) -> dict:
     train_cfg = meta.get("train_config", {})
     return {"class_names": meta.get("class_names"), "eval_crop": train_cfg.get("eval_crop", 0.875),
             "data": train_cfg.get("data")}
+
+
+def check_input_fits(model, resolution: int, batch_size: int) -> None:
+    """Refuse an inference batch that cannot fit in memory before it is decoded
+    (``cost.memory.check_memory``)."""
+    from mobilenets.cost.memory import check_memory
+
+    check_memory(model, (model.config.get("in_channels", 3), resolution, resolution), batch_size)
 
 
 def eval_split(model_cfg: dict, extra: dict, data: str | None, split: str, limit: int | None,

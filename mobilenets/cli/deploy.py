@@ -6,8 +6,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from mobilenets.cli.common import (FORMATS, add_output_arguments, add_parser, eval_split,
-                                   inference_extra, progress, write_output, write_rows)
+from mobilenets.cli.common import (FORMATS, add_output_arguments, add_parser, check_input_fits,
+                                   eval_split, inference_extra, progress, write_output,
+                                   write_rows)
 from mobilenets.fileio import write_json
 from mobilenets.models.registry import ARCH_ALIASES
 
@@ -26,6 +27,7 @@ def model_for_export(source: str, resolution: int | None):
                          "(use `mobilenets convert` for Keras or timm weights first)")
     if resolution:
         model.config["resolution"] = resolution
+    check_input_fits(model, model.config.get("resolution", 224), 2)  # the checks run 2 images
     return model, extra
 
 

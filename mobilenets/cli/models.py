@@ -31,8 +31,10 @@ PROFILE_LABELS = {"mobilenet_v1": "MobileNet", "mobilenet_v2": "MobileNetV2"}
 
 
 def cmd_profile(args) -> None:
+    from mobilenets.cost.memory import check_memory
     from mobilenets.cost.profiler import profile_model
-    from mobilenets.models.registry import ARCHS, arch_name, create_model, get_spec
+    from mobilenets.models.registry import ARCHS, arch_name, create_model, get_spec, meta_device
+    from mobilenets.resources import MemoryLimitError
 
     if args.model:
         if args.arch:
@@ -40,15 +42,22 @@ def cmd_profile(args) -> None:
                              "architecture")
         spec = get_spec(args.model)
         kwargs = {"num_classes": args.num_classes} if args.num_classes else {}
-        model = create_model(args.model, **kwargs)
+        build = lambda: create_model(args.model, **kwargs)  # noqa: E731
         h, w = parse_resolution(args.resolution) if args.resolution else (spec.resolution,) * 2
         name = args.model
     else:
         arch = arch_name(args.arch or "v1")
         label = PROFILE_LABELS.get(arch, arch)
         h, w = parse_resolution(args.resolution or "224")
-        model = ARCHS[arch](width_mult=args.width_mult, num_classes=args.num_classes or 1000)
+        build = lambda: ARCHS[arch](width_mult=args.width_mult,  # noqa: E731
+                                    num_classes=args.num_classes or 1000)
         name = f"{args.width_mult:g} {label}-{h}" + (f"x{w}" if w != h else "")
+    try:
+        model = build()
+        check_memory(model, (3, h, w))
+    except MemoryLimitError:
+        with meta_device():  # too large to run: the cost is counted on the meta device
+            model = build()
     prof = profile_model(model, (3, h, w), name=name)
     if not args.memory:
         text = {"table": prof.format_table, "csv": prof.to_csv, "json": prof.to_json}[args.format]()

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from mobilenets.cli.common import (FORMATS, add_output_arguments, add_parser, add_run_arguments,
-                                   config_from_args, eval_split, inference_extra,
+                                   check_input_fits, config_from_args, eval_split, inference_extra,
                                    note_preset_defaults, write_output, write_rows)
 from mobilenets.fileio import render_table
 from mobilenets.models.registry import ARCH_ALIASES
@@ -32,6 +32,8 @@ def cmd_eval(args) -> None:
 
     model = load_model(args.model_file, kind="classifier")
     extra = inference_extra(model)
+    check_input_fits(model, args.resolution or model.config.get("resolution", 224),
+                     args.batch_size)
     ds, transform = eval_split(model.config, extra, args.data, args.split, args.limit,
                                args.resolution, args.eval_crop, args.skip_bad_files)
     result = evaluate(model, ds, transform, args.batch_size,
@@ -49,19 +51,22 @@ def cmd_predict(args) -> None:
     model = load_model(args.model_file, kind="classifier")
     extra = inference_extra(model)
     res = args.resolution or model.config.get("resolution", 224)
+    check_input_fits(model, res, args.batch_size)
     crop = extra["eval_crop"]
-    images = torch.stack([load_image(p, stored_size(res, crop)) for p in args.images])
-    x = BatchTransform(res, False, eval_crop=crop, out_channels=model.in_channels)(images)
-    if model.in_channels == 1:
-        x = x[:, :1]
-    probs = model.predict(x)
-    k = min(args.top_k, probs.shape[1])
-    top = probs.topk(k, dim=1)
-    names = extra["class_names"] or [str(i) for i in range(probs.shape[1])]
-    rows = [{"image": str(p), "top": [{"label": names[int(i)], "class": int(i),
-                                        "probability": round(float(v), 6)}
-                                       for v, i in zip(top.values[n], top.indices[n])]}
-            for n, p in enumerate(args.images)]
+    transform = BatchTransform(res, False, eval_crop=crop, out_channels=model.in_channels)
+    names = None
+    rows = []
+    # A batch at a time: memory stays flat however many images there are.
+    for start in range(0, len(args.images), args.batch_size):
+        paths = args.images[start:start + args.batch_size]
+        x = transform(torch.stack([load_image(p, stored_size(res, crop)) for p in paths]))
+        probs = model.predict(x[:, :1] if model.in_channels == 1 else x)
+        names = names or extra["class_names"] or [str(i) for i in range(probs.shape[1])]
+        top = probs.topk(min(args.top_k, probs.shape[1]), dim=1)
+        rows += [{"image": str(p), "top": [{"label": names[int(i)], "class": int(i),
+                                            "probability": round(float(v), 6)}
+                                           for v, i in zip(top.values[n], top.indices[n])]}
+                 for n, p in enumerate(paths)]
     if args.format == "json":
         write_output(json.dumps(rows, indent=2), args.output)
         return
@@ -178,6 +183,8 @@ def add_arguments(sub) -> None:
     s.add_argument("model_file", help="a classifier .safetensors")
     s.add_argument("images", nargs="+", help="image files")
     s.add_argument("--top-k", type=int, default=5, help="labels per image")
+    s.add_argument("--batch-size", type=int, default=32,
+                   help="images decoded and classified at a time (memory stays flat in N)")
     s.add_argument("--resolution", type=int, help="input size (default: the model's)")
     add_output_arguments(s, ("table", "json"))
     s.set_defaults(func=cmd_predict)

@@ -382,3 +382,78 @@ def _summarise(tracer: _Tracer, output, name, input_size, dtype_bytes, batch_siz
             sum(size[k] for k in live), len(live),
             _hwc(bufs[first_out].shape) if first_out is not None else (0, 0, 0)))
     return trace
+
+
+
+def estimate_memory(model: nn.Module, input_size, batch_size: int = 1, training: bool = False,
+                    probe: int = 64) -> int:
+    """Bytes that running ``model`` on a batch would need, found without allocating it.
+
+    Counts the parameters and buffers (four times when training: weights, gradients and two
+    optimizer moments), the float32 input, and the activations: every layer's output when
+    training (autograd keeps them for the backward pass), the two largest at inference. The
+    activations are measured on one ``probe`` x ``probe`` image and scaled by the input's area
+    and the batch (a convolutional network's maps grow with its input's area); a model that does
+    not run on the probe is counted by its parameters and input alone.
+
+    Args:
+        model: The model; run once in eval mode without gradients (its mode is restored).
+        input_size: (C, H, W) of one image.
+        batch_size: Images per batch. Default 1.
+        training: Count what a training step keeps. Default False.
+        probe: Side of the image measured. Default 64.
+
+    Returns:
+        The estimate in bytes.
+    """
+    c, h, w = input_size
+    params = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    total = params * (4 if training else 1) + 4 * batch_size * c * h * w
+    outputs: list[int] = []
+
+    def hook(module, args, output):
+        if not list(module.children()):  # leaves only: a container's output is a leaf's
+            outputs.extend(4 * t.numel() for t in tree_flatten(output)[0]
+                           if isinstance(t, torch.Tensor))
+
+    param = next(model.parameters(), None)
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, c, probe, probe,
+                              device=param.device if param is not None else None))
+    except Exception:  # a model that does not take a plain image batch
+        outputs.clear()
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    scale = batch_size * h * w / (probe * probe)
+    return int(total + scale * (sum(outputs) if training else sum(sorted(outputs)[-2:])))
+
+
+def check_memory(model: nn.Module, input_size, batch_size: int = 1, training: bool = False,
+                 flags: str = "--resolution or --batch-size") -> None:
+    """Refuse to run ``model`` on a batch that cannot fit in the memory available, before anything
+    is allocated (``estimate_memory``, ``resources.check_fits``).
+
+    Args:
+        model: The model.
+        input_size: (C, H, W) of one image.
+        batch_size: Images per batch. Default 1.
+        training: A training step (keeps every activation). Default False.
+        flags: The flags to lower, for the message.
+
+    Raises:
+        ValueError: naming the resolution, the batch size and the memory needed.
+    """
+    from mobilenets.resources import check_fits
+
+    c, h, w = input_size
+    size = f"{h}" if h == w else f"{h}x{w}"
+    name = (getattr(model, "config", None) or {}).get("name") or "the model"
+    check_fits(estimate_memory(model, input_size, batch_size, training),
+               f"{'training' if training else 'running'} {name} at resolution {size} with batch "
+               f"size {batch_size}", f"lower {flags}")

@@ -362,7 +362,7 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
     Returns:
         (rows, machine): the measurements, and the machine description with the matmul floor.
     """
-    from mobilenets.cost.memory import inference_ops, trace_memory
+    from mobilenets.cost.memory import check_memory, inference_ops, trace_memory
     from mobilenets.cost.profiler import profile_model
 
     models = [model_from_spec(spec) for spec in specs]
@@ -393,6 +393,7 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
     for spec, model, backends in zip(specs, models, per_model):
         res = spec.get("resolution") or model.config.get("resolution", 224)
         shape = (model.config.get("in_channels", 3), res, res)
+        check_memory(model, shape, batch, flags="--resolution or --batch")
         variant = spec.get("label") or spec.get("name") or Path(spec["model_file"]).stem
         madds = profile_model(model, shape).total_madds
         analytic = (round(sum(p.numel() for p in model.parameters()) * 4 / mib, 3),

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from mobilenets.fileio import check_regular_file
+
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot"]
@@ -117,8 +119,11 @@ class ImageFolderDataset(Dataset):
         root: The dataset folder.
         split: Subfolder, e.g. ``"train"`` or ``"val"``.
         size: Stored square size S (use ``stored_size(resolution)``).
-        skip_bad_files: If True, files that cannot be decoded are left out and counted in
-            ``self.skipped``; if False (default) the first one raises ``ValueError`` naming it.
+        skip_bad_files: If True, files that are not regular files (FIFOs, sockets) or cannot be
+            decoded are left out and listed in ``self.skipped``: each is decoded once here
+            (JPEGs at reduced scale), so one that passes Pillow's ``verify()`` but fails to
+            decode is caught too. If False (default), a special file or an invalid header raises
+            ``ValueError`` naming it here, and a file that fails to decode later names it then.
         class_names: Expected classes (e.g. the train split's, for a val split); default: the
             sorted subfolder names.
 
@@ -151,12 +156,16 @@ class ImageFolderDataset(Dataset):
                                  f"(extensions: {', '.join(IMAGE_EXTENSIONS)})")
             for p in files:
                 try:
-                    with Image.open(p) as im:
-                        im.verify()
+                    if skip_bad_files:
+                        open_rgb(p, draft=size)
+                    else:
+                        with Image.open(check_regular_file(p, "image")) as im:
+                            im.verify()
                 except Exception as e:  # PIL raises many types for a bad file
                     if not skip_bad_files:
-                        raise ValueError(f"cannot read image {p}: {e} (skip such files with "
-                                         "--skip-bad-files)") from None
+                        said = str(e) if str(p) in str(e) else f"cannot read image {p}: {e}"
+                        raise ValueError(f"{said} (skip such files with --skip-bad-files)"
+                                         ) from None
                     self.skipped.append(str(p))
                     continue
                 self.samples.append((p, label))
@@ -171,28 +180,79 @@ class ImageFolderDataset(Dataset):
         return load_image(path, self.size), label
 
 
+def open_rgb(path: str | os.PathLike, draft: int | None = None):
+    """Decode an image file as an 8-bit RGB ``PIL.Image``: the one image decoder of the package.
+
+    Each mode is converted by its real range: 16-bit integer images (``I;16``, and ``I`` with
+    values in 0..65535) by 65535 -> 255, float images (``F``) with values in [0, 1] by 1 -> 255;
+    the 8-bit modes (grey, palette, RGBA, CMYK, ...) by Pillow.
+
+    Args:
+        path: The file.
+        draft: Let JPEG files decode at a reduced scale no smaller than this side (faster; for
+            checking that a file decodes). Default: full size.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: naming the file if it is not a regular file (a folder or a FIFO, which would
+            block forever), cannot be decoded, is a decompression bomb (more pixels than
+            ``PIL.Image.MAX_IMAGE_PIXELS`` allows), or holds values outside its mode's range
+            (a float image outside [0, 1], negative or NaN values).
+    """
+    from PIL import Image
+
+    path = check_regular_file(path, "image")
+    try:
+        with Image.open(path) as im:
+            if draft:
+                im.draft("RGB", (draft, draft))
+            im.load()
+            if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+                return _wide_to_rgb(im, path)
+            return im.convert("RGB")
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"image {path} is too large to decode safely (a decompression bomb?): "
+                         f"{e}") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:  # PIL's errors for a bad file
+        raise ValueError(f"cannot read image {path}: {e}") from None
+
+
+def _wide_to_rgb(im, path):
+    """A 16/32-bit integer or float grey image as 8-bit RGB, by its range (see ``open_rgb``)."""
+    from PIL import Image
+
+    arr = np.asarray(im).astype(np.float64)
+    if im.mode == "F":
+        scale, limit = 255.0, 1.0
+    else:  # I;16*: 16 bits; I: a 16-bit PNG as older Pillows open it, else refused below
+        scale, limit = 255.0 / 65535, 65535.0
+    if arr.size and (not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > limit):
+        found = f"[{np.nanmin(arr):g}, {np.nanmax(arr):g}]" if np.isfinite(arr).any() else "NaN"
+        raise ValueError(f"image {path} is a {im.mode} image with values in {found}, outside "
+                         f"[0, {limit:g}]: save it as an 8-bit image (or floats in [0, 1])")
+    grey = np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey, "L").convert("RGB")
+
+
 def load_image(path: str | os.PathLike, size: int) -> torch.Tensor:
-    """Decode an image as RGB, resize its shorter side to ``size`` and center-crop it square.
+    """Decode an image as RGB (``open_rgb``), resize its shorter side to ``size`` and
+    center-crop it square.
 
     Returns:
         uint8 tensor (3, size, size).
 
     Raises:
-        ValueError: naming the file if it cannot be decoded.
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: naming the file if it cannot be decoded (see ``open_rgb``).
     """
     from PIL import Image
 
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            scale = size / min(im.size)
-            w, h = max(size, round(im.width * scale)), max(size, round(im.height * scale))
-            im = im.resize((w, h), Image.BILINEAR)
-            left, top = (w - size) // 2, (h - size) // 2
-            im = im.crop((left, top, left + size, top + size))
-            arr = np.asarray(im, dtype=np.uint8).copy()
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from None
+    im = open_rgb(path)
+    scale = size / min(im.size)
+    w, h = max(size, round(im.width * scale)), max(size, round(im.height * scale))
+    im = im.resize((w, h), Image.BILINEAR)
+    left, top = (w - size) // 2, (h - size) // 2
+    arr = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8).copy()
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 

@@ -8,10 +8,18 @@ and at each epoch end), ``metrics.jsonl`` (one line per epoch), and at the end `
 ``eval.json`` and the model file (``write_run_outputs``). The rules, once for all tasks:
 
 - **Resume**: ``resume=True`` continues from ``checkpoint.pt`` and reaches the same weights as an
-  uninterrupted run: the data order and every augmentation are pure functions of (seed, epoch,
-  step, rank), and the checkpoint holds each process's RNG state (dropout). A folder that already
-  holds a run is refused without ``resume``, and a checkpoint written with other settings is
-  refused with them.
+  uninterrupted run: every random stream is explicit and a pure function of (seed, epoch, step,
+  rank): the data order, every augmentation (``step_generator``) and dropout (the global
+  generator is reseeded before each step, ``seed_step``), so nothing a data loader, an
+  evaluation or a library draws can shift them. A folder that already holds a run is refused
+  without ``resume``, and a checkpoint written with other settings, or for another model or class
+  count, is refused with them.
+- **Ownership**: a run folder belongs to one process (``lock_run_folder``: ``run.lock`` holds an
+  advisory lock and the owner's pid); a second run on the same folder fails at once, naming the
+  owner. The kernel drops the lock when its owner dies, even by kill -9, so a stale lock never
+  blocks.
+- **Memory**: a run whose batch cannot fit in memory (``cost.memory.estimate_memory``) is refused
+  before its first step.
 - **Non-finite loss**: training stops at the first NaN or infinite loss on any process, keeping
   the last good checkpoint.
 - **Distributed**: under torchrun every task trains with DDP; each process reads its own share of
@@ -37,8 +45,8 @@ from torch import nn
 from mobilenets.engine.config import RunConfig
 from mobilenets.engine.data import epoch_batches, iterate_batches
 from mobilenets.engine.optim import EMA, RMSpropTF, param_groups
-from mobilenets.fileio import atomic_path, write_json
-from mobilenets.models.modelfile import save_model
+from mobilenets.fileio import atomic_path, check_regular_file, write_json
+from mobilenets.models.modelfile import load_state_dict_checked, save_model
 
 #: Fields that may differ between a run and its resumption: they change how a run is watched, not
 #: what it computes.
@@ -105,23 +113,72 @@ def sync_buffers(model: nn.Module, d: Dist) -> None:
 
 # --------------------------------------------------------------------------- random streams
 
-def rng_state() -> dict:
-    """The global RNG state this process's dropout draws from (CPU and CUDA)."""
-    return {"cpu": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+#: The random streams of a step, each derived from (seed, epoch, step, rank) and its own key.
+AUGMENT_STREAM, DROPOUT_STREAM = 0, 1
 
 
-def set_rng_state(state: dict) -> None:
-    """Restore a state saved by ``rng_state``."""
-    torch.set_rng_state(state["cpu"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
+def step_seed(seed: int, epoch: int, step: int, rank: int = 0, stream: int = AUGMENT_STREAM
+              ) -> int:
+    """The seed of one step's ``stream``: a pure function of its arguments."""
+    return int(np.random.SeedSequence([seed, epoch, step, rank, stream]).generate_state(1)[0])
 
 
 def step_generator(seed: int, epoch: int, step: int, rank: int = 0) -> torch.Generator:
     """The generator of one step's augmentation: a pure function of (seed, epoch, step, rank)."""
-    state = np.random.SeedSequence([seed, epoch, step, rank]).generate_state(1)[0]
-    return torch.Generator().manual_seed(int(state))
+    return torch.Generator().manual_seed(step_seed(seed, epoch, step, rank, AUGMENT_STREAM))
+
+
+def seed_step(seed: int, epoch: int, step: int, rank: int = 0) -> None:
+    """Reseed the global generator (CPU and CUDA) that dropout draws from, for one step: its
+    stream then depends on nothing drawn before the step, so a resumed run repeats it exactly
+    (nothing needs saving)."""
+    torch.manual_seed(step_seed(seed, epoch, step, rank, DROPOUT_STREAM))
+
+
+# --------------------------------------------------------------------------- run folder ownership
+
+#: Run folders this process owns: {resolved folder: open lock file}.
+_OWNED: dict[Path, Any] = {}
+
+
+def lock_run_folder(out: Path) -> None:
+    """Make this process the owner of the run folder ``out`` (created if missing).
+
+    ``out/run.lock`` holds an advisory ``flock`` for as long as the owner lives and its pid for
+    the message; taking it again from the owning process is a no-op.
+
+    Raises:
+        ValueError: naming the folder and the owning process if another one holds it.
+    """
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    key = out.resolve()
+    if key in _OWNED:
+        return
+    f = open(out / "run.lock", "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        owner = f.read().strip() or "another process"
+        f.close()
+        raise ValueError(f"--out {out} is in use by {owner}: wait for that run to end, or "
+                         "choose another --out") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"process {os.getpid()} on {os.uname().nodename} "
+            f"(started {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+    f.flush()
+    _OWNED[key] = f
+
+
+def release_run_folder(out: Path) -> None:
+    """Give up the ownership taken by ``lock_run_folder`` (no-op if not owned). The file stays:
+    removing it could let two processes lock two different files of the same name."""
+    f = _OWNED.pop(Path(out).resolve(), None)
+    if f is not None:
+        f.close()  # closing the file releases the lock
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -133,14 +190,30 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a training checkpoint without unpickling arbitrary objects (``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    """Load a training checkpoint without unpickling arbitrary objects (``weights_only=True``).
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: naming the file if it is damaged, or holds Python objects that a safe load
+            refuses (not a checkpoint of ours, and possibly unsafe to open).
+    """
+    return safe_torch_load(check_regular_file(path, "checkpoint"), "checkpoint")
+
+
+def safe_torch_load(path: Path, what: str):
+    """``torch.load(path, weights_only=True)`` with errors that name the file: a file the safe
+    loader refuses is said to be not ours and possibly unsafe, without torch's advice to load it
+    with ``weights_only=False`` (which would run any code it holds)."""
+    import pickle
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path} is not a {what} written by mobilenets: it holds Python objects "
+                         "that a safe load refuses, and may be unsafe to open") from None
     except Exception as e:  # truncated or foreign files raise many types
-        raise ValueError(f"cannot load checkpoint {path}: {e}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot load {what} {path}: {first}") from None
 
 
 def check_resumable(saved: dict, cfg: RunConfig, path: Path) -> None:
@@ -282,17 +355,32 @@ def with_ema(model: nn.Module, ema: EMA | None) -> nn.Module:
 
 
 def prepare_run_folder(cfg: RunConfig, resume: bool, d: Dist) -> Path:
-    """The run folder, checked: a folder that already holds a run (a checkpoint or a model file)
-    is refused unless ``resume``; an ``out_dir`` that is a file is refused.
+    """The run folder, checked and owned: a folder that already holds a run (a checkpoint or a
+    model file) is refused unless ``resume``; an ``out_dir`` that is a file, or that another
+    process is training in (``lock_run_folder``), is refused.
 
     Raises:
-        ValueError: naming ``out_dir``.
+        ValueError: naming ``out_dir`` (and the owner).
     """
     out = Path(cfg.out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
+    error = None
+    if d.main:  # the main process owns the folder for the whole job
+        try:
+            lock_run_folder(out)
+        except ValueError as e:
+            error = str(e)
+    if d.world_size > 1:
+        shared = [error if d.main else None]
+        dist.broadcast_object_list(shared, 0)
+        error = shared[0]
+    if error:
+        raise ValueError(error)
     taken = [p.name for p in (out / "checkpoint.pt", out / "model.safetensors") if p.exists()]
     if taken and not resume:
+        if d.main:
+            release_run_folder(out)
         raise ValueError(f"--out {out} already holds a run ({', '.join(taken)}): pass --resume "
                          "to continue it, or choose another --out")
     return out
@@ -334,13 +422,43 @@ def fit(cfg: RunConfig, model: nn.Module, train_set, loss_fn: Callable, epoch_ev
         "train_seconds" (all sessions), "images_per_second_last_session", "world_size"}}``.
 
     Raises:
-        ValueError: for a batch larger than the training set, a folder holding another run, or a
-            checkpoint written with other settings.
+        ValueError: for a batch larger than the training set or one that cannot fit in memory,
+            a folder holding another run or owned by another process, or a checkpoint written
+            with other settings or for another model.
         NonFiniteLossError: if the loss becomes NaN or infinite (the last good checkpoint stays).
     """
     d = d or init_distributed()
     out = prepare_run_folder(cfg, resume, d)
+    try:
+        return _fit(cfg, model, train_set, loss_fn, epoch_eval, augment, collate, num_workers, d,
+                    resume, on_fresh_start, module_in_train, desc, out)
+    except BaseException:
+        if d.main:
+            release_run_folder(out)
+        raise
+
+
+def check_batch_fits(cfg: RunConfig, model: nn.Module) -> None:
+    """Refuse a training batch that cannot fit in memory, before the first step allocates it
+    (``cost.memory.estimate_memory`` at ``cfg``'s input size and batch size).
+
+    Raises:
+        ValueError: naming the resolution, the batch size and the memory needed.
+    """
+    from mobilenets.cost.memory import check_memory
+    from mobilenets.models.registry import arch_of, kind_of
+
+    config = getattr(model, "config", None) or {}
+    res = getattr(cfg, "input_size", None) or getattr(cfg, "resolution", None)
+    if isinstance(res, int) and kind_of(arch_of(config)) != "detector":  # detectors resize
+        check_memory(model, (config.get("in_channels", 3), res, res), cfg.batch_size,
+                     training=True)
+
+
+def _fit(cfg, model, train_set, loss_fn, epoch_eval, augment, collate, num_workers, d, resume,
+         on_fresh_start, module_in_train, desc, out) -> dict:
     ckpt_path = out / "checkpoint.pt"
+    check_batch_fits(cfg, model)
     model = model.to(d.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -360,13 +478,18 @@ def fit(cfg: RunConfig, model: nn.Module, train_set, loss_fn: Callable, epoch_ev
     if resume and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
         check_resumable(state.get("config", {}), cfg, ckpt_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema and state.get("ema"):
-            ema.load_state_dict(state["ema"])
-        set_rng_state(state["rng"][d.rank % len(state["rng"])])
-        step, history, loss_sum = state["step"], state["history"], state["epoch_loss"]
+        try:
+            load_state_dict_checked(model, state["model"], f"checkpoint {ckpt_path}")
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if ema and state.get("ema"):
+                ema.load_state_dict(state["ema"])
+            step, history, loss_sum = state["step"], state["history"], state["epoch_loss"]
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ValueError(f"cannot resume from {ckpt_path}: it holds another model or class "
+                             f"count than this run builds ({' '.join(str(e).split())[:300]}); "
+                             "resume with the same model and data, or start another --out"
+                             ) from None
         prior_seconds = state.get("train_seconds", 0.0)
         if d.main:
             print(f"resumed from {ckpt_path} at step {step}/{total_steps}", flush=True)
@@ -385,16 +508,12 @@ def fit(cfg: RunConfig, model: nn.Module, train_set, loss_fn: Callable, epoch_ev
     log = RunLog(out, cfg, d.main, total_steps, step, desc)
 
     def checkpoint() -> None:
-        # Every rank's dropout RNG state, gathered so each resumes its own stream.
-        rng = [rng_state()]
-        if d.world_size > 1:
-            rng = [None] * d.world_size
-            dist.all_gather_object(rng, rng_state())
+        # No RNG state: every stream is a function of (seed, epoch, step, rank).
         if d.main:
             save_checkpoint(ckpt_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema else None,
-                "rng": rng, "step": step, "history": history, "epoch_loss": loss_sum,
+                "step": step, "history": history, "epoch_loss": loss_sum,
                 "config": asdict(cfg), "train_seconds": prior_seconds + time.perf_counter() - t_start})
 
     def train_mode() -> None:
@@ -411,6 +530,7 @@ def fit(cfg: RunConfig, model: nn.Module, train_set, loss_fn: Callable, epoch_ev
                                 d.world_size)[step - epoch * steps_per_epoch: steps_per_epoch]
         for indices, raw in zip(batches, iterate_batches(train_set, batches, num_workers, collate)):
             inputs, targets = augment(raw, step_generator(cfg.seed, epoch, step, d.rank))
+            seed_step(cfg.seed, epoch, step, d.rank)
             inputs = move_to(inputs, d.device, cfg.channels_last)
             targets = move_to(targets, d.device)
             with autocast:
@@ -489,6 +609,15 @@ def write_run_outputs(cfg: RunConfig, model: nn.Module, summary: dict, d: Dist |
     model_path = out / "model.safetensors"
     if d is not None and not d.main:
         return model_path
+    try:
+        _write_run_outputs(cfg, model, summary, eval_result, extra, model_path)
+    finally:
+        release_run_folder(out)  # the run is over
+    return model_path
+
+
+def _write_run_outputs(cfg, model, summary, eval_result, extra, model_path) -> None:
+    out = model_path.parent
     model = model.to(memory_format=torch.contiguous_format).cpu()
     if isinstance(getattr(model, "config", None), dict):
         save_model(model, model_path, extra={**(extra or {}), "train_config": asdict(cfg)})
@@ -501,4 +630,3 @@ def write_run_outputs(cfg: RunConfig, model: nn.Module, summary: dict, d: Dist |
     if eval_result is not None:
         write_json(out / "eval.json", eval_result)
     write_json(out / "summary.json", summary)
-    return model_path

@@ -10,7 +10,7 @@ from pathlib import Path
 from mobilenets.cost.profiler import profile_model
 from mobilenets.engine.plots import plot_accuracy_vs_madds, plot_accuracy_vs_params
 from mobilenets.engine.train import TrainConfig, train
-from mobilenets.fileio import atomic_path
+from mobilenets.fileio import atomic_path, read_csv, read_json
 from mobilenets.models.registry import ARCHS, get_spec
 
 #: The CSV columns. ``arch`` came with MobileNetV2: CSVs without it are MobileNet V1 sweeps.
@@ -23,8 +23,7 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = list(read_csv(path, dicts=True, what="sweep CSV"))
     for r in rows:
         r["arch"] = r.get("arch") or "mobilenet_v1"
         for k in ("width_mult", "top1", "top5", "epochs", "train_seconds"):
@@ -118,11 +117,18 @@ def compare_runs(run_dirs: list[str | os.PathLike]) -> list[dict]:
         for name in ("config.json", "eval.json"):
             if not (run / name).is_file():
                 raise FileNotFoundError(f"{run / name} not found: is {run} a finished training run?")
-        saved = json.loads((run / "config.json").read_text())  # a DistillConfig has more fields
-        cfg = TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
-        result = json.loads((run / "eval.json").read_text())
-        summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
-        model = build_model(cfg, len(result["per_class"]))
+        saved = read_json(run / "config.json", "run config")  # a DistillConfig has more fields
+        result = read_json(run / "eval.json", "evaluation file")
+        summary = (read_json(run / "summary.json", "run summary")
+                   if (run / "summary.json").is_file() else {})
+        try:
+            cfg = TrainConfig(**{k: v for k, v in saved.items()
+                                 if k in TrainConfig.__dataclass_fields__}).validate()
+            model = build_model(cfg, len(result["per_class"]))
+            result["top1"], result["top5"]
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{run} does not hold a classification run written by `mobilenets "
+                             f"train` ({type(e).__name__}: {e})") from None
         res = model.config["resolution"]
         prof = profile_model(model, (model.config.get("in_channels", 3), res, res))
         # a fine-tuned run's model is that of its init file (config.json keeps the preset's name)

@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mobilenets.fileio import atomic_path
+from mobilenets.fileio import atomic_path, check_regular_file, note_input
 
 FORMAT_VERSION = "1"
 
@@ -45,13 +45,16 @@ def save_model(model: nn.Module, path: str | os.PathLike, extra: dict | None = N
 def read_model_file(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], dict]:
     """Read a file written by ``save_model``: (config, state dict, extra metadata).
 
+    The file is recorded as an input of the running command (``fileio.note_input``): no output
+    of the command may replace it.
+
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if it is not a readable mobilenets safetensors file (names the file).
+        ValueError: if it is not a readable mobilenets safetensors file, or its metadata is not
+            what ``save_model`` writes (names the file).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
+    path = check_regular_file(path, "model file")
+    note_input(path)
     try:
         from safetensors import safe_open
 
@@ -64,7 +67,21 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tens
         raise ValueError(f"{path} is a safetensors file but not one written by mobilenets "
                          "(no model config in its metadata); use `mobilenets convert` for "
                          "timm or Keras weights")
-    return json.loads(metadata["config"]), state, json.loads(metadata.get("extra", "{}"))
+    config, extra = (_metadata_dict(path, metadata, key) for key in ("config", "extra"))
+    return config, state, extra
+
+
+def _metadata_dict(path: Path, metadata: dict, key: str) -> dict:
+    """A JSON object stored in the file's metadata under ``key`` ({} if absent)."""
+    try:
+        value = json.loads(metadata.get(key, "{}"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: its metadata '{key}' is not valid JSON ({e.msg}): the file "
+                         "is damaged, or was not written by mobilenets") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: its metadata '{key}' is a JSON {type(value).__name__}, not an "
+                         "object: the file is damaged, or was not written by mobilenets")
+    return value
 
 
 def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str,

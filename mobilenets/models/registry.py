@@ -18,9 +18,11 @@ import difflib
 import fnmatch
 import importlib
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
+import torch
 from torch import nn
 
 from mobilenets.models.mobilenet_v1 import V1_SHALLOW_BLOCKS, MobileNetV1
@@ -182,6 +184,60 @@ def get_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
+def model_bytes(model: nn.Module) -> int:
+    """Bytes of a model's parameters and buffers."""
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
+class _SkipInitOnMeta(torch.overrides.TorchFunctionMode):
+    """Skip in-place initialisers (``normal_``, ``zero_``, ...) of meta tensors: they hold no
+    values, and torch's meta ``normal_`` imports its compiler (seconds) on first use."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        t = args[0] if args else kwargs.get("tensor", kwargs.get("self"))
+        if (name.endswith("_") and not name.endswith("__") and isinstance(t, torch.Tensor)
+                and t.is_meta):
+            return t
+        return func(*args, **kwargs)
+
+
+@contextmanager
+def meta_device() -> Iterator[None]:
+    """Build models on the meta device: shapes without memory (their initialisers skipped)."""
+    with torch.device("meta"), _SkipInitOnMeta():
+        yield
+
+
+def build_checked(factory: Callable[[], nn.Module], what: str) -> nn.Module:
+    """``factory()``, after a build on the meta device (no memory) has shown that its weights fit
+    in the memory available (``resources.check_fits``).
+
+    Args:
+        factory: Builds the model.
+        what: The model's size parameters for the message, e.g. ``"width_mult 1000"``.
+
+    Raises:
+        ValueError: naming ``what`` and the memory it would need, before anything is allocated.
+    """
+    from mobilenets.resources import check_fits
+
+    if torch.get_default_device().type != "meta":
+        with meta_device():
+            trial = factory()
+        params = sum(p.numel() for p in trial.parameters())
+        check_fits(model_bytes(trial), f"a model of {what} ({params:.3g} parameters)",
+                   "lower width_mult (or the class count)")
+    return factory()
+
+
+def _size_args(config: dict) -> str:
+    shown = [f"{k} {config[k]!r}" for k in ("width_mult", "num_classes", "arch", "name")
+             if k in config]
+    return ", ".join(shown) or "this config"
+
+
 def create_model(name: str, **overrides) -> nn.Module:
     """Build a registered variant, freshly initialised.
 
@@ -194,7 +250,9 @@ def create_model(name: str, **overrides) -> nn.Module:
         The model; ``model.config["resolution"]`` holds the variant's input size.
     """
     spec = get_spec(name)
-    model = ARCHS[spec.arch](**{**spec.kwargs, **overrides})
+    kwargs = {**spec.kwargs, **overrides}
+    model = build_checked(lambda: ARCHS[spec.arch](**kwargs),
+                          _size_args({**kwargs, "name": spec.name}))
     model.config["resolution"] = spec.resolution
     model.config["name"] = spec.name
     return model
@@ -203,10 +261,9 @@ def create_model(name: str, **overrides) -> nn.Module:
 def arch_of(config: dict) -> str | None:
     """The ``arch`` a stored config names (files written before task models stored one name
     theirs by ``detector`` or ``head``)."""
-    if "arch" in config:
-        return config["arch"]
-    if "detector" in config:
-        return config["detector"]
+    for key in ("arch", "detector"):
+        if key in config:
+            return config[key] if isinstance(config[key], str) else None
     return "embedding_net" if config.get("head") == "embedding" else None
 
 
@@ -231,11 +288,12 @@ def build_from_config(config: dict) -> nn.Module:
     if kind_of(arch) is None:
         known = sorted({*ARCHS, *TASK_MODULES, *BUILDERS})
         raise ValueError(f"config names unknown arch {arch!r}; known: {', '.join(known)}")
+    what = _size_args({**config, "arch": arch})
     if arch not in ARCHS:
-        return BUILDERS[arch][0]({**config, "arch": arch})
+        return build_checked(lambda: BUILDERS[arch][0]({**config, "arch": arch}), what)
     config.pop("arch")
     extra = {k: config.pop(k) for k in ("resolution", "name") if k in config}
-    model = ARCHS[arch](**config)
+    model = build_checked(lambda: ARCHS[arch](**config), what)
     model.config.update(extra)
     return model
 
@@ -257,8 +315,9 @@ def load_model(path: str | os.PathLike, kind: str | None = None, **overrides) ->
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: naming the file if it is not one of ours, is another kind of model, or its
-            weights do not fit its config.
+        ValueError: naming the file if it is not one of ours, is another kind of model, its
+            config is wrong or asks for more memory than there is (refused before the model is
+            built), or its weights do not fit its config.
     """
     config, state, extra = read_model_file(path)
     if kind is not None:
@@ -270,9 +329,9 @@ def load_model(path: str | os.PathLike, kind: str | None = None, **overrides) ->
                              f"({arch_of(config)!r}), not a {kind}")
     try:
         model = build_from_config({**config, **overrides})
-    except (TypeError, KeyError) as e:
+    except (TypeError, KeyError, ValueError, AttributeError) as e:
         raise ValueError(f"{path}: its model config does not describe a model this package "
-                         f"builds ({e})") from None
+                         f"builds: {e}") from None
     load_state_dict_checked(model, state, source=str(path))
     model.metadata = extra
     return model.eval()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
+import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +18,8 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import nn
+
+from mobilenets.fileio import check_regular_file, read_json
 
 #: Slack, in pixels, allowed for a box edge outside its image (rounding in annotation tools).
 BOX_SLACK = 1.0
@@ -46,26 +48,20 @@ class CocoDetection(torch.utils.data.Dataset):
 
     Raises:
         FileNotFoundError: naming the annotation file or the first missing image.
-        ValueError: naming the file and annotation for malformed JSON, an unknown category, a
-            box with no area or outside its image, or an annotation of an unknown image.
+        ValueError: naming the file and record for malformed JSON or a schema error
+            (``check_coco``: missing, null or mistyped fields, empty lists, duplicate ids, NaN
+            boxes), an image whose file has another size, an unknown category, a box with no
+            area or outside its image, or an annotation of an unknown image.
     """
 
     def __init__(self, annotations: str | os.PathLike, images_dir: str | os.PathLike | None = None):
         path = Path(annotations)
-        if not path.is_file():
-            raise FileNotFoundError(f"annotation file not found: {path}")
-        try:
-            coco = json.loads(path.read_text())
-            images, anns, cats = coco["images"], coco["annotations"], coco["categories"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{path} is not a COCO annotation file (needs images, annotations, "
-                             f"categories): {e}") from None
+        coco = read_json(path, "annotation file")
+        images, anns, cats = check_coco(coco, path)
         if images_dir is None:
             beside = path.parent / "images"
             images_dir = beside if beside.is_dir() else path.parent
         self.root, self.path, self.coco = Path(images_dir), path, coco
-        if not cats:
-            raise ValueError(f"{path} lists no categories")
         cats = sorted(cats, key=lambda c: c["id"])
         self.cat_ids = [int(c["id"]) for c in cats]
         self.class_names = [str(c.get("name", c["id"])) for c in cats]
@@ -73,16 +69,14 @@ class CocoDetection(torch.utils.data.Dataset):
         self.images = sorted(images, key=lambda im: im["id"])
         by_id = {im["id"]: im for im in self.images}
         for im in self.images:
-            if not (self.root / im["file_name"]).is_file():
-                raise FileNotFoundError(f"image {self.root / im['file_name']} (id {im['id']}) "
-                                        f"listed in {path} not found")
+            check_image_size(self.root / im["file_name"], im, path)
         self.boxes: dict[int, list] = {im["id"]: [] for im in self.images}
         for a in anns:
-            where = f"{path}: annotation {a.get('id')}"
-            if a.get("image_id") not in by_id:
-                raise ValueError(f"{where} refers to unknown image_id {a.get('image_id')!r}")
-            if a.get("category_id") not in label_of:
-                raise ValueError(f"{where} has unknown category_id {a.get('category_id')!r}; "
+            where = f"{path}: annotation {a['id']}"
+            if a["image_id"] not in by_id:
+                raise ValueError(f"{where} refers to unknown image_id {a['image_id']!r}")
+            if a["category_id"] not in label_of:
+                raise ValueError(f"{where} has unknown category_id {a['category_id']!r}; "
                                  f"the categories are {self.cat_ids}")
             im = by_id[a["image_id"]]
             x, y, w, h = (float(v) for v in a["bbox"])
@@ -116,6 +110,99 @@ class CocoDetection(torch.utils.data.Dataset):
         return self.load_image(i), self.target(i)
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_records(path: Path, key: str, records, fields: dict) -> None:
+    """Each record of ``records`` (the file's ``key`` list) is an object whose ``fields`` hold
+    values passing their checks; ids are unique."""
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: '{key}' must be a list, got {type(records).__name__}")
+    seen: dict = {}
+    for i, r in enumerate(records):
+        where = f"{path}: {key}[{i}]"
+        if not isinstance(r, dict):
+            raise ValueError(f"{where} must be an object, got {type(r).__name__}")
+        if "id" in r:
+            where += f" (id {r['id']!r})"
+        for name, (check, wanted, required) in fields.items():
+            if name not in r:
+                if required:
+                    raise ValueError(f"{where} has no '{name}' field")
+                continue
+            if not check(r[name]):
+                raise ValueError(f"{where}: '{name}' must be {wanted}, got {r[name]!r}")
+        if r.get("id") in seen:
+            singular = {"categories": "category"}.get(key, key[:-1])
+            raise ValueError(f"{path}: duplicate {singular} id {r['id']!r} ({key}"
+                             f"[{seen[r['id']]}] and {key}[{i}])")
+        seen[r.get("id")] = i
+
+
+def check_coco(coco, path: Path) -> tuple[list, list, list]:
+    """Validate a COCO detection file's schema up front: ``(images, annotations, categories)``.
+
+    Every image needs an integer ``id``, a ``file_name`` and positive integer ``width`` and
+    ``height``; every category an integer ``id`` (and a string ``name`` if any); every annotation
+    an integer ``id``, ``image_id`` and ``category_id``, and a ``bbox`` of four finite numbers.
+    Ids are unique within each list, and no list is empty.
+
+    Raises:
+        ValueError: naming the file and the record (its list, index and id) and what is wrong.
+    """
+    if not isinstance(coco, dict):
+        raise ValueError(f"{path} is not a COCO annotation file: a JSON object with images, "
+                         f"annotations and categories, got a {type(coco).__name__}")
+    missing = [k for k in ("images", "annotations", "categories") if k not in coco]
+    if missing:
+        raise ValueError(f"{path} is not a COCO annotation file: no {', '.join(missing)}")
+    is_int, positive = _is_int, lambda v: _is_int(v) and v > 0
+    text = lambda v: isinstance(v, str) and bool(v)  # noqa: E731
+    box = lambda v: (isinstance(v, list) and len(v) == 4  # noqa: E731
+                     and all(isinstance(c, (int, float)) and not isinstance(c, bool)
+                             and math.isfinite(c) for c in v))
+    _check_records(path, "images", coco["images"], {
+        "id": (is_int, "an integer", True), "file_name": (text, "a file name", True),
+        "width": (positive, "a positive integer", True),
+        "height": (positive, "a positive integer", True)})
+    _check_records(path, "categories", coco["categories"], {
+        "id": (is_int, "an integer", True), "name": (lambda v: isinstance(v, str), "a string",
+                                                     False)})
+    _check_records(path, "annotations", coco["annotations"], {
+        "id": (is_int, "an integer", True), "image_id": (is_int, "an integer", True),
+        "category_id": (is_int, "an integer", True),
+        "bbox": (box, "[x, y, width, height] of four finite numbers", True),
+        "iscrowd": (lambda v: v in (0, 1) and not isinstance(v, bool), "0 or 1", False)})
+    for key in ("images", "categories", "annotations"):
+        if not coco[key]:
+            raise ValueError(f"{path} lists no {key}")
+    return coco["images"], coco["annotations"], coco["categories"]
+
+
+def check_image_size(file: Path, image: dict, path: Path) -> None:
+    """The image file exists and its size is the one the annotation file gives it (read from
+    the file's header, without decoding it).
+
+    Raises:
+        FileNotFoundError: naming the image, its id and the annotation file if it is missing.
+        ValueError: if its size disagrees, or it cannot be opened.
+    """
+    from PIL import Image
+
+    where = f"image {file} (id {image['id']}) listed in {path}"
+    if not file.exists():
+        raise FileNotFoundError(f"{where} not found")
+    try:
+        with Image.open(check_regular_file(file, "image")) as im:
+            size = im.size
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{where} cannot be read: {e}") from None
+    if size != (image["width"], image["height"]):
+        raise ValueError(f"{where} is {size[0]}x{size[1]}, but the file gives "
+                         f"width {image['width']} and height {image['height']}")
+
+
 def flip_horizontally(image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
     """An image (C, H, W) and its target mirrored left to right (boxes too)."""
     boxes = target["boxes"].clone()
@@ -139,21 +226,15 @@ def detection_augment(flip: bool = True):
 
 
 def read_rgb(path: str | os.PathLike) -> torch.Tensor:
-    """Decode an image file as uint8 (3, H, W), RGB, at its own size.
+    """Decode an image file as uint8 (3, H, W), RGB, at its own size (``engine.data.open_rgb``).
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
         ValueError: naming the file if it cannot be decoded.
     """
-    from PIL import Image
+    from mobilenets.engine.data import open_rgb
 
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from None
+    arr = np.asarray(open_rgb(path), dtype=np.uint8).copy()
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 

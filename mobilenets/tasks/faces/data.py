@@ -23,12 +23,13 @@ The models (``model``), their training by distillation (``train``) and Tables 12
 """
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 from typing import Sequence
 
 import torch
+
+from mobilenets.fileio import read_csv
 
 from mobilenets.engine.data import TensorImageDataset, limit_dataset, load_image
 
@@ -38,10 +39,7 @@ def _read_csv(csv_path: str | os.PathLike, first: str) -> tuple[Path, list[str],
     """(path, header, rows) of a CSV whose first column is ``first``; every row as long as the
     header."""
     path = Path(csv_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"CSV file not found: {path}")
-    with open(path, newline="") as f:
-        lines = list(csv.reader(f))
+    lines = list(read_csv(path))
     if not lines or not lines[0] or lines[0][0].strip() != first:
         raise ValueError(f"{path}: the header's first column must be {first!r}, got "
                          f"{(lines[0][:1] if lines else 'an empty file')!r}")

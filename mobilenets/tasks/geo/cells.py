@@ -35,7 +35,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from mobilenets.fileio import atomic_path
+from mobilenets.fileio import atomic_path, read_json
 
 EARTH_RADIUS_KM = 6371.0088  # mean radius (IUGG)
 
@@ -236,14 +236,11 @@ class Geocells:
             FileNotFoundError: if ``path`` does not exist.
             ValueError: if it is not a geocells JSON file.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"geocells file not found: {path}")
+        data = read_json(path, "geocells file")
         try:
-            data = json.loads(path.read_text())
             assert data.get("format") == "mobilenets-geocells"
             return cls([Geocell(**c) for c in data["cells"]], GeocellConfig(**data["config"]))
-        except (AssertionError, KeyError, TypeError, json.JSONDecodeError):
+        except (AssertionError, AttributeError, KeyError, TypeError):
             raise ValueError(f"{path} is not a geocells file written by `mobilenets geo cells`") from None
 
 

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from mobilenets.fileio import atomic_path, save_png, staging_dir, write_json
+from mobilenets.fileio import atomic_path, read_csv, save_png, staging_dir, write_json
 from mobilenets.tasks.geo.cells import EARTH_RADIUS_KM, Geocells
 
 
@@ -54,26 +54,23 @@ def read_geo_csv(path: str | os.PathLike, image_root: str | os.PathLike | None =
             outside [-90, 90] or a longitude outside [-180, 180], naming the file and row.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"geo CSV not found: {path}")
     root = Path(image_root) if image_root is not None else path.parent
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in ("image", "latitude", "longitude") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; the header must name image, "
-                             f"latitude, longitude (found {reader.fieldnames})")
-        photos = []
-        for n, row in enumerate(reader, start=2):
-            where = f"{path} row {n}"
-            if not row["image"]:
-                raise ValueError(f"{where}: empty image")
-            image = Path(row["image"])
-            image = image if image.is_absolute() else root / image
-            if check_images and not image.is_file():
-                raise FileNotFoundError(f"{where}: image not found: {image}")
-            photos.append(GeoPhoto(image, _coordinate(row["latitude"], "latitude", 90, where),
-                                   _coordinate(row["longitude"], "longitude", 180, where)))
+    reader = read_csv(path, dicts=True, what="geo CSV")
+    missing = [c for c in ("image", "latitude", "longitude") if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; the header must name image, "
+                         f"latitude, longitude (found {reader.fieldnames})")
+    photos = []
+    for n, row in enumerate(reader, start=2):
+        where = f"{path} row {n}"
+        if not row["image"]:
+            raise ValueError(f"{where}: empty image")
+        image = Path(row["image"])
+        image = image if image.is_absolute() else root / image
+        if check_images and not image.is_file():
+            raise FileNotFoundError(f"{where}: image not found: {image}")
+        photos.append(GeoPhoto(image, _coordinate(row["latitude"], "latitude", 90, where),
+                               _coordinate(row["longitude"], "longitude", 180, where)))
     if not photos:
         raise ValueError(f"{path} has no rows")
     return photos
@@ -116,13 +113,10 @@ def read_csv_column(path: str | os.PathLike, column: str) -> list[str]:
         ValueError: if it has no such column (names the file and the columns it has).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"CSV not found: {path}")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if column not in (reader.fieldnames or []):
-            raise ValueError(f"{path} has no column {column!r} (columns: {reader.fieldnames})")
-        return [row[column] for row in reader]
+    reader = read_csv(path, dicts=True)
+    if column not in (reader.fieldnames or []):
+        raise ValueError(f"{path} has no column {column!r} (columns: {reader.fieldnames})")
+    return [row[column] for row in reader]
 
 
 def class_folder(label: int) -> str:

@@ -1,7 +1,6 @@
 """Segmentation data: a folder of images and masks held in memory, and DeepLab's augmentation."""
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -10,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from mobilenets.engine.data import open_rgb
+from mobilenets.fileio import check_regular_file, read_json
 
 #: Pixels whose label is this are left out of the loss and of every metric (PASCAL VOC's
 #: object borders; our augmentation's padding).
@@ -25,17 +27,20 @@ def read_png(path: Path, mode: str, size: int | None) -> np.ndarray:
     """
     from PIL import Image
 
+    if mode == "RGB":
+        im = open_rgb(path)
+        if size is not None and im.size != (size, size):
+            im = im.resize((size, size), Image.BILINEAR)
+        return np.asarray(im, dtype=np.uint8).copy()
     try:
-        with Image.open(path) as im:
-            if mode == "RGB":
-                im = im.convert("RGB")
-            elif im.mode not in ("L", "P"):
+        with Image.open(check_regular_file(path, "mask")) as im:
+            if im.mode not in ("L", "P"):
                 raise ValueError(f"a mask must be a single-channel (L or P) PNG, got mode {im.mode}")
             if size is not None and im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR if mode == "RGB" else Image.NEAREST)
+                im = im.resize((size, size), Image.NEAREST)
             return np.asarray(im, dtype=np.uint8).copy()
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read {path}: {e}") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(str(e) if str(path) in str(e) else f"cannot read {path}: {e}") from None
 
 
 class SegmentationDataset:
@@ -102,7 +107,8 @@ class SegmentationDataset:
         ann = root / "annotations.json"
         if ann.is_file():
             try:
-                by_id = {int(c["id"]): str(c["name"]) for c in json.loads(ann.read_text())["categories"]}
+                by_id = {int(c["id"]): str(c["name"])
+                         for c in read_json(ann, "annotation file")["categories"]}
             except (ValueError, KeyError, TypeError) as e:
                 raise ValueError(f"cannot read categories from {ann}: {e}") from None
         if num_classes is None:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mobilenets.engine.metrics import ConfusionMatrix
-from mobilenets.fileio import save_png
+from mobilenets.fileio import read_json, save_png
 from mobilenets.models.registry import load_model
 from mobilenets.tasks.segmentation.data import (IGNORE_INDEX, SegmentationDataset, normalize,
                                                 read_png)
@@ -315,13 +315,10 @@ def table7_rows(resolution: int = 512, num_classes: int = 21,
                 row["mf_madds_b"] = round(2 * total / 1e9, 1)  # two flips per scale
         rows.append(row)
     for path in evals:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"evaluation file not found: {path}")
+        result = read_json(path, "evaluation file")
         try:
-            result = json.loads(path.read_text())
             info = result["model"]
-        except (ValueError, KeyError, TypeError):
+        except (KeyError, TypeError):
             raise ValueError(f"{path} is not an evaluation written by `mobilenets segment "
                              "train` or `segment eval --format json`") from None
         model = load_model(info["file"], kind="segmenter", output_stride=info["output_stride"])
