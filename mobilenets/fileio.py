@@ -12,6 +12,7 @@ whether named on the command line or read on the way (``note_input``: model file
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -135,6 +136,32 @@ def read_json(path: str | os.PathLike, what: str = "JSON file"):
                          f"column {e.colno}") from None
 
 
+def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint"):
+    """``torch.load(path, weights_only=True)`` (no code in the file can run) with errors that name
+    the file. A file the safe loader refuses is said to be not ours and possibly unsafe, without
+    torch's advice to retry with ``weights_only=False`` (which would run any code it holds).
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: naming the file if it is not a regular file, is damaged, or holds Python
+            objects that a safe load refuses.
+    """
+    import pickle
+
+    import torch
+
+    path = check_regular_file(path, what)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path} is not a {what} written by mobilenets or a plain PyTorch state "
+                         "dict: it holds Python objects that a safe load refuses, and may be "
+                         "unsafe to open") from None
+    except Exception as e:  # truncated or foreign files raise many types
+        text = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ValueError(f"cannot load {what} {path}: {text}") from None
+
+
 def _pid_alive(pid: int) -> bool:
     """Whether a process with this id exists (on this machine)."""
     if pid <= 0:
@@ -206,6 +233,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         # own 0600 one: give the final file the usual permissions after writing.
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.errno is None:
+            raise
+        raise type(e)(e.errno, e.strerror, str(path)) from e  # name the target, not the temporary
+    except RuntimeError as e:  # torch.save reports a failed write so ("file write failed")
+        Path(tmp).unlink(missing_ok=True)
+        if "write failed" not in str(e) and "failed writing" not in str(e):
+            raise
+        code = errno.ENOSPC if shutil.disk_usage(path.parent).free < 2 ** 24 else errno.EIO
+        raise OSError(code, os.strerror(code), str(path)) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -51,14 +51,15 @@ def _assert_meaningful(ref: np.ndarray) -> None:
 # ----------------------------------------------------------------------------------------- Keras
 
 def _keras_reference(alpha: float, res: int, include_top: bool = True, classes: int = 1000,
-                     seed: int = 0, app: str = "MobileNet"):
+                     seed: int = 0, app: str = "MobileNet", any_size: bool = False):
     """A Keras MobileNet (or ``app="MobileNetV2"``) with random, calibrated BN parameters
-    (logits out: no softmax)."""
+    (logits out: no softmax), built for ``res`` x ``res`` inputs, or for any size
+    (``input_shape=(None, None, 3)``; calibrated at ``res``) with ``any_size``."""
     rng = np.random.default_rng(seed)
     keras.utils.set_random_seed(seed)
     model = getattr(keras.applications, app)(
-        input_shape=(res, res, 3), alpha=alpha, weights=None, include_top=include_top,
-        classes=classes, classifier_activation=None)
+        input_shape=(None, None, 3) if any_size else (res, res, 3), alpha=alpha, weights=None,
+        include_top=include_top, classes=classes, classifier_activation=None)
     bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
     for layer in bns:
         c = layer.gamma.shape[0]

@@ -33,7 +33,8 @@ PROFILE_LABELS = {"mobilenet_v1": "MobileNet", "mobilenet_v2": "MobileNetV2"}
 def cmd_profile(args) -> None:
     from mobilenets.cost.memory import check_memory
     from mobilenets.cost.profiler import profile_model
-    from mobilenets.models.registry import ARCHS, arch_name, create_model, get_spec, meta_device
+    from mobilenets.models.registry import (arch_name, build_from_config, create_model, get_spec,
+                                            meta_device)
     from mobilenets.resources import MemoryLimitError
 
     if args.model:
@@ -49,8 +50,9 @@ def cmd_profile(args) -> None:
         arch = arch_name(args.arch or "v1")
         label = PROFILE_LABELS.get(arch, arch)
         h, w = parse_resolution(args.resolution or "224")
-        build = lambda: ARCHS[arch](width_mult=args.width_mult,  # noqa: E731
-                                    num_classes=args.num_classes or 1000)
+        build = lambda: build_from_config({"arch": arch,  # noqa: E731
+                                           "width_mult": args.width_mult,
+                                           "num_classes": args.num_classes or 1000})
         name = f"{args.width_mult:g} {label}-{h}" + (f"x{w}" if w != h else "")
     try:
         model = build()

@@ -15,9 +15,12 @@ from mobilenets.models.registry import ARCH_ALIASES
 def cmd_train(args) -> None:
     from mobilenets.engine.loop import init_distributed
     from mobilenets.engine.metrics import format_report
-    from mobilenets.engine.train import train
+    from mobilenets.engine.train import check_init_model, train
 
-    result = train(config_from_args(args), resume=args.resume)
+    cfg = config_from_args(args)
+    if cfg.init_from and args.model:
+        check_init_model(args.model, cfg.init_from)
+    result = train(cfg, resume=args.resume)
     if init_distributed().main:  # under torchrun, one report
         print(format_report(result["val"]))
         print(f"{result['steps']} steps ({result['epochs']:.2f} epochs) in "

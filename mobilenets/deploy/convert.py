@@ -31,6 +31,7 @@ from typing import Any, Mapping
 
 import torch
 
+from mobilenets.fileio import check_regular_file, note_input, safe_torch_load
 from mobilenets.models.mobilenet_v1 import V1_BLOCKS, V1_STEM_CHANNELS, MobileNetV1, scale_channels
 from mobilenets.models.mobilenet_v2 import V2_BLOCKS, MobileNetV2
 from mobilenets.models.modelfile import load_state_dict_checked, read_model_file, save_model
@@ -72,9 +73,9 @@ def short_error(error: BaseException, limit: int = 200) -> str:
 
 
 def existing_file(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
+    """``path`` if it is a regular file (``fileio.check_regular_file``), recorded as an input."""
+    path = check_regular_file(path, "weights file")
+    note_input(path)
     return path
 
 
@@ -183,10 +184,7 @@ def _read_torch_state(path: Path) -> Mapping[str, Any]:
         if fh.read(8) == HDF5_MAGIC:
             raise ValueError(f"{path} is an HDF5 (Keras) file, not a PyTorch checkpoint: use "
                              "load_keras_mobilenet")
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types here (UnpicklingError, RuntimeError, EOF...)
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({short_error(e)})") from None
+    return safe_torch_load(path, "PyTorch checkpoint")
 
 
 def _unwrap_state(obj: Any, source: str) -> dict[str, torch.Tensor]:

@@ -262,10 +262,12 @@ def load_keras_mobilenet(path: str | os.PathLike, width_mult: float | None = Non
                          **model_kwargs) -> MobileNetV1:
     """Load a Keras Applications ``MobileNet`` file into an equivalent ``MobileNetV1``.
 
-    Keras' MobileNet is Table 1 with ReLU6, BatchNorm epsilon 1e-3 and TensorFlow's "SAME"
-    padding (its stride-2 layers pad one row/column at the bottom/right only), so the model is
-    built with ``padding="tf_same", activation="relu6", bn_eps=1e-3``; its eval-mode logits then
-    equal Keras' pre-softmax outputs (Keras takes NHWC input, ours NCHW). Layers are matched by
+    Keras' MobileNet is Table 1 with ReLU6, BatchNorm epsilon 1e-3 and its own padding: "SAME"
+    everywhere except the stride-2 depthwise layers, which pad one row and column at the
+    bottom/right (``ZeroPadding2D``) then run unpadded, at every input size; on an odd feature
+    map that differs from TensorFlow's "SAME". So the model is built with ``padding="keras",
+    activation="relu6", bn_eps=1e-3``; its eval-mode logits then equal Keras' pre-softmax outputs
+    at every input size Keras accepts (Keras takes NHWC input, ours NCHW). Layers are matched by
     their Keras names: ``conv1``/``conv1_bn``, ``conv_dw_{i}``/``conv_dw_{i}_bn``,
     ``conv_pw_{i}``/``conv_pw_{i}_bn`` for i = 1..13, and ``conv_preds`` (the classifier, a 1x1
     convolution with bias; absent when the file was saved with ``include_top=False``, which gives
@@ -294,7 +296,7 @@ def load_keras_mobilenet(path: str | os.PathLike, width_mult: float | None = Non
             ``background_class=True`` (for a 1001-way head whose output 0 is TF-Slim's background
             class: the model gets 1000 classes plus the background output, which ``forward``
             drops). They override what is inferred from the file (``num_classes``,
-            ``include_top``, ``in_channels``, ``padding="tf_same"``, ``activation="relu6"``,
+            ``include_top``, ``in_channels``, ``padding="keras"``, ``activation="relu6"``,
             ``bn_eps=1e-3``, ``min_channels=1``, Keras' ``int(channels * alpha)`` with no
             minimum); overriding those changes what the weights compute, or makes them not fit.
 
@@ -313,7 +315,7 @@ def load_keras_mobilenet(path: str | os.PathLike, width_mult: float | None = Non
                                          _keras_v1_plan(), "conv_preds", "MobileNet")
     stem = state["features.0.conv.weight"]
     min_channels = model_kwargs.get("min_channels", 1)
-    kwargs: dict[str, Any] = dict(padding="tf_same", activation="relu6", bn_eps=1e-3,
+    kwargs: dict[str, Any] = dict(padding="keras", activation="relu6", bn_eps=1e-3,
                                   min_channels=1, in_channels=int(stem.shape[1]))
     if width_mult is None:
         last = state[f"features.{NUM_BLOCKS}.pw.conv.weight"]
@@ -435,14 +437,54 @@ def keras_arch(path: str | os.PathLike) -> str:
     return "mobilenet_v2" if v2 else "mobilenet_v1"
 
 
+def keras_input_size(path: str | os.PathLike) -> tuple[int | None, int | None] | None:
+    """The input size (H, W) a Keras model file was built for: ``(None, None)`` for a model that
+    takes any size, None when the file does not say (weights-only files). Read from the
+    ``.keras`` archive's ``config.json`` or a full legacy ``.h5`` file's ``model_config``
+    attribute; no Keras needed."""
+    import json
+
+    path = existing_file(path)
+    with open(path, "rb") as fh:
+        magic = fh.read(8)
+    try:
+        if magic.startswith(ZIP_MAGIC):
+            with zipfile.ZipFile(path) as z:
+                config = json.loads(z.read("config.json"))
+        else:
+            import h5py
+
+            with h5py.File(str(path), "r") as f:
+                raw = f.attrs.get("model_config")
+                if raw is None:
+                    return None
+                config = json.loads(_decode(raw))
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError):
+        return None
+    layers = config.get("config", {}).get("layers", [])
+    for layer in layers:
+        if layer.get("class_name") == "InputLayer":
+            conf = layer.get("config", {})
+            shape = conf.get("batch_shape") or conf.get("batch_input_shape")
+            if isinstance(shape, list) and len(shape) == 4:
+                return shape[1], shape[2]
+    return None
+
+
 def load_keras_mobilenet_v2(path: str | os.PathLike, width_mult: float | None = None,
                             **model_kwargs) -> MobileNetV2:
     """Load a Keras Applications ``MobileNetV2`` file into an equivalent ``MobileNetV2``.
 
-    Keras' MobileNetV2 is Table 2 with ReLU6, BatchNorm epsilon 1e-3, TensorFlow's "SAME" padding
-    (its stride-2 layers pad one row/column at the bottom/right only) and no dropout, so the model
-    is built with ``padding="tf_same", activation="relu6", bn_eps=1e-3, dropout=0``; its
-    eval-mode logits then equal Keras' pre-softmax outputs (Keras takes NHWC input, ours NCHW).
+    Keras' MobileNetV2 is Table 2 with ReLU6, BatchNorm epsilon 1e-3 and no dropout; its stride-2
+    depthwise layers pad by ``imagenet_utils.correct_pad``, which is TensorFlow's "SAME" when the
+    model was built for a fixed input size (every model with its top is) and one row and column
+    at the bottom/right on any map when it was built for any size (``input_shape=(None, None,
+    3)``). So the model is built with ``activation="relu6", bn_eps=1e-3, dropout=0`` and
+    ``padding="tf_same"`` or ``"keras"`` (``keras_input_size`` reads which from ``.keras`` and
+    full ``.h5`` files; a weights-only file is taken to be of a fixed size with its top and of
+    any size without it, Keras Applications' defaults; pass ``padding=`` to say otherwise); its
+    eval-mode logits then equal Keras' pre-softmax outputs at every input size that model
+    accepts (Keras takes NHWC input, ours NCHW).
     Layers are matched by their Keras names: ``Conv1``/``bn_Conv1``, the first block's
     ``expanded_conv_{depthwise,project}[_BN]``, ``block_{i}_{expand,depthwise,project}[_BN]`` for
     i = 1..16, ``Conv_1``/``Conv_1_bn`` and ``predictions`` (the Dense classifier; absent when the
@@ -476,13 +518,16 @@ def load_keras_mobilenet_v2(path: str | os.PathLike, width_mult: float | None = 
     source, state, origin = _keras_state(path, partial(_keras3_v2_model, width_mult=width_mult),
                                          _keras_v2_plan(), "predictions", "MobileNetV2")
     stem = state["features.0.conv.weight"]
-    kwargs: dict[str, Any] = dict(padding="tf_same", activation="relu6", bn_eps=1e-3, dropout=0.0,
-                                  in_channels=int(stem.shape[1]))
+    head = state.get("classifier.weight")
+    size = keras_input_size(source)
+    # correct_pad: "SAME" on a fixed input size (a top needs one), (0, 1) on an unknown one.
+    fixed = head is not None if size is None else None not in size
+    kwargs: dict[str, Any] = dict(padding="tf_same" if fixed else "keras", activation="relu6",
+                                  bn_eps=1e-3, dropout=0.0, in_channels=int(stem.shape[1]))
     if width_mult is None:
         bn_sizes = [int(v.shape[0]) for k, v in state.items() if k.endswith("bn.weight")]
         last = state[f"features.{NUM_V2_BLOCKS + 1}.conv.weight"]
         width_mult = infer_v2_width_mult(bn_sizes, int(last.shape[1]), source)
     kwargs["width_mult"] = width_mult
-    head = state.get("classifier.weight")
     return build_loaded(MobileNetV2, kwargs, None if head is None else head.shape[0], model_kwargs,
                          state, origin, source)

@@ -117,8 +117,11 @@ class OnnxModule(nn.Module):
         self.input_name = inp.name
         self.input_shape = inp.shape  # e.g. ['batch', 3, 224, 224]
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.config = json.loads(meta["config"]) if "config" in meta else {}
-        self.extra = json.loads(meta["extra"]) if "extra" in meta else {}
+        try:
+            self.config = json.loads(meta["config"]) if "config" in meta else {}
+            self.extra = json.loads(meta["extra"]) if "extra" in meta else {}
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: its metadata is not valid JSON ({e.msg})") from None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.input_shape, self.path)
@@ -307,6 +310,10 @@ def quantize_int8(model: nn.Module, path: str | os.PathLike, calibration: Iterab
 
     if isinstance(float_layers, bool) or not isinstance(float_layers, int) or float_layers < 0:
         raise ValueError(f"float_layers must be an integer >= 0, got {float_layers!r}")
+    num_convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    if float_layers > num_convs:
+        raise ValueError(f"--float-layers {float_layers} is more than the model's {num_convs} "
+                         f"convolutions (0 to {num_convs})")
     shape = input_shape(model, resolution)
     batches = [b.detach().float().contiguous() for b in calibration]
     if not batches:

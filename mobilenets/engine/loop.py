@@ -45,7 +45,7 @@ from torch import nn
 from mobilenets.engine.config import RunConfig
 from mobilenets.engine.data import epoch_batches, iterate_batches
 from mobilenets.engine.optim import EMA, RMSpropTF, param_groups
-from mobilenets.fileio import atomic_path, check_regular_file, write_json
+from mobilenets.fileio import atomic_path, safe_torch_load, write_json
 from mobilenets.models.modelfile import load_state_dict_checked, save_model
 
 #: Fields that may differ between a run and its resumption: they change how a run is watched, not
@@ -197,23 +197,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         ValueError: naming the file if it is damaged, or holds Python objects that a safe load
             refuses (not a checkpoint of ours, and possibly unsafe to open).
     """
-    return safe_torch_load(check_regular_file(path, "checkpoint"), "checkpoint")
-
-
-def safe_torch_load(path: Path, what: str):
-    """``torch.load(path, weights_only=True)`` with errors that name the file: a file the safe
-    loader refuses is said to be not ours and possibly unsafe, without torch's advice to load it
-    with ``weights_only=False`` (which would run any code it holds)."""
-    import pickle
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise ValueError(f"{path} is not a {what} written by mobilenets: it holds Python objects "
-                         "that a safe load refuses, and may be unsafe to open") from None
-    except Exception as e:  # truncated or foreign files raise many types
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot load {what} {path}: {first}") from None
+    return safe_torch_load(path, "checkpoint")
 
 
 def check_resumable(saved: dict, cfg: RunConfig, path: Path) -> None:

@@ -133,6 +133,27 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     return model
 
 
+def check_init_model(name: str, init_from: str | os.PathLike) -> None:
+    """Refuse a model name that disagrees with the weights fine-tuning starts from.
+
+    Raises:
+        ValueError: naming ``--model`` and ``--init`` if the file's architecture or any of the
+            name's settings (width_mult, block structure) differ.
+    """
+    from mobilenets.models.modelfile import read_model_file
+    from mobilenets.models.registry import arch_of
+
+    spec = get_spec(name)
+    config = read_model_file(init_from)[0]
+    wanted = {"arch": spec.arch, "width_mult": 1.0, **spec.kwargs}
+    found = {"arch": arch_of(config), "width_mult": 1.0, **config}
+    differ = [f"{k} {wanted[k]!r} vs {found.get(k)!r}" for k in wanted if found.get(k) != wanted[k]]
+    if differ:
+        raise ValueError(f"--model {name} disagrees with --init {init_from} ({'; '.join(differ)}):"
+                         " leave out --model (fine-tuning keeps --init's model), or pass an --init "
+                         "of that model")
+
+
 def frozen_bn_eval(model: nn.Module) -> None:
     """Put every BatchNorm in eval mode: a frozen body keeps its statistics too (the paper's
     fine-grained recipe)."""

@@ -22,8 +22,12 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 
 #: Padding schemes. "symmetric" is PyTorch's (pad = dilation * (k - 1) // 2 on every side);
 #: "tf_same" is TensorFlow's "SAME", which pads a strided convolution asymmetrically (more on the
-#: bottom/right), needed to reproduce models trained in TensorFlow or Keras exactly.
-PADDINGS = ("symmetric", "tf_same")
+#: bottom/right when the total is odd), needed to reproduce models trained in TensorFlow exactly;
+#: "keras" is Keras Applications' MobileNet (and MobileNetV2 built without a fixed input size):
+#: "SAME" everywhere except strided depthwise convolutions, which pad ``k // 2 - 1`` zeros before
+#: and ``k // 2`` after (``ZeroPadding2D(((0, 1), (0, 1)))`` for 3x3) then run unpadded. It equals
+#: "tf_same" on even feature maps only: an odd map loses a row and a column more.
+PADDINGS = ("symmetric", "tf_same", "keras")
 
 
 def check_choice(name: str, value: str, choices) -> str:
@@ -31,6 +35,16 @@ def check_choice(name: str, value: str, choices) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
     return value
+
+
+def keras_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """Keras Applications' padding of a strided depthwise convolution, as (before, after): its
+    ``ZeroPadding2D`` then ``"valid"`` (``imagenet_utils.correct_pad`` for an unknown input size).
+    Unstrided layers are "SAME" (``tf_same_padding``)."""
+    if stride == 1:
+        return tf_same_padding(size, kernel, stride, dilation)
+    half = dilation * (kernel - 1) // 2
+    return half - 1, half
 
 
 def tf_same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
@@ -133,7 +147,9 @@ class ConvBNAct(nn.Module):
         groups: Convolution groups; ``in_channels`` makes it depthwise. Default 1.
         dilation: Dilation rate (atrous convolution, used for ``output_stride`` < 32). Default 1.
         activation: ``"relu"``, ``"relu6"`` or ``None`` (linear). Default ``"relu"``.
-        padding: ``"symmetric"`` (PyTorch) or ``"tf_same"`` (TensorFlow "SAME"). Default symmetric.
+        padding: ``"symmetric"`` (PyTorch), ``"tf_same"`` (TensorFlow "SAME") or ``"keras"``
+            (Keras Applications': see ``PADDINGS``; only strided depthwise convolutions differ
+            from "tf_same"). Default symmetric.
         norm_layer: Factory ``f(num_features) -> nn.Module``; default ``nn.BatchNorm2d``.
     """
 
@@ -153,9 +169,12 @@ class ConvBNAct(nn.Module):
         check_choice("padding", padding, PADDINGS)
         if activation is not None:
             check_choice("activation", activation, ACTIVATIONS)
-        self.tf_same = padding == "tf_same"
-        sym_pad = 0 if self.tf_same else dilation * (kernel_size - 1) // 2
         depthwise = groups > 1 and groups == in_channels == out_channels
+        # The explicit padding of forward(): (before, after) as a function of the input length.
+        self.pad_rule = {"tf_same": tf_same_padding, "symmetric": None,
+                         "keras": keras_padding if depthwise else tf_same_padding}[padding]
+        self.tf_same = self.pad_rule is not None
+        sym_pad = 0 if self.tf_same else dilation * (kernel_size - 1) // 2
         self.conv = (DepthwiseConv2d if depthwise else nn.Conv2d)(
             in_channels, out_channels, kernel_size, stride, sym_pad,
             dilation=dilation, groups=groups, bias=False)
@@ -165,8 +184,8 @@ class ConvBNAct(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.tf_same:
             k, s, d = self.conv.kernel_size[0], self.conv.stride[0], self.conv.dilation[0]
-            top, bottom = tf_same_padding(x.shape[-2], k, s, d)
-            left, right = tf_same_padding(x.shape[-1], k, s, d)
+            top, bottom = self.pad_rule(x.shape[-2], k, s, d)
+            left, right = self.pad_rule(x.shape[-1], k, s, d)
             x = F.pad(x, (left, right, top, bottom))
         return self.act(self.bn(self.conv(x)))
 

@@ -80,8 +80,9 @@ class MobileNetV1(MobileNetBase):
         blocks: The body as ``[c, n, s]`` rows. Default ``V1_BLOCKS`` (Table 1);
             ``V1_SHALLOW_BLOCKS`` gives Table 5's Shallow MobileNet.
         activation: ``"relu"`` (the paper) or ``"relu6"`` (TF-Slim, Keras, timm). Default relu.
-        padding: ``"symmetric"`` or ``"tf_same"`` (TensorFlow's asymmetric padding of strided
-            convolutions, to reproduce TF/Keras weights exactly). Default symmetric.
+        padding: ``"symmetric"``, ``"tf_same"`` (TensorFlow's asymmetric padding of strided
+            convolutions) or ``"keras"`` (Keras Applications' own padding of strided depthwise
+            convolutions): to reproduce TF or Keras weights exactly. Default symmetric.
         bn_eps: BatchNorm epsilon. Default 1e-5 (PyTorch); TF-Slim and Keras use 1e-3.
         bn_momentum: BatchNorm running-statistics momentum (PyTorch convention). Default 0.1.
         output_stride: 8, 16 or 32: the ratio of input to final feature-map size. Below 32, the

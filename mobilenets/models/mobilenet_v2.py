@@ -92,8 +92,9 @@ class MobileNetV2(MobileNetBase):
             Applications does. Default True.
         blocks: The body as ``[t, c, n, s]`` rows. Default ``V2_BLOCKS`` (Table 2).
         activation: ``"relu6"`` (the paper) or ``"relu"``. Default relu6.
-        padding: ``"symmetric"`` or ``"tf_same"`` (TensorFlow's asymmetric padding of strided
-            convolutions, to reproduce TF/Keras weights exactly). Default symmetric.
+        padding: ``"symmetric"``, ``"tf_same"`` (TensorFlow's asymmetric padding of strided
+            convolutions) or ``"keras"`` (Keras Applications' own padding of strided depthwise
+            convolutions): to reproduce TF or Keras weights exactly. Default symmetric.
         bn_eps: BatchNorm epsilon. Default 1e-5 (PyTorch, torchvision); TF-Slim and Keras use 1e-3.
         bn_momentum: BatchNorm running-statistics momentum (PyTorch convention). Default 0.1.
         output_stride: 8, 16 or 32: the ratio of input to final feature-map size. Below 32, the
