@@ -480,6 +480,7 @@ def test_predict_streams_in_batches(model_file, tmp_path, capsys, monkeypatch):
 
 # --------------------------------------------------------------------------- 9. every kernel
 
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")
 @pytest.mark.parametrize("mkldnn", [True, False], ids=["onednn", "native"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_training_learns_on_every_kernel(tmp_path, mkldnn, threads):
@@ -521,10 +522,12 @@ KERAS_SIZES = [  # app, alpha, built for (None: any size), include_top, sizes co
 ]
 
 
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 @pytest.mark.parametrize("app, alpha, built, top, sizes", KERAS_SIZES,
                          ids=[f"{c[0]}-{c[2] or 'any'}" for c in KERAS_SIZES])
 def test_keras_import_reproduces_every_size_its_source_accepts(app, alpha, built, top, sizes,
                                                                 tmp_path):
+    os.environ.setdefault("KERAS_BACKEND", "torch")
     pytest.importorskip("keras")
     from test_convert import FEATURE_MAP_TOL, TOL, _keras_forward, _keras_reference
 

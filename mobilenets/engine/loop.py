@@ -16,8 +16,8 @@ and at each epoch end), ``metrics.jsonl`` (one line per epoch), and at the end `
   count, is refused with them.
 - **Ownership**: a run folder belongs to one process (``lock_run_folder``: ``run.lock`` holds an
   advisory lock and the owner's pid); a second run on the same folder fails at once, naming the
-  owner. The kernel drops the lock when its owner dies, even by kill -9, so a stale lock never
-  blocks.
+  owner. The kernel drops the lock when its owner dies, even by kill -9, so a stale lock of a dead
+  process never blocks.
 - **Memory**: a run whose batch cannot fit in memory (``cost.memory.estimate_memory``) is refused
   before its first step.
 - **Non-finite loss**: training stops at the first NaN or infinite loss on any process, keeping
@@ -28,6 +28,7 @@ and at each epoch end), ``metrics.jsonl`` (one line per epoch), and at the end `
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import math
 import os
@@ -144,8 +145,8 @@ _OWNED: dict[Path, Any] = {}
 def lock_run_folder(out: Path) -> None:
     """Make this process the owner of the run folder ``out`` (created if missing).
 
-    ``out/run.lock`` holds an advisory ``flock`` for as long as the owner lives and its pid for
-    the message; taking it again from the owning process is a no-op.
+    ``out/run.lock`` holds an advisory lock (``fcntl.lockf``) for as long as the owner lives, and
+    its pid for the message; taking it again from the owning process is a no-op.
 
     Raises:
         ValueError: naming the folder and the owning process if another one holds it.
@@ -158,8 +159,12 @@ def lock_run_folder(out: Path) -> None:
         return
     f = open(out / "run.lock", "a+")
     try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        # A POSIX record lock: held by this process only, so the data-loading workers it forks
+        # (which may outlive a kill -9 of their parent by seconds) never hold the folder.
+        fcntl.lockf(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EAGAIN):
+            raise
         f.seek(0)
         owner = f.read().strip() or "another process"
         f.close()
