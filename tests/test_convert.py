@@ -345,7 +345,7 @@ def test_convert_keras_auto(tmp_path):
     assert detect_source(src) == "keras"
     dst = convert(src, tmp_path / "k.safetensors")
     model = load_model(dst)
-    assert model.config["padding"] == "tf_same" and model.config["bn_eps"] == 1e-3
+    assert model.config["padding"] == "keras" and model.config["bn_eps"] == 1e-3
     x = torch.randn(2, 3, 128, 128)
     with torch.no_grad():
         assert _max_diff(model(x).numpy(), _keras_forward(ref_model, x)) < TOL

@@ -20,7 +20,6 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from killing import kill_at_first_checkpoint
 from PIL import Image
 
 from mobilenets.cli import main
@@ -135,15 +135,8 @@ def test_resume_after_kill_9_is_exact_on_imagefolder_with_dropout(data, tmp_path
     full = load_model(tmp_path / "full" / "model.safetensors").state_dict()
     for workers in (0, 2):
         out = tmp_path / f"killed{workers}"
-        killed = _train_process(data, out, workers)
-        ckpt = out / "checkpoint.pt"
-        stop = time.time() + 300
-        while not ckpt.exists() and time.time() < stop and killed.poll() is None:
-            time.sleep(0.02)
-        assert killed.poll() is None, "training finished before it could be killed"
-        os.kill(killed.pid, signal.SIGKILL)
-        killed.wait()
-        step = load_checkpoint(ckpt)["step"]
+        step = kill_at_first_checkpoint(_train_process(data, out, workers),
+                                        out / "checkpoint.pt")
         assert 0 < step < 16 and not (out / "model.safetensors").exists()
         resumed = _train_process(data, out, workers, "--resume")
         log = resumed.communicate(timeout=300)[0]
@@ -284,6 +277,16 @@ def test_decompression_bomb_in_predict(model_file, tmp_path, capsys):
     bomb.write_bytes(png_bytes(40_000, 40_000, zlib.compress(b"")))  # 1.6e9 pixels
     code, _, err = run(capsys, "predict", model_file, bomb)
     assert_one_clear_line(code, err, bomb, "decompression bomb")
+
+
+def test_errors_in_data_loading_workers_are_one_line(tmp_path, capsys):
+    data = make_image_folder(tmp_path / "d", per_class=8, val_per_class=1)
+    bad = data / "train" / "class1" / "bad.png"
+    bad.write_bytes(png_bytes(8, 8, b"not zlib data"))  # passes verify(), fails to decode
+    code, _, err = run(capsys, *train_args(data, tmp_path / "run", "--limit-train", "17",
+                                           "--batch-size", "17", "--set", "num_workers=2"))
+    assert_one_clear_line(code, err, bad)
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_a_bug_says_it_is_one(capsys, monkeypatch):

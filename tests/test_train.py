@@ -2,14 +2,13 @@
 two-process DDP, fine-tuning and the sweep."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from killing import kill_at_first_checkpoint
 from torch import nn
 
 import mobilenets as M
@@ -90,16 +89,9 @@ def _run_train(out, extra=()):
 def test_resume_after_kill_9_reaches_the_same_weights(tmp_path):
     full = _run_train(tmp_path / "full")
     assert full.wait(timeout=300) == 0, full.stdout.read()
-    killed = _run_train(tmp_path / "killed")
     ckpt = tmp_path / "killed" / "checkpoint.pt"
-    deadline = time.time() + 240
-    while not ckpt.exists() and time.time() < deadline and killed.poll() is None:
-        time.sleep(0.05)
-    assert killed.poll() is None, "training finished before it could be killed"
-    os.kill(killed.pid, signal.SIGKILL)
-    killed.wait()
+    step = kill_at_first_checkpoint(_run_train(tmp_path / "killed"), ckpt)
     assert not (tmp_path / "killed" / "model.safetensors").exists()
-    step = load_checkpoint(ckpt)["step"]
     assert 0 < step < 32
     resumed = _run_train(tmp_path / "killed", ["--resume"])
     out = resumed.communicate(timeout=300)[0]

@@ -74,7 +74,10 @@ def user_error(e: BaseException) -> str | None:
     if isinstance(e, OSError) and e.filename and e.strerror:
         return f"{e.filename}: {e.strerror}"
     if isinstance(e, (ValueError, OSError, NonFiniteLossError)):
-        return str(e)
+        text = str(e).strip()
+        if "Original Traceback" in text:  # re-raised from a data-loading worker: its last line
+            text = text.splitlines()[-1].split(": ", 1)[-1]
+        return text
     if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and any(
             s in str(e) for s in ("can't allocate memory", "not enough memory", "out of memory"))):
         return (f"out of memory ({str(e).splitlines()[0] if str(e) else 'MemoryError'}): use a "

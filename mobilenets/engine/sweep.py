@@ -108,8 +108,6 @@ def compare_runs(run_dirs: list[str | os.PathLike]) -> list[dict]:
     Raises:
         FileNotFoundError: naming a folder without ``config.json`` or ``eval.json`` (unfinished).
     """
-    import json
-
     from mobilenets.engine.train import TrainConfig, build_model
 
     rows = []

@@ -2,7 +2,6 @@
 overlays of predictions, and the cost beside the MobileNetV2 paper's Table 7."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Sequence
