@@ -72,18 +72,16 @@ def model_file(tmp_path_factory) -> Path:
 
 def run(capsys, *argv) -> tuple[int, str, str]:
     """``mobilenets ARGV`` in this process: (exit status, stdout, stderr)."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:  # argparse's errors
-        code = e.code
+    code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
 
 
 def assert_one_clear_line(code, err, *named):
-    """Exit status 2, no traceback, and the message names each of ``named``."""
+    """Exit status 2, one error line (no traceback, no usage block) naming each of ``named``."""
     assert code == 2, err
-    assert "Traceback" not in err, err
+    assert "Traceback" not in err and "usage:" not in err, err
+    assert len([line for line in err.splitlines() if ": error: " in line]) == 1, err
     for n in named:
         assert str(n) in err, err
 
@@ -216,7 +214,8 @@ def test_output_folder_and_out_file(model_file, tmp_path, capsys):
     assert_one_clear_line(code, err, tmp_path, "folder")
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("x")
-    code, _, err = run(capsys, "train", "--preset", "smoke", "--out", not_a_folder)
+    code, _, err = run(capsys, *train_args(make_image_folder(tmp_path / "d", per_class=8),
+                                           not_a_folder))
     assert_one_clear_line(code, err, not_a_folder, "is a file")
 
 

@@ -17,7 +17,7 @@ import sys
 import traceback
 
 from mobilenets.cli import deploy, detect, faces, finegrained, geo, models, segment, train
-from mobilenets.cli.common import DefaultsFormatter, harden_numeric_flags
+from mobilenets.cli.common import DefaultsFormatter, Parser, harden_numeric_flags
 
 #: The command groups, in the order ``mobilenets --help`` lists them.
 GROUPS = (models, train, deploy, detect, segment, finegrained, geo, faces)
@@ -27,8 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``mobilenets`` parser: every group's subcommands."""
     from mobilenets import __version__
 
-    p = argparse.ArgumentParser(prog="mobilenets", description=__doc__.split("\n\n")[0],
-                                formatter_class=DefaultsFormatter)
+    p = Parser(prog="mobilenets", description=__doc__.split("\n\n")[0],
+               formatter_class=DefaultsFormatter)
     p.add_argument("--version", action="version", version=f"mobilenets {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in GROUPS:
@@ -86,11 +86,17 @@ def user_error(e: BaseException) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI. A user's error ends with one line and exit status 2, an interruption with exit
-    status 130, a bug with a line saying so and the traceback (exit status 1)."""
+    """Run the CLI and return its exit status. A user's error ends with one line and status 2
+    (argparse's usage errors too), an interruption with status 130, a bug with a line saying so
+    and the traceback (status 1). ``--help`` and ``--version`` exit as argparse does."""
     from mobilenets.fileio import check_not_input, command_inputs
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # a usage error, already printed; --help and --version exit 0
+        if e.code == 0:
+            raise
+        return e.code if isinstance(e.code, int) else 2
     prefix = f"mobilenets {args.command}"
     try:
         with command_inputs(named_inputs(args)):

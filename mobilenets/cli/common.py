@@ -12,6 +12,15 @@ from mobilenets.engine.config import config_from_preset, parse_assignments
 from mobilenets.fileio import FORMATS, render_table, write_text
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser with a usage error on one line (the flag, the rule, where to find the
+    usage), not the usage block; exit status 2. Subcommand parsers inherit the class."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} "
+                     "--help)\n")
+
+
 class DefaultsFormatter(argparse.HelpFormatter):
     """Help lines that state their default: ``(default: X)`` is appended unless the help already
     says it; a flag that is off unless given says ``(default: off)``, a required option
@@ -64,8 +73,13 @@ def parse_resolution(text: str) -> tuple[int, int]:
 
 def _number(kind, low: float | None = None, high: float | None = None, low_open: bool = False,
             what: str = ""):
-    """An argparse ``type``: a finite ``kind`` (int or float) within [low, high] ((low, high]
-    when ``low_open``), else an error naming the range."""
+    """A rule for ``harden_numeric_flags``: a finite ``kind`` (int or float) within [low, high]
+    ((low, high] when ``low_open``). ``rule(name)`` is the argparse ``type`` of the flag whose
+    ``dest`` is ``name``; its error names the field and the range."""
+    return lambda name: _number_type(kind, low, high, low_open, what, name)
+
+
+def _number_type(kind, low, high, low_open, what, name):
     def parse(text: str):
         try:
             value = kind(text)
@@ -75,7 +89,7 @@ def _number(kind, low: float | None = None, high: float | None = None, low_open:
             low is None or (value > low if low_open else value >= low)) and (
             high is None or value <= high)
         if not ok:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"{name} must be {what}, got {text!r}")
         return value
     parse.__name__ = what
     return parse
@@ -102,13 +116,15 @@ _FINITE = _number(float, what="a finite number")
 def harden_numeric_flags(parser: argparse.ArgumentParser) -> None:
     """Give every ``type=int`` and ``type=float`` flag of ``parser`` and its subcommands the type
     of ``NUMERIC_FLAGS`` (by ``dest``), else a count (int >= 1) or a finite float: ``inf``,
-    ``nan``, a zero batch size or top-k fail at parsing, naming the flag (exit status 2)."""
+    ``nan``, a zero batch size or top-k fail at parsing, naming the flag and its field, e.g.
+    ``argument --top-k: top_k must be an integer >= 1, got '0'`` (exit status 2)."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in set(action.choices.values()):
                 harden_numeric_flags(sub)
         elif action.type in (int, float):
-            action.type = NUMERIC_FLAGS.get(action.dest, _COUNT if action.type is int else _FINITE)
+            rule = NUMERIC_FLAGS.get(action.dest, _COUNT if action.type is int else _FINITE)
+            action.type = rule(action.dest)
 
 
 def write_output(text: str, output: str | None) -> None:

@@ -19,6 +19,7 @@ runs in. A leaf step's own temporaries (a module computing several operations) a
 """
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -397,7 +398,8 @@ def estimate_memory(model: nn.Module, input_size, batch_size: int = 1, training:
     not run on the probe is counted by its parameters and input alone.
 
     Args:
-        model: The model; run once in eval mode without gradients (its mode is restored).
+        model: The model; a copy of it runs the probe (in eval mode, without gradients or the
+            model's hooks).
         input_size: (C, H, W) of one image.
         batch_size: Images per batch. Default 1.
         training: Count what a training step keeps. Default False.
@@ -416,20 +418,19 @@ def estimate_memory(model: nn.Module, input_size, batch_size: int = 1, training:
             outputs.extend(4 * t.numel() for t in tree_flatten(output)[0]
                            if isinstance(t, torch.Tensor))
 
-    param = next(model.parameters(), None)
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
-    was_training = model.training
-    model.eval()
+    # A copy, so the model's own state and hooks see nothing of the probe.
+    copy_ = copy.deepcopy(model).eval()
+    for m in copy_.modules():
+        m._forward_hooks.clear()
+        m._forward_pre_hooks.clear()
+        m.register_forward_hook(hook)
+    param = next(copy_.parameters(), None)
     try:
         with torch.no_grad():
-            model(torch.zeros(1, c, probe, probe,
+            copy_(torch.zeros(1, c, probe, probe,
                               device=param.device if param is not None else None))
     except Exception:  # a model that does not take a plain image batch
         outputs.clear()
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
     scale = batch_size * h * w / (probe * probe)
     return int(total + scale * (sum(outputs) if training else sum(sorted(outputs)[-2:])))
 
