@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mobilenets.engine.data import BatchTransform, TensorImageDataset, iterate_batches
-from mobilenets.engine.loop import Dist, fit, init_distributed, write_run_outputs
+from mobilenets.engine.loop import (Dist, fit, init_distributed, lock_run_folder,
+                                    write_run_outputs)
 from mobilenets.engine.train import (PRESETS, TrainConfig, build_model, evaluate, open_splits,
                                      train_augment, write_labeled_subset)
 from mobilenets.fileio import atomic_path
@@ -542,10 +543,9 @@ def run_distill(cfg: DistillConfig, resume: bool = False) -> dict:
                              "labels are classes, not the teacher's outputs")
         num_outputs = teacher_out
     student = build_model(cfg, num_outputs)
-    if labeled is not None:
-        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-        if init_distributed().main:
-            write_labeled_subset(cfg.out_dir, labeled)
+    if labeled is not None and init_distributed().main:
+        lock_run_folder(Path(cfg.out_dir))  # before writing into it (fit keeps the lock)
+        write_labeled_subset(cfg.out_dir, labeled)
     facts = {"teacher": cfg.teacher}
     if labeled is not None:
         facts["labeled_subset_sha256"] = labeled["sha256"]

@@ -149,10 +149,13 @@ def lock_run_folder(out: Path) -> None:
     its pid for the message; taking it again from the owning process is a no-op.
 
     Raises:
-        ValueError: naming the folder and the owning process if another one holds it.
+        ValueError: naming the folder and the owning process if another one holds it, or if
+            ``out`` is a file.
     """
     import fcntl
 
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     key = out.resolve()
     if key in _OWNED:
@@ -352,8 +355,6 @@ def prepare_run_folder(cfg: RunConfig, resume: bool, d: Dist) -> Path:
         ValueError: naming ``out_dir`` (and the owner).
     """
     out = Path(cfg.out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder")
     error = None
     if d.main:  # the main process owns the folder for the whole job
         try:

@@ -6,7 +6,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from mobilenets.engine.loop import init_distributed
+from mobilenets.engine.loop import init_distributed, lock_run_folder
 from mobilenets.engine.train import PRESETS, TrainConfig, train
 from mobilenets.tasks.geo.cells import GeocellConfig, Geocells, build_geocells
 from mobilenets.tasks.geo.data import photo_coordinates, read_geo_csv, write_cell_imagefolder
@@ -44,6 +44,8 @@ def train_geolocator(cfg: TrainConfig, train_csv: str | os.PathLike, val_csv: st
     """
     out = Path(cfg.out_dir)
     cfg = replace(cfg, data=str(out / "data")).validate()
+    if init_distributed().main:
+        lock_run_folder(out)  # before its cells and data are written (fit keeps the lock)
     cells_path = out / "cells.json"
     if not (resume and cells_path.is_file()):
         if cells:
