@@ -28,7 +28,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import LogFormatter
+from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from mobilenets.fileio import atomic_path
 
@@ -286,6 +286,7 @@ def plot_training_curves(history: Sequence[Mapping], path: str | os.PathLike,
         for k in names:
             pts = [(float(r["epoch"]), float(r[k])) for r in history if _is_num(r.get(k))]
             ax.plot(*zip(*pts), marker="o", markersize=3, label=k)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, not 1.25
         ax.set_xlabel("Epoch")
         ax.set_ylabel(y_label)
         ax.grid(True, alpha=0.3)
