@@ -210,7 +210,7 @@ def test_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, capsys, monkeypa
 
 
 def test_output_folder_and_out_file(model_file, tmp_path, capsys):
-    code, _, err = run(capsys, "models", "--output", tmp_path)
+    code, _, err = run(capsys, "models", "--pattern", "*0.25_128", "--output", tmp_path)
     assert_one_clear_line(code, err, tmp_path, "folder")
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("x")
