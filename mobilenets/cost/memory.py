@@ -420,9 +420,11 @@ def estimate_memory(model: nn.Module, input_size, batch_size: int = 1, training:
                     probe: int = 64) -> int:
     """Bytes that running ``model`` on a batch would need, found without allocating it.
 
-    Counts the parameters and buffers (four times when training: weights, gradients and two
-    optimizer moments), the float32 input, and the activations: every layer's output when
-    training (autograd keeps them for the backward pass), the two largest at inference. The
+    Counts the parameters and buffers (three times when training: weights, gradients and at
+    least one optimizer moment), the float32 input, and the activations: every layer's output
+    when training (autograd keeps them for the backward pass; an in-place layer's once), the two
+    largest at inference. A lower bound of what eager PyTorch takes, so a size it refuses cannot
+    fit. The
     activations are measured on one ``probe`` x ``probe`` image and scaled by the input's area
     and the batch (a convolutional network's maps grow with its input's area); a model that does
     not run on the probe is counted by its parameters and input alone.
@@ -440,13 +442,19 @@ def estimate_memory(model: nn.Module, input_size, batch_size: int = 1, training:
     """
     c, h, w = input_size
     params = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
-    total = params * (4 if training else 1) + 4 * batch_size * c * h * w
+    total = params * (3 if training else 1) + 4 * batch_size * c * h * w
     outputs: list[int] = []
 
+    kept: dict[int, torch.Tensor] = {}  # held, so that no freed storage's address is reused
+
     def hook(module, args, output):
-        if not list(module.children()):  # leaves only: a container's output is a leaf's
-            outputs.extend(4 * t.numel() for t in tree_flatten(output)[0]
-                           if isinstance(t, torch.Tensor))
+        if list(module.children()):  # leaves only: a container's output is a leaf's
+            return
+        for t in tree_flatten(output)[0]:
+            # An in-place layer (ReLU) returns its input's storage: count each storage once.
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in kept:
+                kept[t.untyped_storage().data_ptr()] = t
+                outputs.append(4 * t.numel())
 
     # A copy, so the model's own state and hooks see nothing of the probe.
     copy_ = copy.deepcopy(model).eval()
