@@ -263,7 +263,7 @@ def torch_layer_times(model: nn.Module, shape, runs: int) -> dict[str, float]:
 
 
 def cmd_layers(args) -> None:
-    from ort_layers import kernel_times, by_layer_type
+    from ort_layers import by_layer_type, kernel_times, latency_us
 
     torch.set_num_threads(args.threads)
     info = machine()
@@ -288,6 +288,9 @@ def cmd_layers(args) -> None:
                     if not any(op == o for o in ("Conv", "QLinearConv", "Gemm", "QGemm",
                                                  "FusedConv", "MatMul", "QLinearMatMul")):
                         per_type[f"op {op}"] = per_type.get(f"op {op}", 0.0) + us
+                per_type["sum of the kernels"] = sum(us for _, us in kernels)
+                per_type[f"whole model, no profiler ({len(kernels)} kernels)"] = latency_us(
+                    f, shape, args.threads, args.runs)
                 res[fmt] = {k: round(v, 1) for k, v in per_type.items()}
             res["torch"] = {k: round(v, 1) for k, v in torch_layer_times(model, shape,
                                                                           args.runs).items()}
@@ -296,12 +299,18 @@ def cmd_layers(args) -> None:
     md = ["# Where the time goes: microseconds per image per layer type, batch 1, 224x224", "",
           machine_line(info), "",
           "ONNX Runtime: its profiler's kernel times (median over runs); the shuffle is the "
-          "Transpose (Reshape is free). torch: BN folded, channels_last, forward hooks around each "
+          "Transpose and the Reshapes around it. The last rows: the kernels' sum, and the whole "
+          "model timed without the profiler (median; the gap is ORT's per-kernel overhead, "
+          "and the machine's load). torch: BN folded, channels_last, forward hooks around each "
           "layer (a few us each). GFLOP/s = 2 x Mult-Adds / time.", ""]
     for res in results:
         md += [f"**{res['model']}**", "", "| layer type | Mult-Adds (M) | onnx fp32 us (GFLOP/s) | "
                "onnx int8 us | torch us (GFLOP/s) |", "|---|---|---|---|---|"]
-        kinds = list(dict.fromkeys([*res["onnx fp32"], *res["onnx int8"], *res["torch"]]))
+        ort_rows = list(dict.fromkeys([*res["onnx fp32"], *res["onnx int8"]]))
+        last = [k for k in ort_rows if k == "sum of the kernels" or k.startswith("whole model")]
+        kinds = list(dict.fromkeys([*(k for k in ort_rows if k not in last), *res["torch"]]))
+        kinds = [k for k in kinds if not k.startswith("whole model")] + last + [
+            k for k in res["torch"] if k.startswith("whole model")]
         for k in kinds:
             m = res["madds_m"].get(k, 0.0)
 

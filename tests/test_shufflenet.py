@@ -199,6 +199,16 @@ def test_feature_info_and_output_stride():
         model.extract_features(x, (64,))
 
 
+def test_residual_units_start_as_the_identity():
+    model = tiny()
+    for u in units(model):  # the adding units' last BN scale starts at 0, the others at 1
+        assert bool((u.expand.bn.weight == 0).all()) == (not u.concat)
+    assert all(bool((u.expand.bn.weight == 1).all()) for u in units(tiny(zero_init_residual=False)))
+    x = torch.rand(1, 60, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(units(model)[1](x), x)  # relu(x + 0) on a non-negative x
+
+
 def test_train_step_and_channels_last():
     model = tiny().train()
     x = torch.randn(4, 3, 32, 32)
