@@ -29,9 +29,11 @@ average before and after. A benchmark, not a test: it asserts nothing.
 
 Usage (from the repository root):
 
-    .venv/bin/python benchmarks/shufflenet.py latency [--rounds 10] [--backends ...]   # ~15 min
+    .venv/bin/python benchmarks/shufflenet.py latency [--rounds 10] [--backends ...]   # ~12 min
     .venv/bin/python benchmarks/shufflenet.py layers [--runs 100]                      # ~3 min
-    .venv/bin/python benchmarks/shufflenet.py train [--epochs 4] [--seeds 0,1]         # ~1 h
+    .venv/bin/python benchmarks/shufflenet.py train [--epochs 3] [--seeds 0,1]         # ~45 min
+
+(times on 2 shared cores at a load average of 7-11).
 """
 from __future__ import annotations
 
@@ -405,7 +407,7 @@ def main() -> None:
             s.add_argument("--iters", type=int, default=10)
     sub.choices["layers"].add_argument("--runs", type=int, default=100)
     t = sub.choices["train"]
-    t.add_argument("--epochs", type=int, default=4)
+    t.add_argument("--epochs", type=int, default=3)
     t.add_argument("--seeds", default="0,1")
     t.add_argument("--resolution", type=int, default=32)
     t.add_argument("--limit-train", type=int, help="train on the first N images (a smoke run)")
