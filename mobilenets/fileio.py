@@ -123,8 +123,15 @@ def save_png(image, path: str | os.PathLike, atomic: bool = True) -> Path:
 FORMATS = ("table", "csv", "json")
 
 
-def render_table(rows: Sequence[dict], fmt: str = "table") -> str:
-    """Rows of dicts (the first row's keys are the columns) as an aligned text table, CSV or JSON.
+def render_table(rows: Sequence[dict], fmt: str = "table", right: Sequence[str] = ()) -> str:
+    """Rows of dicts (the first row's keys are the columns) as an aligned text table, CSV or JSON:
+    the one table renderer of every report and command.
+
+    Args:
+        rows: The rows; every row has the first row's keys (others are ignored).
+        fmt: ``"table"``, ``"csv"`` or ``"json"``. Default ``"table"``.
+        right: Columns to right-align besides the numeric ones (e.g. numbers already formatted
+            as strings). Default none.
 
     Numbers are right-aligned; ``None`` prints as an empty cell.
 
@@ -149,8 +156,8 @@ def render_table(rows: Sequence[dict], fmt: str = "table") -> str:
         w.writerows(rows)
         return buf.getvalue().rstrip("\n")
     cells = [["" if r.get(k) is None else str(r.get(k)) for k in keys] for r in rows]
-    numeric = [all(isinstance(r.get(k), (int, float)) or r.get(k) is None for r in rows)
-               for k in keys]
+    numeric = [k in right or all(isinstance(r.get(k), (int, float)) or r.get(k) is None
+                                 for r in rows) for k in keys]
     widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
 
     def line(cs):

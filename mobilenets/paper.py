@@ -15,9 +15,6 @@ row carries a note; docs/paper-discrepancies.md gives the evidence for each (D1,
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Callable
@@ -27,6 +24,7 @@ from torch import nn
 from mobilenets.cost.formulas import table3
 from mobilenets.cost.memory import KB, MemoryTrace, inference_ops, trace_memory
 from mobilenets.cost.profiler import Profile, profile_model
+from mobilenets.fileio import render_table
 from mobilenets.models.mobilenet_v1 import V1_SHALLOW_BLOCKS, MobileNetV1
 from mobilenets.models.mobilenet_v2 import MobileNetV2
 from mobilenets.models.shufflenet import ShuffleNetV1
@@ -386,26 +384,18 @@ def paper_comparisons(tables: set[str] | None = None) -> list[Comparison]:
 
 
 def format_comparisons(rows: list[Comparison], fmt: str = "table") -> str:
-    """Render comparisons as ``"table"`` (text), ``"csv"`` or ``"json"``."""
-    if fmt == "json":
-        return json.dumps([asdict(r) for r in rows], indent=2)
-    if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(Comparison.__dataclass_fields__))
-        w.writeheader()
-        for r in rows:
-            w.writerow(asdict(r))
-        return buf.getvalue()
+    """Render comparisons as ``"table"`` (text: one table per paper table, then the counts),
+    ``"csv"`` or ``"json"`` (every field)."""
     if fmt != "table":
-        raise ValueError(f"format must be one of table, csv, json; got {fmt!r}")
-    lines, current = [], None
-    for r in rows:
-        if r.table != current:
-            current = r.table
-            lines += ["", f"Table {r.table}",
-                      f"  {'Model':<26}{'Quantity':<15}{'Computed':>11}{'Paper':>9}{'Diff':>9}  Status"]
-        lines.append(f"  {r.model:<26}{r.quantity:<15}{r.computed:>11.2f}{r.paper:>9g}"
-                     f"{r.diff_pct:>8.1f}%  {r.status}" + (f"  [{r.note}]" if r.note else ""))
+        return render_table([asdict(r) for r in rows], fmt)
+    lines = []
+    for table in dict.fromkeys(r.table for r in rows):
+        body = [{"Model": r.model, "Quantity": r.quantity, "Computed": f"{r.computed:.2f}",
+                 "Paper": f"{r.paper:g}", "Diff": f"{r.diff_pct:.1f}%", "Status": r.status,
+                 "Note": r.note} for r in rows if r.table == table]
+        lines += ["", f"Table {table}",
+                  *("  " + line for line in render_table(body, right=("Computed", "Paper",
+                                                                       "Diff")).splitlines())]
     counts = {s: sum(r.status == s for r in rows) for s in ("match", "explained", "MISMATCH")}
     lines += ["", f"{len(rows)} figures: {counts['match']} match within {TOLERANCE_PCT:g}% or at "
               f"the paper's printed precision, {counts['explained']} differ with the reason given "

@@ -136,3 +136,58 @@ def test_export_evaluate_and_bench_a_trained_model(capsys, tmp_path):
     assert code == 2 and "missing.safetensors" in err
     code, _, err = run(capsys, "bench", "--backends", "onnx,tpu")
     assert code == 2 and "unknown backend 'tpu'" in err
+
+
+def _subparsers(parser):
+    """Every (command path, parser) below ``parser``."""
+    import argparse
+
+    out = [("mobilenets", parser)]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out += [(f"{path} {name}" if path != "mobilenets" else f"mobilenets {name}", p)
+                        for path, p in _subparsers(sub)]
+    return out
+
+
+def test_every_option_states_its_default():
+    from mobilenets.cli import build_parser
+    from mobilenets.cli.common import DefaultsFormatter
+
+    missing = []
+    for path, parser in _subparsers(build_parser()):
+        formatter = DefaultsFormatter(path)
+        for action in parser._actions:
+            if not action.option_strings or action.dest in ("help", "version"):
+                continue
+            text = formatter._get_help_string(action)
+            if "default" not in text and "(required)" not in text:
+                missing.append(f"{path} {action.option_strings[0]}")
+    assert not missing, missing
+
+
+def test_version_and_timm_names(capsys):
+    import mobilenets as M
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"mobilenets {M.__version__}"
+    assert M.get_spec("mobilenetv1_100").name == "mobilenet_v1_1.0_224"
+    assert M.create_model("mobilenetv2_140").config["name"] == "mobilenet_v2_1.4_224"
+    with pytest.raises(ValueError, match="did you mean mobilenet_v1_0.5_160"):
+        M.get_spec("mobilenet_v1_0.5_16")
+
+
+def test_one_loader_checks_the_kind(tmp_path, capsys):
+    import mobilenets as M
+
+    path = tmp_path / "m.safetensors"
+    M.save_model(M.create_model("mobilenet_v1_0.25_128", num_classes=3), path,
+                 extra={"class_names": ["a", "b", "c"]})
+    model = M.load_model(path, kind="classifier")
+    assert model.metadata["class_names"] == ["a", "b", "c"] and not model.training
+    with pytest.raises(ValueError, match="holds a classifier model .* not a detector"):
+        M.load_model(path, kind="detector")
+    code, _, err = run(capsys, "detect", "eval", str(path), str(tmp_path / "a.json"))
+    assert code == 2 and "not a detector" in err

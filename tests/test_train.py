@@ -60,15 +60,19 @@ def test_config_errors_name_the_field():
 
 @needs_data
 def test_few_steps_loss_falls_and_run_folder(tmp_path):
-    cfg = make_config("smoke", out_dir=str(tmp_path), limit_train=256, epochs=4, lr=0.02)
+    # One batch of 32 images, seen 20 times without augmentation: the loop must fit it. The
+    # margin is wide (the loss falls to 0.3-0.6 of the first epoch's on AVX2 and AVX-512, one or
+    # two threads, oneDNN on or off), so no kernel's rounding decides the outcome.
+    cfg = make_config("smoke", out_dir=str(tmp_path), limit_train=32, batch_size=32, epochs=20,
+                      optimizer="sgd", lr=0.1, flip=False, min_crop_area=1.0, dropout=0.0)
     result = train(cfg)
     losses = [h["train_loss"] for h in result["history"]]
-    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert len(losses) == 20 and sum(losses[-3:]) / 3 < 0.8 * losses[0], losses
     assert result["val"]["num_samples"] == 128 and 0 <= result["val"]["top1"] <= 100
     assert {p.name for p in tmp_path.iterdir()} >= {"checkpoint.pt", "config.json", "metrics.jsonl",
                                                     "model.safetensors", "eval.json"}
     assert not list(tmp_path.glob("*.tmp"))
-    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 4
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 20
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
     assert ckpt["step"] == result["steps"] and {"model", "optimizer", "scheduler", "rng"} <= set(ckpt)
     model = M.load_model(tmp_path / "model.safetensors")

@@ -13,12 +13,15 @@ from mobilenets.fileio import FORMATS, render_table, write_text
 
 class DefaultsFormatter(argparse.HelpFormatter):
     """Help lines that state their default: ``(default: X)`` is appended unless the help already
-    says it; a flag that is off unless given says ``(default: off)``."""
+    says it; a flag that is off unless given says ``(default: off)``, a required option
+    ``(required)``."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         help_ = action.help or ""
         if not action.option_strings or "default" in help_ or action.default is argparse.SUPPRESS:
             return help_
+        if action.required:
+            return f"{help_} (required)".strip()
         if isinstance(action, (argparse._StoreTrueAction, argparse._StoreConstAction)) \
                 and action.default in (None, False):
             return f"{help_} (default: off)".strip()

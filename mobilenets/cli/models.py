@@ -97,7 +97,8 @@ def add_arguments(sub) -> None:
     s = add_parser(sub, "profile", help="per-layer Mult-Adds and parameters (Tables 1 and 2), "
                        "optionally activation memory (MobileNetV2's Table 3)")
     g = s.add_mutually_exclusive_group()
-    g.add_argument("--model", help="a registered name (see `mobilenets models`)")
+    g.add_argument("--model", help="a registered name (see `mobilenets models`; default: "
+                   "build one from --width-mult)")
     g.add_argument("--width-mult", type=float, default=1.0, help="alpha, > 0 (default 1.0)")
     s.add_argument("--arch", choices=sorted(ARCH_ALIASES),
                    help="with --width-mult: MobileNet v1 (default) or v2")
@@ -116,7 +117,8 @@ def add_arguments(sub) -> None:
     s = add_parser(sub, "paper-tables", help="the paper's cost columns, computed vs printed")
     s.add_argument("--table", action="append",
                    help="only this table (repeatable): 2-10, 12-14; V2-3, V2-4, V2-6 "
-                   "(MobileNetV2's, with ShuffleNet's rows); SN-1, SN-2, SN-5 (ShuffleNet's)")
+                   "(MobileNetV2's, with ShuffleNet's rows); SN-1, SN-2, SN-5 (ShuffleNet's) "
+                   "(default: all)")
     add_output_arguments(s, FORMATS)
     s.add_argument("--strict", action="store_true", help="exit 1 on any unexplained difference")
     s.set_defaults(func=cmd_paper_tables)

@@ -19,8 +19,6 @@ runs in. A leaf step's own temporaries (a module computing several operations) a
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -28,6 +26,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
+
+from mobilenets.fileio import render_table
 
 #: 1 KB = 1000 bytes, the unit Table 3 prints ("Kb"): its 800K for MobileNetV1 is 56x56x128 x 2
 #: bytes = 802,816 bytes (784 KiB would print as 784).
@@ -134,16 +134,16 @@ class MemoryTrace:
         return json.dumps(self.to_dict(), indent=2)
 
     def to_csv(self) -> str:
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["name", "kind", "resolution", "output_size", "input_bytes", "output_bytes",
-                    "live_bytes", "live_tensors"])
-        for s in self.steps:
-            w.writerow([s.name, s.kind, _res(s.resolution), " x ".join(map(str, s.output_shape)),
-                        s.input_bytes, s.output_bytes, s.live_bytes, s.live_tensors])
-        w.writerow(["PEAK", self.peak.name, _res(self.peak.resolution), "", "", "",
-                    self.peak_bytes, ""])
-        return buf.getvalue()
+        """One CSV row per step, then a PEAK row."""
+        rows = [{"name": s.name, "kind": s.kind, "resolution": _res(s.resolution),
+                 "output_size": " x ".join(map(str, s.output_shape)),
+                 "input_bytes": s.input_bytes, "output_bytes": s.output_bytes,
+                 "live_bytes": s.live_bytes, "live_tensors": s.live_tensors} for s in self.steps]
+        rows.append({"name": "PEAK", "kind": self.peak.name,
+                     "resolution": _res(self.peak.resolution), "output_size": "",
+                     "input_bytes": "", "output_bytes": "", "live_bytes": self.peak_bytes,
+                     "live_tensors": ""})
+        return render_table(rows, "csv") + "\n"
 
     def format_table(self) -> str:
         """Per-step live memory, then the maxima per resolution (Table 3's layout) and overall."""
@@ -152,16 +152,18 @@ class MemoryTrace:
                if self.fused else "; every leaf module a step")
         out = [f"Activation memory: {self.model} at {h}x{w}x{c}, batch {self.batch_size}, "
                f"{self.dtype_bytes} bytes per activation{how}. KB = 1000 bytes."]
-        head = ("Step", "Kind", "Resolution", "Inputs KB", "Outputs KB", "Live KB")
-        body = [(s.name, s.kind, _res(s.resolution), _kb(s.input_bytes), _kb(s.output_bytes),
-                 _kb(s.live_bytes)) for s in self.steps]
-        out += _columns(head, body, left=3)
+        kb = ("Inputs KB", "Outputs KB", "Live KB")
+        out.append(render_table([{"Step": s.name, "Kind": s.kind, "Resolution": _res(s.resolution),
+                                  **dict(zip(kb, map(_kb, (s.input_bytes, s.output_bytes,
+                                                           s.live_bytes))))}
+                                 for s in self.steps], right=kb))
         out.append("")
-        head = ("Resolution", "Peak live KB", "at step", "Largest tensor KB", "channels")
-        body = [(_res(r["resolution"]), _kb(r["peak_bytes"]), r["peak_step"] or "-",
-                 _kb(r["largest_tensor_bytes"]), str(r["largest_tensor_channels"] or "-"))
-                for r in self.by_resolution()]
-        out += _columns(head, body, left=1, skip=(2,))
+        out.append(render_table(
+            [{"Resolution": _res(r["resolution"]), "Peak live KB": _kb(r["peak_bytes"]),
+              "at step": r["peak_step"] or "-", "Largest tensor KB": _kb(r["largest_tensor_bytes"]),
+              "channels": str(r["largest_tensor_channels"] or "-")}
+             for r in self.by_resolution()], right=("Peak live KB", "Largest tensor KB",
+                                                     "channels")))
         largest = max(self.tensors, key=lambda t: t[1])
         out.append("")
         out.append(f"Peak live memory: {_kb(self.peak_bytes)} KB at {self.peak.name} "
@@ -176,17 +178,6 @@ def _res(res: tuple[int, int]) -> str:
 
 def _kb(nbytes: int) -> str:
     return f"{nbytes / KB:,.1f}"
-
-
-def _columns(head, body, left: int, skip=()) -> list[str]:
-    """Text columns: the first ``left`` (and those in ``skip``) left-aligned, the rest right."""
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-
-    def line(cells):
-        return "  ".join(str(c).ljust(w) if i < left or i in skip else str(c).rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    return [line(head), line(["-" * w for w in widths])] + [line(b) for b in body]
 
 
 def _hwc(shape: torch.Size) -> tuple[int, int, int]:

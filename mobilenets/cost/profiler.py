@@ -10,13 +10,13 @@ are not seen by hooks and are not counted.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
+
+from mobilenets.fileio import render_table
 
 _POOLS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.AdaptiveMaxPool2d, nn.MaxPool2d)
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
@@ -118,28 +118,24 @@ class Profile:
         return json.dumps(self.to_dict(), indent=2)
 
     def to_csv(self) -> str:
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["name", "type_stride", "kind", "filter_shape", "input_size", "output_size",
-                    "madds", "params"])
-        for r in self.rows:
-            w.writerow([r.name, r.label, r.kind, r.filter_shape, _hwc(r.input_shape),
-                        _hwc(r.output_shape), r.madds, r.params])
-        w.writerow(["TOTAL", "", "", "", "", "", self.total_madds, self.total_params])
-        return buf.getvalue()
+        """One CSV row per layer, then a TOTAL row."""
+        rows = [{"name": r.name, "type_stride": r.label, "kind": r.kind,
+                 "filter_shape": r.filter_shape, "input_size": _hwc(r.input_shape),
+                 "output_size": _hwc(r.output_shape), "madds": r.madds, "params": r.params}
+                for r in self.rows]
+        rows.append({"name": "TOTAL", "type_stride": "", "kind": "", "filter_shape": "",
+                     "input_size": "", "output_size": "", "madds": self.total_madds,
+                     "params": self.total_params})
+        return render_table(rows, "csv") + "\n"
 
     def format_table(self) -> str:
         """A text table like Table 1 with cost columns, then the totals and Table 2."""
-        head = ("Type / Stride", "Filter Shape", "Input Size", "Mult-Adds", "Params")
-        body = [(r.label, r.filter_shape, _hwc(r.input_shape), f"{r.madds:,}", f"{r.params:,}")
-                for r in self.rows]
-        widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-        line = lambda cells: "  ".join(str(c).ljust(w) if i < 3 else str(c).rjust(w)  # noqa: E731
-                                       for i, (c, w) in enumerate(zip(cells, widths)))
+        body = [{"Type / Stride": r.label, "Filter Shape": r.filter_shape,
+                 "Input Size": _hwc(r.input_shape), "Mult-Adds": f"{r.madds:,}",
+                 "Params": f"{r.params:,}"} for r in self.rows]
         c, h, w = self.input_size
-        out = [f"{self.model} at {h}x{w}x{c}", line(head), line(["-" * w for w in widths])]
-        out += [line(b) for b in body]
-        out.append("")
+        out = [f"{self.model} at {h}x{w}x{c}",
+               render_table(body, right=("Mult-Adds", "Params")), ""]
         out.append(f"Mult-Adds: {self.total_madds:,} ({self.total_madds / 1e6:.1f}M)   "
                    f"Parameters: {self.total_params:,} ({self.total_params / 1e6:.2f}M; conv+FC "
                    f"{self.layer_params:,})   Layers: {self.count_convs()} conv + "

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilenets.fileio import atomic_path
+from mobilenets.fileio import atomic_path, save_png
 
 #: The object classes; category id = index + 1 (0 is the background in the semantic masks).
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "ring", "cross")
@@ -236,13 +236,6 @@ def semantic_mask(masks: np.ndarray, labels: np.ndarray, size: tuple[int, int]) 
     return out
 
 
-def _save_png(array: np.ndarray, path: Path) -> None:
-    from PIL import Image
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
-
-
 def write_dataset(out_dir, num_images: int, cfg: SceneConfig) -> Path:
     """Draw ``num_images`` scenes and write them as a COCO-format data set.
 
@@ -267,8 +260,8 @@ def write_dataset(out_dir, num_images: int, cfg: SceneConfig) -> Path:
     for i in range(int(num_images)):
         image, boxes, labels, masks = make_scene(np.random.default_rng([int(cfg.seed), i]), cfg)
         name = f"{i:06d}.png"
-        _save_png(image, out / "images" / name)
-        _save_png(semantic_mask(masks, labels, image.shape[:2]), out / "masks" / name)
+        save_png(image, out / "images" / name)
+        save_png(semantic_mask(masks, labels, image.shape[:2]), out / "masks" / name)
         images.append({"id": i + 1, "file_name": name, "height": int(image.shape[0]),
                        "width": int(image.shape[1])})
         for box, label, mask in zip(boxes, labels, masks):
