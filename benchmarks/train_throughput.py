@@ -475,21 +475,14 @@ def run_setting(res: int, batch: int, modes: list[Mode], args) -> dict:
 # --------------------------------------------------------------------------------------------------
 
 def machine_info() -> dict:
-    cpu, flags = "unknown", []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu == "unknown":
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = line.split(":", 1)[1].split()
-    except OSError:
-        pass
     import timm
+
+    from mobilenets.deploy.bench import cpu_info
+
     return {
-        "cpu": cpu, "isa": [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags],
-        "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        **cpu_info(), "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "glibc": "-".join(platform.libc_ver()),
+        "glibc": "-".join(platform.libc_ver()),
         "platform": platform.platform(), "loadavg_at_start": list(os.getloadavg()),
     }
 

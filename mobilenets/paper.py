@@ -24,7 +24,7 @@ from torch import nn
 from mobilenets.cost.formulas import table3
 from mobilenets.cost.memory import KB, MemoryTrace, inference_ops, trace_memory
 from mobilenets.cost.profiler import Profile, profile_model
-from mobilenets.fileio import render_table
+from mobilenets.fileio import TABLE_WIDTH, render_table, wrap_text
 from mobilenets.models.mobilenet_v1 import V1_SHALLOW_BLOCKS, MobileNetV1
 from mobilenets.models.mobilenet_v2 import MobileNetV2
 from mobilenets.models.shufflenet import ShuffleNetV1
@@ -383,9 +383,10 @@ def paper_comparisons(tables: set[str] | None = None) -> list[Comparison]:
     return out
 
 
-def format_comparisons(rows: list[Comparison], fmt: str = "table") -> str:
-    """Render comparisons as ``"table"`` (text: one table per paper table, then the counts),
-    ``"csv"`` or ``"json"`` (every field)."""
+def format_comparisons(rows: list[Comparison], fmt: str = "table",
+                       width: int | None = TABLE_WIDTH) -> str:
+    """Render comparisons as ``"table"`` (text: one table per paper table, then the counts; lines
+    at most ``width`` wide, None: unlimited), ``"csv"`` or ``"json"`` (every field)."""
     if fmt != "table":
         return render_table([asdict(r) for r in rows], fmt)
     lines = []
@@ -394,10 +395,13 @@ def format_comparisons(rows: list[Comparison], fmt: str = "table") -> str:
                  "Paper": f"{r.paper:g}", "Diff": f"{r.diff_pct:.1f}%", "Status": r.status,
                  "Note": r.note} for r in rows if r.table == table]
         lines += ["", f"Table {table}",
-                  *("  " + line for line in render_table(body, right=("Computed", "Paper",
-                                                                       "Diff")).splitlines())]
+                  *("  " + line for line in render_table(
+                      body, right=("Computed", "Paper", "Diff"),
+                      width=width and width - 2).splitlines())]
     counts = {s: sum(r.status == s for r in rows) for s in ("match", "explained", "MISMATCH")}
-    lines += ["", f"{len(rows)} figures: {counts['match']} match within {TOLERANCE_PCT:g}% or at "
-              f"the paper's printed precision, {counts['explained']} differ with the reason given "
-              f"(docs/paper-discrepancies.md), {counts['MISMATCH']} unexplained."]
+    note = (f"match: within {TOLERANCE_PCT:g}% or at the paper's printed precision; explained: the "
+            "reason is given in docs/paper-discrepancies.md.")
+    lines += ["", *wrap_text(note, width),
+              f"{len(rows)} figures: {counts['match']} match, {counts['explained']} explained, "
+              f"{counts['MISMATCH']} unexplained."]
     return "\n".join(lines).lstrip("\n")

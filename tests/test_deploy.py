@@ -160,12 +160,14 @@ def test_pick_from_a_sweep_csv(tmp_path):
         "0.5-32,0.5,32,1,1,80.0,99.0,1,1,\n0.25-32,0.25,32,1,1,70.0,98.0,1,1,\n")
     rows, choice = pick(max_params=1e9, backend="torch", accuracy_csv=str(csv_path), rounds=1,
                         iters=2, plot=str(tmp_path / "frontier.png"))
-    assert choice["label"] == "0.5-32" and choice["chosen"] and sum(r["chosen"] for r in rows) == 1
+    # named as the registry names models, whatever the CSV's labels say
+    assert choice["label"] == "mobilenet_v1_0.5_32" and choice["chosen"]
+    assert sum(r["chosen"] for r in rows) == 1
     assert (tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
     small = min(r["params"] for r in rows)
     rows, choice = pick(max_params=small, backend="torch", accuracy_csv=str(csv_path), rounds=1,
                         iters=2)
-    assert choice["label"] == "0.25-32"  # the larger one no longer fits
+    assert choice["label"] == "mobilenet_v1_0.25_32"  # the larger one no longer fits
     with pytest.raises(ValueError, match="no candidate fits the budget; the fastest is"):
         pick(latency_ms=1e-6, backend="torch", accuracy_csv=str(csv_path), rounds=1, iters=1)
     with pytest.raises(ValueError, match="give at least one budget"):
@@ -182,8 +184,10 @@ def test_pick_candidates_cover_the_grid_with_imagenet_accuracy():
     rows = candidates()
     assert len(rows) == 16 and all(r["top1"] for r in rows)
     by = {r["label"]: r for r in rows}
-    assert by["1-224"]["top1"] == 70.6 and by["1-224"]["accuracy_source"] == "paper"
-    assert by["0.75-192"]["accuracy_source"] == "TF-Slim release"
+    assert set(by) == set(M.list_models("mobilenet_v1_0*")) | set(M.list_models("mobilenet_v1_1*"))
+    assert by["mobilenet_v1_1.0_224"]["top1"] == 70.6
+    assert by["mobilenet_v1_1.0_224"]["accuracy_source"] == "paper"
+    assert by["mobilenet_v1_0.75_192"]["accuracy_source"] == "TF-Slim release"
 
 
 def test_quantize_int8_mobilenet_v2(tmp_path):

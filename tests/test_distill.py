@@ -207,7 +207,7 @@ def test_resume_reaches_the_same_weights(tmp_path):
     resumed = distill(_cfg(tmp_path / "cut", epochs=2), student(), teacher, ds, val, resume=True)
     assert resumed["steps"] == 8
     row = compare_runs([tmp_path / "cut"])[0]  # `mobilenets compare` reads distillation runs
-    assert row["model"] == "mobilenet_v1_0.25_128" and row["top1"] == resumed["top1"]
+    assert row["model"] == "mobilenet_v1_0.25_32" and row["top1"] == resumed["top1"]
     saved = M.load_model(tmp_path / "cut" / "model.safetensors").state_dict()
     for k, v in full.state_dict().items():
         torch.testing.assert_close(v, resumed["model"].state_dict()[k], atol=1e-5, rtol=1e-5, msg=k)

@@ -77,7 +77,7 @@ def test_tiny_pretrain_then_finetune(tmp_path, capsys):
     capsys.readouterr()
     assert main(["compare", str(tmp_path / "noisy"), str(tmp_path / "tuned"), "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["model"] for r in rows] == ["mobilenet_v1_0.25_128"] * 2
+    assert [r["model"] for r in rows] == ["mobilenet_v1_0.25_32"] * 2  # at the input size it ran at
     assert rows[0]["params_m"] == rows[1]["params_m"] and rows[0]["madds_m"] > 0
     assert main(["finegrained", "make-data", str(data), "--noise-rate", "1.5", "--overwrite"]) == 2
     assert "noise_rate must be in [0, 1)" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from mobilenets.cost.profiler import profile_model
 from mobilenets.deploy.bench import bench, default_backends
 from mobilenets.deploy.onnx_export import OnnxModule, export_onnx, quantize_int8
 from mobilenets.models.layers import ChannelShuffle, Pool2d, ShuffleUnit
-from mobilenets.models.registry import build_from_config
+from mobilenets.models.registry import build_from_config, config_name, variant_name
 from mobilenets.models.shufflenet import (SHUFFLENET_STAGE_CHANNELS, ShuffleNetV1,
                                           shufflenet_blocks, shufflenet_channels)
 from mobilenets.paper import TABLE3_V2_SHUFFLENET, paper_comparisons, table3_v2_trace
@@ -240,6 +240,10 @@ def test_registry_names():
     assert model.config["name"] == "shufflenet_v1_g2_0.5_224" and model.classifier.out_features == 7
     with pytest.raises(ValueError, match="did you mean"):
         M.get_spec("shufflenet_v1_g3_1.5_225")
+    # Every command names a model the same way; ShuffleNet's names keep their group count.
+    assert variant_name("shufflenet_v1_g8_1.0_224", resolution=32) == "shufflenet_v1_g8_1.0_32"
+    assert config_name(model.config) == "shufflenet_v1_g2_0.5_224"
+    assert config_name(ShuffleNetV1(1.0, 6, blocks=[[96, 1, 2]]).config) == "shufflenet_v1_g6_1.0_224"
 
 
 def test_save_load_round_trip(tmp_path):

@@ -167,7 +167,7 @@ def test_sweep_writes_csv_and_figures(tmp_path, capsys):
 
     base = make_config("smoke", limit_train=64, limit_val=64, epochs=1)
     rows = run_sweep(base, (0.5, 0.25), (32,), tmp_path)
-    assert [r["label"] for r in rows] == ["0.5-32", "0.25-32"]
+    assert [r["label"] for r in rows] == ["mobilenet_v1_0.5_32", "mobilenet_v1_0.25_32"]
     assert rows[0]["madds"] > rows[1]["madds"] and read_rows(tmp_path / "sweep.csv") == rows
     for name in ("figure4_accuracy_vs_madds.png", "figure5_accuracy_vs_params.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -370,7 +370,7 @@ def test_v2_train_eval_predict_finetune_compare(capsys, tmp_path):
     capsys.readouterr()
     assert main(["compare", str(out), str(ft), "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["model"] for r in rows] == ["mobilenet_v2_0.35_96"] * 2
+    assert [r["model"] for r in rows] == ["mobilenet_v2_0.35_32"] * 2  # named at its input size
     assert rows[0]["madds_m"] == rows[1]["madds_m"] > 0 and rows[0]["resolution"] == 32
 
 
@@ -386,7 +386,7 @@ def test_sweep_arch_v2_next_to_an_old_v1_csv(capsys, tmp_path):
     assert main(argv) == 0
     rows = read_rows(tmp_path / "sweep.csv")
     assert [(r["label"], r["arch"]) for r in rows] == [("0.25-32", "mobilenet_v1"),
-                                                      ("v2-0.35-32", "mobilenet_v2")]
+                                                      ("mobilenet_v2_0.35_32", "mobilenet_v2")]
     assert M.load_model(rows[1]["model_path"]).config["arch"] == "mobilenet_v2"
     assert rows[1]["params"] == profile_model(MobileNetV2(0.35, num_classes=10),
                                               (3, 32, 32)).total_params
@@ -441,9 +441,11 @@ def test_pick_arch_v2_candidates_and_sweep_rows(tmp_path):
     rows = candidates(arch="v2")
     assert len(rows) == 22 and all(r["top1"] and r["arch"] == "mobilenet_v2" for r in rows)
     by = {r["label"]: r for r in rows}
-    assert by["v2-1-224"]["top1"] == 72.0 and by["v2-1-224"]["accuracy_source"] == "paper"
-    assert by["v2-0.35-96"]["top1"] == 45.5 and by["v2-1.3-224"]["top1"] == 74.4
-    assert by["v2-0.35-96"]["accuracy_source"] == "TF-Slim release"
+    assert set(by) == set(M.list_models("mobilenet_v2_*"))  # the registry's names
+    assert by["mobilenet_v2_1.0_224"]["top1"] == 72.0
+    assert by["mobilenet_v2_1.0_224"]["accuracy_source"] == "paper"
+    assert by["mobilenet_v2_0.35_96"]["top1"] == 45.5 and by["mobilenet_v2_1.3_224"]["top1"] == 74.4
+    assert by["mobilenet_v2_0.35_96"]["accuracy_source"] == "TF-Slim release"
     assert len(candidates()) == 16  # V1 by default, as before
     csv_path = tmp_path / "sweep.csv"
     csv_path.write_text(
@@ -453,7 +455,8 @@ def test_pick_arch_v2_candidates_and_sweep_rows(tmp_path):
         "v2-0.35-32,mobilenet_v2,0.35,32,1,1,70.0,98.0,1,1,\n")
     rows, choice = pick(max_params=1e9, backend="torch", accuracy_csv=str(csv_path), arch="v2",
                         rounds=1, iters=1)
-    assert [r["label"] for r in rows] == ["v2-0.5-32", "v2-0.35-32"] and choice["label"] == "v2-0.5-32"
+    assert [r["label"] for r in rows] == ["mobilenet_v2_0.5_32", "mobilenet_v2_0.35_32"]
+    assert choice["label"] == "mobilenet_v2_0.5_32"
     assert rows[1]["params"] == profile_model(MobileNetV2(0.35, num_classes=10), (3, 32, 32)).layer_params
     with pytest.raises(ValueError, match="is a peer"):
         pick(latency_ms=5, backend="torchvision", arch="v2")

@@ -13,6 +13,13 @@ import sys
 from mobilenets.cli import deploy, detect, faces, finegrained, geo, models, segment, train
 from mobilenets.cli.common import DefaultsFormatter
 
+#: What ``mobilenets --help`` says first, and last.
+DESCRIPTION = ("The MobileNets paper as a command line: models and their cost, training, "
+               "evaluation, export, latency, and the paper's section 4 applications.")
+EPILOG = ("`mobilenets COMMAND --help` shows a command's options; docs/cli.md lists every "
+          "command. Tables fit 100 columns; --wide shows every column, --format csv|json every "
+          "field.")
+
 #: The command groups, in the order ``mobilenets --help`` lists them.
 GROUPS = (models, train, deploy, detect, segment, finegrained, geo, faces)
 
@@ -21,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``mobilenets`` parser: every group's subcommands."""
     from mobilenets import __version__
 
-    p = argparse.ArgumentParser(prog="mobilenets", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="mobilenets", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=DefaultsFormatter)
     p.add_argument("--version", action="version", version=f"mobilenets {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -8,7 +8,7 @@ import sys
 from dataclasses import fields
 
 from mobilenets.engine.config import config_from_preset, parse_assignments
-from mobilenets.fileio import FORMATS, render_table, write_text
+from mobilenets.fileio import FORMATS, TABLE_WIDTH, render_table, write_text
 
 
 class DefaultsFormatter(argparse.HelpFormatter):
@@ -36,10 +36,19 @@ def add_parser(sub, name: str, **kwargs) -> argparse.ArgumentParser:
 
 
 def add_output_arguments(parser: argparse.ArgumentParser, formats=FORMATS) -> None:
-    """``--format`` (``formats``, default the first) and ``--output``."""
+    """``--format`` (``formats``, default the first), ``--wide`` and ``--output``."""
     parser.add_argument("--format", choices=formats, default=formats[0],
-                        help="table: aligned text; csv and json: every field")
+                        help=f"table: aligned text, at most {TABLE_WIDTH} characters wide; csv "
+                        "and json: every field")
+    parser.add_argument("--wide", action="store_true",
+                        help="table: every column, one line per row, however wide")
     parser.add_argument("--output", help="write to this file, atomically (default: stdout)")
+
+
+def table_width(args: argparse.Namespace) -> int | None:
+    """The widest line a command's text output may have: ``TABLE_WIDTH``, or None with
+    ``--wide``."""
+    return None if getattr(args, "wide", False) else TABLE_WIDTH
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
@@ -68,9 +77,21 @@ def write_output(text: str, output: str | None) -> None:
         print(text)
 
 
-def write_rows(rows: list[dict], fmt: str, output: str | None) -> None:
-    """``fileio.render_table`` of ``rows`` in ``fmt``, printed or written to ``output``."""
-    write_output(render_table(rows, fmt), output)
+def write_rows(rows: list[dict], fmt: str, output: str | None, wide: bool = False,
+               columns=None, headers: dict | None = None) -> None:
+    """``fileio.render_table`` of ``rows`` in ``fmt``, printed or written to ``output``.
+
+    Args:
+        rows: The rows (dicts).
+        fmt: ``--format``: table, csv or json.
+        output: ``--output``: a file, or None for stdout.
+        wide: ``--wide``: every column, however wide. Default False: the table fits
+            ``TABLE_WIDTH`` (``columns`` only, long text wrapped, blocks of columns).
+        columns: The columns of the default table. Default: all.
+        headers: Table headings for some columns. Default: the keys.
+    """
+    write_output(render_table(rows, fmt, width=None if wide else TABLE_WIDTH, columns=columns,
+                              headers=headers), output)
 
 
 def progress(line: str) -> None:

@@ -7,8 +7,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from mobilenets.cli.common import (FORMATS, add_output_arguments, add_parser, eval_split,
-                                   inference_extra, progress, write_output, write_rows)
-from mobilenets.fileio import write_json
+                                   inference_extra, progress, table_width, write_output,
+                                   write_rows)
+from mobilenets.fileio import render_table, wrap_text, write_json
 from mobilenets.models.registry import ARCH_ALIASES
 
 
@@ -56,7 +57,7 @@ def cmd_export(args) -> None:
             raise ValueError(f"{out} reloads with different outputs (max |diff| {diff:.3g})")
         print(f"{out} (safetensors): reloaded outputs identical")
         return
-    print(report.summary())
+    print("\n".join(wrap_text(report.summary())))
     if args.evaluate:
         _evaluate_export(model, extra, out, args)
 
@@ -94,8 +95,15 @@ def model_specs(args) -> list[dict]:
     return specs or [{"name": "mobilenet_v1_1.0_224"}]
 
 
+#: ``bench``'s default table (``--wide``, csv and json: every field of ``BenchRow``).
+BENCH_COLUMNS = ("variant", "backend", "latency_ms", "latency_p90_ms", "throughput", "peak_rss_mb",
+                 "vs_peer", "floor_ms")
+BENCH_HEADERS = {"variant": "model", "latency_p90_ms": "p90_ms", "throughput": "img/s",
+                 "peak_rss_mb": "rss_mb"}
+
+
 def cmd_bench(args) -> None:
-    from mobilenets.deploy.bench import bench
+    from mobilenets.deploy.bench import bench, machine_line
 
     rows, machine = bench(model_specs(args), args.backends, batch=args.batch, threads=args.threads,
                           rounds=args.rounds, memory=not args.no_memory,
@@ -103,8 +111,15 @@ def cmd_bench(args) -> None:
     dicts = [asdict(r) for r in rows]
     if args.format == "json":
         write_output(json.dumps({"machine": machine, "rows": dicts}, indent=2), args.output)
-    else:
-        write_rows(dicts, args.format, args.output)
+        return
+    text = render_table(dicts, args.format, width=table_width(args), columns=BENCH_COLUMNS,
+                        headers=BENCH_HEADERS)
+    if args.format == "table":
+        peers = sorted({r.peer for r in rows if r.peer})
+        text = "\n".join([*wrap_text(machine_line(machine), table_width(args)), text] + (
+            [f"vs_peer: latency / the eager peer's ({', '.join(peers)}), same process, "
+             "interleaved"] if peers else []))
+    write_output(text, args.output)
 
 
 def cmd_pick(args) -> None:
@@ -118,7 +133,13 @@ def cmd_pick(args) -> None:
     if args.format == "json":
         write_output(json.dumps({"choice": choice, "candidates": table}, indent=2), args.output)
         return
-    write_rows(table, args.format, args.output)
+    if args.format == "table":  # millions, and a mark for the fitting and the chosen rows
+        table = [{"model": r["label"], "top1": r["top1"], "source": r["accuracy_source"],
+                  "latency_ms": r["latency_ms"], "params_m": round(r["params"] / 1e6, 2),
+                  "madds_m": round(r["madds"] / 1e6, 1),
+                  "fits": "chosen" if r["chosen"] else "yes" if r["fits"] else "no"}
+                 for r in table]
+    write_rows(table, args.format, args.output, args.wide)
     print(f"pick: {choice['label']} (top-1 {choice['top1']}%, {choice['accuracy_source']}; "
           f"{choice['latency_ms']:.2f} ms on {args.backend}, {choice['params'] / 1e6:.2f}M params, "
           f"{choice['madds'] / 1e6:.0f}M Mult-Adds)" + (f"; frontier: {args.plot}" if args.plot else ""))

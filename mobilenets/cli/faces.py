@@ -37,7 +37,7 @@ def cmd_faces(args) -> None:
         if args.format == "table":  # Table 12/14's columns; csv and json keep everything
             rows = [{k: v for k, v in r.items() if not k.startswith("ap_") and k != "file"}
                     for r in rows]
-        write_rows(rows, args.format, args.output)
+        write_rows(rows, args.format, args.output, args.wide)
         return
     cfg = config_from_args(args)
     run = {("attributes", "train"): faces.train_attributes,

@@ -69,7 +69,7 @@ def cmd_geo(args) -> None:
     if args.format == "json":
         write_output(json.dumps(columns, indent=2), args.output)
     else:
-        write_rows(geoeval.table11_rows(columns, args.paper), args.format, args.output)
+        write_rows(geoeval.table11_rows(columns, args.paper), args.format, args.output, args.wide)
 
 
 def add_arguments(sub) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from mobilenets.cli.common import (FORMATS, add_output_arguments, add_parser, parse_resolution,
-                                   write_output, write_rows)
+                                   table_width, write_output, write_rows)
 from mobilenets.models.registry import ARCH_ALIASES
 
 
@@ -23,7 +23,7 @@ def cmd_models(args) -> None:
                      "paper_top1": paper.get("top1"), "paper_table": paper.get("table")})
     if not rows:
         raise ValueError(f"--pattern {args.pattern!r} matches no registered model")
-    write_rows(rows, args.format, args.output)
+    write_rows(rows, args.format, args.output, args.wide)
 
 
 #: ``mobilenets profile --arch``'s report label of each architecture.
@@ -51,7 +51,8 @@ def cmd_profile(args) -> None:
         name = f"{args.width_mult:g} {label}-{h}" + (f"x{w}" if w != h else "")
     prof = profile_model(model, (3, h, w), name=name)
     if not args.memory:
-        text = {"table": prof.format_table, "csv": prof.to_csv, "json": prof.to_json}[args.format]()
+        text = {"table": lambda: prof.format_table(table_width(args)), "csv": prof.to_csv,
+                "json": prof.to_json}[args.format]()
         write_output(text.rstrip("\n"), args.output)
         return
     from mobilenets.cost.memory import inference_ops, trace_memory
@@ -63,7 +64,7 @@ def cmd_profile(args) -> None:
     elif args.format == "csv":  # two CSV tables, separated by an empty line
         text = prof.to_csv() + "\n" + mem.to_csv()
     else:
-        text = prof.format_table() + "\n\n" + mem.format_table()
+        text = prof.format_table(table_width(args)) + "\n\n" + mem.format_table(table_width(args))
     write_output(text.rstrip("\n"), args.output)
 
 
@@ -75,7 +76,7 @@ def cmd_paper_tables(args) -> None:
     if not rows:
         raise ValueError(f"--table must be among 2-10, 12-14, V2-3, V2-4, V2-6, SN-1, SN-2, "
                          f"SN-5; got {args.table}")
-    write_output(format_comparisons(rows, args.format), args.output)
+    write_output(format_comparisons(rows, args.format, table_width(args)), args.output)
     if args.strict and any(r.status == "MISMATCH" for r in rows):
         raise SystemExit(1)
 

@@ -5,7 +5,9 @@ import argparse
 import json
 
 from mobilenets.cli.common import (FORMATS, add_output_arguments, add_parser, add_run_arguments,
-                                   config_from_args, note_preset_defaults, write_output, write_rows)
+                                   config_from_args, note_preset_defaults, table_width,
+                                   write_output)
+from mobilenets.fileio import render_table
 
 
 def cmd_segment(args) -> None:
@@ -42,8 +44,17 @@ def cmd_segment(args) -> None:
                 f"{r['overlay']}  " + ", ".join(f"{k} {v:.1f}%" for k, v in r["classes"].items())
                 for r in rows), args.output)
     else:
-        write_rows(table7_rows(args.resolution, args.num_classes, args.eval or ()), args.format,
-                   args.output)
+        rows = table7_rows(args.resolution, args.num_classes, args.eval or ())
+        text = render_table(rows, args.format, width=table_width(args), columns=TABLE7_COLUMNS,
+                            headers={"output_stride": "OS"})
+        if args.format == "table" and not args.wide:  # the data column, said once
+            text = f"{rows[0]['data']}\n{text}"
+        write_output(text, args.output)
+
+
+#: ``segment cost``'s default table: Table 7's columns, ours beside the paper's.
+TABLE7_COLUMNS = ("backbone", "head", "output_stride", "madds_b", "mf_madds_b", "params_m", "miou",
+                  "paper_madds_b", "paper_params_m", "paper_miou")
 
 
 def parse_rates(text: str) -> tuple[int, ...]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from mobilenets.cli.common import (FORMATS, add_output_arguments, add_parser, add_run_arguments,
                                    config_from_args, eval_split, inference_extra,
                                    note_preset_defaults, write_output, write_rows)
-from mobilenets.fileio import render_table
+from mobilenets.fileio import render_table, write_text
 from mobilenets.models.registry import ARCH_ALIASES
 
 
@@ -17,12 +17,16 @@ def cmd_train(args) -> None:
     from mobilenets.engine.metrics import format_report
     from mobilenets.engine.train import train
 
-    result = train(config_from_args(args), resume=args.resume)
+    cfg = config_from_args(args)
+    result = train(cfg, resume=args.resume)
     if init_distributed().main:  # under torchrun, one report
-        print(format_report(result["val"]))
+        report = format_report(result["val"])
+        write_text(Path(cfg.out_dir) / "eval_report.txt", report)  # the run's one evaluation
+        print(report)
         print(f"{result['steps']} steps ({result['epochs']:.2f} epochs) in "
-              f"{result['train_seconds']:.0f} s, {result['images_per_second']:.0f} images/s; "
-              f"model: {result['model_path']}")
+              f"{result['train_seconds']:.0f} s, {result['images_per_second']:.0f} images/s")
+        print(f"wrote {result['model_path']}\n  and beside it eval_report.txt (the report above), "
+              "curves.png, metrics.jsonl")
 
 
 def cmd_eval(args) -> None:
@@ -62,12 +66,20 @@ def cmd_predict(args) -> None:
                                         "probability": round(float(v), 6)}
                                        for v, i in zip(top.values[n], top.indices[n])]}
             for n, p in enumerate(args.images)]
+    if args.output_dir:  # each image beside its top-k labels, as PNG
+        from mobilenets.engine.plots import plot_prediction
+
+        for r, image in zip(rows, images):
+            png = Path(args.output_dir) / f"{Path(r['image']).stem}_top{k}.png"
+            r["picture"] = str(plot_prediction(image, [t["label"] for t in r["top"]],
+                                               [t["probability"] for t in r["top"]], png,
+                                               title=Path(r["image"]).name))
     if args.format == "json":
         write_output(json.dumps(rows, indent=2), args.output)
         return
     lines = []
     for r in rows:
-        lines.append(r["image"])
+        lines.append(r["image"] + (f" -> {r['picture']}" if "picture" in r else ""))
         lines += [f"  {t['probability']:7.2%}  {t['label']}" for t in r["top"]]
     write_output("\n".join(lines), args.output)
 
@@ -92,14 +104,15 @@ def cmd_sweep(args) -> None:
         raise ValueError(f"--width-mults and --resolutions take comma-separated numbers, got "
                          f"{args.width_mults!r} and {args.resolutions!r}") from None
     rows = run_sweep(cfg, alphas, resolutions, args.out_dir or "runs/sweep")
-    print(render_table([{k: r[k] for k in ("label", "arch", "madds", "params", "top1",
-                                           "train_seconds")} for r in rows]))
+    print(render_table([{"model": r["label"], "madds_m": round(r["madds"] / 1e6, 1),
+                         "params_m": round(r["params"] / 1e6, 2), "top1": r["top1"],
+                         "train_seconds": r["train_seconds"]} for r in rows]))
 
 
 def cmd_compare(args) -> None:
     from mobilenets.engine.sweep import compare_runs
 
-    write_rows(compare_runs(args.runs), args.format, args.output)
+    write_rows(compare_runs(args.runs), args.format, args.output, args.wide)
 
 
 def cmd_distill(args) -> None:
@@ -179,6 +192,8 @@ def add_arguments(sub) -> None:
     s.add_argument("images", nargs="+", help="image files")
     s.add_argument("--top-k", type=int, default=5, help="labels per image")
     s.add_argument("--resolution", type=int, help="input size (default: the model's)")
+    s.add_argument("--output-dir", help="also write IMAGE_topK.png here: each image beside its "
+                   "top-k labels (default: none)")
     add_output_arguments(s, ("table", "json"))
     s.set_defaults(func=cmd_predict)
 

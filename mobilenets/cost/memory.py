@@ -27,7 +27,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from mobilenets.fileio import render_table
+from mobilenets.fileio import TABLE_WIDTH, render_table, wrap_text
 
 #: 1 KB = 1000 bytes, the unit Table 3 prints ("Kb"): its 800K for MobileNetV1 is 56x56x128 x 2
 #: bytes = 802,816 bytes (784 KiB would print as 784).
@@ -120,14 +120,35 @@ class MemoryTrace:
                 r["largest_tensor_bytes"], r["largest_tensor_channels"] = nbytes, c
         return sorted(rows.values(), key=lambda r: -r["resolution"][0] * r["resolution"][1])
 
+    def below_stem(self) -> dict | None:
+        """The maxima over the resolutions below the stem's output (below 112x112 at 224x224):
+        MobileNetV2's Table 3 figure, which leaves the first layers out (its "O(1)" 112x112 row:
+        the paper's section 5 first-layer trick).
+
+        Returns:
+            ``{"resolution": (H/2, W/2), "peak_bytes", "peak_step", "largest_tensor_bytes",
+            "largest_tensor_shape": (h, w, c)}``, or None when no step runs below that size.
+        """
+        _, h, w = self.input_size
+        below = [r for r in self.by_resolution()
+                 if r["resolution"][0] * r["resolution"][1] < (h // 2) * (w // 2)]
+        if not below:
+            return None
+        peak = max(below, key=lambda r: r["peak_bytes"])
+        big = max(below, key=lambda r: r["largest_tensor_bytes"])
+        return {"resolution": (h // 2, w // 2), "peak_bytes": peak["peak_bytes"],
+                "peak_step": peak["peak_step"], "largest_tensor_bytes": big["largest_tensor_bytes"],
+                "largest_tensor_shape": (*big["resolution"], big["largest_tensor_channels"])}
+
     def to_dict(self) -> dict:
-        """Steps, peak and per-resolution maxima, JSON-ready."""
+        """Steps, peak, per-resolution maxima and those below the stem, JSON-ready."""
         return {
             "model": self.model, "input_size": list(self.input_size),
             "dtype_bytes": self.dtype_bytes, "batch_size": self.batch_size, "fused": self.fused,
             "steps": [asdict(s) for s in self.steps],
             "peak": {"bytes": self.peak_bytes, "step": self.peak.name},
             "by_resolution": self.by_resolution(),
+            "below_stem": self.below_stem(),
         }
 
     def to_json(self) -> str:
@@ -145,30 +166,39 @@ class MemoryTrace:
                      "live_tensors": ""})
         return render_table(rows, "csv") + "\n"
 
-    def format_table(self) -> str:
-        """Per-step live memory, then the maxima per resolution (Table 3's layout) and overall."""
+    def format_table(self, width: int | None = TABLE_WIDTH) -> str:
+        """Per-step live memory, then the maxima per resolution (Table 3's layout), overall and
+        below the stem (Table 3's figure); lines at most ``width`` wide (None: unlimited)."""
         c, h, w = self.input_size
         how = (f"; {', '.join(self.fused)} as single steps (inner tensors not materialized)"
                if self.fused else "; every leaf module a step")
-        out = [f"Activation memory: {self.model} at {h}x{w}x{c}, batch {self.batch_size}, "
-               f"{self.dtype_bytes} bytes per activation{how}. KB = 1000 bytes."]
+        head = (f"Activation memory: {self.model} at {h}x{w}x{c}, batch {self.batch_size}, "
+                f"{self.dtype_bytes} bytes per activation{how}. KB = 1000 bytes.")
+        out = wrap_text(head, width)
         kb = ("Inputs KB", "Outputs KB", "Live KB")
         out.append(render_table([{"Step": s.name, "Kind": s.kind, "Resolution": _res(s.resolution),
                                   **dict(zip(kb, map(_kb, (s.input_bytes, s.output_bytes,
                                                            s.live_bytes))))}
-                                 for s in self.steps], right=kb))
+                                 for s in self.steps], right=kb, width=width))
         out.append("")
         out.append(render_table(
             [{"Resolution": _res(r["resolution"]), "Peak live KB": _kb(r["peak_bytes"]),
               "at step": r["peak_step"] or "-", "Largest tensor KB": _kb(r["largest_tensor_bytes"]),
               "channels": str(r["largest_tensor_channels"] or "-")}
              for r in self.by_resolution()], right=("Peak live KB", "Largest tensor KB",
-                                                     "channels")))
+                                                     "channels"), width=width))
         largest = max(self.tensors, key=lambda t: t[1])
         out.append("")
-        out.append(f"Peak live memory: {_kb(self.peak_bytes)} KB at {self.peak.name} "
-                   f"({_res(self.peak.resolution)}); largest tensor: {_kb(largest[1])} KB "
-                   f"({' x '.join(map(str, largest[0]))})")
+        out += wrap_text(f"Peak live memory: {_kb(self.peak_bytes)} KB at {self.peak.name} "
+                         f"({_res(self.peak.resolution)}); largest tensor: {_kb(largest[1])} KB "
+                         f"({' x '.join(map(str, largest[0]))})", width)
+        below = self.below_stem()
+        if below:
+            out += wrap_text(f"Below {_res(below['resolution'])} (Table 3's max, the first layers "
+                             f"left out): peak live {_kb(below['peak_bytes'])} KB at "
+                             f"{below['peak_step']}; largest tensor "
+                             f"{_kb(below['largest_tensor_bytes'])} KB "
+                             f"({' x '.join(map(str, below['largest_tensor_shape']))})", width)
         return "\n".join(out)
 
 

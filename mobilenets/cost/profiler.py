@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from mobilenets.fileio import render_table
+from mobilenets.fileio import TABLE_WIDTH, render_table
 
 _POOLS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.AdaptiveMaxPool2d, nn.MaxPool2d)
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
@@ -128,17 +128,19 @@ class Profile:
                      "params": self.total_params})
         return render_table(rows, "csv") + "\n"
 
-    def format_table(self) -> str:
-        """A text table like Table 1 with cost columns, then the totals and Table 2."""
+    def format_table(self, width: int | None = TABLE_WIDTH) -> str:
+        """A text table like Table 1 with cost columns, then the totals and Table 2; lines at
+        most ``width`` wide (None: unlimited)."""
         body = [{"Type / Stride": r.label, "Filter Shape": r.filter_shape,
                  "Input Size": _hwc(r.input_shape), "Mult-Adds": f"{r.madds:,}",
                  "Params": f"{r.params:,}"} for r in self.rows]
         c, h, w = self.input_size
         out = [f"{self.model} at {h}x{w}x{c}",
-               render_table(body, right=("Mult-Adds", "Params")), ""]
-        out.append(f"Mult-Adds: {self.total_madds:,} ({self.total_madds / 1e6:.1f}M)   "
-                   f"Parameters: {self.total_params:,} ({self.total_params / 1e6:.2f}M; conv+FC "
-                   f"{self.layer_params:,})   Layers: {self.count_convs()} conv + "
+               render_table(body, right=("Mult-Adds", "Params"), width=width), ""]
+        out.append(f"Mult-Adds: {self.total_madds:,} ({self.total_madds / 1e6:.1f}M)")
+        out.append(f"Parameters: {self.total_params:,} ({self.total_params / 1e6:.2f}M; conv+FC "
+                   f"{self.layer_params:,})")
+        out.append(f"Layers: {self.count_convs()} conv + "
                    f"{sum(r.kind == 'Fully Connected' for r in self.rows)} FC")
         out.append("")
         out.append(f"{'Type':<18}{'Mult-Adds':>12}{'Parameters':>12}")

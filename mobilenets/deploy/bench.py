@@ -224,6 +224,40 @@ def _restores_threads(fn: Callable) -> Callable:
     return wrapper
 
 
+#: The instruction-set flags that decide which kernels run (fp32 AVX2/AVX-512, int8 VNNI, bf16).
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
+             "amx_int8")
+
+
+def cpu_info() -> dict:
+    """The CPU every figure was measured on: ``{"cpu": model name, "isa": [flags of ISA_FLAGS
+    present], "cpu_capability": torch's kernel choice (e.g. "AVX2", "AVX512")}``, from
+    /proc/cpuinfo ("unknown" and [] where it cannot be read)."""
+    cpu, flags = "unknown", []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and cpu == "unknown":
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = line.split(":", 1)[1].split()
+    except OSError:
+        pass
+    return {"cpu": cpu, "isa": [f for f in ISA_FLAGS if f in flags],
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def machine_line(machine: dict) -> str:
+    """One line naming the machine of a measurement: CPU, ISA flags, threads, date, matmul floor."""
+    isa = "+".join(machine.get("isa", [])) or "no AVX2"
+    parts = [f"{machine.get('cpu', 'unknown CPU')} ({isa})", f"{machine.get('cpu_count')} cores",
+             f"{machine.get('threads')} thread{'' if machine.get('threads') == 1 else 's'}", f"torch {machine.get('torch')}"]
+    if "matmul_gflops" in machine:
+        parts.append(f"fp32 matmul {machine['matmul_gflops']:g} GFLOP/s")
+    if "date" in machine:
+        parts.append(str(machine["date"]))
+    return "machine: " + ", ".join(parts)
+
+
 def percentile(values: list[float], q: float) -> float:
     """The ``q``-th percentile (0-100) with linear interpolation."""
     s = sorted(values)
@@ -364,6 +398,7 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
     """
     from mobilenets.cost.memory import inference_ops, trace_memory
     from mobilenets.cost.profiler import profile_model
+    from mobilenets.models.registry import config_name
 
     models = [model_from_spec(spec) for spec in specs]
     per_model = []
@@ -379,8 +414,9 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
     say = progress or (lambda s: None)
     torch.set_num_threads(threads)
     gflops = matmul_gflops()
-    machine = {"cpu_count": os.cpu_count(), "threads": threads, "torch": torch.__version__,
-               "matmul_gflops": round(gflops, 1), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    machine = {**cpu_info(), "cpu_count": os.cpu_count(), "threads": threads,
+               "torch": torch.__version__, "matmul_gflops": round(gflops, 1),
+               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     try:
         import onnxruntime
 
@@ -393,7 +429,7 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
     for spec, model, backends in zip(specs, models, per_model):
         res = spec.get("resolution") or model.config.get("resolution", 224)
         shape = (model.config.get("in_channels", 3), res, res)
-        variant = spec.get("label") or spec.get("name") or Path(spec["model_file"]).stem
+        variant = spec.get("label") or config_name({**model.config, "resolution": res})
         madds = profile_model(model, shape).total_madds
         analytic = (round(sum(p.numel() for p in model.parameters()) * 4 / mib, 3),
                     round(trace_memory(model, shape, 4, fuse=inference_ops()).peak_bytes / mib, 3),
@@ -444,7 +480,7 @@ def candidates(accuracy_csv: str | None = None, arch: str | None = None) -> list
     22 registered variants (MobileNetV2's Table 4 for 1.0 and 1.4 at 224; the others from
     ``research/slim/nets/mobilenet/README.md``, see ``registry._RELEASED_TOP1_V2``).
     """
-    from mobilenets.models.registry import MODELS, arch_name, list_models
+    from mobilenets.models.registry import MODELS, arch_name, list_models, variant_name
 
     if accuracy_csv:
         from mobilenets.engine.sweep import read_rows
@@ -459,7 +495,9 @@ def candidates(accuracy_csv: str | None = None, arch: str | None = None) -> list
                              + (f" of --arch {arch}" if arch else ""))
         out = []
         for r in rows:
-            spec = {"label": r["label"], "arch": r["arch"], "width_mult": r["width_mult"], "resolution": r["resolution"],
+            label = variant_name(f"{r['arch']}_1.0_224", r["width_mult"], r["resolution"])
+            spec = {"label": label, "arch": r["arch"], "width_mult": r["width_mult"],
+                    "resolution": r["resolution"],
                     "top1": r["top1"], "accuracy_source": f"sweep ({Path(accuracy_csv).name})"}
             if r.get("model_path") and Path(r["model_path"]).is_file():
                 spec["model_file"] = r["model_path"]
@@ -476,8 +514,7 @@ def candidates(accuracy_csv: str | None = None, arch: str | None = None) -> list
             continue
         top1, source = (spec.paper["top1"], "paper") if spec.paper else \
             (spec.released_top1, "TF-Slim release")
-        prefix = "" if arch == "mobilenet_v1" else "v2-"
-        out.append({"label": f"{prefix}{a:g}-{spec.resolution}", "name": name, "arch": arch,
+        out.append({"label": name, "name": name, "arch": arch,
                     "width_mult": a, "resolution": spec.resolution, "top1": top1,
                     "accuracy_source": source})
     return out

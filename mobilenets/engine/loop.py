@@ -5,7 +5,8 @@ evaluation, as torchvision's reference scripts pass them to ``train_one_epoch``.
 A run lives in one folder (``cfg.out_dir``), the same for every task: ``config.json``,
 ``checkpoint.pt`` (everything needed to resume, written atomically every ``checkpoint_every`` steps
 and at each epoch end), ``metrics.jsonl`` (one line per epoch), and at the end ``summary.json``,
-``eval.json`` and the model file (``write_run_outputs``). The rules, once for all tasks:
+``eval.json``, the model file and ``curves.png`` (``write_run_outputs``). The rules, once for all
+tasks:
 
 - **Resume**: ``resume=True`` continues from ``checkpoint.pt`` and reaches the same weights as an
   uninterrupted run: the data order and every augmentation are pure functions of (seed, epoch,
@@ -208,8 +209,9 @@ class RunLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise ValueError("tensorboard=True needs the tensorboard package "
-                                 "(pip install tensorboard)") from None
+                raise ValueError("--tensorboard needs the tensorboard package: it comes with "
+                                 "scripts/setup.sh (requirements.txt), or pip install "
+                                 "'mobilenets[tensorboard]'") from None
             self.tb = SummaryWriter(str(out_dir / "tensorboard"))
         if enabled and cfg.progress and sys.stdout.isatty():
             from tqdm import tqdm
@@ -469,8 +471,9 @@ def fit(cfg: RunConfig, model: nn.Module, train_set, loss_fn: Callable, epoch_ev
 
 def write_run_outputs(cfg: RunConfig, model: nn.Module, summary: dict, d: Dist | None = None,
                       eval_result: dict | None = None, extra: dict | None = None) -> Path:
-    """Write a finished run's ``model.safetensors``, ``summary.json`` and (given an evaluation)
-    ``eval.json`` into ``cfg.out_dir``, atomically, on the main process.
+    """Write a finished run's ``model.safetensors``, ``summary.json``, (given an evaluation)
+    ``eval.json`` and its curves, ``curves.png`` (``write_curves``), into ``cfg.out_dir``,
+    atomically, on the main process.
 
     Args:
         cfg: The run's config; stored in the model file's metadata as ``train_config``.
@@ -501,4 +504,19 @@ def write_run_outputs(cfg: RunConfig, model: nn.Module, summary: dict, d: Dist |
     if eval_result is not None:
         write_json(out / "eval.json", eval_result)
     write_json(out / "summary.json", summary)
+    write_curves(out)
     return model_path
+
+
+def write_curves(out_dir: str | os.PathLike) -> Path | None:
+    """Draw a run's ``metrics.jsonl`` (its epochs' losses and metrics) as ``curves.png`` beside
+    it; None when no epoch was recorded."""
+    from mobilenets.engine.plots import plot_training_curves
+
+    metrics = Path(out_dir) / "metrics.jsonl"
+    history = [json.loads(line) for line in metrics.read_text().splitlines()
+               if line.strip()] if metrics.is_file() else []
+    if not history:
+        return None
+    return plot_training_curves(history, Path(out_dir) / "curves.png",
+                                title=f"{Path(out_dir).name}: training curves")

@@ -13,8 +13,9 @@ A row is a dict describing one trained model. The keys read here:
 - ``madds``: Mult-Adds per image, an absolute count (plotted in millions);
 - ``params``: parameters, an absolute count (plotted in millions);
 - ``top1``: top-1 accuracy in percent;
-- ``label`` (optional): the point's annotation; default ``"{width_mult}-{resolution}"``,
-  e.g. ``"0.5-160"``.
+- ``label`` (optional): the model's name (e.g. ``mobilenet_v1_0.5_160``), named in the legend of
+  the best model within a budget; points are annotated ``"{width_mult}-{resolution}"``, e.g.
+  ``"0.5-160"`` (the label only where a row has no ``width_mult`` and ``resolution``).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import LogFormatter
+from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from mobilenets.fileio import atomic_path
 
@@ -109,7 +110,7 @@ def plot_accuracy_vs_madds(rows: Sequence[Mapping], path: str | os.PathLike,
                            title: str | None = None) -> tuple[float, float, float]:
     """Figure 4: top-1 accuracy against Mult-Adds (millions, log scale), one point per model.
 
-    Points are coloured by width multiplier and annotated with their label; a least-squares
+    Points are coloured by width multiplier and annotated "alpha-resolution"; a least-squares
     line ``top1 = a + b * log10(Mult-Adds in millions)`` is drawn, its R² in the legend.
 
     Args:
@@ -152,7 +153,7 @@ def plot_accuracy_vs_params(rows: Sequence[Mapping], path: str | os.PathLike,
     """Figure 5: top-1 accuracy against parameters (millions, log scale), one point per model.
 
     Points are coloured by input resolution ("The colors encode input resolutions") and
-    annotated with their label.
+    annotated "alpha-resolution".
 
     Args:
         rows: Model rows with ``width_mult``, ``resolution``, ``params`` (> 0, absolute) and
@@ -190,8 +191,8 @@ def plot_frontier(rows: Sequence[Mapping], path: str | os.PathLike, x_key: str, 
     it, if any.
 
     Args:
-        rows: Dicts with numeric ``x_key`` and ``y_key``; optional ``label`` (default
-            ``"{width_mult}-{resolution}"`` when both are present, else no annotation).
+        rows: Dicts with numeric ``x_key`` and ``y_key``; optional ``label`` and
+            ``width_mult`` + ``resolution`` (see the module docstring for the annotations).
         path: The image file to write; its suffix picks the format. Parent folders are created.
         x_key: The cost key, e.g. ``"latency_ms"``. Lower is better.
         x_label: The x axis label, e.g. ``"Latency (ms)"``.
@@ -237,10 +238,112 @@ def plot_frontier(rows: Sequence[Mapping], path: str | os.PathLike, x_key: str, 
             best = within[-1]  # the frontier rises with x: its last row within budget is best
             ax.scatter([float(best[x_key])], [float(best[y_key])], s=220, marker="*",
                        color="gold", edgecolors="black", zorder=5,
-                       label=f"best within budget: {_label(best) or float(best[y_key])}")
+                       label=f"best within budget: "
+                             f"{best.get('label') or _label(best) or float(best[y_key])}")
     _finish(ax, x_label, y_label, title or f"Accuracy vs {x_label}", log_x=log_x)
     _save(fig, path)
     return frontier
+
+
+#: Epoch-record keys that are bookkeeping, not curves.
+_NOT_CURVES = frozenset({"epoch", "step", "lr", "seconds"})
+
+
+def plot_training_curves(history: Sequence[Mapping], path: str | os.PathLike,
+                         title: str | None = None) -> Path:
+    """A run's curves against epochs: every loss on the left (training and validation), every
+    other metric (top-1, top-5, mAP, mIoU, ...) on the right; written at the end of every run.
+
+    Args:
+        history: The run's epoch records (``metrics.jsonl``, ``fit``'s ``history``): dicts with
+            ``epoch`` and numbers; keys containing ``loss`` are losses, ``step``, ``lr`` and
+            ``seconds`` are left out, non-numbers are ignored.
+        path: The image file to write (PNG, ...); its suffix picks the format.
+        title: The figure's title. Default ``"Training curves"``.
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        ValueError: for an empty ``history``, a record without ``epoch``, or naming ``path`` for
+            a suffix matplotlib cannot write.
+    """
+    path = _check_path(path)
+    history = list(history)
+    if not history:
+        raise ValueError("history is empty: no epoch to plot")
+    if any("epoch" not in r for r in history):
+        raise ValueError("every history record needs an 'epoch'")
+    keys = list(dict.fromkeys(k for r in history for k, v in r.items()
+                              if k not in _NOT_CURVES and _is_num(v) and math.isfinite(v)))
+    losses = [k for k in keys if "loss" in k]
+    others = [k for k in keys if "loss" not in k]
+    panels = [(losses, "Loss"), (others, "Metric")] if others else [(losses, "Loss")]
+    fig = Figure(figsize=(6.4 * len(panels) * 0.8, 4.2))
+    FigureCanvasAgg(fig)
+    for n, (names, y_label) in enumerate(panels, 1):
+        ax = fig.add_subplot(1, len(panels), n)
+        for k in names:
+            pts = [(float(r["epoch"]), float(r[k])) for r in history if _is_num(r.get(k))]
+            ax.plot(*zip(*pts), marker="o", markersize=3, label=k)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, not 1.25
+        ax.set_xlabel("Epoch")
+        ax.set_ylabel(y_label)
+        ax.grid(True, alpha=0.3)
+        if names:
+            ax.legend(fontsize=8, loc="best")
+    fig.suptitle(title or "Training curves")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_prediction(image, labels: Sequence[str], probabilities: Sequence[float],
+                    path: str | os.PathLike, title: str | None = None) -> Path:
+    """An image beside its top-k labels as bars of probability (``mobilenets predict``'s picture).
+
+    Args:
+        image: uint8 pixels, (H, W) grey, (1 or 3, H, W) or (H, W, 3) RGB (tensor or array).
+        labels: The k labels, most probable first.
+        probabilities: Their probabilities, in [0, 1].
+        path: The image file to write (PNG, ...); its suffix picks the format.
+        title: Above the image, e.g. its file name. Default none.
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        ValueError: if ``labels`` and ``probabilities`` differ in length or are empty, or naming
+            ``path`` for a suffix matplotlib cannot write.
+    """
+    path = _check_path(path)
+    if not labels or len(labels) != len(probabilities):
+        raise ValueError(f"labels and probabilities must be non-empty and of equal length, got "
+                         f"{len(labels)} and {len(probabilities)}")
+    arr = np.asarray(image, dtype=np.uint8)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+        arr = arr.transpose(1, 2, 0)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    fig = Figure(figsize=(7.2, 3.2))
+    FigureCanvasAgg(fig)
+    ax_img, ax_bar = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    ax_img.imshow(arr, cmap="gray" if arr.ndim == 2 else None, vmin=0, vmax=255)
+    ax_img.set_axis_off()
+    if title:
+        ax_img.set_title(title, fontsize=9)
+    ys = np.arange(len(labels))[::-1]
+    probs = [100 * float(p) for p in probabilities]
+    ax_bar.barh(ys, probs, color=["tab:blue"] + ["0.6"] * (len(probs) - 1))
+    ax_bar.set_yticks(ys, [str(x) for x in labels])
+    ax_bar.set_xlim(0, 100)
+    ax_bar.set_xlabel("Probability (%)")
+    for y, p in zip(ys, probs):
+        inside = p > 80  # a long bar holds its own label
+        ax_bar.annotate(f"{p:.1f}%", (min(p, 100), y), xytext=(-3 if inside else 3, 0),
+                        textcoords="offset points", va="center", ha="right" if inside else "left",
+                        color="white" if inside else "black", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -282,11 +385,12 @@ def _check_path(path) -> Path:
 
 
 def _label(row: Mapping) -> str:
-    if row.get("label") is not None:
-        return str(row["label"])
+    """A point's annotation: short, ``"{width_mult}-{resolution}"`` (``v2-`` before MobileNetV2's),
+    where the row has both; else its ``label``."""
     if "width_mult" in row and "resolution" in row:
-        return f"{_alpha(row['width_mult'])}-{_g(row['resolution'])}"
-    return ""
+        v2 = "v2-" if row.get("arch") == "mobilenet_v2" else ""
+        return f"{v2}{_alpha(row['width_mult'])}-{_g(row['resolution'])}"
+    return "" if row.get("label") is None else str(row["label"])
 
 
 def _is_num(v) -> bool:

@@ -11,7 +11,7 @@ from mobilenets.cost.profiler import profile_model
 from mobilenets.engine.plots import plot_accuracy_vs_madds, plot_accuracy_vs_params
 from mobilenets.engine.train import TrainConfig, train
 from mobilenets.fileio import atomic_path
-from mobilenets.models.registry import ARCHS, get_spec
+from mobilenets.models.registry import ARCHS, config_name, get_spec, variant_name
 
 #: The CSV columns. ``arch`` came with MobileNetV2: CSVs without it are MobileNet V1 sweeps.
 FIELDS = ["label", "arch", "width_mult", "resolution", "madds", "params", "top1", "top5", "epochs",
@@ -49,8 +49,9 @@ def run_sweep(base: TrainConfig, width_mults=(1.0, 0.75, 0.5, 0.25),
     Args:
         base: The recipe for every point (``width_mult``, ``resolution`` and ``out_dir`` are set
             per point). The paper uses the same hyper-parameters for every model. Its ``model``
-            sets the architecture: a ``mobilenet_v2_*`` name sweeps MobileNetV2 (rows labelled
-            ``v2-{alpha}-{res}``, run folders ``v2_a{alpha}_r{res}``).
+            sets the architecture: a ``mobilenet_v2_*`` name sweeps MobileNetV2 (run folders
+            ``v2_a{alpha}_r{res}``). Rows are labelled with ``registry.variant_name``, e.g.
+            ``mobilenet_v2_0.5_48``.
         width_mults: Alphas, each > 0. Default the paper's (1.0, 0.75, 0.5, 0.25).
         resolutions: Input sizes, each >= 32. Default (64, 56, 48, 40): the paper's ratios
             224:192:160:128 scaled to Fashion-MNIST sizes that fit a small CPU.
@@ -78,7 +79,7 @@ def run_sweep(base: TrainConfig, width_mults=(1.0, 0.75, 0.5, 0.25),
             result = train(cfg, resume=True)
             prof = profile_model(ARCHS[arch](width_mult=alpha, num_classes=len(
                 result["val"]["per_class"])), (3, res, res))
-            rows.append({"label": prefix.replace("_", "-") + f"{alpha:g}-{res}", "arch": arch,
+            rows.append({"label": variant_name(base.model, alpha, res), "arch": arch,
                          "width_mult": float(alpha),
                          "resolution": int(res), "madds": prof.total_madds,
                          "params": prof.total_params, "top1": result["val"]["top1"],
@@ -125,9 +126,9 @@ def compare_runs(run_dirs: list[str | os.PathLike]) -> list[dict]:
         model = build_model(cfg, len(result["per_class"]))
         res = model.config["resolution"]
         prof = profile_model(model, (model.config.get("in_channels", 3), res, res))
-        # a fine-tuned run's model is that of its init file (config.json keeps the preset's name)
-        name = model.config.get("name", cfg.model) if cfg.init_from else cfg.model
-        rows.append({"run": str(run), "model": name, "width_mult": model.config["width_mult"],
+        # the model as built (a fine-tuned run's is its init file's), named at its resolution
+        rows.append({"run": str(run), "model": config_name(model.config),
+                     "width_mult": model.config["width_mult"],
                      "resolution": res, "top1": result["top1"], "top5": result["top5"],
                      "madds_m": round(prof.total_madds / 1e6, 2),
                      "params_m": round(prof.layer_params / 1e6, 3),

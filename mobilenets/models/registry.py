@@ -223,6 +223,47 @@ def get_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
+def variant_name(model: str, width_mult: float | None = None,
+                 resolution: int | None = None) -> str:
+    """The registry's name for ``model`` at another width or input size, so that every command
+    names a model the same way: ``{arch}_{alpha}_{resolution}``, as the registered variants.
+
+    Args:
+        model: A registered name (or timm's), e.g. ``"mobilenet_v1_1.0_224"``.
+        width_mult: Alpha, if not the model's. Default: the model's.
+        resolution: Input size, if not the model's. Default: the model's.
+
+    Returns:
+        E.g. ``"mobilenet_v1_1.0_64"`` for 1.0 MobileNet trained at 64x64, ``"mobilenet_v1_0.5_160"``
+        (registered), ``"mobilenet_v1_conv_32"`` for the full-convolution baseline at 32x32 or
+        ``"shufflenet_v1_g3_1.5_32"`` (ShuffleNet's names keep their group count).
+
+    Example:
+        >>> variant_name("mobilenet_v1_1.0_224", resolution=64)
+        'mobilenet_v1_1.0_64'
+        >>> variant_name("mobilenet_v2_1.0_224", width_mult=0.35, resolution=96)
+        'mobilenet_v2_0.35_96'
+    """
+    spec = get_spec(model)
+    res = int(resolution or spec.resolution)
+    if "width_mult" not in spec.kwargs:  # the ablation baselines: their name without the size
+        base = spec.name.rsplit("_", 1)[0]
+        return f"{base}_{res}" if width_mult in (None, 1.0) else f"{base}_{float(width_mult)}_{res}"
+    alpha = float(spec.kwargs["width_mult"] if width_mult is None else width_mult)
+    return f"{spec.name.rsplit('_', 2)[0]}_{alpha}_{res}"  # the grid's prefix: arch (and g)
+
+
+def config_name(config: dict) -> str:
+    """``variant_name`` of a classifier's stored ``config`` (``model.config``: its ``name`` or
+    ``arch``, ``width_mult`` and ``resolution``), e.g. ``"mobilenet_v1_1.0_64"``."""
+    arch = config.get("arch", "mobilenet_v1")
+    if arch == "shufflenet_v1" and not config.get("name"):  # any g, registered or not
+        return (f"shufflenet_v1_g{config.get('groups', 3)}_{float(config.get('width_mult', 1.0))}"
+                f"_{int(config.get('resolution') or 224)}")
+    base = config.get("name") or f"{arch}_1.0_224"
+    return variant_name(base, config.get("width_mult"), config.get("resolution"))
+
+
 def create_model(name: str, **overrides) -> nn.Module:
     """Build a registered variant, freshly initialised.
 
