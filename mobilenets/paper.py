@@ -284,6 +284,7 @@ _TABLE3_V2_NOTES = {
 }
 
 
+@lru_cache(maxsize=None)
 def table3_v2_trace(build: str) -> MemoryTrace:
     """The activation-memory trace behind MobileNetV2's Table 3: one 224x224 image, 16-bit
     activations, conv + BN + activation, bottleneck blocks and ShuffleNet units as single
