@@ -1,7 +1,9 @@
 """Every Mult-Adds and parameters column of the paper's Tables 2-10 and 12-14, as computed by the
 profiler, beside the number the paper prints; and the MobileNetV2 tables of the seeds' slides:
 Table 4 (Mult-Adds, parameters) as tables ``"V2-4"``, Table 6 (SSDLite) as ``"V2-6"`` and Table 3
-(the activation memory at each spatial resolution, traced by ``mobilenets.cost.memory``) as ``"V2-3"``.
+(the activation memory at each spatial resolution, traced by ``mobilenets.cost.memory``) as ``"V2-3"``,
+with their ShuffleNet rows and column; and the ShuffleNet paper's own complexity figures (its
+Tables 1, 2 and 5, as ``"SN-1"``, ``"SN-2"``, ``"SN-5"``).
 Table 13's and Table 6's detectors are ``mobilenets.tasks.detection.model``'s, costed by ``profile_detector``'s
 rules (the box head over all 300 proposals; no NMS).
 
@@ -25,6 +27,7 @@ from mobilenets.cost.profiler import Profile, profile_model
 from mobilenets.fileio import TABLE_WIDTH, render_table, wrap_text
 from mobilenets.models.mobilenet_v1 import V1_SHALLOW_BLOCKS, MobileNetV1
 from mobilenets.models.mobilenet_v2 import MobileNetV2
+from mobilenets.models.shufflenet import ShuffleNetV1
 
 #: A comparison entry is a match when within this relative difference (or equal once rounded to
 #: the digits the paper prints).
@@ -65,6 +68,10 @@ def _v2(width_mult=1.0, resolution=224) -> tuple[nn.Module, tuple]:
     return MobileNetV2(width_mult), (3, resolution, resolution)
 
 
+def _sn(width_mult: float, groups: int) -> tuple[nn.Module, tuple]:
+    return ShuffleNetV1(width_mult, groups), (3, 224, 224)
+
+
 def _det(detector: str, arch: str, resolution: int, num_classes: int) -> tuple[nn.Module, tuple]:
     from mobilenets.tasks.detection.model import build_detector, for_costing
 
@@ -93,6 +100,8 @@ BUILDERS: dict[str, Callable[[], tuple[nn.Module, tuple]]] = {
        for r in (160, 128)},
     "v2_1.0_224": lambda: _v2(1.0),
     "v2_1.4_224": lambda: _v2(1.4),
+    **{f"sn_g{g}_{s}": (lambda s=s, g=g: _sn(s, g)) for g in (1, 2, 3, 4, 8)
+       for s in (0.25, 0.5, 1.0, 1.5, 2.0)},
     "googlenet": lambda: _tv("googlenet", 224, aux_logits=False, init_weights=False),
     "vgg16": lambda: _tv("vgg16", 224),
     "alexnet": lambda: _tv("alexnet", 224),
@@ -108,6 +117,12 @@ BUILDERS: dict[str, Callable[[], tuple[nn.Module, tuple]]] = {
     "ssdlite_v1_320": lambda: _det("ssdlite", "v1", 320, 80),
     "ssdlite_v2_320": lambda: _det("ssdlite", "v2", 320, 80),
 }
+
+_SN1 = ("D24: Table 1's complexities are the body without the FC layer (142.5, 140.0, 136.5, "
+        "133.3, 136.8M); with the 1000-way FC g=4 is 1.0% over")
+_SN2 = ("D25: the ShuffleNet paper prints one nominal complexity per scale for every g; Table 1 "
+        "gives 133-143M at 1x")
+_SN2_STEM = "; at 0.25x g=8 the stem is 16 channels (12 rounded to a multiple of 8)"
 
 _T14_PARAMS = ("D8: Table 14's parameter counts do not follow from alpha and resolution (1.0-128 "
                "has more than 1.0-160); the paper does not describe the embedding head")
@@ -180,6 +195,24 @@ ROWS: list[PaperRow] = [
     PaperRow("V2-4", "MobileNetV2 (1.4)", "v2_1.4_224", 585, 6.9, "",
              "D11: MobileNetV2 1.4 has 6.06M conv + FC parameters (torchvision, Keras and the "
              "TensorFlow checkpoint agree within 1%); 6.9M fits no width multiplier near 1.4"),
+    # The slides' Table 4 ShuffleNet rows (g = 3, as the ShuffleNet paper's Table 5 names them).
+    PaperRow("V2-4", "ShuffleNet (1.5)", "sn_g3_1.5", 292, 3.4),
+    PaperRow("V2-4", "ShuffleNet (x2)", "sn_g3_2.0", 524, 5.4),
+    # The ShuffleNet paper (Zhang et al., arXiv 1707.01083v2; not among the seeds, its figures as
+    # published): Table 1's "Complexity" row, 1x for each g ...
+    *(PaperRow("SN-1", f"ShuffleNet 1x (g={g})", f"sn_g{g}_1.0", madds, None,
+               _SN1 if g == 4 else "") for g, madds in ((1, 143), (2, 140), (3, 137), (4, 133),
+                                                       (8, 137))),
+    # ... Table 2's one complexity per scale, whatever g ...
+    *(PaperRow("SN-2", f"ShuffleNet {s:g}x (g={g})", f"sn_g{g}_{s}", madds, None,
+               _SN2 + (_SN2_STEM if (s, g) == (0.25, 8) else ""))
+      for s, madds in ((1.0, 140), (0.5, 38), (0.25, 13)) for g in (1, 2, 3, 4, 8)),
+    # ... and Table 5's ShuffleNet rows (its MobileNet rows are the V1 paper's Table 6). Its
+    # "ShuffleNet 0.5x (shallow, g=3)", 40M, is not built: the paper does not give its layers.
+    PaperRow("SN-5", "ShuffleNet 2x (g=3)", "sn_g3_2.0", 524, None),
+    PaperRow("SN-5", "ShuffleNet 1.5x (g=3)", "sn_g3_1.5", 292, None),
+    PaperRow("SN-5", "ShuffleNet 1x (g=8)", "sn_g8_1.0", 140, None, _SN2),
+    PaperRow("SN-5", "ShuffleNet 0.5x (g=4)", "sn_g4_0.5", 38, None),
 ]
 
 #: Table 2 (resource per layer type of 1.0 MobileNet-224), in percent.
@@ -209,10 +242,35 @@ TABLE3_V2 = [
     (7, (1024, 199), (320, 32)),
     (1, (1024, 2), (1280, 2)),
 ]
-TABLE3_V2_MAX = {"MobileNetV1": 800, "MobileNetV2": 200}
+#: The same table's third column, "ShuffleNet (2x, g=3)" (its 112x112 row is "1/O(1)" too).
+TABLE3_V2_SHUFFLENET = [
+    # resolution, (channels, KB)
+    (56, (48, 300)),
+    (28, (400, 600)),  # printed "400/600K"
+    (14, (800, 310)),
+    (7, (1600, 156)),
+    (1, (1600, 3)),
+]
+TABLE3_V2_MAX = {"MobileNetV1": 800, "MobileNetV2": 200, "ShuffleNet 2x g=3": 600,
+                 "ShuffleNet 2x g=2": 600}
+#: The columns compared: (label, build, [(resolution, (channels, KB))]). The ShuffleNet column is
+#: labelled g = 3 but prints g = 2's widths (D23), so both networks are traced against it.
+TABLE3_V2_COLUMNS = (("MobileNetV1", "v1_1.0_224", [(r[0], r[1]) for r in TABLE3_V2]),
+                     ("MobileNetV2", "v2_1.0_224", [(r[0], r[2]) for r in TABLE3_V2]),
+                     ("ShuffleNet 2x g=3", "sn_g3_2.0", TABLE3_V2_SHUFFLENET),
+                     ("ShuffleNet 2x g=2", "sn_g2_2.0", TABLE3_V2_SHUFFLENET))
 
 _D12 = ("D12: the slide's MobileNetV2 column is Table 2's output c of the rows whose input has "
         "this size, times H x W x 2 bytes; the tensors materialized here are smaller")
+_D23 = ("D23: the slide's ShuffleNet column has g = 2's widths (400, 800, 1600 at 2x); g = 3's "
+        "are 480, 960, 1920")
+#: The note of a figure of each column that differs, unless ``_TABLE3_V2_NOTES`` has its own.
+_TABLE3_V2_DEFAULT_NOTES = {"MobileNetV2": _D12, "ShuffleNet 2x g=3": _D23}
+_TABLE3_V2_MAX_NOTES = {
+    "MobileNetV2": "D12: 56x56x24 is MobileNetV2's largest tensor below 112x112; 200 KB is 56x56x32",
+    "ShuffleNet 2x g=3": _D23 + "; its largest tensor below 112x112 is 28x28x480, 752.6 KB",
+    "ShuffleNet 2x g=2": "D23: 28x28x400 x 2 bytes is 627.2 KB, printed 600K",
+}
 _TABLE3_V2_NOTES = {
     ("MobileNetV1", 7, "Memory (KB)"): "D12: 199 KB is two 7x7x1024 tensors (a layer's input and "
                                        "output); the other rows count one",
@@ -221,12 +279,16 @@ _TABLE3_V2_NOTES = {
     ("MobileNetV2", 7, "Memory (KB)"): "D12: the 7x7x1280 output of the last 1x1 convolution "
                                        "(125 KB); the slide's 32 KB is 7x7x320",
     ("MobileNetV2", 1, "Memory (KB)"): "D12: 1280 x 2 bytes = 2.56 KB; the slide truncates to 2",
+    ("ShuffleNet 2x g=2", 28, "Memory (KB)"): "D23: 28x28x400 x 2 bytes = 627.2 KB, printed 600K",
+    ("ShuffleNet 2x g=2", 14, "Memory (KB)"): "D23: 14x14x800 x 2 bytes = 313.6 KB, printed 310",
 }
 
 
+@lru_cache(maxsize=None)
 def table3_v2_trace(build: str) -> MemoryTrace:
     """The activation-memory trace behind MobileNetV2's Table 3: one 224x224 image, 16-bit
-    activations, conv + BN + activation and bottleneck blocks as single operations."""
+    activations, conv + BN + activation, bottleneck blocks and ShuffleNet units as single
+    operations."""
     model, size = BUILDERS[build]()
     return trace_memory(model, size, dtype_bytes=2, fuse=inference_ops(), name=build)
 
@@ -265,21 +327,18 @@ def compare(table: str, model: str, quantity: str, computed: float, paper: float
 def _table3_v2_comparisons() -> list[Comparison]:
     """Table 3 of the slides: the largest materialized tensor at each resolution, as it defines."""
     out = []
-    for model, build, column in (("MobileNetV1", "v1_1.0_224", 1),
-                                 ("MobileNetV2", "v2_1.0_224", 2)):
+    for model, build, cells in TABLE3_V2_COLUMNS:
         by_res = {r["resolution"]: r for r in table3_v2_trace(build).by_resolution()}
-        for row in TABLE3_V2:
-            res, (channels, kb) = row[0], row[column]
+        for res, (channels, kb) in cells:
             got = by_res[(res, res)]
             label = f"{model} {res}x{res}"
             for qty, computed, paper in (("Channels", got["largest_tensor_channels"], channels),
                                          ("Memory (KB)", got["largest_tensor_bytes"] / KB, kb)):
-                out.append(compare("V2-3", label, qty, computed, paper,
-                                   _TABLE3_V2_NOTES.get((model, res, qty), _D12)))
-        largest = max(by_res[(r[0], r[0])]["largest_tensor_bytes"] for r in TABLE3_V2) / KB
+                note = _TABLE3_V2_NOTES.get((model, res, qty), _TABLE3_V2_DEFAULT_NOTES.get(model))
+                out.append(compare("V2-3", label, qty, computed, paper, note or ""))
+        largest = max(by_res[(res, res)]["largest_tensor_bytes"] for res, _ in cells) / KB
         out.append(compare("V2-3", f"{model} max", "Memory (KB)", largest,
-                           TABLE3_V2_MAX[model], "D12: 56x56x24 is MobileNetV2's largest tensor "
-                           "below 112x112; 200 KB is 56x56x32"))
+                           TABLE3_V2_MAX[model], _TABLE3_V2_MAX_NOTES.get(model, "")))
     return out
 
 

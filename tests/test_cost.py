@@ -117,7 +117,7 @@ def test_profile_rejects_bad_input_size():
 def test_every_paper_figure_matches_or_is_explained():
     rows = paper_comparisons()
     assert {r.table for r in rows} == {"2", "3", "4", "5", "6", "7", "8", "9", "10", "12", "13",
-                                       "14", "V2-3", "V2-4", "V2-6"}
+                                       "14", "V2-3", "V2-4", "V2-6", "SN-1", "SN-2", "SN-5"}
     assert not [r for r in rows if r.status == "MISMATCH"]
     documented = set(re.findall(r"^## (D\d+)", DOCS.read_text(), flags=re.M))
     for r in rows:

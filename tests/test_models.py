@@ -154,12 +154,15 @@ def test_tf_same_padding():
     assert tf_same_padding(225, 3, 2, 1) == (1, 1)
     assert tf_same_padding(14, 3, 1, 1) == (1, 1)
     assert tf_same_padding(14, 3, 1, 2) == (2, 2)
+    torch.manual_seed(0)
     sym = M.MobileNetV1(width_mult=0.25).eval()
     tf = M.MobileNetV1(width_mult=0.25, padding="tf_same", activation="relu6").eval()
     tf.load_state_dict(sym.state_dict())
     x = torch.randn(1, 3, 96, 96)
     assert sym(x).shape == tf(x).shape
-    assert (sym(x) - tf(x)).abs().max() > 1e-3  # asymmetric padding really changes the result
+    # Asymmetric padding really changes the result (relative to the logits, which a fresh
+    # classifier keeps near 0.01: an absolute bound depended on the seed).
+    assert (sym(x) - tf(x)).abs().max() > 0.05 * sym(x).abs().max()
 
 
 def test_conv_and_shallow_baselines():

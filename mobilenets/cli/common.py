@@ -45,13 +45,16 @@ def add_parser(sub, name: str, **kwargs) -> argparse.ArgumentParser:
     return sub.add_parser(name, formatter_class=DefaultsFormatter, **kwargs)
 
 
-def add_output_arguments(parser: argparse.ArgumentParser, formats=FORMATS) -> None:
-    """``--format`` (``formats``, default the first), ``--wide`` and ``--output``."""
+def add_output_arguments(parser: argparse.ArgumentParser, formats=FORMATS,
+                         wide: bool = True) -> None:
+    """``--format`` (``formats``, default the first), ``--wide`` (for commands that print a
+    table; ``wide=False`` for text reports) and ``--output``."""
     parser.add_argument("--format", choices=formats, default=formats[0],
                         help=f"table: aligned text, at most {TABLE_WIDTH} characters wide; csv "
                         "and json: every field")
-    parser.add_argument("--wide", action="store_true",
-                        help="table: every column, one line per row, however wide")
+    if wide:
+        parser.add_argument("--wide", action="store_true",
+                            help="table: every column, one line per row, however wide")
     parser.add_argument("--output", help="write to this file, atomically (default: stdout)")
 
 

@@ -129,7 +129,7 @@ def add_arguments(sub) -> None:
     e.add_argument("--images-dir", help="folder of its images (default: images/ beside it)")
     e.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     e.add_argument("--limit", type=int, help="evaluate only the first N images (default: all)")
-    add_output_arguments(e, ("table", "json"))
+    add_output_arguments(e, ("table", "json"), wide=False)
     pr = add_parser(dsub, "predict", help="draw boxes, labels and scores; write PNGs")
     pr.add_argument("model", help="a detector .safetensors")
     pr.add_argument("images", nargs="+", help="image files")

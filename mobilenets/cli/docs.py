@@ -31,7 +31,8 @@ API: dict[str, tuple[str, ...]] = {
         "mobilenets.create_model", "mobilenets.list_models", "mobilenets.get_spec",
         "mobilenets.models.registry.variant_name", "mobilenets.MobileNetV1",
         "mobilenets.MobileNetV2", "mobilenets.ConvBNAct", "mobilenets.DepthwiseSeparable",
-        "mobilenets.InvertedResidual", "mobilenets.scale_channels", "mobilenets.save_model",
+        "mobilenets.InvertedResidual", "mobilenets.ShuffleNetV1", "mobilenets.ShuffleUnit",
+        "mobilenets.ChannelShuffle", "mobilenets.scale_channels", "mobilenets.save_model",
         "mobilenets.load_model",
     ),
     "Cost and memory": (

@@ -85,8 +85,8 @@ def cmd_paper_tables(args) -> None:
     tables = set(args.table) if args.table else None
     rows = paper_comparisons(tables)
     if not rows:
-        raise ValueError(f"--table must be among 2-10, 12-14, V2-3, V2-4, V2-6; got "
-                         f"{args.table}")
+        raise ValueError(f"--table must be among 2-10, 12-14, V2-3, V2-4, V2-6, SN-1, SN-2, "
+                         f"SN-5; got {args.table}")
     write_output(format_comparisons(rows, args.format, table_width(args)), args.output)
     if args.strict and any(r.status == "MISMATCH" for r in rows):
         raise SystemExit(1)
@@ -129,7 +129,8 @@ def add_arguments(sub) -> None:
     s = add_parser(sub, "paper-tables", help="the paper's cost columns, computed vs printed")
     s.add_argument("--table", action="append",
                    help="only this table (repeatable): 2-10, 12-14; V2-3, V2-4, V2-6 "
-                   "(MobileNetV2's) (default: all)")
+                   "(MobileNetV2's, with ShuffleNet's rows); SN-1, SN-2, SN-5 (ShuffleNet's) "
+                   "(default: all)")
     add_output_arguments(s, FORMATS)
     s.add_argument("--strict", action="store_true", help="exit 1 on any unexplained difference")
     s.set_defaults(func=cmd_paper_tables)

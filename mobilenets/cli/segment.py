@@ -100,7 +100,7 @@ def add_arguments(sub) -> None:
     e.add_argument("--resolution", type=int, help="input size (default: the training resolution)")
     e.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     e.add_argument("--limit", type=int, help="evaluate only the first N images (default: all)")
-    add_output_arguments(e, ("table", "json"))
+    add_output_arguments(e, ("table", "json"), wide=False)
     pr = add_parser(seg_sub, "predict", help="colour overlays (PNG) of the predicted classes")
     pr.add_argument("model_file", help="model.safetensors of a segment train run")
     pr.add_argument("images", nargs="+", help="image files")
@@ -109,7 +109,7 @@ def add_arguments(sub) -> None:
     pr.add_argument("--output-stride", type=int, choices=(8, 16, 32),
                     help="another stride (default: as trained)")
     pr.add_argument("--mf", action="store_true", help="multi-scale + flipped inputs")
-    add_output_arguments(pr, ("table", "json"))
+    add_output_arguments(pr, ("table", "json"), wide=False)
     c = add_parser(seg_sub, "cost", help="Mult-Adds and params beside the V2 paper's Table 7")
     c.add_argument("--resolution", type=int, default=512, help="input side (VOC's)")
     c.add_argument("--num-classes", type=int, default=21, help="classes (PASCAL VOC's 21)")

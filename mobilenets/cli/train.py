@@ -194,7 +194,7 @@ def add_arguments(sub) -> None:
     s.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     s.add_argument("--limit", type=int, help="evaluate only the first N images (default: all)")
     s.add_argument("--skip-bad-files", action="store_true", help="leave out unreadable images")
-    add_output_arguments(s, ("table", "json"))
+    add_output_arguments(s, ("table", "json"), wide=False)
     s.set_defaults(func=cmd_eval)
 
     s = add_parser(sub, "predict", help="top-k labels with probabilities for image files")
@@ -206,7 +206,7 @@ def add_arguments(sub) -> None:
     s.add_argument("--resolution", type=int, help="input size (default: the model's)")
     s.add_argument("--output-dir", help="also write IMAGE_topK.png here: each image beside its "
                    "top-k labels (default: none)")
-    add_output_arguments(s, ("table", "json"))
+    add_output_arguments(s, ("table", "json"), wide=False)
     s.set_defaults(func=cmd_predict)
 
     s = add_parser(sub, "sweep", help="the alpha x resolution grid: CSV + Figures 4 and 5")

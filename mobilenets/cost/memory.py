@@ -226,13 +226,17 @@ def inference_ops() -> tuple[type[nn.Module], ...]:
     in place, so only the block's input and output exist. MobileNetV2's bottleneck residual
     block (our ``InvertedResidual``, torchvision's): its section 5 computes the expanded tensor in
     slices, so it is never materialized whole and the block costs its input and output.
+    ShuffleNet's unit (``ShuffleUnit``), as the MobileNetV2 slides' Table 3 treats it: the
+    bottleneck is computed the same way and only the unit's input and output ("the
+    non-bottleneck tensors", which the shortcuts keep) are materialized.
     """
     from torchvision.models.mobilenetv2 import InvertedResidual as TorchvisionInvertedResidual
     from torchvision.ops.misc import Conv2dNormActivation
 
-    from mobilenets.models.layers import ConvBNAct, InvertedResidual
+    from mobilenets.models.layers import ConvBNAct, InvertedResidual, ShuffleUnit
 
-    return ConvBNAct, Conv2dNormActivation, InvertedResidual, TorchvisionInvertedResidual
+    return (ConvBNAct, Conv2dNormActivation, InvertedResidual, TorchvisionInvertedResidual,
+            ShuffleUnit)
 
 
 @dataclass

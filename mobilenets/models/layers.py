@@ -64,6 +64,15 @@ def tf_same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple
     return total // 2, total - total // 2
 
 
+def pad_tf_same(x: torch.Tensor, kernel: int, stride: int, dilation: int = 1,
+                rule=tf_same_padding) -> torch.Tensor:
+    """``x`` (N, C, H, W) zero-padded as TensorFlow's "SAME" pads it for a square window
+    (``rule``: another (before, after) rule of the same signature, e.g. ``keras_padding``)."""
+    top, bottom = rule(x.shape[-2], kernel, stride, dilation)
+    left, right = rule(x.shape[-1], kernel, stride, dilation)
+    return F.pad(x, (left, right, top, bottom))
+
+
 @lru_cache(maxsize=None)
 def _tap_index(h: int, w: int, k: int, stride: tuple, padding: tuple, dilation: tuple):
     """For each (output pixel, input pixel) pair, the kernel tap linking them (``k*k``: none)."""
@@ -183,10 +192,8 @@ class ConvBNAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.tf_same:
-            k, s, d = self.conv.kernel_size[0], self.conv.stride[0], self.conv.dilation[0]
-            top, bottom = self.pad_rule(x.shape[-2], k, s, d)
-            left, right = self.pad_rule(x.shape[-1], k, s, d)
-            x = F.pad(x, (left, right, top, bottom))
+            x = pad_tf_same(x, self.conv.kernel_size[0], self.conv.stride[0], self.conv.dilation[0],
+                            self.pad_rule)
         return self.act(self.bn(self.conv(x)))
 
 
@@ -248,3 +255,113 @@ class InvertedResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.project(self.dw(self.expand(x) if self.expand is not None else x))
         return x + y if self.use_residual else y
+
+
+class ChannelShuffle(nn.Module):
+    """ShuffleNet's channel shuffle (its Figure 1c): the channels, ``groups`` groups of ``n``, are
+    reshaped to ``(groups, n)``, transposed and flattened, so that every group of the next group
+    convolution reads channels from every group of the previous one.
+
+    Runs ``torch.nn.functional.channel_shuffle``, which keeps a channels_last input channels_last
+    and exports to ONNX as Reshape -> Transpose -> Reshape.
+
+    Args:
+        groups: The group count g of the convolution before it, >= 1 (1: the identity).
+    """
+
+    def __init__(self, groups: int):
+        super().__init__()
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+            raise ValueError(f"groups must be an integer >= 1, got {groups!r}")
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] % self.groups:
+            raise ValueError(f"channel shuffle: {x.shape[1]} channels do not split into "
+                             f"{self.groups} groups")
+        return F.channel_shuffle(x, self.groups) if self.groups > 1 else x
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
+
+
+class Pool2d(nn.Module):
+    """3x3-style max or average pooling that pads as ``ConvBNAct`` does.
+
+    ``"symmetric"`` pads ``kernel_size // 2`` zeros on every side (PyTorch); ``"tf_same"`` pads
+    as TensorFlow's "SAME" (more on the bottom/right). Both pad with zeros and average pooling
+    counts them (PyTorch's ``count_include_pad=True``): for max pooling that equals padding with
+    -inf only on non-negative inputs, which is where the ShuffleNet places it (after a ReLU).
+
+    Args:
+        kind: ``"max"`` or ``"avg"``.
+        kernel_size: Square window. Default 3.
+        stride: Stride. Default 2.
+        padding: ``"symmetric"`` or ``"tf_same"``. Default symmetric.
+    """
+
+    def __init__(self, kind: str, kernel_size: int = 3, stride: int = 2,
+                 padding: str = "symmetric"):
+        super().__init__()
+        check_choice("kind", kind, ("max", "avg"))
+        self.tf_same = check_choice("padding", padding, PADDINGS) == "tf_same"
+        pad = 0 if self.tf_same else kernel_size // 2
+        self.pool = (nn.MaxPool2d(kernel_size, stride, pad) if kind == "max"
+                     else nn.AvgPool2d(kernel_size, stride, pad))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tf_same:
+            x = pad_tf_same(x, self.pool.kernel_size, self.pool.stride)
+        return self.pool(x)
+
+
+class ShuffleUnit(nn.Module):
+    """ShuffleNet's unit (its Figure 2b and c; the slides' Figure 2): a 1x1 group convolution to
+    the bottleneck (``out_channels // 4``) with BN and the activation, a channel shuffle, a 3x3
+    depthwise convolution with BN (no activation), and a 1x1 group convolution with BN; then the
+    input is added (2b), or, in a stage's first unit (2c), a 3x3 average pool of the input with
+    the unit's stride is concatenated in front, and the activation follows either.
+
+    Args:
+        in_channels: Input channels.
+        out_channels: Output channels; the concatenating unit's branch makes
+            ``out_channels - in_channels`` of them.
+        groups: g of the group convolutions; the bottleneck and the branch's output channels
+            must divide by it.
+        stride: Stride of the depthwise convolution and the shortcut's pooling. Default 1.
+        dilation: Dilation of the depthwise convolution (``output_stride`` < 32). Default 1.
+        concat: Concatenate the pooled input (2c) instead of adding it (2b). Default: when the
+            stride is 2 or the channel counts differ.
+        first_groups: Groups of the first 1x1 convolution; the paper's Stage 2 starts with a
+            dense one (1) "because the number of input channels is relatively small". Default
+            ``groups``. With 1 there are no groups to mix and the shuffle is the identity.
+        **block_kwargs: ``activation`` (default ``"relu"``), ``padding`` and ``norm_layer``,
+            passed to each ``ConvBNAct``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, groups: int, stride: int = 1,
+                 dilation: int = 1, concat: bool | None = None, first_groups: int | None = None,
+                 **block_kwargs):
+        super().__init__()
+        activation = block_kwargs.setdefault("activation", "relu")
+        first_groups = groups if first_groups is None else first_groups
+        self.concat = stride > 1 or in_channels != out_channels if concat is None else concat
+        branch = out_channels - in_channels if self.concat else out_channels
+        mid = out_channels // 4
+        if branch < 1 or mid < 1 or mid % groups or branch % groups or in_channels % first_groups:
+            raise ValueError(
+                f"a ShuffleNet unit {in_channels}->{out_channels} with groups={groups} needs the "
+                f"bottleneck (out/4 = {mid}) and the branch's output ({branch}) to be positive "
+                f"multiples of groups, and the input to divide by {first_groups}")
+        linear = {**block_kwargs, "activation": None}
+        self.compress = ConvBNAct(in_channels, mid, 1, groups=first_groups, **block_kwargs)
+        self.shuffle = ChannelShuffle(first_groups)
+        self.dw = ConvBNAct(mid, mid, 3, stride, groups=mid, dilation=dilation, **linear)
+        self.expand = ConvBNAct(mid, branch, 1, groups=groups, **linear)
+        self.shortcut = (Pool2d("avg", 3, stride, block_kwargs.get("padding", "symmetric"))
+                         if self.concat else None)
+        self.act = ACTIVATIONS[activation]() if activation else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.expand(self.dw(self.shuffle(self.compress(x))))
+        return self.act(torch.cat([self.shortcut(x), y], 1) if self.concat else x + y)

@@ -1,12 +1,13 @@
 """The registry: every architecture the project builds, the named variants of the classifiers,
 and the one loader of our model files.
 
-- ``ARCHS``: the classifier classes (MobileNet V1, V2) by the ``arch`` key of their config; they
-  are also the backbones of every task model.
+- ``ARCHS``: the classifier classes (MobileNet V1, V2, ShuffleNet V1) by the ``arch`` key of
+  their config; MobileNet V1 and V2 are also the backbones of every task model.
 - ``BUILDERS``: the task models (SSD, SSDLite, Faster R-CNN, DeepLabv3, the embedding net), each
   ``builder(config) -> model``, registered by its module with ``register_builder`` when imported;
   ``TASK_MODULES`` names the module, so ``load_model`` can import it on demand.
-- ``MODELS``: the named variants (``mobilenet_v1_0.75_160``, ...), which drive the CLI, the tests
+- ``MODELS``: the named variants (``mobilenet_v1_0.75_160``, ``shufflenet_v1_g3_1.5_224``, ...),
+  which drive the CLI, the tests
   and the README's model table; ``TIMM_NAMES`` lets timm's names answer too.
 
 ``load_model(path)`` rebuilds any model file this package writes, dispatching on its config's
@@ -28,9 +29,11 @@ from torch import nn
 from mobilenets.models.mobilenet_v1 import V1_SHALLOW_BLOCKS, MobileNetV1
 from mobilenets.models.mobilenet_v2 import MobileNetV2
 from mobilenets.models.modelfile import load_state_dict_checked, read_model_file
+from mobilenets.models.shufflenet import ShuffleNetV1
 
 #: Classifier classes by the ``arch`` key stored in every model's config.
-ARCHS: dict[str, type[nn.Module]] = {"mobilenet_v1": MobileNetV1, "mobilenet_v2": MobileNetV2}
+ARCHS: dict[str, type[nn.Module]] = {"mobilenet_v1": MobileNetV1, "mobilenet_v2": MobileNetV2,
+                                     "shufflenet_v1": ShuffleNetV1}
 #: Task models' builders by ``arch`` (``register_builder``), with the kind of model each makes.
 BUILDERS: dict[str, tuple[Callable[[dict], nn.Module], str]] = {}
 #: Where each task model's builder lives (imported by ``build_from_config`` when needed).
@@ -50,16 +53,19 @@ class ModelSpec:
     """One named variant.
 
     Attributes:
-        name: Registry name, e.g. ``mobilenet_v1_0.75_160`` or ``mobilenet_v2_1.4_224``.
+        name: Registry name, e.g. ``mobilenet_v1_0.75_160``, ``mobilenet_v2_1.4_224`` or
+            ``shufflenet_v1_g3_1.5_224``.
         arch: Key into ``ARCHS``.
         resolution: Default input size (square), which sets the resolution multiplier rho.
         kwargs: Constructor arguments of the arch.
-        paper: What the paper (V1's, or MobileNetV2's for ``mobilenet_v2_*``) prints for it on
-            ImageNet, where it does:
+        paper: What the paper (V1's, MobileNetV2's for ``mobilenet_v2_*``, ShuffleNet's or the
+            MobileNetV2 slides' for ``shufflenet_v1_*``) prints for it on ImageNet, where it does
+            (``params_m`` None where it prints none):
             ``{"table": ..., "top1": %, "madds_m": millions, "params_m": millions}``.
         released_top1: ImageNet top-1 (%) of the released TF-Slim checkpoint of the same variant
             (``research/slim/nets/mobilenet_v1.md``, release 2018-02-22; for MobileNetV2
-            ``research/slim/nets/mobilenet/README.md``), where there is one: the only source for
+            ``research/slim/nets/mobilenet/README.md``; for ShuffleNet V1 Megvii's
+            ``ShuffleNet-Series/ShuffleNetV1/README.md``), where there is one: the only source for
             the grid points the papers show as dots in their figures.
     """
 
@@ -71,7 +77,7 @@ class ModelSpec:
     released_top1: float | None = None
 
 
-def _paper(table: str, top1: float, madds_m: float, params_m: float) -> dict:
+def _paper(table: str, top1: float, madds_m: float, params_m: float | None) -> dict:
     return {"table": table, "top1": top1, "madds_m": madds_m, "params_m": params_m}
 
 
@@ -102,12 +108,14 @@ RESOLUTIONS = (224, 192, 160, 128)
 MODELS: dict[str, ModelSpec] = {}
 
 
-def _add_grid(arch: str, points, paper: dict, released: dict | None = None) -> None:
-    """Register ``{arch}_{alpha}_{resolution}`` for each (alpha, resolution) point."""
+def _add_grid(arch: str, points, paper: dict, released: dict | None = None,
+              prefix: str | None = None, **kwargs) -> None:
+    """Register ``{prefix}_{alpha}_{resolution}`` for each (alpha, resolution) point, with
+    ``width_mult=alpha`` and ``kwargs`` (``prefix`` defaults to ``arch``)."""
     for alpha, res in points:
-        name = f"{arch}_{alpha}_{res}"
-        MODELS[name] = ModelSpec(name, arch, res, {"width_mult": alpha}, paper.get((alpha, res)),
-                                 (released or {}).get((alpha, res)))
+        name = f"{prefix or arch}_{alpha}_{res}"
+        MODELS[name] = ModelSpec(name, arch, res, {"width_mult": alpha, **kwargs},
+                                 paper.get((alpha, res)), (released or {}).get((alpha, res)))
 
 
 _add_grid("mobilenet_v1", [(a, r) for a in WIDTH_MULTS for r in RESOLUTIONS], _PAPER_V1,
@@ -139,6 +147,39 @@ V2_WIDTH_MULTS = (1.0, 0.75, 0.5, 0.35)
 V2_RESOLUTIONS = (224, 192, 160, 128, 96)
 _add_grid("mobilenet_v2", [*((a, r) for a in V2_WIDTH_MULTS for r in V2_RESOLUTIONS),
                            (1.3, 224), (1.4, 224)], _PAPER_V2, _RELEASED_TOP1_V2)
+
+
+# ShuffleNet V1 (Zhang et al., 2018). Top-1 is 100 minus the error the ShuffleNet paper prints:
+# its Table 2 (1x, 0.5x, 0.25x for every g, with channel shuffle) and Table 5 (1.5x and 2x, g = 3;
+# the slides' Table 4 prints the same 71.5 and 73.7 with 3.4M and 5.4M parameters). Mult-Adds: Table
+# 1's per-g complexity at 1x, Table 2's one figure per scale at 0.5x and 0.25x, Table 5's at 1.5x
+# and 2x. The paper is not among the seeds: these are its arXiv v2 figures.
+_SN_TABLE2_ERR = {1.0: (140, {1: 33.6, 2: 32.7, 3: 32.6, 4: 32.8, 8: 32.4}),
+                  0.5: (38, {1: 45.1, 2: 44.4, 3: 43.2, 4: 41.6, 8: 42.3}),
+                  0.25: (13, {1: 57.1, 2: 56.8, 3: 55.0, 4: 54.2, 8: 52.7})}
+_SN_TABLE1_MADDS = {1: 143, 2: 140, 3: 137, 4: 133, 8: 137}  # Table 1's "Complexity" row
+_PAPER_SN = {
+    **{(g, s, 224): _paper("SN: 1, 2" if s == 1.0 else "SN: 2", round(100 - err, 1),
+                           _SN_TABLE1_MADDS[g] if s == 1.0 else madds, None)
+       for s, (madds, errs) in _SN_TABLE2_ERR.items() for g, err in errs.items()},
+    (3, 1.5, 224): _paper("SN: 5; V2: 4", 71.5, 292, 3.4),
+    (3, 2.0, 224): _paper("SN: 5; V2: 4", 73.7, 524, 5.4),
+}
+# Megvii's reference checkpoints (github.com/megvii-model/ShuffleNet-Series, ShuffleNetV1/README.md),
+# top-1 = 100 - their top-1 error.
+_RELEASED_TOP1_SN = {(3, 2.0, 224): 74.1, (8, 2.0, 224): 72.9, (3, 1.5, 224): 71.6,
+                     (8, 1.5, 224): 71.0, (3, 1.0, 224): 67.8, (8, 1.0, 224): 68.0,
+                     (3, 0.5, 224): 57.3, (8, 0.5, 224): 58.8}
+#: ShuffleNet's scale factors s (0.25-2 in its paper) and group counts g (Table 1's columns).
+SHUFFLENET_SCALES = (0.25, 0.5, 1.0, 1.5, 2.0)
+SHUFFLENET_GROUPS = (1, 2, 3, 4, 8)
+SHUFFLENET_RESOLUTIONS = (224, 160, 128)
+for _g in SHUFFLENET_GROUPS:  # every g at 224 (Table 2), g = 3 (the paper's default) also lower
+    _add_grid("shufflenet_v1", [(s, r) for s in SHUFFLENET_SCALES
+                                for r in (SHUFFLENET_RESOLUTIONS if _g == 3 else (224,))],
+              {k[1:]: v for k, v in _PAPER_SN.items() if k[0] == _g},
+              {k[1:]: v for k, v in _RELEASED_TOP1_SN.items() if k[0] == _g},
+              prefix=f"shufflenet_v1_g{_g}", groups=_g)
 
 
 #: timm's names of the same architectures (timm's ``mobilenetv1_100`` is our 1.0 MobileNet-224).
@@ -250,7 +291,8 @@ def variant_name(model: str, width_mult: float | None = None,
 
     Returns:
         E.g. ``"mobilenet_v1_1.0_64"`` for 1.0 MobileNet trained at 64x64, ``"mobilenet_v1_0.5_160"``
-        (registered) or ``"mobilenet_v1_conv_32"`` for the full-convolution baseline at 32x32.
+        (registered), ``"mobilenet_v1_conv_32"`` for the full-convolution baseline at 32x32 or
+        ``"shufflenet_v1_g3_1.5_32"`` (ShuffleNet's names keep their group count).
 
     Example:
         >>> variant_name("mobilenet_v1_1.0_224", resolution=64)
@@ -264,13 +306,17 @@ def variant_name(model: str, width_mult: float | None = None,
         base = spec.name.rsplit("_", 1)[0]
         return f"{base}_{res}" if width_mult in (None, 1.0) else f"{base}_{float(width_mult)}_{res}"
     alpha = float(spec.kwargs["width_mult"] if width_mult is None else width_mult)
-    return f"{spec.arch}_{alpha}_{res}"
+    return f"{spec.name.rsplit('_', 2)[0]}_{alpha}_{res}"  # the grid's prefix: arch (and g)
 
 
 def config_name(config: dict) -> str:
     """``variant_name`` of a classifier's stored ``config`` (``model.config``: its ``name`` or
     ``arch``, ``width_mult`` and ``resolution``), e.g. ``"mobilenet_v1_1.0_64"``."""
-    base = config.get("name") or f"{config.get('arch', 'mobilenet_v1')}_1.0_224"
+    arch = config.get("arch", "mobilenet_v1")
+    if arch == "shufflenet_v1" and not config.get("name"):  # any g, registered or not
+        return (f"shufflenet_v1_g{config.get('groups', 3)}_{float(config.get('width_mult', 1.0))}"
+                f"_{int(config.get('resolution') or 224)}")
+    base = config.get("name") or f"{arch}_1.0_224"
     return variant_name(base, config.get("width_mult"), config.get("resolution"))
 
 
