@@ -7,8 +7,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from mobilenets.cli.common import (FORMATS, add_output_arguments, add_parser, check_input_fits,
-                                   eval_split, inference_extra, progress, table_width,
-                                   write_output, write_rows)
+                                   eval_split, inference_extra, progress, table_width, write_output,
+                                   write_rows)
 from mobilenets.fileio import render_table, wrap_text, write_json
 from mobilenets.models.registry import ARCH_ALIASES
 
@@ -34,21 +34,34 @@ def model_for_export(source: str, resolution: int | None):
 def cmd_export(args) -> None:
     import torch
 
+    from mobilenets.deploy.mobile import MOBILE_FORMATS, export_mobile
     from mobilenets.deploy.onnx_export import calibration_batches, export_onnx, quantize_int8
     from mobilenets.models.modelfile import save_model
     from mobilenets.models.registry import load_model
 
     model, extra = model_for_export(args.model, args.resolution)
     out = Path(args.output)
-    if args.format == "onnx":
+    if args.nhwc and args.format not in ("litert", "litert-int8"):
+        raise ValueError("--nhwc is for --format litert or litert-int8 only")
+    quantized = args.format == "int8" or args.format.endswith("-int8")
+    calibration = None
+    if quantized:
+        calib_set, tf = eval_split(model.config, extra, args.data, "train", None)
+        calibration = calibration_batches(calib_set, tf, args.calibration_images)
+    if args.format in MOBILE_FORMATS:
+        report = export_mobile(model, out, args.format, calibration=calibration,
+                               float_layers=args.float_layers,
+                               float_classifier=not args.int8_classifier, nhwc=args.nhwc,
+                               allow_portable=args.allow_portable, tolerance=args.tolerance,
+                               min_top1_agreement=args.min_agreement)
+    elif args.format == "onnx":
         report = export_onnx(model, out, tolerance=args.tolerance, fold_bn=not args.no_fold_bn,
                              extra=extra)
     elif args.format == "int8":
-        calib_set, tf = eval_split(model.config, extra, args.data, "train", None)
-        batches = calibration_batches(calib_set, tf, args.calibration_images)
-        report = quantize_int8(model, out, batches, per_channel=not args.per_tensor, extra=extra,
-                               min_top1_agreement=args.min_agreement,
-                               float_layers=args.float_layers)
+        report = quantize_int8(model, out, calibration, per_channel=not args.per_tensor,
+                               extra=extra, min_top1_agreement=args.min_agreement,
+                               float_layers=args.float_layers,
+                               float_classifier=not args.int8_classifier)
     else:
         save_model(model, out, extra=extra)
         x = torch.randn(2, model.config.get("in_channels", 3), *(2 * [model.config.get("resolution", 224)]))
@@ -64,19 +77,28 @@ def cmd_export(args) -> None:
 
 
 def _evaluate_export(model, extra: dict, path: Path, args) -> None:
-    """Top-1 of the torch model and of the export on the same split, and the difference."""
-    from mobilenets.deploy.onnx_export import OnnxModule
+    """Top-1 of the torch model and of the export on the same split, the difference, and the
+    share of images whose top-1 agrees."""
+    import torch
+
+    from mobilenets.deploy.runtimes import load_runner
     from mobilenets.engine.train import evaluate
 
     ds, tf = eval_split(model.config, extra, args.data, "val", args.limit)
     names = extra.get("class_names") or ds.class_names
+    runner = load_runner(path)
+    preds = {"torch": [], "export": []}  # the same images through both: their top-1 agreement
+    model.register_forward_hook(lambda m, i, y: preds["torch"].append(y.argmax(1)))
+    runner.register_forward_hook(lambda m, i, y: preds["export"].append(y.argmax(1)))
     ref = evaluate(model, ds, tf, class_names=names, progress=True)
-    got = evaluate(OnnxModule(path), ds, tf, class_names=names, progress=True)
+    got = evaluate(runner, ds, tf, class_names=names, progress=True)
+    agree = float((torch.cat(preds["torch"]) == torch.cat(preds["export"])).float().mean())
     row = {"model": args.model, "export": str(path), "format": args.format,
            "images": ref["num_samples"], "torch_top1": ref["top1"], "export_top1": got["top1"],
-           "drop": round(ref["top1"] - got["top1"], 2)}
+           "drop": round(ref["top1"] - got["top1"], 2), "top1_agreement": round(100 * agree, 2)}
     print(f"top-1 on {row['images']} images: torch fp32 {row['torch_top1']:.2f}%, "
-          f"{args.format} export {row['export_top1']:.2f}%, drop {row['drop']:+.2f} points")
+          f"{args.format} export {row['export_top1']:.2f}%, drop {row['drop']:+.2f} points, "
+          f"same top-1 on {row['top1_agreement']:.2f}% of images")
     if args.report:
         write_json(args.report, row)
 
@@ -149,16 +171,19 @@ def cmd_pick(args) -> None:
 def add_arguments(sub) -> None:
     """Add this module's commands to the ``mobilenets`` subparsers ``sub``."""
     from mobilenets.deploy.bench import BACKENDS, PEERS
+    from mobilenets.deploy.mobile import MOBILE_FORMATS
 
-    s = add_parser(sub, "export", help="ONNX (fp32 or int8) or safetensors, verified against "
-                   "torch")
+    s = add_parser(sub, "export", help="ONNX, ExecuTorch, LiteRT, OpenVINO (fp32, int8, bf16) or "
+                   "safetensors, verified against torch")
     s.add_argument("model", help="our .safetensors file, or a registered name (fresh weights)")
-    s.add_argument("--format", choices=("onnx", "int8", "safetensors"), default="onnx",
-                   help="what to write")
+    s.add_argument("--format", choices=("onnx", "int8", *MOBILE_FORMATS, "safetensors"),
+                   default="onnx", help="what to write: int8 is ONNX int8; executorch and "
+                   "litert need pip install 'mobilenets[executorch]' / '[litert]', openvino "
+                   "'[openvino]'")
     s.add_argument("--output", required=True, help="file to write (atomically, after the check)")
     s.add_argument("--resolution", type=int, help="input size (default: the model's)")
     s.add_argument("--tolerance", type=float, default=1e-4,
-                   help="max |ONNX - torch| of the logits, relative to max(1, |logits|)")
+                   help="fp32: max |export - torch| of the logits, relative to max(1, |logits|)")
     s.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorm layers")
     s.add_argument("--data", help="calibration/evaluation data (default: the model's training "
                    "data)")
@@ -166,9 +191,14 @@ def add_arguments(sub) -> None:
                    help="training images for int8 calibration")
     s.add_argument("--per-tensor", action="store_true", help="int8 weights per tensor, not channel")
     s.add_argument("--float-layers", type=int, default=2,
-                   help="int8: keep the first N convolutions in fp32 (0: all int8)")
+                   help="int8: keep the first N conv blocks in fp32 (0: all int8)")
+    s.add_argument("--int8-classifier", action="store_true",
+                   help="int8: quantize the classifier too (default: fp32, logits not rounded)")
+    s.add_argument("--nhwc", action="store_true", help="litert: the file takes NHWC images")
+    s.add_argument("--allow-portable", action="store_true", help="executorch/litert: write the "
+                   "file even if ops fall off the XNNPACK delegate (default: an error)")
     s.add_argument("--min-agreement", type=float, default=0.9,
-                   help="int8: least share of calibration images whose top-1 matches fp32's")
+                   help="int8/bf16: least share of check images whose top-1 matches fp32's")
     s.add_argument("--evaluate", action="store_true",
                    help="also report top-1 of torch and the export on the validation split")
     s.add_argument("--limit", type=int, help="evaluate on the first N images only (default: all)")
