@@ -146,3 +146,38 @@ def test_cli_export_litert_evaluates_and_refuses_bad_options(capsys, tmp_path):
                  "--output", str(tmp_path / "x.pte")])
     _, err = capsys.readouterr()
     assert code == 2 and "--nhwc" in err and len(err.strip().splitlines()) == 1
+
+
+def test_pick_across_runtimes_and_precisions_draws_one_curve_each(tmp_path):
+    pytest.importorskip("litert_torch")
+    from mobilenets.deploy.pick import candidates, pick
+
+    csv_path = tmp_path / "sweep.csv"
+    csv_path.write_text(
+        "label,width_mult,resolution,madds,params,top1,top5,epochs,train_seconds,model_path\n"
+        "0.5-32,0.5,32,1,1,80.0,99.0,1,1,\n0.25-32,0.25,32,1,1,70.0,98.0,1,1,\n")
+    rows, choice = pick(max_params=1e9, backend="torch,litert,litert-int8",
+                        accuracy_csv=str(csv_path), rounds=1, iters=2,
+                        threads=torch.get_num_threads(), plot=str(tmp_path / "f.png"))
+    assert sorted((r["label"], r["backend"]) for r in rows) == sorted(
+        (m, b) for m in ("mobilenet_v1_0.25_32", "mobilenet_v1_0.5_32")
+        for b in ("torch", "litert", "litert-int8"))
+    assert {r["precision"] for r in rows} == {"fp32", "int8"}
+    assert all(r["latency_ms"] > 0 and r["cpu_ms"] > 0 for r in rows)
+    assert choice["label"] == "mobilenet_v1_0.5_32"
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    shufflenets = candidates(arch="shufflenet_v1")  # the registered ones with a published top-1
+    assert len(shufflenets) >= 16 and all(r["top1"] for r in shufflenets)
+
+
+def test_bench_rows_carry_cpu_time_load_and_warnings():
+    from mobilenets.deploy.bench import bench, honesty_warnings
+
+    rows, machine = bench([{"name": "mobilenet_v1_0.25_128", "resolution": 32}], ["torch", "onnx"],
+                          batch=1, threads=1, rounds=1, iters=2, memory=False)
+    assert machine["ort_spinning"] is False and "onnxruntime" in machine["gemm_gflops"]
+    for r in rows:
+        assert r.cpu_ms > 0 and r.cpu_wall > 0 and r.load >= 0 and r.precision == "fp32"
+    rows[0].cpu_wall, rows[0].load = 0.3, machine["threads"] + 5.0
+    lines = honesty_warnings(rows, machine)
+    assert len(lines) == 2 and "load average" in lines[0] and "0.30" in lines[1]

@@ -10,7 +10,7 @@ from mobilenets.cli.common import (FORMATS, add_output_arguments, add_parser, ch
                                    eval_split, inference_extra, progress, table_width, write_output,
                                    write_rows)
 from mobilenets.fileio import render_table, wrap_text, write_json
-from mobilenets.models.registry import ARCH_ALIASES
+from mobilenets.models.registry import ARCH_ALIASES, ARCHS
 
 
 def model_for_export(source: str, resolution: int | None):
@@ -96,9 +96,10 @@ def _evaluate_export(model, extra: dict, path: Path, args) -> None:
     row = {"model": args.model, "export": str(path), "format": args.format,
            "images": ref["num_samples"], "torch_top1": ref["top1"], "export_top1": got["top1"],
            "drop": round(ref["top1"] - got["top1"], 2), "top1_agreement": round(100 * agree, 2)}
-    print(f"top-1 on {row['images']} images: torch fp32 {row['torch_top1']:.2f}%, "
-          f"{args.format} export {row['export_top1']:.2f}%, drop {row['drop']:+.2f} points, "
-          f"same top-1 on {row['top1_agreement']:.2f}% of images")
+    print("\n".join(wrap_text(
+        f"top-1 on {row['images']} images: torch fp32 {row['torch_top1']:.2f}%, {args.format} "
+        f"export {row['export_top1']:.2f}%, drop {row['drop']:+.2f} points, same top-1 on "
+        f"{row['top1_agreement']:.2f}% of images")))
     if args.report:
         write_json(args.report, row)
 
@@ -119,18 +120,20 @@ def model_specs(args) -> list[dict]:
 
 
 #: ``bench``'s default table (``--wide``, csv and json: every field of ``BenchRow``).
-BENCH_COLUMNS = ("variant", "backend", "latency_ms", "latency_p90_ms", "throughput", "peak_rss_mb",
-                 "vs_peer", "floor_ms")
+BENCH_COLUMNS = ("variant", "backend", "latency_ms", "cpu_ms", "latency_p90_ms", "throughput",
+                 "peak_rss_mb", "vs_peer", "floor_ms")
 BENCH_HEADERS = {"variant": "model", "latency_p90_ms": "p90_ms", "throughput": "img/s",
                  "peak_rss_mb": "rss_mb"}
 
 
 def cmd_bench(args) -> None:
-    from mobilenets.deploy.bench import bench, machine_line
+    from mobilenets.deploy.bench import bench, honesty_warnings, machine_line
 
     rows, machine = bench(model_specs(args), args.backends, batch=args.batch, threads=args.threads,
                           rounds=args.rounds, memory=not args.no_memory,
                           calibration_data=args.calibration_data, progress=progress)
+    for line in [machine_line(machine), *honesty_warnings(rows, machine)]:
+        progress(line)  # on stderr, whatever the format
     dicts = [asdict(r) for r in rows]
     if args.format == "json":
         write_output(json.dumps({"machine": machine, "rows": dicts}, indent=2), args.output)
@@ -146,26 +149,29 @@ def cmd_bench(args) -> None:
 
 
 def cmd_pick(args) -> None:
-    from mobilenets.deploy.bench import pick
+    from mobilenets.deploy.pick import pick
 
     rows, choice = pick(args.latency_ms, args.max_params, args.max_madds, args.backend,
-                        args.accuracy, args.threads, plot=args.plot, arch=args.arch,
-                        progress=progress)
-    keys = ("label", "top1", "accuracy_source", "latency_ms", "params", "madds", "fits", "chosen")
+                        args.accuracy, args.threads, rounds=args.rounds, plot=args.plot,
+                        arch=args.arch, progress=progress)
+    keys = ("label", "backend", "precision", "top1", "accuracy_source", "latency_ms", "cpu_ms",
+            "params", "madds", "fits", "chosen")
     table = [{k: r[k] for k in keys} for r in sorted(rows, key=lambda r: r["latency_ms"])]
     if args.format == "json":
         write_output(json.dumps({"choice": choice, "candidates": table}, indent=2), args.output)
         return
     if args.format == "table":  # millions, and a mark for the fitting and the chosen rows
-        table = [{"model": r["label"], "top1": r["top1"], "source": r["accuracy_source"],
-                  "latency_ms": r["latency_ms"], "params_m": round(r["params"] / 1e6, 2),
+        table = [{"model": r["label"], "backend": r["backend"], "top1": r["top1"],
+                  "source": r["accuracy_source"], "latency_ms": r["latency_ms"],
+                  "cpu_ms": r["cpu_ms"], "params_m": round(r["params"] / 1e6, 2),
                   "madds_m": round(r["madds"] / 1e6, 1),
                   "fits": "chosen" if r["chosen"] else "yes" if r["fits"] else "no"}
                  for r in table]
     write_rows(table, args.format, args.output, args.wide)
-    print(f"pick: {choice['label']} (top-1 {choice['top1']}%, {choice['accuracy_source']}; "
-          f"{choice['latency_ms']:.2f} ms on {args.backend}, {choice['params'] / 1e6:.2f}M params, "
-          f"{choice['madds'] / 1e6:.0f}M Mult-Adds)" + (f"; frontier: {args.plot}" if args.plot else ""))
+    print(f"pick: {choice['label']} on {choice['backend']} (top-1 {choice['top1']}%, "
+          f"{choice['accuracy_source']}; {choice['latency_ms']:.2f} ms, "
+          f"{choice['params'] / 1e6:.2f}M params, {choice['madds'] / 1e6:.0f}M Mult-Adds)"
+          + (f"; frontier: {args.plot}" if args.plot else ""))
 
 
 def add_arguments(sub) -> None:
@@ -212,7 +218,8 @@ def add_arguments(sub) -> None:
     s.add_argument("--model-file", action="append",
                    help="our .safetensors (repeatable; default: none)")
     s.add_argument("--resolution", type=int, help="input size (default: each model's)")
-    s.add_argument("--backends", help=f"comma-separated, from: {', '.join(BACKENDS)} (default: "
+    s.add_argument("--backends", help=f"comma-separated, from: all (every one installed), "
+                   f"{', '.join(BACKENDS)} (default: "
                    "all but compile, with the model's peers: "
                    + ", ".join(f"{p} for {a}" for p, a in PEERS.items()) + ")")
     s.add_argument("--batch", type=int, default=32, help="batch of the throughput measurement")
@@ -228,13 +235,16 @@ def add_arguments(sub) -> None:
     s.add_argument("--max-params", type=float,
                    help="parameter budget, conv + FC weights (default: none)")
     s.add_argument("--max-madds", type=float, help="Mult-Adds budget per image (default: none)")
-    s.add_argument("--backend", default="onnx", help="where to measure")
+    s.add_argument("--backend", default="onnx", help="where to measure: one backend or several, "
+                   "comma-separated (e.g. onnx,int8,litert,litert-int8), or all (every one "
+                   "installed); each candidate is timed on each, interleaved")
     s.add_argument("--accuracy", help="a sweep.csv: choose among its models, by its accuracy "
                    "(default: the registered variants, by the paper's ImageNet top-1)")
-    s.add_argument("--arch", choices=sorted(ARCH_ALIASES),
-                   help="choose among MobileNet v1's or v2's registered variants (with "
-                   "--accuracy: that architecture's rows; default v1)")
+    s.add_argument("--arch", choices=sorted({*ARCH_ALIASES, *ARCHS}),
+                   help="choose among MobileNet v1's, v2's or ShuffleNet's registered variants "
+                   "(with --accuracy: that architecture's rows; default v1)")
     s.add_argument("--threads", type=int, default=2, help="threads of the backend")
+    s.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     s.add_argument("--plot", help="write the accuracy vs measured latency frontier (PNG; "
                    "default: none)")
     add_output_arguments(s, FORMATS)

@@ -19,8 +19,10 @@ The tool-chains are optional extras; a missing one is one line naming the pip co
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -249,9 +251,11 @@ def _litert(reference, path, shape, precision, calibration, floats, nhwc, allow_
             calibration = [b.permute(0, 2, 3, 1).contiguous() for b in calibration]
         m = pt2e_quantize(m, q, calibration, floats, fold_quantize=False)
         quant_config = QuantConfig(pt2e_quantizer=q)
-    edge = litert_torch.convert(m, (x,), quant_config=quant_config)
+    with contextlib.redirect_stdout(sys.stderr):  # its progress lines: stdout is our output
+        edge = litert_torch.convert(m, (x,), quant_config=quant_config)
     with atomic_path(path) as tmp:
-        edge.export(str(tmp))
+        with contextlib.redirect_stdout(sys.stderr):
+            edge.export(str(tmp))
         delegation = litert_delegation(tmp)
         _check_delegation(delegation, path, allow_portable, "LiteRT")
         runner = LiteRTRunner(tmp)
