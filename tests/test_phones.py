@@ -181,3 +181,20 @@ def test_bench_rows_carry_cpu_time_load_and_warnings():
     rows[0].cpu_wall, rows[0].load = 0.3, machine["threads"] + 5.0
     lines = honesty_warnings(rows, machine)
     assert len(lines) == 2 and "load average" in lines[0] and "0.30" in lines[1]
+
+
+def test_float_layers_auto_measures_the_candidates(capsys, tmp_path):
+    from mobilenets.deploy.tune import choose_float_layers
+
+    model = tiny()
+    choice, rows = choose_float_layers(model, "int8", [images(32, 2)], candidates=(0, 2),
+                                       rounds=1, iters=2, check_inputs=images())
+    assert [r["float_layers"] for r in rows] == [0, 2] and choice in (0, 2)
+    assert sum(r["chosen"] for r in rows) == 1 and all(r["cpu_ms"] > 0 for r in rows)
+    assert rows[0]["isa"] is not None and rows[0]["cpu"]
+    with pytest.raises(ValueError, match="--float-layers auto is for int8"):
+        choose_float_layers(model, "litert", [images(4)])
+    code = main(["export", "mobilenet_v1_0.25_128", "--format", "int8", "--float-layers", "two",
+                 "--output", str(tmp_path / "x.onnx")])
+    _, err = capsys.readouterr()
+    assert code == 2 and "--float-layers" in err

@@ -2,6 +2,7 @@
 best variant within a budget)."""
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -48,6 +49,8 @@ def cmd_export(args) -> None:
     if quantized:
         calib_set, tf = eval_split(model.config, extra, args.data, "train", None)
         calibration = calibration_batches(calib_set, tf, args.calibration_images)
+    if args.float_layers == "auto":
+        args.float_layers = _auto_float_layers(model, args, calibration)
     if args.format in MOBILE_FORMATS:
         report = export_mobile(model, out, args.format, calibration=calibration,
                                float_layers=args.float_layers,
@@ -74,6 +77,35 @@ def cmd_export(args) -> None:
     print("\n".join(wrap_text(report.summary())))
     if args.evaluate:
         _evaluate_export(model, extra, out, args)
+
+
+def float_layers_arg(text: str):
+    """``--float-layers``: an integer >= 0, or ``auto`` (measure on this machine)."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0 or auto, got {text!r}")
+    return value
+
+
+def _auto_float_layers(model, args, calibration) -> int:
+    """``--float-layers auto``: time 0, 1 and 2 fp32 blocks on this machine; print the figures."""
+    from mobilenets.deploy.tune import choose_float_layers
+
+    if calibration is None:
+        raise ValueError(f"--float-layers auto is for the int8 formats, not --format {args.format}")
+    choice, rows = choose_float_layers(model, args.format, calibration,
+                                       float_classifier=not args.int8_classifier,
+                                       progress=progress)
+    print("\n".join(wrap_text(
+        f"--float-layers auto on {rows[0]['cpu']} ({rows[0]['isa']}): "
+        + "; ".join(f"{r['float_layers']}: {r['cpu_ms']:.2f} ms CPU/call, top-1 agreement "
+                    f"{r['top1_agreement']:.1%}" for r in rows) + f" -> {choice}")))
+    return choice
 
 
 def _evaluate_export(model, extra: dict, path: Path, args) -> None:
@@ -196,8 +228,9 @@ def add_arguments(sub) -> None:
     s.add_argument("--calibration-images", type=int, default=512,
                    help="training images for int8 calibration")
     s.add_argument("--per-tensor", action="store_true", help="int8 weights per tensor, not channel")
-    s.add_argument("--float-layers", type=int, default=2,
-                   help="int8: keep the first N conv blocks in fp32 (0: all int8)")
+    s.add_argument("--float-layers", type=float_layers_arg, default=2,
+                   help="int8: keep the first N conv blocks in fp32 (0: all int8), or auto: "
+                   "time 0, 1 and 2 on this machine and keep the fastest as accurate as the best")
     s.add_argument("--int8-classifier", action="store_true",
                    help="int8: quantize the classifier too (default: fp32, logits not rounded)")
     s.add_argument("--nhwc", action="store_true", help="litert: the file takes NHWC images")

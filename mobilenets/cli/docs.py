@@ -60,6 +60,7 @@ API: dict[str, tuple[str, ...]] = {
         "mobilenets.deploy.onnx_export.quantize_int8", "mobilenets.deploy.onnx_export.OnnxModule",
         "mobilenets.deploy.mobile.export_mobile", "mobilenets.deploy.runtimes.load_runner",
         "mobilenets.deploy.quantize.float_module_names", "mobilenets.deploy.quantize.pt2e_quantize",
+        "mobilenets.deploy.tune.choose_float_layers",
         "mobilenets.deploy.bench.bench", "mobilenets.deploy.bench.honesty_warnings",
         "mobilenets.deploy.pick.pick",
         "mobilenets.deploy.convert.convert", "mobilenets.deploy.convert.load_timm_mobilenet_v1",
