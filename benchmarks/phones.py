@@ -31,7 +31,6 @@ Usage (repository root):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -183,8 +182,10 @@ def cmd_accuracy(args) -> None:
 
     def run(name, module):
         preds[name] = []
-        module.register_forward_hook(lambda m, i, y: preds[name].append(y.argmax(1)))
-        return evaluate(module, ds, tf)["top1"]
+        hook = module.register_forward_hook(lambda m, i, y: preds[name].append(y.argmax(1)))
+        top1 = evaluate(module, ds, tf)["top1"]
+        hook.remove()  # (the exports below run the model too)
+        return top1
 
     rows = [{"format": "torch fp32", "top1": run("fp32", model)}]
     with tempfile.TemporaryDirectory(prefix="phones-acc-") as tmp:

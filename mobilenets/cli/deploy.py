@@ -120,10 +120,12 @@ def _evaluate_export(model, extra: dict, path: Path, args) -> None:
     names = extra.get("class_names") or ds.class_names
     runner = load_runner(path)
     preds = {"torch": [], "export": []}  # the same images through both: their top-1 agreement
-    model.register_forward_hook(lambda m, i, y: preds["torch"].append(y.argmax(1)))
-    runner.register_forward_hook(lambda m, i, y: preds["export"].append(y.argmax(1)))
+    hooks = [model.register_forward_hook(lambda m, i, y: preds["torch"].append(y.argmax(1))),
+             runner.register_forward_hook(lambda m, i, y: preds["export"].append(y.argmax(1)))]
     ref = evaluate(model, ds, tf, class_names=names, progress=True)
     got = evaluate(runner, ds, tf, class_names=names, progress=True)
+    for hook in hooks:
+        hook.remove()
     agree = float((torch.cat(preds["torch"]) == torch.cat(preds["export"])).float().mean())
     row = {"model": args.model, "export": str(path), "format": args.format,
            "images": ref["num_samples"], "torch_top1": ref["top1"], "export_top1": got["top1"],
