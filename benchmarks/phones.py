@@ -187,7 +187,8 @@ def cmd_accuracy(args) -> None:
         hook.remove()  # (the exports below run the model too)
         return top1
 
-    rows = [{"format": "torch fp32", "top1": run("fp32", model)}]
+    rows = [{"format": "torch fp32", "top1": run("fp32", model), "drop": 0.0,
+             "top1_agreement": 100.0, "met (drop < 0.3)": ""}]
     with tempfile.TemporaryDirectory(prefix="phones-acc-") as tmp:
         for fmt in check_backends(args.formats):
             path = Path(tmp) / f"m{MOBILE_FORMATS.get(fmt, ('', '', '.onnx'))[2]}"
