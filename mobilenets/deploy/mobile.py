@@ -288,6 +288,7 @@ def _openvino(reference, path, shape, precision, calibration, floats, nhwc, allo
     # The CPU plugin computes in bf16 by default where it can: store the precision we mean.
     ov_model.set_rt_info("bf16" if precision == "bf16" else "f32",
                          ["runtime_options", "INFERENCE_PRECISION_HINT"])
+    path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as work:
         xml = Path(work) / path.name
         ov.save_model(ov_model, str(xml), compress_to_fp16=False)  # default: fp16 weights
