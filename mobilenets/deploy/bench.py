@@ -181,7 +181,8 @@ def prepare_backend(name: str, model: nn.Module, shape: tuple[int, int, int], wo
         export_mobile(model, path, name, resolution=shape[1], calibration=calibration,
                       min_top1_agreement=0.0)
         files["model"] = str(path)
-        run = _no_grad(load_runner(path))
+        # Explicit threads: ExecuTorch's process-wide pool refuses another size, never ignores it.
+        run = _no_grad(load_runner(path, threads=torch.get_num_threads()))
     elif name in ("timm", "torchvision"):
         run = _no_grad(peer_model(name, model))
     else:
