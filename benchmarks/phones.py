@@ -151,7 +151,7 @@ def latency_report(data: dict, command: str) -> None:
     md = "\n".join([
         f"# Phone runtimes: 1.0 MobileNet-224, batch 1, {threads} thread(s)", "",
         machine_line(mach), "", f"Command: `{command}`; fp32 floor {floor_ms:.2f} ms = "
-        f"2 x {floor_ms * max(rates.values()) / 2e3:.0f}M Mult-Adds at {max(rates.values()):g} "
+        f"2 x {floor_ms * max(rates.values()) / 2:.0f}M Mult-Adds at {max(rates.values()):g} "
         "GFLOP/s (best of " + ", ".join(f"{k} {v:g}" for k, v in rates.items()) + "). Medians "
         # (the first runs stored no rounds/iters: they used the defaults, 10 x 10)
         f"over {data.get('rounds', 10)} interleaved rounds x {data.get('iters', 10)} calls; "
