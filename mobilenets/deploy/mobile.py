@@ -196,9 +196,18 @@ def export_mobile(model: nn.Module, path: str | os.PathLike, fmt: str, *,
             check_inputs = calibration[0]
     path = Path(path)
     build = {"executorch": _executorch, "litert": _litert, "openvino": _openvino}[runtime]
-    report = build(reference, path, shape, precision, calibration, floats, nhwc, allow_portable,
-                   dict(tolerance=tolerance, min_top1_agreement=min_top1_agreement,
-                        check_inputs=check_inputs))
+    try:
+        report = build(reference, path, shape, precision, calibration, floats, nhwc,
+                       allow_portable, dict(tolerance=tolerance,
+                                            min_top1_agreement=min_top1_agreement,
+                                            check_inputs=check_inputs))
+    except (ValueError, OSError):  # ours (ExportError, MissingExtraError) or the file system's
+        raise
+    except Exception as e:  # inside a tool-chain: one line naming it, not its stack
+        from mobilenets.deploy.convert import short_error
+
+        raise ExportError(f"{fmt} export of {path.name} failed in the {runtime} tool-chain "
+                          f"({short_error(e)}); nothing written") from None
     report.format, report.float_modules = fmt, floats
     return report
 
