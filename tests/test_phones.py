@@ -156,12 +156,12 @@ def test_pick_across_runtimes_and_precisions_draws_one_curve_each(tmp_path):
     csv_path.write_text(
         "label,width_mult,resolution,madds,params,top1,top5,epochs,train_seconds,model_path\n"
         "0.5-32,0.5,32,1,1,80.0,99.0,1,1,\n0.25-32,0.25,32,1,1,70.0,98.0,1,1,\n")
-    rows, choice = pick(max_params=1e9, backend="torch,litert,litert-int8",
+    rows, choice = pick(max_params=1e9, backend="torch,litert-int8",
                         accuracy_csv=str(csv_path), rounds=1, iters=2,
                         threads=torch.get_num_threads(), plot=str(tmp_path / "f.png"))
     assert sorted((r["label"], r["backend"]) for r in rows) == sorted(
         (m, b) for m in ("mobilenet_v1_0.25_32", "mobilenet_v1_0.5_32")
-        for b in ("torch", "litert", "litert-int8"))
+        for b in ("torch", "litert-int8"))
     assert {r["precision"] for r in rows} == {"fp32", "int8"}
     assert all(r["latency_ms"] > 0 and r["cpu_ms"] > 0 for r in rows)
     assert choice["label"] == "mobilenet_v1_0.5_32"
