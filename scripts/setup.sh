@@ -17,7 +17,7 @@ fi
 stamp=.venv/.setup-stamp
 want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "setup: creating .venv and installing requirements (about 2 minutes the first time)" >&2
+  echo "setup: creating .venv and installing requirements (about 7 minutes the first time: torch, ExecuTorch, LiteRT, OpenVINO, ...)" >&2
   [ -x .venv/bin/python ] || python3 -m venv .venv
   log=$(mktemp)
   if ! { .venv/bin/python -m pip install -q -r requirements.txt \

@@ -8,9 +8,10 @@ from torch import nn
 
 import mobilenets as M
 from mobilenets.deploy import onnx_export as deploy
-from mobilenets.deploy.bench import bench, check_backends, pick, timm_mobilenet_v1
+from mobilenets.deploy.bench import bench, check_backends, timm_mobilenet_v1
 from mobilenets.deploy.onnx_export import (ExportError, OnnxModule, export_onnx, fold_batchnorm,
                                            quantize_int8)
+from mobilenets.deploy.pick import pick
 
 
 def _model(width_mult=0.25, res=32, classes=10, seed=0):
@@ -179,7 +180,7 @@ def test_pick_from_a_sweep_csv(tmp_path):
 
 
 def test_pick_candidates_cover_the_grid_with_imagenet_accuracy():
-    from mobilenets.deploy.bench import candidates
+    from mobilenets.deploy.pick import candidates
 
     rows = candidates()
     assert len(rows) == 16 and all(r["top1"] for r in rows)

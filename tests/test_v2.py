@@ -436,7 +436,7 @@ def test_bench_v2_against_torchvision_with_memory_columns():
 
 
 def test_pick_arch_v2_candidates_and_sweep_rows(tmp_path):
-    from mobilenets.deploy.bench import candidates, pick
+    from mobilenets.deploy.pick import candidates, pick
 
     rows = candidates(arch="v2")
     assert len(rows) == 22 and all(r["top1"] and r["arch"] == "mobilenet_v2" for r in rows)

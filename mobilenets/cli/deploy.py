@@ -2,15 +2,16 @@
 best variant within a budget)."""
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import asdict
 from pathlib import Path
 
 from mobilenets.cli.common import (FORMATS, add_output_arguments, add_parser, check_input_fits,
-                                   eval_split, inference_extra, progress, table_width,
-                                   write_output, write_rows)
+                                   eval_split, inference_extra, progress, table_width, write_output,
+                                   write_rows)
 from mobilenets.fileio import render_table, wrap_text, write_json
-from mobilenets.models.registry import ARCH_ALIASES
+from mobilenets.models.registry import ARCH_ALIASES, ARCHS
 
 
 def model_for_export(source: str, resolution: int | None):
@@ -34,21 +35,36 @@ def model_for_export(source: str, resolution: int | None):
 def cmd_export(args) -> None:
     import torch
 
+    from mobilenets.deploy.mobile import MOBILE_FORMATS, export_mobile
     from mobilenets.deploy.onnx_export import calibration_batches, export_onnx, quantize_int8
     from mobilenets.models.modelfile import save_model
     from mobilenets.models.registry import load_model
 
     model, extra = model_for_export(args.model, args.resolution)
     out = Path(args.output)
-    if args.format == "onnx":
+    if args.nhwc and args.format not in ("litert", "litert-int8"):
+        raise ValueError("--nhwc is for --format litert or litert-int8 only")
+    quantized = args.format == "int8" or args.format.endswith("-int8")
+    calibration = None
+    if quantized:
+        calib_set, tf = eval_split(model.config, extra, args.data, "train", None)
+        calibration = calibration_batches(calib_set, tf, args.calibration_images)
+    if args.float_layers == "auto":
+        args.float_layers = _auto_float_layers(model, args, calibration)
+    if args.format in MOBILE_FORMATS:
+        report = export_mobile(model, out, args.format, calibration=calibration,
+                               float_layers=args.float_layers,
+                               float_classifier=not args.int8_classifier, nhwc=args.nhwc,
+                               allow_portable=args.allow_portable, tolerance=args.tolerance,
+                               min_top1_agreement=args.min_agreement)
+    elif args.format == "onnx":
         report = export_onnx(model, out, tolerance=args.tolerance, fold_bn=not args.no_fold_bn,
                              extra=extra)
     elif args.format == "int8":
-        calib_set, tf = eval_split(model.config, extra, args.data, "train", None)
-        batches = calibration_batches(calib_set, tf, args.calibration_images)
-        report = quantize_int8(model, out, batches, per_channel=not args.per_tensor, extra=extra,
-                               min_top1_agreement=args.min_agreement,
-                               float_layers=args.float_layers)
+        report = quantize_int8(model, out, calibration, per_channel=not args.per_tensor,
+                               extra=extra, min_top1_agreement=args.min_agreement,
+                               float_layers=args.float_layers,
+                               float_classifier=not args.int8_classifier)
     else:
         save_model(model, out, extra=extra)
         x = torch.randn(2, model.config.get("in_channels", 3), *(2 * [model.config.get("resolution", 224)]))
@@ -63,20 +79,61 @@ def cmd_export(args) -> None:
         _evaluate_export(model, extra, out, args)
 
 
+def float_layers_arg(text: str):
+    """``--float-layers``: an integer >= 0, or ``auto`` (measure on this machine)."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0 or auto, got {text!r}")
+    return value
+
+
+def _auto_float_layers(model, args, calibration) -> int:
+    """``--float-layers auto``: time 0, 1 and 2 fp32 blocks on this machine; print the figures."""
+    from mobilenets.deploy.tune import choose_float_layers
+
+    if calibration is None:
+        raise ValueError(f"--float-layers auto is for the int8 formats, not --format {args.format}")
+    choice, rows = choose_float_layers(model, args.format, calibration,
+                                       float_classifier=not args.int8_classifier,
+                                       progress=progress)
+    print("\n".join(wrap_text(
+        f"--float-layers auto on {rows[0]['cpu']} ({rows[0]['isa']}): "
+        + "; ".join(f"{r['float_layers']}: {r['cpu_ms']:.2f} ms CPU/call, top-1 agreement "
+                    f"{r['top1_agreement']:.1%}" for r in rows) + f" -> {choice}")))
+    return choice
+
+
 def _evaluate_export(model, extra: dict, path: Path, args) -> None:
-    """Top-1 of the torch model and of the export on the same split, and the difference."""
-    from mobilenets.deploy.onnx_export import OnnxModule
+    """Top-1 of the torch model and of the export on the same split, the difference, and the
+    share of images whose top-1 agrees."""
+    import torch
+
+    from mobilenets.deploy.runtimes import load_runner
     from mobilenets.engine.train import evaluate
 
     ds, tf = eval_split(model.config, extra, args.data, "val", args.limit)
     names = extra.get("class_names") or ds.class_names
+    runner = load_runner(path)
+    preds = {"torch": [], "export": []}  # the same images through both: their top-1 agreement
+    hooks = [model.register_forward_hook(lambda m, i, y: preds["torch"].append(y.argmax(1))),
+             runner.register_forward_hook(lambda m, i, y: preds["export"].append(y.argmax(1)))]
     ref = evaluate(model, ds, tf, class_names=names, progress=True)
-    got = evaluate(OnnxModule(path), ds, tf, class_names=names, progress=True)
+    got = evaluate(runner, ds, tf, class_names=names, progress=True)
+    for hook in hooks:
+        hook.remove()
+    agree = float((torch.cat(preds["torch"]) == torch.cat(preds["export"])).float().mean())
     row = {"model": args.model, "export": str(path), "format": args.format,
            "images": ref["num_samples"], "torch_top1": ref["top1"], "export_top1": got["top1"],
-           "drop": round(ref["top1"] - got["top1"], 2)}
-    print(f"top-1 on {row['images']} images: torch fp32 {row['torch_top1']:.2f}%, "
-          f"{args.format} export {row['export_top1']:.2f}%, drop {row['drop']:+.2f} points")
+           "drop": round(ref["top1"] - got["top1"], 2), "top1_agreement": round(100 * agree, 2)}
+    print("\n".join(wrap_text(
+        f"top-1 on {row['images']} images: torch fp32 {row['torch_top1']:.2f}%, {args.format} "
+        f"export {row['export_top1']:.2f}%, drop {row['drop']:+.2f} points, same top-1 on "
+        f"{row['top1_agreement']:.2f}% of images")))
     if args.report:
         write_json(args.report, row)
 
@@ -97,18 +154,20 @@ def model_specs(args) -> list[dict]:
 
 
 #: ``bench``'s default table (``--wide``, csv and json: every field of ``BenchRow``).
-BENCH_COLUMNS = ("variant", "backend", "latency_ms", "latency_p90_ms", "throughput", "peak_rss_mb",
-                 "vs_peer", "floor_ms")
+BENCH_COLUMNS = ("variant", "backend", "latency_ms", "cpu_ms", "latency_p90_ms", "throughput",
+                 "peak_rss_mb", "vs_peer", "floor_ms")
 BENCH_HEADERS = {"variant": "model", "latency_p90_ms": "p90_ms", "throughput": "img/s",
                  "peak_rss_mb": "rss_mb"}
 
 
 def cmd_bench(args) -> None:
-    from mobilenets.deploy.bench import bench, machine_line
+    from mobilenets.deploy.bench import bench, honesty_warnings, machine_line
 
     rows, machine = bench(model_specs(args), args.backends, batch=args.batch, threads=args.threads,
                           rounds=args.rounds, memory=not args.no_memory,
                           calibration_data=args.calibration_data, progress=progress)
+    for line in [machine_line(machine), *honesty_warnings(rows, machine)]:
+        progress(line)  # on stderr, whatever the format
     dicts = [asdict(r) for r in rows]
     if args.format == "json":
         write_output(json.dumps({"machine": machine, "rows": dicts}, indent=2), args.output)
@@ -124,51 +183,68 @@ def cmd_bench(args) -> None:
 
 
 def cmd_pick(args) -> None:
-    from mobilenets.deploy.bench import pick
+    import os
 
+    from mobilenets.deploy.bench import cpu_info, machine_line
+    from mobilenets.deploy.pick import pick
+
+    progress(machine_line({**cpu_info(), "cpu_count": os.cpu_count(), "threads": args.threads,
+                           "load_before": round(os.getloadavg()[0], 2)}))
     rows, choice = pick(args.latency_ms, args.max_params, args.max_madds, args.backend,
-                        args.accuracy, args.threads, plot=args.plot, arch=args.arch,
-                        progress=progress)
-    keys = ("label", "top1", "accuracy_source", "latency_ms", "params", "madds", "fits", "chosen")
+                        args.accuracy, args.threads, rounds=args.rounds, plot=args.plot,
+                        arch=args.arch, progress=progress)
+    keys = ("label", "backend", "precision", "top1", "accuracy_source", "latency_ms", "cpu_ms",
+            "params", "madds", "fits", "chosen")
     table = [{k: r[k] for k in keys} for r in sorted(rows, key=lambda r: r["latency_ms"])]
     if args.format == "json":
         write_output(json.dumps({"choice": choice, "candidates": table}, indent=2), args.output)
         return
     if args.format == "table":  # millions, and a mark for the fitting and the chosen rows
-        table = [{"model": r["label"], "top1": r["top1"], "source": r["accuracy_source"],
-                  "latency_ms": r["latency_ms"], "params_m": round(r["params"] / 1e6, 2),
+        table = [{"model": r["label"], "backend": r["backend"], "top1": r["top1"],
+                  "source": r["accuracy_source"], "latency_ms": r["latency_ms"],
+                  "cpu_ms": r["cpu_ms"], "params_m": round(r["params"] / 1e6, 2),
                   "madds_m": round(r["madds"] / 1e6, 1),
                   "fits": "chosen" if r["chosen"] else "yes" if r["fits"] else "no"}
                  for r in table]
     write_rows(table, args.format, args.output, args.wide)
-    print(f"pick: {choice['label']} (top-1 {choice['top1']}%, {choice['accuracy_source']}; "
-          f"{choice['latency_ms']:.2f} ms on {args.backend}, {choice['params'] / 1e6:.2f}M params, "
-          f"{choice['madds'] / 1e6:.0f}M Mult-Adds)" + (f"; frontier: {args.plot}" if args.plot else ""))
+    print(f"pick: {choice['label']} on {choice['backend']} (top-1 {choice['top1']}%, "
+          f"{choice['accuracy_source']}; {choice['latency_ms']:.2f} ms, "
+          f"{choice['params'] / 1e6:.2f}M params, {choice['madds'] / 1e6:.0f}M Mult-Adds)"
+          + (f"; frontier: {args.plot}" if args.plot else ""))
 
 
 def add_arguments(sub) -> None:
     """Add this module's commands to the ``mobilenets`` subparsers ``sub``."""
     from mobilenets.deploy.bench import BACKENDS, PEERS
+    from mobilenets.deploy.mobile import MOBILE_FORMATS
 
-    s = add_parser(sub, "export", help="ONNX (fp32 or int8) or safetensors, verified against "
-                   "torch")
+    s = add_parser(sub, "export", help="ONNX, ExecuTorch, LiteRT, OpenVINO (fp32, int8, bf16) or "
+                   "safetensors, verified against torch")
     s.add_argument("model", help="our .safetensors file, or a registered name (fresh weights)")
-    s.add_argument("--format", choices=("onnx", "int8", "safetensors"), default="onnx",
-                   help="what to write")
+    s.add_argument("--format", choices=("onnx", "int8", *MOBILE_FORMATS, "safetensors"),
+                   default="onnx", help="what to write: int8 is ONNX int8; executorch and "
+                   "litert need pip install 'mobilenets[executorch]' / '[litert]', openvino "
+                   "'[openvino]'")
     s.add_argument("--output", required=True, help="file to write (atomically, after the check)")
     s.add_argument("--resolution", type=int, help="input size (default: the model's)")
     s.add_argument("--tolerance", type=float, default=1e-4,
-                   help="max |ONNX - torch| of the logits, relative to max(1, |logits|)")
+                   help="fp32: max |export - torch| of the logits, relative to max(1, |logits|)")
     s.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorm layers")
     s.add_argument("--data", help="calibration/evaluation data (default: the model's training "
                    "data)")
     s.add_argument("--calibration-images", type=int, default=512,
                    help="training images for int8 calibration")
     s.add_argument("--per-tensor", action="store_true", help="int8 weights per tensor, not channel")
-    s.add_argument("--float-layers", type=int, default=2,
-                   help="int8: keep the first N convolutions in fp32 (0: all int8)")
+    s.add_argument("--float-layers", type=float_layers_arg, default=2,
+                   help="int8: keep the first N conv blocks in fp32 (0: all int8), or auto: "
+                   "time 0, 1 and 2 on this machine and keep the fastest as accurate as the best")
+    s.add_argument("--int8-classifier", action="store_true",
+                   help="int8: quantize the classifier too (default: fp32, logits not rounded)")
+    s.add_argument("--nhwc", action="store_true", help="litert: the file takes NHWC images")
+    s.add_argument("--allow-portable", action="store_true", help="executorch/litert: write the "
+                   "file even if ops fall off the XNNPACK delegate (default: an error)")
     s.add_argument("--min-agreement", type=float, default=0.9,
-                   help="int8: least share of calibration images whose top-1 matches fp32's")
+                   help="int8/bf16: least share of check images whose top-1 matches fp32's")
     s.add_argument("--evaluate", action="store_true",
                    help="also report top-1 of torch and the export on the validation split")
     s.add_argument("--limit", type=int, help="evaluate on the first N images only (default: all)")
@@ -182,7 +258,8 @@ def add_arguments(sub) -> None:
     s.add_argument("--model-file", action="append",
                    help="our .safetensors (repeatable; default: none)")
     s.add_argument("--resolution", type=int, help="input size (default: each model's)")
-    s.add_argument("--backends", help=f"comma-separated, from: {', '.join(BACKENDS)} (default: "
+    s.add_argument("--backends", help=f"comma-separated, from: all (every one installed), "
+                   f"{', '.join(BACKENDS)} (default: "
                    "all but compile, with the model's peers: "
                    + ", ".join(f"{p} for {a}" for p, a in PEERS.items()) + ")")
     s.add_argument("--batch", type=int, default=32, help="batch of the throughput measurement")
@@ -198,13 +275,16 @@ def add_arguments(sub) -> None:
     s.add_argument("--max-params", type=float,
                    help="parameter budget, conv + FC weights (default: none)")
     s.add_argument("--max-madds", type=float, help="Mult-Adds budget per image (default: none)")
-    s.add_argument("--backend", default="onnx", help="where to measure")
+    s.add_argument("--backend", default="onnx", help="where to measure: one backend or several, "
+                   "comma-separated (e.g. onnx,int8,litert,litert-int8), or all (every one "
+                   "installed); each candidate is timed on each, interleaved")
     s.add_argument("--accuracy", help="a sweep.csv: choose among its models, by its accuracy "
                    "(default: the registered variants, by the paper's ImageNet top-1)")
-    s.add_argument("--arch", choices=sorted(ARCH_ALIASES),
-                   help="choose among MobileNet v1's or v2's registered variants (with "
-                   "--accuracy: that architecture's rows; default v1)")
+    s.add_argument("--arch", choices=sorted({*ARCH_ALIASES, *ARCHS}),
+                   help="choose among MobileNet v1's, v2's or ShuffleNet's registered variants "
+                   "(with --accuracy: that architecture's rows; default v1)")
     s.add_argument("--threads", type=int, default=2, help="threads of the backend")
+    s.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     s.add_argument("--plot", help="write the accuracy vs measured latency frontier (PNG; "
                    "default: none)")
     add_output_arguments(s, FORMATS)

@@ -58,7 +58,11 @@ API: dict[str, tuple[str, ...]] = {
     "Deployment": (
         "mobilenets.deploy.onnx_export.fold_batchnorm", "mobilenets.deploy.onnx_export.export_onnx",
         "mobilenets.deploy.onnx_export.quantize_int8", "mobilenets.deploy.onnx_export.OnnxModule",
-        "mobilenets.deploy.bench.bench", "mobilenets.deploy.bench.pick",
+        "mobilenets.deploy.mobile.export_mobile", "mobilenets.deploy.runtimes.load_runner",
+        "mobilenets.deploy.quantize.float_module_names", "mobilenets.deploy.quantize.pt2e_quantize",
+        "mobilenets.deploy.tune.choose_float_layers",
+        "mobilenets.deploy.bench.bench", "mobilenets.deploy.bench.honesty_warnings",
+        "mobilenets.deploy.pick.pick",
         "mobilenets.deploy.convert.convert", "mobilenets.deploy.convert.load_timm_mobilenet_v1",
         "mobilenets.deploy.convert.load_torchvision_mobilenet_v2",
         "mobilenets.deploy.convert_keras.load_keras_mobilenet",

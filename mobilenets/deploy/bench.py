@@ -1,7 +1,7 @@
 """Inference latency, throughput and memory on this machine, for every backend we offer and the
 peers (MobileNet V1: timm eager, ONNX Runtime on timm's export; MobileNetV2: torchvision eager),
-measured in one process and interleaved so that machine noise hits every backend alike; and the
-model picker built on it.
+measured in one process and interleaved so that machine noise hits every backend alike (the
+model picker built on it is ``deploy.pick``).
 
 Backends (``BACKENDS``):
     eager      our model as built: torch eager, NCHW, BatchNorm as separate layers
@@ -9,9 +9,17 @@ Backends (``BACKENDS``):
     compile    ``torch`` plus ``torch.compile`` (slow to start: it compiles on first call)
     onnx       ONNX Runtime, fp32, on our export (BN folded, full graph optimisation)
     int8       ONNX Runtime on our int8 static-quantized export (QDQ, per-channel weights)
+    executorch, executorch-int8   ExecuTorch + XNNPACK on our export (``deploy.mobile``)
+    litert, litert-int8           LiteRT (XNNPACK delegate) on our export
+    openvino, openvino-bf16       OpenVINO's CPU plugin, fp32 or bf16 (CPUs with AVX512_BF16)
     timm       peer: timm's MobileNet V1 with the same alpha, eager
     timm-onnx  peer: ONNX Runtime on timm's model exported the same way
     torchvision  peer (MobileNetV2): torchvision's mobilenet_v2 with the same alpha, eager
+
+The phone runtimes need their extras (``pip install 'mobilenets[executorch]'``, ...);
+``--backends all`` takes every backend installed. Honesty: every row carries the process CPU time
+per call beside the wall time and the load average during the timing (``honesty_warnings``);
+ONNX Runtime's threads never spin between calls (many sessions take turns on the same cores).
 
 Each row also carries the analytic memory of its variant beside the measured peak RSS: the weights
 and the peak live activations of one image at fp32 (``mobilenets.cost.memory.trace_memory``).
@@ -43,6 +51,12 @@ BACKENDS = {
     "compile": "torch, BN folded, channels_last, torch.compile",
     "onnx": "ONNX Runtime fp32 on our export",
     "int8": "ONNX Runtime int8 (static, per-channel) on our export",
+    "executorch": "ExecuTorch fp32, XNNPACK delegate",
+    "executorch-int8": "ExecuTorch int8 (PT2E static, per-channel), XNNPACK delegate",
+    "litert": "LiteRT fp32, XNNPACK delegate",
+    "litert-int8": "LiteRT int8 (PT2E static, per-channel), XNNPACK delegate",
+    "openvino": "OpenVINO fp32, CPU plugin",
+    "openvino-bf16": "OpenVINO bf16, CPU plugin (AVX512_BF16 or AMX CPUs)",
     "timm": "peer: timm MobileNet V1, eager",
     "timm-onnx": "peer: ONNX Runtime fp32 on timm's export",
     "torchvision": "peer: torchvision MobileNetV2, eager",
@@ -52,6 +66,23 @@ PEERS = {"timm": "mobilenet_v1", "timm-onnx": "mobilenet_v1", "torchvision": "mo
 #: The eager peer each architecture's latencies are compared with (``BenchRow.vs_peer``).
 EAGER_PEER = {"mobilenet_v1": "timm", "mobilenet_v2": "torchvision"}
 _OURS = ("eager", "torch", "onnx", "int8")
+#: The backends on the phone runtimes (export formats of ``deploy.mobile``) and their extras.
+MOBILE_BACKENDS = {"executorch": "executorch", "executorch-int8": "executorch",
+                   "litert": "litert", "litert-int8": "litert", "openvino": "openvino",
+                   "openvino-bf16": "openvino"}
+#: The precision each backend computes in (the rest: fp32).
+PRECISIONS = {"int8": "int8", "executorch-int8": "int8", "litert-int8": "int8",
+              "openvino-bf16": "bf16"}
+
+
+def installed_backends() -> tuple[str, ...]:
+    """Our backends (but ``compile``) and every phone-runtime backend whose extra is installed
+    (``openvino-bf16`` only on CPUs with bf16 arithmetic): what ``--backends all`` means."""
+    from mobilenets.deploy.mobile import bf16_supported
+    from mobilenets.deploy.runtimes import available
+
+    return _OURS + tuple(b for b, extra in MOBILE_BACKENDS.items() if available(extra)
+                         and (b != "openvino-bf16" or bf16_supported()))
 
 
 def default_backends(arch: str = "mobilenet_v1") -> tuple[str, ...]:
@@ -66,11 +97,12 @@ def check_backends(names) -> list[str]:
     """Validate backend names (a list or a comma-separated string); ``ValueError`` names the bad one."""
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
+    names = [b for n in names for b in (installed_backends() if n == "all" else [n])]
     if not names:
         raise ValueError("--backends must name at least one backend")
     for n in names:
         if n not in BACKENDS:
-            raise ValueError(f"unknown backend {n!r}; known: {', '.join(BACKENDS)}")
+            raise ValueError(f"unknown backend {n!r}; known: all, {', '.join(BACKENDS)}")
     return list(dict.fromkeys(names))
 
 
@@ -134,12 +166,23 @@ def prepare_backend(name: str, model: nn.Module, shape: tuple[int, int, int], wo
         run = OnnxModule(path, spinning=ort_spinning)
     elif name == "int8":
         if not calibration:
-            raise ValueError("the int8 backend needs calibration images")
+            raise ValueError("the int8 backends need calibration images")
         path = workdir / "int8.onnx"
         # Latency only: fresh (untrained) weights make top-1 agreement meaningless, so no minimum.
         quantize_int8(model, path, calibration, resolution=shape[1], min_top1_agreement=0.0)
         files["onnx"] = str(path)
         run = OnnxModule(path, spinning=ort_spinning)
+    elif name in MOBILE_BACKENDS:
+        from mobilenets.deploy.mobile import MOBILE_FORMATS, export_mobile
+        from mobilenets.deploy.runtimes import load_runner
+
+        path = workdir / f"{name}{MOBILE_FORMATS[name][2]}"
+        # Latency only: agreement on fresh weights means nothing, so no minimum.
+        export_mobile(model, path, name, resolution=shape[1], calibration=calibration,
+                      min_top1_agreement=0.0)
+        files["model"] = str(path)
+        # Explicit threads: ExecuTorch's process-wide pool refuses another size, never ignores it.
+        run = _no_grad(load_runner(path, threads=torch.get_num_threads()))
     elif name in ("timm", "torchvision"):
         run = _no_grad(peer_model(name, model))
     else:
@@ -180,14 +223,19 @@ def prepared_input(p: Prepared, x: torch.Tensor) -> torch.Tensor:
 
 
 def time_interleaved(prepared: list[Prepared], x: torch.Tensor | dict[str, torch.Tensor],
-                     rounds: int, iters: int, settle: int = 3) -> dict[str, list[float]]:
+                     rounds: int, iters: int, settle: int = 3, cpu: dict | None = None,
+                     load: list | None = None) -> dict[str, list[float]]:
     """Seconds per call of each backend on ``x`` (one input for all, or one per backend name):
     ``rounds`` rounds, each running ``iters`` calls of every backend in an order rotated every round
     (noise hits all alike). Returns all samples.
 
     Each backend's block starts with ``settle`` untimed calls: the thread pools of the runtime that
     ran before (OpenMP's, ONNX Runtime's) keep spinning for a few ms after their last call and would
-    otherwise be charged to the next backend's first calls."""
+    otherwise be charged to the next backend's first calls.
+
+    ``cpu`` (a dict), when given, receives each backend's process CPU seconds per call (every
+    thread of this process: a runtime's pool included), and ``load`` (a list) the 1-minute load
+    average after every round: wall time on a loaded CPU is mostly waiting, CPU time is not."""
     inputs = {p.name: prepared_input(p, x[p.name] if isinstance(x, dict) else x) for p in prepared}
     samples: dict[str, list[float]] = {p.name: [] for p in prepared}
     for r in range(rounds):
@@ -197,9 +245,13 @@ def time_interleaved(prepared: list[Prepared], x: torch.Tensor | dict[str, torch
             for _ in range(settle):
                 p.run(xi)
             for _ in range(iters):
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 p.run(xi)
                 samples[p.name].append(time.perf_counter() - t0)
+                if cpu is not None:
+                    cpu.setdefault(p.name, []).append(time.process_time() - c0)
+        if load is not None:
+            load.append(os.getloadavg()[0])
     return samples
 
 
@@ -212,7 +264,7 @@ def calibration_images(data: str, shape: tuple[int, int, int], count: int) -> li
                                                   out_channels=shape[0]), count)
 
 
-def _restores_threads(fn: Callable) -> Callable:
+def restores_threads(fn: Callable) -> Callable:
     """Decorate a function that sets torch's thread count so the caller's count comes back."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -251,8 +303,13 @@ def machine_line(machine: dict) -> str:
     isa = "+".join(machine.get("isa", [])) or "no AVX2"
     parts = [f"{machine.get('cpu', 'unknown CPU')} ({isa})", f"{machine.get('cpu_count')} cores",
              f"{machine.get('threads')} thread{'' if machine.get('threads') == 1 else 's'}", f"torch {machine.get('torch')}"]
-    if "matmul_gflops" in machine:
+    if "gemm_gflops" in machine:
+        parts.append("fp32 GEMM " + ", ".join(f"{k} {v:g}" for k, v in machine["gemm_gflops"].items())
+                     + " GFLOP/s (floor at the best)")
+    elif "matmul_gflops" in machine:
         parts.append(f"fp32 matmul {machine['matmul_gflops']:g} GFLOP/s")
+    if "load_before" in machine:
+        parts.append(f"load {machine['load_before']:g}")
     if "date" in machine:
         parts.append(str(machine["date"]))
     return "machine: " + ", ".join(parts)
@@ -273,6 +330,58 @@ def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
     a @ b
     best = min(timed(lambda: a @ b) for _ in range(repeats))
     return 2 * n ** 3 / best / 1e9
+
+
+def ort_matmul_gflops(n: int = 1024, repeats: int = 20, threads: int | None = None) -> float:
+    """Measured fp32 GFLOP/s of an ``n``-cube MatMul in ONNX Runtime (MLAS), best of
+    ``repeats``. On some CPUs (AMD Zen 5) MKL's ``torch.matmul`` reaches half of it."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor("b", TensorProto.FLOAT, [n, n], np.random.rand(n * n).astype("f4"))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "gemm.onnx"
+        onnx.save_model(model, str(path))
+        run = OnnxModule(path, threads, spinning=False)
+        a = torch.randn(n, n)
+        run(a)
+        best = min(timed(lambda: run(a)) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def gemm_rates(threads: int) -> dict[str, float]:
+    """The machine's measured fp32 GEMM rates, GFLOP/s: ``{"torch": ..., "onnxruntime": ...}``
+    (ORT where installed). The fp32 floor of a model is its FLOPs at the best of them."""
+    rates = {"torch": round(matmul_gflops(), 1)}
+    try:
+        rates["onnxruntime"] = round(ort_matmul_gflops(threads=threads), 1)
+    except ImportError:
+        pass
+    return rates
+
+
+def honesty_warnings(rows: list[BenchRow], machine: dict) -> list[str]:
+    """One line per reason to distrust the timings: the load average above the thread count
+    (other processes took the cores), or a row whose process CPU time per call disagrees with
+    its wall time (below 0.8x at one thread: the process waited for a core)."""
+    threads = machine.get("threads", 1)
+    lines = []
+    loads = [r.load for r in rows if r.load is not None]
+    if loads and max(loads) > threads:
+        lines.append(f"warning: load average up to {max(loads):.1f} > {threads} thread(s): wall "
+                     "times include waiting for a core; compare cpu_ms")
+    bad = [f"{r.variant}/{r.backend} {r.cpu_wall:.2f}" for r in rows
+           if r.cpu_wall is not None and (r.cpu_wall < 0.8 or r.cpu_wall > 1.2 * threads)]
+    if bad:
+        lines.append(f"warning: process CPU time disagrees with wall time (cpu/wall): "
+                     f"{', '.join(bad)}")
+    return lines
 
 
 def timed(fn) -> float:
@@ -317,8 +426,10 @@ def _memory_worker(job: dict) -> dict:
     base = _status_mb("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-    if job["onnx"]:
-        run = OnnxModule(job["onnx"], threads=job["threads"])
+    if job["onnx"]:  # an exported file (.onnx, .pte, .tflite, .xml)
+        from mobilenets.deploy.runtimes import load_runner
+
+        run = load_runner(job["onnx"], threads=job["threads"])
     else:
         model = model_from_spec(job["spec"])
         run = prepare_backend(job["backend"], model, shape, Path(tempfile.gettempdir())).run
@@ -365,12 +476,16 @@ class BenchRow:
     act_peak_layers_mb: float
     peer: str | None  # the eager peer of the variant's architecture (timm, torchvision)
     vs_peer: float | None  # latency / the peer's eager latency (lower is better)
-    floor_ms: float  # 2 x Mult-Adds / measured matmul GFLOP/s
+    floor_ms: float  # 2 x Mult-Adds / the best measured fp32 GEMM rate (``gemm_rates``)
     madds: int
     setup_s: float
+    precision: str = "fp32"  # fp32, int8 or bf16
+    cpu_ms: float | None = None  # median process CPU time per call (all threads of the process)
+    cpu_wall: float | None = None  # cpu_ms / latency_ms: < 1 at one thread = waited for a core
+    load: float | None = None  # highest 1-minute load average seen during the timing rounds
 
 
-@_restores_threads
+@restores_threads
 def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
           rounds: int = 10, iters: int = 10, throughput_rounds: int = 3, memory: bool = True,
           calibration_data: str = "fashion-mnist", progress: Callable[[str], None] | None = None
@@ -413,9 +528,11 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     say = progress or (lambda s: None)
     torch.set_num_threads(threads)
-    gflops = matmul_gflops()
+    rates = gemm_rates(threads)
+    gflops = max(rates.values())
     machine = {**cpu_info(), "cpu_count": os.cpu_count(), "threads": threads,
-               "torch": torch.__version__, "matmul_gflops": round(gflops, 1),
+               "torch": torch.__version__, "matmul_gflops": gflops, "gemm_gflops": rates,
+               "ort_spinning": False, "load_before": round(os.getloadavg()[0], 2),
                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     try:
         import onnxruntime
@@ -423,7 +540,7 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
         machine["onnxruntime"] = onnxruntime.__version__
     except ImportError:
         pass
-    say(f"fp32 matmul 1024^3: {gflops:.0f} GFLOP/s")
+    say("fp32 GEMM 1024^3 (GFLOP/s): " + ", ".join(f"{k} {v:g}" for k, v in rates.items()))
     rows: list[BenchRow] = []
     mib = 2 ** 20
     for spec, model, backends in zip(specs, models, per_model):
@@ -436,15 +553,18 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
                     round(trace_memory(model, shape, 4, fuse=inference_ops()).peak_bytes / mib, 3),
                     round(trace_memory(model, shape, 4).peak_bytes / mib, 3))
         calibration = None
-        if "int8" in backends:
+        if any(PRECISIONS.get(b) == "int8" for b in backends):
             calibration = calibration_images(calibration_data, shape, 256)
         with tempfile.TemporaryDirectory(prefix="mobilenets-bench-") as tmp:
             prepared = []
             for b in backends:
                 say(f"{variant}: preparing {b}")
-                prepared.append(prepare_backend(b, model, shape, Path(tmp), calibration))
+                prepared.append(prepare_backend(b, model, shape, Path(tmp), calibration,
+                                                ort_spinning=False))
             say(f"{variant}: timing batch 1 ({rounds} rounds x {iters} calls x {len(prepared)} backends)")
-            lat = time_interleaved(prepared, torch.randn(1, *shape), rounds, iters)
+            cpu, load = {}, []
+            lat = time_interleaved(prepared, torch.randn(1, *shape), rounds, iters, cpu=cpu,
+                                   load=load)
             thr = {}
             if batch > 1:
                 say(f"{variant}: timing batch {batch}")
@@ -455,167 +575,23 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
                 for p in prepared:
                     say(f"{variant}: peak memory of {p.name}")
                     mem[p.name] = peak_memory(p.name, {**spec, "shape": list(shape)},
-                                              p.files.get("onnx"), threads)
+                                              p.files.get("onnx") or p.files.get("model"),
+                                              threads)
         peer = EAGER_PEER.get(model.config.get("arch", "mobilenet_v1"))
         peer_ms = statistics.median(lat[peer]) * 1e3 if peer in lat else None
         for p in prepared:
             ms = statistics.median(lat[p.name]) * 1e3
+            cpu_ms = statistics.median(cpu[p.name]) * 1e3
             m = mem.get(p.name, {})
             rows.append(BenchRow(
                 variant, p.name, round(ms, 2), round(percentile(lat[p.name], 90) * 1e3, 2), batch,
                 round(thr[p.name], 1) if p.name in thr else round(1e3 / ms, 1),
                 m.get("peak_rss_mb"), m.get("above_baseline_mb"), *analytic,
                 peer if peer_ms else None, round(ms / peer_ms, 3) if peer_ms else None,
-                round(2 * madds / gflops / 1e6, 2), madds, round(p.setup_s, 1)))
+                round(2 * madds / gflops / 1e6, 2), madds, round(p.setup_s, 1),
+                PRECISIONS.get(p.name, "fp32"), round(cpu_ms, 3), round(cpu_ms / ms, 2),
+                round(max(load), 2)))
     return rows, machine
-
-
-def candidates(accuracy_csv: str | None = None, arch: str | None = None) -> list[dict]:
-    """The models ``pick`` chooses among, with their accuracy and its source.
-
-    With ``accuracy_csv`` (a ``mobilenets sweep`` CSV): its grid points (only those of ``arch``
-    when given), with the top-1 measured on the user's data and the trained model files when they
-    still exist. Otherwise the registered variants of ``arch`` (default ``"v1"``) with ImageNet
-    top-1: the paper's figure where it prints one, else TF-Slim's released checkpoint's. V1: the 16
-    alpha x resolution variants (paper Tables 6-9, ``research/slim/nets/mobilenet_v1.md``). V2: the
-    22 registered variants (MobileNetV2's Table 4 for 1.0 and 1.4 at 224; the others from
-    ``research/slim/nets/mobilenet/README.md``, see ``registry._RELEASED_TOP1_V2``).
-    """
-    from mobilenets.models.registry import MODELS, arch_name, list_models, variant_name
-
-    if accuracy_csv:
-        from mobilenets.engine.sweep import read_rows
-
-        if not Path(accuracy_csv).is_file():
-            raise FileNotFoundError(f"--accuracy file not found: {accuracy_csv}")
-        rows = read_rows(accuracy_csv)
-        if arch:
-            rows = [r for r in rows if r["arch"] == arch_name(arch)]
-        if not rows:
-            raise ValueError(f"--accuracy {accuracy_csv} holds no sweep rows"
-                             + (f" of --arch {arch}" if arch else ""))
-        out = []
-        for r in rows:
-            label = variant_name(f"{r['arch']}_1.0_224", r["width_mult"], r["resolution"])
-            spec = {"label": label, "arch": r["arch"], "width_mult": r["width_mult"],
-                    "resolution": r["resolution"],
-                    "top1": r["top1"], "accuracy_source": f"sweep ({Path(accuracy_csv).name})"}
-            if r.get("model_path") and Path(r["model_path"]).is_file():
-                spec["model_file"] = r["model_path"]
-            else:
-                spec["arch_kwargs"] = {"width_mult": r["width_mult"], "num_classes": 10}
-            out.append(spec)
-        return out
-    out = []
-    arch = arch_name(arch or "v1")
-    for name in list_models(f"{arch}_*"):
-        spec = MODELS[name]
-        a = spec.kwargs.get("width_mult")
-        if a is None:  # V1's ablation baselines (full convolutions, shallow): not a grid point
-            continue
-        top1, source = (spec.paper["top1"], "paper") if spec.paper else \
-            (spec.released_top1, "TF-Slim release")
-        out.append({"label": name, "name": name, "arch": arch,
-                    "width_mult": a, "resolution": spec.resolution, "top1": top1,
-                    "accuracy_source": source})
-    return out
-
-
-@_restores_threads
-def pick(latency_ms: float | None = None, max_params: float | None = None,
-         max_madds: float | None = None, backend: str = "onnx", accuracy_csv: str | None = None,
-         threads: int = 2, rounds: int = 5, iters: int = 5, plot: str | None = None,
-         calibration_data: str = "fashion-mnist", arch: str | None = None,
-         progress: Callable[[str], None] | None = None) -> tuple[list[dict], dict]:
-    """Choose the most accurate MobileNet within a latency, size and compute budget, measuring the
-    latency of every candidate on this machine and backend: the paper's promise, made measurable.
-
-    Args:
-        latency_ms: Largest median batch-1 latency allowed, in ms (> 0). Default: no limit.
-        max_params: Largest parameter count (conv + FC weights, the paper's count). Default none.
-        max_madds: Largest Mult-Adds per image. Default none.
-        backend: Where latency is measured, a name from ``BACKENDS`` except the peers.
-            Default ``"onnx"``.
-        accuracy_csv: A ``mobilenets sweep`` CSV to take candidates and accuracy from; default the
-            registered ImageNet variants of ``arch`` (see ``candidates``).
-        threads: Intra-op threads. Default 2.
-        rounds: Interleaved timing rounds over all candidates. Default 5.
-        iters: Calls per candidate per round. Default 5.
-        plot: Write the accuracy-against-measured-latency frontier to this PNG. Default none.
-        calibration_data: Calibration data for ``backend="int8"``. Default Fashion-MNIST.
-        arch: ``"v1"`` or ``"v2"``: choose among that architecture's variants (or sweep rows).
-            Default: V1's registered variants, or every row of ``accuracy_csv``.
-        progress: Called with a line of text as the work advances.
-
-    Returns:
-        (rows, choice): every candidate with ``latency_ms``, ``params``, ``madds``, ``fits``,
-        and the chosen row (the most accurate that fits; the faster on a tie).
-
-    Raises:
-        ValueError: if no budget is given, a budget is not > 0, the backend is unknown or a peer,
-            or no candidate fits (the message names the cheapest candidate).
-    """
-    from mobilenets.cost.profiler import profile_model
-    from mobilenets.models.registry import ARCHS
-
-    budgets = {"latency_ms": latency_ms, "max_params": max_params, "max_madds": max_madds}
-    if all(v is None for v in budgets.values()):
-        raise ValueError("give at least one budget: --latency-ms, --max-params or --max-madds")
-    for k, v in budgets.items():
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
-            raise ValueError(f"--{k.replace('_', '-')} must be a number > 0, got {v!r}")
-    if check_backends([backend])[0] in PEERS:
-        raise ValueError(f"--backend {backend!r} is a peer; pick measures our own backends")
-    say = progress or (lambda s: None)
-    torch.set_num_threads(threads)
-    rows = candidates(accuracy_csv, arch)
-    with tempfile.TemporaryDirectory(prefix="mobilenets-pick-") as tmp:
-        prepared, inputs = [], {}
-        for i, row in enumerate(rows):
-            if "model_file" in row or "name" in row:
-                model = model_from_spec(row)
-            else:
-                model = ARCHS[row["arch"]](**row["arch_kwargs"]).eval()
-            model.config["resolution"] = row["resolution"]
-            shape = (model.config.get("in_channels", 3), row["resolution"], row["resolution"])
-            prof = profile_model(model, shape)
-            row["params"] = prof.layer_params
-            row["madds"] = prof.total_madds
-            calibration = None
-            if backend == "int8":
-                calibration = calibration_images(calibration_data, shape, 128)
-            say(f"preparing {row['label']} ({backend})")
-            workdir = Path(tmp) / str(i)
-            workdir.mkdir()
-            # 16 sessions take turns on the same cores: no spinning (else the idle sessions'
-            # threads slow the timed one, by up to 3x for the mid-sized models here).
-            p = prepare_backend(backend, model, shape, workdir, calibration, ort_spinning=False)
-            p.name = row["label"]
-            prepared.append(p)
-            inputs[p.name] = torch.randn(1, *shape)
-        say(f"timing {len(prepared)} candidates, {rounds} rounds x {iters} calls")
-        samples = time_interleaved(prepared, inputs, rounds, iters)  # each its own input size
-    for row in rows:
-        row["latency_ms"] = round(statistics.median(samples[row["label"]]) * 1e3, 3)
-        row["fits"] = ((latency_ms is None or row["latency_ms"] <= latency_ms)
-                       and (max_params is None or row["params"] <= max_params)
-                       and (max_madds is None or row["madds"] <= max_madds))
-        row.pop("arch_kwargs", None)
-    fitting = [r for r in rows if r["fits"]]
-    if plot:
-        from mobilenets.engine.plots import plot_frontier
-
-        plot_frontier(rows, plot, "latency_ms", f"Measured latency (ms), batch 1, {backend}",
-                      budget=latency_ms, title=f"Accuracy vs latency on this machine ({backend})")
-    if not fitting:
-        fastest = min(rows, key=lambda r: r["latency_ms"])
-        raise ValueError(f"no candidate fits the budget; the fastest is {fastest['label']} at "
-                         f"{fastest['latency_ms']:.2f} ms, {fastest['params'] / 1e6:.2f}M params, "
-                         f"{fastest['madds'] / 1e6:.0f}M Mult-Adds")
-    choice = max(fitting, key=lambda r: (r["top1"], -r["latency_ms"]))
-    for row in rows:
-        row["chosen"] = row is choice
-    return rows, choice
 
 
 if __name__ == "__main__":  # the peak-memory worker: python -m mobilenets.deploy.bench '<job json>'

@@ -182,7 +182,7 @@ def plot_accuracy_vs_params(rows: Sequence[Mapping], path: str | os.PathLike,
 def plot_frontier(rows: Sequence[Mapping], path: str | os.PathLike, x_key: str, x_label: str,
                   budget: float | None = None, *, y_key: str = "top1",
                   y_label: str = "Top-1 accuracy (%)", title: str | None = None,
-                  log_x: bool = False) -> list[Mapping]:
+                  log_x: bool = False, group_key: str | None = None) -> list[Mapping]:
     """Accuracy against any measured cost (latency, size...), with its Pareto frontier.
 
     Every row is a grey point; the frontier (``pareto_frontier``) is highlighted and joined by a
@@ -201,9 +201,12 @@ def plot_frontier(rows: Sequence[Mapping], path: str | os.PathLike, x_key: str, 
         y_label: The y axis label. Default ``"Top-1 accuracy (%)"``.
         title: The axes title. Default None: ``"Accuracy vs {x_label}"``.
         log_x: Log-scale the x axis (then every x and the budget must be > 0). Default False.
+        group_key: Draw one frontier per value of this key, each in its own colour (e.g.
+            ``"backend"``: one curve per runtime and precision). Default None: one frontier.
 
     Returns:
-        The frontier rows (the input dicts), in increasing ``x_key`` order.
+        The frontier rows (the input dicts), in increasing ``x_key`` order; with ``group_key``,
+        the frontier of all rows together (what the budget's star is chosen from).
 
     Raises:
         ValueError: for empty ``rows``, naming a missing key or a bad value, naming ``budget``
@@ -222,14 +225,22 @@ def plot_frontier(rows: Sequence[Mapping], path: str | os.PathLike, x_key: str, 
     ys = [_num(rows, i, y_key) for i in range(len(rows))]
     fig, ax = _new_axes()
     ax.scatter(xs, ys, s=25, color="0.6", zorder=2, label="models")
-    for row, x, y in zip(rows, xs, ys):
-        _annotate(ax, row, x, y)
-    fx = [float(r[x_key]) for r in frontier]
-    fy = [float(r[y_key]) for r in frontier]
-    # Carry the last step to the costliest model so the line spans every point.
-    ax.step(fx + [max(xs)], fy + [fy[-1]], where="post", color="tab:red", linewidth=1.5,
-            zorder=3, label="Pareto frontier")
-    ax.scatter(fx, fy, s=40, color="tab:red", zorder=4)
+    if group_key is None:
+        for row, x, y in zip(rows, xs, ys):
+            _annotate(ax, row, x, y)
+        curves = [("Pareto frontier", frontier, "tab:red")]
+    else:
+        groups = list(dict.fromkeys(str(r.get(group_key)) for r in rows))
+        colours = colormaps["tab10"]
+        curves = [(g, pareto_frontier([r for r in rows if str(r.get(group_key)) == g], x_key,
+                                      y_key), colours(i % 10)) for i, g in enumerate(groups)]
+    for name, front, colour in curves:
+        fx = [float(r[x_key]) for r in front]
+        fy = [float(r[y_key]) for r in front]
+        # Carry the last step to the costliest model so the line spans every point.
+        ax.step(fx + [max(xs)], fy + [fy[-1]], where="post", color=colour, linewidth=1.5,
+                zorder=3, label=name)
+        ax.scatter(fx, fy, s=40, color=colour, zorder=4)
     if budget is not None:
         ax.axvline(budget, color="tab:blue", linestyle="--", linewidth=1, zorder=1,
                    label=f"budget: {budget:g}")

@@ -1,0 +1,200 @@
+"""Phone and edge runtimes: ExecuTorch, LiteRT and OpenVINO exports are verified against torch,
+refuse ops off the XNNPACK delegate, and run through one runner interface; tiny models at 32 px."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from mobilenets.cli import main
+from mobilenets.deploy.mobile import bf16_supported, export_mobile, verify
+from mobilenets.deploy.onnx_export import ExportError
+from mobilenets.deploy.quantize import float_module_names, keep_float
+from mobilenets.deploy.runtimes import MissingExtraError, load_runner, require
+from mobilenets.models.registry import create_model
+
+
+def tiny(seed: int = 0) -> nn.Module:
+    """V1 0.25 at 32 px with BN statistics from a few train-mode batches, so that the logits carry
+    information (a fresh net's eval-mode logits are near zero: any export would pass)."""
+    torch.manual_seed(seed)
+    model = create_model("mobilenet_v1_0.25_128")
+    model.config["resolution"] = 32
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(16, 3, 32, 32) * 2)
+    return model.eval()
+
+
+def images(n: int = 32, seed: int = 1) -> torch.Tensor:
+    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def test_verify_refuses_a_file_that_computes_something_else():
+    model = tiny()
+
+    class Zeros(nn.Module):
+        def forward(self, x):
+            return torch.zeros(len(x), 1000)
+
+    with pytest.raises(ExportError, match="disagrees with the torch model"):
+        verify(model, Zeros(), (3, 32, 32), quantized=False)
+    with pytest.raises(ExportError, match="agrees with the float model on only"):
+        verify(model, Zeros(), (3, 32, 32), quantized=True, min_top1_agreement=0.9,
+               check_inputs=images())
+    assert verify(model, model, (3, 32, 32), quantized=False)["max_abs_diff"] == 0
+
+
+def test_float_modules_policy_and_guard():
+    model = tiny()
+    assert float_module_names(model, 2) == ["features.0", "features.1.dw", "classifier"]
+    assert float_module_names(model, 0, float_classifier=False) == []
+    with pytest.raises(ValueError, match="--float-layers"):
+        float_module_names(model, -1)
+
+    class Quantizer:
+        def annotate(self, gm):
+            return gm
+
+    gm = torch.export.export(model, (images(1),)).module()
+    with pytest.raises(ValueError, match="not found in the exported graph"):
+        keep_float(Quantizer(), ["model.features.0"]).annotate(gm)
+
+
+def test_missing_extra_names_the_pip_command():
+    with pytest.raises(MissingExtraError, match=r"pip install 'mobilenets\[litert\]'"):
+        require("litert", "no_such_module_for_this_test")
+
+
+def test_executorch_fp32_int8_and_portable_fallback(tmp_path):
+    pytest.importorskip("executorch")
+    model = tiny()
+    report = export_mobile(model, tmp_path / "m.pte", "executorch")
+    assert report.delegation["outside"] == {} and report.delegation["delegated_ops"] > 20
+    assert report.max_abs_diff <= report.tolerance and report.logit_scale >= 1
+    runner = load_runner(tmp_path / "m.pte")
+    x = images(2)
+    torch.testing.assert_close(runner(x), model(x), rtol=0, atol=1e-4 * report.logit_scale)
+
+    q = export_mobile(model, tmp_path / "q.pte", "executorch-int8", calibration=[images(32, s)
+                      for s in (2, 3)], check_inputs=images(), min_top1_agreement=0.5)
+    assert q.top1_agreement >= 0.5 and q.delegation["outside"] == {}
+    assert q.float_modules == ["features.0", "features.1.dw", "classifier"]
+    assert q.bytes < report.bytes  # int8 weights
+
+    class LogSoftmax(nn.Module):  # ExecuTorch's XNNPACK has no log_softmax: portable kernels
+        def __init__(self):
+            super().__init__()
+            self.net, self.config = model, model.config
+
+        def forward(self, x):
+            return torch.log_softmax(self.net(x), 1)
+
+    with pytest.raises(ExportError, match="log_softmax.*--allow-portable"):
+        export_mobile(LogSoftmax(), tmp_path / "p.pte", "executorch")
+    assert not (tmp_path / "p.pte").exists() and len(list(tmp_path.iterdir())) == 2
+    slow = export_mobile(LogSoftmax(), tmp_path / "p.pte", "executorch", allow_portable=True)
+    assert "aten._log_softmax.default" in slow.delegation["outside"]
+
+
+def test_litert_int8_nhwc_runner_quantizes_its_io(tmp_path):
+    pytest.importorskip("litert_torch")
+    model = tiny()
+    calibration = [images(32, s) for s in (2, 3)]
+    report = export_mobile(model, tmp_path / "q.tflite", "litert-int8", calibration=calibration,
+                           nhwc=True, float_layers=0, float_classifier=False,
+                           check_inputs=images(), min_top1_agreement=0.5)
+    assert report.delegation["outside"] == {} and report.io["layout"] == "NHWC"
+    # All layers int8: the file takes and returns int8; the runner hides it.
+    assert report.io["input"]["dtype"] == "int8" and report.io["output"]["dtype"] == "int8"
+    runner = load_runner(tmp_path / "q.tflite")
+    out = runner(images(3))  # NCHW float in, float logits out, any batch
+    assert out.dtype == torch.float32 and out.shape == (3, 1000)
+
+
+def test_openvino_fp32_and_bf16(tmp_path):
+    pytest.importorskip("openvino")
+    model = tiny()
+    report = export_mobile(model, tmp_path / "m.xml", "openvino")
+    assert report.max_abs_diff <= report.tolerance
+    assert all(k.endswith(":f32") for k in report.delegation["runtime_precisions"])
+    assert (tmp_path / "m.bin").is_file()
+    if bf16_supported():
+        b = export_mobile(model, tmp_path / "b.xml", "openvino-bf16", check_inputs=images(),
+                          min_top1_agreement=0.5)
+        assert any(k.endswith(":bf16") for k in b.delegation["runtime_precisions"])
+        assert load_runner(tmp_path / "b.xml").precision == "bf16"
+    else:
+        with pytest.raises(ExportError, match="avx512_bf16"):
+            export_mobile(model, tmp_path / "b.xml", "openvino-bf16")
+
+
+def test_cli_export_litert_evaluates_and_refuses_bad_options(capsys, tmp_path):
+    pytest.importorskip("litert_torch")
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "smoke", "--out", str(out), "--limit-train", "64",
+                 "--limit-val", "32"]) == 0
+    dst, rep = tmp_path / "m.tflite", tmp_path / "r.json"
+    code = main(["export", str(out / "model.safetensors"), "--format", "litert", "--output",
+                 str(dst), "--evaluate", "--limit", "32", "--report", str(rep)])
+    stdout, err = capsys.readouterr()
+    assert code == 0 and dst.is_file(), err
+    report = json.loads(rep.read_text())
+    assert report["drop"] == 0 and report["top1_agreement"] == 100 and "none outside" in stdout
+    code = main(["export", "mobilenet_v1_0.25_128", "--format", "executorch", "--nhwc",
+                 "--output", str(tmp_path / "x.pte")])
+    _, err = capsys.readouterr()
+    assert code == 2 and "--nhwc" in err and len(err.strip().splitlines()) == 1
+
+
+def test_pick_across_runtimes_and_precisions_draws_one_curve_each(tmp_path):
+    pytest.importorskip("litert_torch")
+    from mobilenets.deploy.pick import candidates, pick
+
+    csv_path = tmp_path / "sweep.csv"
+    csv_path.write_text(
+        "label,width_mult,resolution,madds,params,top1,top5,epochs,train_seconds,model_path\n"
+        "0.5-32,0.5,32,1,1,80.0,99.0,1,1,\n0.25-32,0.25,32,1,1,70.0,98.0,1,1,\n")
+    rows, choice = pick(max_params=1e9, backend="torch,litert-int8",
+                        accuracy_csv=str(csv_path), rounds=1, iters=2,
+                        threads=torch.get_num_threads(), plot=str(tmp_path / "f.png"))
+    assert sorted((r["label"], r["backend"]) for r in rows) == sorted(
+        (m, b) for m in ("mobilenet_v1_0.25_32", "mobilenet_v1_0.5_32")
+        for b in ("torch", "litert-int8"))
+    assert {r["precision"] for r in rows} == {"fp32", "int8"}
+    assert all(r["latency_ms"] > 0 and r["cpu_ms"] > 0 for r in rows)
+    assert choice["label"] == "mobilenet_v1_0.5_32"
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    shufflenets = candidates(arch="shufflenet_v1")  # the registered ones with a published top-1
+    assert len(shufflenets) >= 16 and all(r["top1"] for r in shufflenets)
+
+
+def test_bench_rows_carry_cpu_time_load_and_warnings():
+    from mobilenets.deploy.bench import bench, honesty_warnings
+
+    rows, machine = bench([{"name": "mobilenet_v1_0.25_128", "resolution": 32}], ["torch", "onnx"],
+                          batch=1, threads=1, rounds=1, iters=2, memory=False)
+    assert machine["ort_spinning"] is False and "onnxruntime" in machine["gemm_gflops"]
+    for r in rows:
+        assert r.cpu_ms > 0 and r.cpu_wall > 0 and r.load >= 0 and r.precision == "fp32"
+    rows[0].cpu_wall, rows[0].load = 0.3, machine["threads"] + 5.0
+    lines = honesty_warnings(rows, machine)
+    assert len(lines) == 2 and "load average" in lines[0] and "0.30" in lines[1]
+
+
+def test_float_layers_auto_measures_the_candidates(capsys, tmp_path):
+    from mobilenets.deploy.tune import choose_float_layers
+
+    model = tiny()
+    choice, rows = choose_float_layers(model, "int8", [images(32, 2)], candidates=(0, 2),
+                                       rounds=1, iters=2, check_inputs=images())
+    assert [r["float_layers"] for r in rows] == [0, 2] and choice in (0, 2)
+    assert sum(r["chosen"] for r in rows) == 1 and all(r["cpu_ms"] > 0 for r in rows)
+    assert rows[0]["isa"] is not None and rows[0]["cpu"]
+    with pytest.raises(ValueError, match="--float-layers auto is for int8"):
+        choose_float_layers(model, "litert", [images(4)])
+    code = main(["export", "mobilenet_v1_0.25_128", "--format", "int8", "--float-layers", "two",
+                 "--output", str(tmp_path / "x.onnx")])
+    _, err = capsys.readouterr()
+    assert code == 2 and "--float-layers" in err
