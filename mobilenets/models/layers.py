@@ -305,13 +305,17 @@ class Pool2d(nn.Module):
         super().__init__()
         check_choice("kind", kind, ("max", "avg"))
         self.tf_same = check_choice("padding", padding, PADDINGS) == "tf_same"
-        pad = 0 if self.tf_same else kernel_size // 2
-        self.pool = (nn.MaxPool2d(kernel_size, stride, pad) if kind == "max"
-                     else nn.AvgPool2d(kernel_size, stride, pad))
+        # Zeros padded explicitly, not by the pool: a padded average pool falls off ExecuTorch's
+        # XNNPACK delegate, and a padded max pool becomes LiteRT's PADV2 (-inf), off its delegate.
+        self.explicit_pad = 0 if self.tf_same else kernel_size // 2
+        self.pool = (nn.MaxPool2d(kernel_size, stride) if kind == "max"
+                     else nn.AvgPool2d(kernel_size, stride))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.tf_same:
             x = pad_tf_same(x, self.pool.kernel_size, self.pool.stride)
+        elif self.explicit_pad:
+            x = F.pad(x, (self.explicit_pad,) * 4)
         return self.pool(x)
 
 
@@ -361,6 +365,9 @@ class ShuffleUnit(nn.Module):
         self.shortcut = (Pool2d("avg", 3, stride, block_kwargs.get("padding", "symmetric"))
                          if self.concat else None)
         self.act = ACTIVATIONS[activation]() if activation else nn.Identity()
+        # Not in place on the sum or concatenation: PT2E's int8 annotation fails on it.
+        if hasattr(self.act, "inplace"):
+            self.act.inplace = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.expand(self.dw(self.shuffle(self.compress(x))))
