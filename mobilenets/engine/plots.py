@@ -246,7 +246,7 @@ def plot_frontier(rows: Sequence[Mapping], path: str | os.PathLike, x_key: str, 
 
 
 #: Epoch-record keys that are bookkeeping, not curves.
-_NOT_CURVES = frozenset({"epoch", "step", "lr", "seconds"})
+_NOT_CURVES = frozenset({"epoch", "step", "lr", "seconds", "eval_seconds"})
 
 
 def plot_training_curves(history: Sequence[Mapping], path: str | os.PathLike,
@@ -256,8 +256,8 @@ def plot_training_curves(history: Sequence[Mapping], path: str | os.PathLike,
 
     Args:
         history: The run's epoch records (``metrics.jsonl``, ``fit``'s ``history``): dicts with
-            ``epoch`` and numbers; keys containing ``loss`` are losses, ``step``, ``lr`` and
-            ``seconds`` are left out, non-numbers are ignored.
+            ``epoch`` and numbers; keys containing ``loss`` are losses, ``step``, ``lr``,
+            ``seconds`` and ``eval_seconds`` are left out, non-numbers are ignored.
         path: The image file to write (PNG, ...); its suffix picks the format.
         title: The figure's title. Default ``"Training curves"``.
 
