@@ -198,7 +198,7 @@ def test_schedule_shapes():
 
 def test_fast_preset_is_the_papers_model_at_32():
     cfg = make_config("fast")
-    assert (cfg.input_size, cfg.output_stride, cfg.model) == (32, 16, "mobilenet_v1_1.0_224")
+    assert (cfg.input_size, cfg.output_stride, cfg.model) == (32, 16, "mobilenet_v1_0.75_224")
     assert make_config("best").input_size == 64
     with pytest.raises(ValueError, match="output_stride"):
         make_config("fast", output_stride=4)

@@ -130,8 +130,10 @@ PRESETS: dict[str, TrainConfig] = {
     # 4e-5), translate-and-flip instead of Inception crops, test-time flips. The 28x28 images
     # sit unresampled on a 32x32 input (eval_crop 32/28); output_stride 16 keeps the 14x14
     # blocks' maps at 2x2 instead of 1x1.
-    "fast": TrainConfig(model="mobilenet_v1_1.0_224", resolution=32, output_stride=16,
-                        epochs=10, batch_size=128, optimizer="sgd", lr=0.2, momentum=0.9,
+    # alpha 0.75: as accurate as 1.0 after 4 epochs (90.46% vs 90.20% on held-out images) at
+    # 1.9x the images/s, so more epochs fit the same time.
+    "fast": TrainConfig(model="mobilenet_v1_0.75_224", resolution=32, output_stride=16,
+                        epochs=15, batch_size=128, optimizer="sgd", lr=0.2, momentum=0.9,
                         nesterov=True, weight_decay=5e-4, lr_schedule="cosine",
                         warmup_epochs=0.3, lr_final=0.0, label_smoothing=0.1,
                         augmentation="translate", translate=2, eval_crop=32 / 28,
@@ -140,10 +142,10 @@ PRESETS: dict[str, TrainConfig] = {
                          lr=0.01, limit_train=256, limit_val=128, eval_crop=1.0,
                          checkpoint_every=4, num_workers=0, progress=False),
 }
-# "best": the fast recipe at 64x64 (the 28x28 images upscaled 2x, 4-pixel shifts: 2 input
-# pixels) and output stride 32 (7x7 blocks at 2x2), for 60 epochs.
-PRESETS["best"] = replace(PRESETS["fast"], resolution=64, output_stride=32, translate=4,
-                          epochs=60, warmup_epochs=1.0)
+# "best": the fast recipe with 1.0 MobileNet at 64x64 (the 28x28 images upscaled 2x, 4-pixel
+# shifts: 2 input pixels) and output stride 32 (the last blocks at 2x2), for 60 epochs.
+PRESETS["best"] = replace(PRESETS["fast"], model="mobilenet_v1_1.0_224", resolution=64,
+                          output_stride=32, translate=4, epochs=60, warmup_epochs=1.0)
 
 
 def make_config(preset: str = "fashion-mnist", **overrides) -> TrainConfig:
