@@ -164,6 +164,9 @@ def test_sweep_writes_csv_and_figures(tmp_path, capsys):
     for name in ("figure4_accuracy_vs_madds.png", "figure5_accuracy_vs_params.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert run_sweep(base, (0.5, 0.25), (32,), tmp_path) == rows  # finished points are skipped
+    more = run_sweep(base, (0.25,), (32,), tmp_path, seeds=(0, 1))  # seed 0 is done: one new run
+    assert [(r["width_mult"], r["seed"]) for r in more] == [(0.5, 0), (0.25, 0), (0.25, 1)]
+    assert (tmp_path / "a0.25_r32_s1" / "model.safetensors").is_file()
 
 
 @pytest.mark.parametrize("preset", ["paper", "fashion-mnist", "fast", "best"])
