@@ -326,8 +326,9 @@ class RunLog:
                     self.tb.add_scalar(k, v, record["step"])
             self.tb.flush()
         if self.cfg.progress:
-            shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items()
-                              if k not in ("epoch", "step") and isinstance(v, (int, float)))
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items()  # the file has all
+                              if k not in ("epoch", "step", "eval_seconds")
+                              and isinstance(v, (int, float)))
             (self.bar.write if self.bar is not None else print)(
                 f"epoch {record['epoch']:g}: {shown}")
 
