@@ -367,8 +367,9 @@ def cmd_train(args) -> None:
     by_lat = {(r["model"], r["backend"]): r for r in lat}
     md = [f"# Fashion-MNIST: the ~300M-Mult-Add networks trained side by side, {res}x{res}", "",
           machine_line(info), "",
-          f"Recipe: the `fashion-mnist` preset (RMSprop, lr {cfg.lr} decayed {cfg.lr_decay} per "
-          f"epoch, batch {cfg.batch_size}, the paper's augmentation) at {res}x{res} for "
+          f"Recipe: the `fashion-mnist` preset (RMSprop, lr {cfg.lr} decayed "
+          + (f"exponentially to x{cfg.lr_final} over the run" if cfg.lr_final is not None
+             else f"{cfg.lr_decay} per epoch") + f", batch {cfg.batch_size}, the paper's augmentation) at {res}x{res} for "
           f"{args.epochs} epochs" + (f" on the first {args.limit_train} images" if args.limit_train
                                      else "") + f", seeds {args.seeds}, one thread each; top-1 on "
           f"the 10,000 test images. Latency: batch 1 at "

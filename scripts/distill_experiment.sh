@@ -26,20 +26,20 @@ mkdir -p "$OUT"
 timed() { local t=$SECONDS; "$@"; echo "wall $((SECONDS - t)) s: $*" | tee -a "$OUT/wall_times.txt"; }
 
 timed mobilenets train --model mobilenet_v1_1.0_224 "${HALF[@]}" --epochs "$EPOCHS" \
-  --set lr_decay="$DECAY" --out "$OUT/teacher" --resume
+  --set lr_final=none --set lr_decay="$DECAY" --out "$OUT/teacher" --resume
 # distil E NAME [FLAGS]: the distilled student with the step budget of E labels-only epochs.
 distil() {
   local E=$1 name=$2
   shift 2
   timed mobilenets distill --teacher "$OUT/teacher/model.safetensors" \
     --student mobilenet_v1_0.25_224 "${HALF[@]}" --epochs "$(python -c "print($E / 2)")" \
-    --set lr_decay="$DECAY2" --set warmup_epochs=0.15 --loss soft --temperature 4 \
+    --set lr_final=none --set lr_decay="$DECAY2" --set warmup_epochs=0.15 --loss soft --temperature 4 \
     --hard-weight 1 --out "$OUT/$name" --resume "$@"
 }
 runs=("$OUT/teacher")
 for E in $STUDENT_EPOCHS; do
   timed mobilenets train --model mobilenet_v1_0.25_224 "${HALF[@]}" --epochs "$E" \
-    --set lr_decay="$DECAY" --out "$OUT/labels_only_e$E" --resume
+    --set lr_final=none --set lr_decay="$DECAY" --out "$OUT/labels_only_e$E" --resume
   distil "$E" "distilled_e$E" --teacher-cache "$OUT/teacher_outputs.safetensors"
   runs+=("$OUT/labels_only_e$E" "$OUT/distilled_e$E")
 done

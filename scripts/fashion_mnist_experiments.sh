@@ -12,7 +12,7 @@ OUT=${OUT:-runs}
 EPOCHS=${EPOCHS:-2}
 LIMIT=${LIMIT:-30000}
 DECAY=${DECAY:-0.3}
-RECIPE=(--epochs "$EPOCHS" --limit-train "$LIMIT" --set lr_decay="$DECAY")
+RECIPE=(--epochs "$EPOCHS" --limit-train "$LIMIT" --set lr_final=none --set lr_decay="$DECAY")
 mobilenets sweep "${RECIPE[@]}" --width-mults 1.0,0.75,0.5,0.25 --resolutions 56,48,40,32 \
   --out "$OUT/sweep"
 # Table 5 (Shallow MobileNet vs 0.75 MobileNet) and Table 4 (Conv MobileNet vs MobileNet) at 32x32;

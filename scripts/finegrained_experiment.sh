@@ -15,7 +15,7 @@ WIDTHS=${WIDTHS:-"1.0 0.5"}
 SEEDS=${SEEDS:-0}
 COMMON=(--resolution 32 --set num_workers=0 --set progress=false)
 # The small clean set: 40 epochs of 10 steps, evaluated once at the end.
-CLEAN=(--epochs 40 --batch-size 50 --lr 0.03 --set lr_decay=0.9 --set eval_every_epoch=false)
+CLEAN=(--epochs 40 --batch-size 50 --lr 0.03 --set lr_final=none --set lr_decay=0.9 --set eval_every_epoch=false)
 [ -f "$OUT/data/noise.json" ] || mobilenets finegrained make-data "$OUT/data" --noise-rate 0.4 \
   --clean-per-class 100 --seed 0
 runs=()
@@ -27,10 +27,10 @@ for A in $WIDTHS; do
     --seed "$S" --out "$OUT/clean_only_$T" --resume
   # 2) pretrain on the noisy set (3 epochs, the sweep's short-run decay)
   mobilenets train --data "$OUT/data/noisy" --width-mult "$A" "${COMMON[@]}" --epochs 3 \
-    --set lr_decay=0.3 --seed "$S" --out "$OUT/noisy_$T" --resume
+    --set lr_final=none --set lr_decay=0.3 --seed "$S" --out "$OUT/noisy_$T" --resume
   # 3) fine-tune every layer on the clean set, at a lower learning rate
   mobilenets finetune --init "$OUT/noisy_$T/model.safetensors" --data "$OUT/data/clean" \
-    "${COMMON[@]}" --epochs 20 --batch-size 50 --lr 0.005 --set lr_decay=0.85 \
+    "${COMMON[@]}" --epochs 20 --batch-size 50 --lr 0.005 --set lr_final=none --set lr_decay=0.85 \
     --set eval_every_epoch=false --seed "$S" --out "$OUT/noisy_then_clean_$T" --resume
   runs+=("$OUT/clean_only_$T" "$OUT/noisy_$T" "$OUT/noisy_then_clean_$T")
 done

@@ -21,7 +21,7 @@ WIDTHS=${WIDTHS:-"1.0 0.25"}
 models=()
 for A in $WIDTHS; do
   mobilenets geo train --train-csv "$OUT/data/train.csv" --val-csv "$OUT/data/val.csv" \
-    --cells "$OUT/cells.json" --width-mult "$A" --resolution 32 --epochs 4 --set lr_decay=0.5 \
+    --cells "$OUT/cells.json" --width-mult "$A" --resolution 32 --epochs 4 --set lr_final=none --set lr_decay=0.5 \
     --set num_workers=0 --set progress=false --out "$OUT/a$A" --resume
   models+=("$OUT/a$A/model.safetensors")
 done

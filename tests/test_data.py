@@ -109,3 +109,24 @@ def test_epoch_batches_shard_and_reshuffle():
     assert torch.equal(b0, again)
     assert not torch.equal(b0, torch.cat(epoch_batches(100, 10, 1, 0, 0, 2)))
     assert len(epoch_batches(7, 2, 0, 0, world_size=2)) == 2  # 4 per rank after padding, 2 batches
+
+
+def test_translate_view_pads_and_shifts_whole_pixels():
+    # eval_crop 32/28 puts a 28x28 image unresampled in the middle of a 32x32 zero border; the
+    # training view is that one shifted by whole pixels (and maybe flipped), never resampled.
+    x = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8)
+    ev = BatchTransform(32, False, eval_crop=32 / 28)(x)[:, :1]
+    torch.testing.assert_close(ev[:, :, 2:30, 2:30], x.float() / 127.5 - 1, atol=1e-4, rtol=0)
+    assert (ev[:, :, :2] == -1).all() and (ev[:, :, :, 30:] == -1).all()
+    t = BatchTransform(32, True, eval_crop=32 / 28, augmentation="translate", translate=2)
+    out = t(x, torch.Generator().manual_seed(0))[:, :1]
+    padded = F.pad(x.float() / 127.5 - 1, (4, 4, 4, 4), value=-1.0)
+    for i in range(len(x)):  # each output is one of the 25 shifts, possibly mirrored
+        hits = [(dy, dx) for dy in range(5) for dx in range(5) for im in (padded[i],
+                padded[i].flip(-1)) if torch.allclose(out[i], im[:, dy:dy + 32, dx:dx + 32],
+                                                       atol=1e-4)]
+        assert hits, i
+    with pytest.raises(ValueError, match="augmentation"):
+        BatchTransform(32, True, augmentation="mixup")
+    with pytest.raises(ValueError, match="eval_crop"):
+        BatchTransform(32, False, eval_crop=2.5)

@@ -170,3 +170,21 @@ def test_plot_frontier_errors(tmp_path):
     with pytest.raises(ValueError, match=r"^budget must be a finite number > 0 with log_x"):
         plot_frontier(FRONT_ROWS, tmp_path / "f.png", "latency_ms", "ms", budget=0, log_x=True)
     assert not list(tmp_path.iterdir())
+
+
+def test_figure_4_with_seeds_fits_the_means_and_draws_a_band(tmp_path):
+    # Each paper point twice, 1 point above and below: the means are the paper's numbers.
+    rows = [{**r, "seed": s, "top1": r["top1"] + d} for r in PAPER_ROWS
+            for s, d in ((0, -1.0), (1, 1.0))]
+    merged = plots.mean_over_seeds(rows)
+    assert len(merged) == len(PAPER_ROWS)
+    assert [m["top1"] for m in merged] == pytest.approx([r["top1"] for r in PAPER_ROWS])
+    assert {m["seeds"] for m in merged} == {2} and merged[0]["top1_std"] == pytest.approx(2 ** 0.5)
+    fit = plot_accuracy_vs_madds(rows, tmp_path / "fig4.png")
+    _assert_png(tmp_path / "fig4.png")
+    assert fit == pytest.approx(loglinear_fit([r["madds"] / 1e6 for r in PAPER_ROWS],
+                                              [r["top1"] for r in PAPER_ROWS]))
+    lx = np.log10([r["madds"] / 1e6 for r in PAPER_ROWS])
+    band = plots.loglinear_band([r["madds"] / 1e6 for r in PAPER_ROWS],
+                                [r["top1"] for r in PAPER_ROWS], fit[0], fit[1], lx)
+    assert (band > 0).all() and band.argmin() == np.abs(lx - lx.mean()).argmin()  # narrowest mid

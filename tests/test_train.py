@@ -164,3 +164,61 @@ def test_sweep_writes_csv_and_figures(tmp_path, capsys):
     for name in ("figure4_accuracy_vs_madds.png", "figure5_accuracy_vs_params.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert run_sweep(base, (0.5, 0.25), (32,), tmp_path) == rows  # finished points are skipped
+    more = run_sweep(base, (0.25,), (32,), tmp_path, seeds=(0, 1))  # seed 0 is done: one new run
+    assert [(r["width_mult"], r["seed"]) for r in more] == [(0.5, 0), (0.25, 0), (0.25, 1)]
+    assert (tmp_path / "a0.25_r32_s1" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("preset", ["paper", "fashion-mnist", "fast", "best"])
+@pytest.mark.parametrize("epochs", [0.5, 1, 3, 40])
+def test_schedule_ends_low_for_any_length(preset, epochs):
+    from mobilenets.engine.loop import lr_factor
+
+    cfg = make_config(preset, epochs=epochs)
+    spe = 468
+    total = max(1, round(epochs * spe))
+    f = [lr_factor(s, spe, total, cfg) for s in range(total)]
+    assert max(f) == pytest.approx(1.0, abs=0.02) and f[-1] <= 0.011, (f[0], max(f), f[-1])
+    peak = f.index(max(f))
+    assert all(a >= b - 1e-12 for a, b in zip(f[peak:], f[peak + 1:]))  # decays after warm-up
+
+
+def test_schedule_shapes():
+    from mobilenets.engine.loop import lr_factor
+
+    base = dict(warmup_epochs=0.0, epochs=1)
+    cos = make_config("fast", lr_schedule="cosine", lr_final=0.1, **base)
+    lin = make_config("fast", lr_schedule="linear", lr_final=None, **base)
+    exp = make_config("paper", **base)
+    assert lr_factor(50, 100, 100, cos) == pytest.approx(0.55)  # halfway between 1 and 0.1
+    assert lr_factor(25, 100, 100, lin) == pytest.approx(0.75)
+    assert lr_factor(50, 100, 100, exp) == pytest.approx(0.1)  # sqrt(0.01)
+    fixed = make_config("paper", lr_final=None, **base)  # the published per-epoch rate
+    assert lr_factor(200, 100, 100, fixed) == pytest.approx(0.98 ** 2)
+    with pytest.raises(ValueError, match="lr_decay"):
+        make_config("paper", lr_decay=0.5)  # a fixed rate and a fitted one: refused, not ignored
+
+
+def test_fast_preset_is_the_papers_model_at_32():
+    cfg = make_config("fast")
+    assert (cfg.input_size, cfg.output_stride, cfg.model) == (32, 16, "mobilenet_v1_0.75_224")
+    assert make_config("best").input_size == 64
+    with pytest.raises(ValueError, match="output_stride"):
+        make_config("fast", output_stride=4)
+
+
+@needs_data
+def test_holdout_trains_without_the_validation_images(tmp_path):
+    from mobilenets.engine.train import open_splits
+
+    cfg = make_config("smoke", holdout=1000, limit_train=None, limit_val=None)
+    train_set, val_set, _ = open_splits(cfg)
+    assert (len(train_set), len(val_set)) == (59000, 1000)
+    full = open_splits(make_config("smoke", limit_train=None, limit_val=None))[0]
+    torch.testing.assert_close(val_set.images, full.images[-1000:])
+    cfg = make_config("fast", holdout=64, limit_train=512, limit_val=None, epochs=1,
+                      batch_size=32, width_mult=0.25, out_dir=str(tmp_path), progress=False)
+    result = train(cfg)
+    assert result["val"]["num_samples"] == 64 and result["steps"] == 16
+    lrs = [json.loads(x)["lr"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lrs[-1] < 0.2 * 0.05  # the last step's lr: near the end of the cosine

@@ -118,8 +118,8 @@ NUMERIC_FLAGS = {
     **{d: _number(float, 0, low_open=True, what="a finite number > 0") for d in (
         "width_mult", "epochs", "lr", "temperature", "tolerance", "latency_ms", "max_params",
         "max_madds", "refine_km", "far")},
-    **{d: _number(float, 0, 1, low_open=True, what="a number in (0, 1]") for d in (
-        "eval_crop", "label_fraction")},
+    "label_fraction": _number(float, 0, 1, low_open=True, what="a number in (0, 1]"),
+    "eval_crop": _number(float, 0, 2, low_open=True, what="a number in (0, 2]"),
 }
 _COUNT = _number(int, 1, what="an integer >= 1")
 _FINITE = _number(float, what="a finite number")

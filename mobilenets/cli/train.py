@@ -113,8 +113,12 @@ def cmd_sweep(args) -> None:
     except ValueError:
         raise ValueError(f"--width-mults and --resolutions take comma-separated numbers, got "
                          f"{args.width_mults!r} and {args.resolutions!r}") from None
-    rows = run_sweep(cfg, alphas, resolutions, args.out_dir or "runs/sweep")
-    print(render_table([{"model": r["label"], "madds_m": round(r["madds"] / 1e6, 1),
+    try:
+        seeds = [int(x) for x in args.seeds.split(",")]
+    except ValueError:
+        raise ValueError(f"--seeds takes comma-separated integers, got {args.seeds!r}") from None
+    rows = run_sweep(cfg, alphas, resolutions, args.out_dir or "runs/sweep", seeds)
+    print(render_table([{"model": r["label"], "seed": r["seed"], "madds_m": round(r["madds"] / 1e6, 1),
                          "params_m": round(r["params"] / 1e6, 2), "top1": r["top1"],
                          "train_seconds": r["train_seconds"]} for r in rows]))
 
@@ -216,6 +220,8 @@ def add_arguments(sub) -> None:
                    help="MobileNet v1 or v2 (default: --model's architecture)")
     s.add_argument("--width-mults", default="1.0,0.75,0.5,0.25", help="alphas, comma-separated")
     s.add_argument("--resolutions", default="64,56,48,40", help="input sizes, comma-separated")
+    s.add_argument("--seeds", default="0", help="train each point once per seed (comma-separated"
+                   "); the figures show means, standard deviations and the fit's 95%% band")
     note_preset_defaults(s)
     s.set_defaults(func=cmd_sweep)
 

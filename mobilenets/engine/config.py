@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, fields, replace
 
 #: The learning-rate schedules of ``engine.loop.lr_factor``.
-LR_SCHEDULES = ("exponential", "cosine", "poly")
+LR_SCHEDULES = ("exponential", "cosine", "linear", "poly")
 #: The optimizers of ``engine.loop.make_optimizer``.
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 
@@ -35,9 +35,15 @@ class RunConfig:
     optimizer: str = "rmsprop"  # paper 3.2; TensorFlow's RMSprop | sgd (momentum) | adamw
     lr: float = 0.045  # MobileNetV2 paper 6.1; for one process, x processes if scale_lr
     scale_lr: bool = True  # the linear scaling rule under torchrun
-    lr_schedule: str = "exponential"  # exponential | cosine | poly, after a linear warm-up
-    lr_decay: float = 0.98  # MobileNetV2 paper 6.1: 0.98 per epoch; factor per lr_decay_steps
-    lr_decay_steps: int | None = None  # exponential: steps per decay; None: one epoch
+    lr_schedule: str = "exponential"  # exponential | cosine | linear | poly, after a warm-up
+    # The multiplier of lr at the run's last step: every schedule is fitted to the run's length
+    # (exponential decays at the rate that reaches it), so any --epochs ends with a low lr.
+    # (The classification presets use 0.01: the paper's 0.98 per epoch reaches it after 228
+    # epochs.) None: exponential decays lr_decay per lr_decay_steps whatever the run's length
+    # (the published form); the others end at 0.
+    lr_final: float | None = None
+    lr_decay: float = 0.98  # MobileNetV2 paper 6.1: 0.98 per epoch; used when lr_final is None
+    lr_decay_steps: int | None = None  # exponential without lr_final: steps per decay; None: epoch
     lr_power: float = 0.9  # poly: (1 - t) ** lr_power
     warmup_epochs: float = 0.0
     momentum: float = 0.9  # TF-Slim rmsprop_momentum 0.9
@@ -74,6 +80,18 @@ class RunConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if self.lr_final is not None and not 0 <= self.lr_final <= 1:
+            raise ValueError(f"lr_final must be in [0, 1] or None, got {self.lr_final!r}")
+        if self.lr_schedule == "exponential" and self.lr_final == 0:
+            raise ValueError("lr_final must be > 0 for the exponential schedule (it never reaches "
+                             "0); use cosine or linear to end at 0")
+        if self.lr_final is not None and self.lr_schedule == "exponential":
+            # A fixed decay rate and a fitted one cannot both hold: refuse rather than ignore one.
+            default = type(self).__dataclass_fields__["lr_decay"].default
+            if self.lr_decay != default or self.lr_decay_steps is not None:
+                raise ValueError(f"lr_decay/lr_decay_steps set a fixed decay rate, used only with "
+                                 f"lr_final=none; lr_final={self.lr_final} fits the rate to the "
+                                 "run's length: set one or the other")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay!r}")
         if self.lr_decay_steps is not None and self.lr_decay_steps < 1:

@@ -262,24 +262,38 @@ def stored_size(resolution: int, eval_crop: float = 0.875) -> int:
     return int(math.ceil(resolution / eval_crop))
 
 
+#: ``BatchTransform``'s training augmentations.
+AUGMENTATIONS = ("inception", "translate")
+
+
 @dataclass
 class BatchTransform:
-    """The paper's light augmentation (section 3.2), or the evaluation resize and center crop,
-    applied to a whole uint8 batch.
+    """The paper's light augmentation (section 3.2), a translate-and-flip one, or the evaluation
+    view, applied to a whole uint8 batch with one ``grid_sample`` call.
 
-    Training: an Inception-style random crop per image whose area is at least ``min_crop_area``
-    of the image (the paper limits small crops) and aspect ratio in [3/4, 4/3], a horizontal
-    flip with probability 1/2 if ``flip``, resized to ``resolution``. Evaluation: a center crop of
-    ``eval_crop`` of each side, resized to ``resolution``. Both scale pixels to [-1, 1] (TF-Slim's
-    Inception preprocessing) and repeat a grayscale channel to ``out_channels`` (3 by default).
+    Training with ``augmentation="inception"`` (the paper's): an Inception-style random crop per
+    image whose area is at least ``min_crop_area`` of the image (the paper limits small crops) and
+    aspect ratio in [3/4, 4/3], resized to ``resolution``. With ``"translate"`` (fast-training
+    practice, e.g. airbench's flip-and-translate on CIFAR-10): the evaluation view shifted by a
+    whole number of output pixels in [-translate, translate] on each axis, the uncovered border
+    filled with zeros. Both flip horizontally with probability 1/2 if ``flip``.
+
+    Evaluation: a centred view spanning ``eval_crop`` of each image side, resized to
+    ``resolution``: < 1 is a center crop (ImageNet's 0.875), > 1 shows the whole image on a
+    zero border (e.g. 32/28 puts Fashion-MNIST's 28x28 images unresampled on a 32x32 input, as
+    the padding of a 28-pixel image). Pixels are scaled to [-1, 1] (TF-Slim's Inception
+    preprocessing) and a grayscale channel is repeated to ``out_channels`` (3 by default).
 
     Args:
         resolution: Output size, >= 32.
         train: Augment (True) or evaluate (False).
-        min_crop_area: Smallest crop area fraction, in (0, 1]. Default 0.25.
+        min_crop_area: Smallest crop area fraction (``"inception"``), in (0, 1]. Default 0.25.
         flip: Random horizontal flips when training. Default True.
-        eval_crop: Center-crop side fraction at evaluation, in (0, 1]. Default 0.875.
+        eval_crop: Side of the evaluation view as a fraction of the image side, in (0, 2].
+            Default 0.875.
         out_channels: Channels fed to the model; a 1-channel batch is repeated to this. Default 3.
+        augmentation: ``"inception"`` or ``"translate"``. Default ``"inception"``.
+        translate: Largest shift in output pixels (``"translate"``), >= 0. Default 2.
     """
 
     resolution: int
@@ -288,21 +302,31 @@ class BatchTransform:
     flip: bool = True
     eval_crop: float = 0.875
     out_channels: int = 3
+    augmentation: str = "inception"
+    translate: int = 2
 
     def __post_init__(self):
         if not isinstance(self.resolution, int) or self.resolution < 32:
             raise ValueError(f"resolution must be an integer >= 32, got {self.resolution!r}")
         if not 0 < self.min_crop_area <= 1:
             raise ValueError(f"min_crop_area must be in (0, 1], got {self.min_crop_area!r}")
-        if not 0 < self.eval_crop <= 1:
-            raise ValueError(f"eval_crop must be in (0, 1], got {self.eval_crop!r}")
+        if not 0 < self.eval_crop <= 2:
+            raise ValueError(f"eval_crop must be in (0, 2], got {self.eval_crop!r}")
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"augmentation must be one of {', '.join(AUGMENTATIONS)}; got "
+                             f"{self.augmentation!r}")
+        if not isinstance(self.translate, int) or self.translate < 0:
+            raise ValueError(f"translate must be an integer >= 0, got {self.translate!r}")
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """uint8 (B, C, H, W) -> float32 (B, out_channels, resolution, resolution)."""
         b = images.shape[0]
         x = images.float()
-        if self.train:
-            g = dict(generator=generator)
+        g = dict(generator=generator)
+        w = h = torch.full((b,), float(self.eval_crop))
+        cx = cy = torch.zeros(b)
+        sign = torch.ones(b)
+        if self.train and self.augmentation == "inception":
             area = torch.empty(b).uniform_(self.min_crop_area, 1.0, **g)
             log_ratio = torch.empty(b).uniform_(math.log(3 / 4), math.log(4 / 3), **g)
             # Crop width and height as fractions of the image side; clamp keeps the area rule
@@ -311,17 +335,24 @@ class BatchTransform:
             h = torch.sqrt(area / log_ratio.exp()).clamp(max=1.0)
             cx = (torch.rand(b, **g) * 2 - 1) * (1 - w)
             cy = (torch.rand(b, **g) * 2 - 1) * (1 - h)
-            sign = torch.where(torch.rand(b, **g) < 0.5, -1.0, 1.0) if self.flip else torch.ones(b)
-        else:
-            w = h = torch.full((b,), float(self.eval_crop))
-            cx = cy = torch.zeros(b)
-            sign = torch.ones(b)
+        elif self.train and self.translate:
+            # One output pixel spans 2 * eval_crop / resolution of the image's [-1, 1] range.
+            step = 2 * self.eval_crop / self.resolution
+            t = self.translate
+            cx = torch.randint(-t, t + 1, (b,), **g).float() * step
+            cy = torch.randint(-t, t + 1, (b,), **g).float() * step
+        if self.train and self.flip:
+            sign = torch.where(torch.rand(b, **g) < 0.5, -1.0, 1.0)
         theta = torch.zeros(b, 2, 3)
         theta[:, 0, 0], theta[:, 0, 2] = w * sign, cx
         theta[:, 1, 1], theta[:, 1, 2] = h, cy
         size = (b, x.shape[1], self.resolution, self.resolution)
         grid = F.affine_grid(theta, size, align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        # Views that can leave the image (translations, eval_crop > 1) see a zero (black) border,
+        # Fashion-MNIST's background; crops inside the image repeat its edge.
+        leaves = self.eval_crop > 1 or (self.train and self.augmentation == "translate")
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros" if leaves else "border",
+                          align_corners=False)
         x = x / 127.5 - 1.0
         if x.shape[1] == 1 and self.out_channels != 1:
             x = x.expand(-1, self.out_channels, -1, -1)

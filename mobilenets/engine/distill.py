@@ -29,8 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mobilenets.engine.data import BatchTransform, TensorImageDataset, iterate_batches
-from mobilenets.engine.loop import (Dist, fit, init_distributed, lock_run_folder,
-                                    write_run_outputs)
+from mobilenets.engine.loop import Dist, fit, init_distributed, lock_run_folder, write_run_outputs
 from mobilenets.engine.train import (PRESETS, TrainConfig, build_model, evaluate, open_splits,
                                      train_augment, write_labeled_subset)
 from mobilenets.fileio import atomic_path

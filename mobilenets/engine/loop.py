@@ -239,22 +239,39 @@ def make_optimizer(model: nn.Module, cfg: RunConfig, lr: float) -> torch.optim.O
 
 
 def lr_factor(step: int, steps_per_epoch: int, total_steps: int, cfg: RunConfig) -> float:
-    """The learning-rate multiplier at ``step``: a linear warm-up over ``warmup_epochs``, then
+    """The learning-rate multiplier at ``step`` (0-based) of a run of ``total_steps``.
 
-    - ``exponential``: ``lr_decay`` per ``lr_decay_steps`` (default: per epoch), applied smoothly;
-    - ``cosine``: half a cosine from 1 to 0 over the remaining steps;
-    - ``poly``: ``(1 - t) ** lr_power`` over the remaining steps (DeepLab's schedule).
+    A linear warm-up over ``warmup_epochs`` (at most half the run, so a short run still decays),
+    then, over the remaining steps, from 1 down to ``f = cfg.lr_final``:
+
+    - ``exponential``: ``f ** t`` for the fraction ``t`` of the decay done, i.e. the paper's
+      constant-rate decay with its rate fitted to the run; with ``lr_final=None``, ``lr_decay``
+      per ``lr_decay_steps`` (default: per epoch) whatever the run's length, applied smoothly;
+    - ``cosine``: half a cosine from 1 to ``f`` (None: 0);
+    - ``linear``: a straight line from 1 to ``f`` (None: 0);
+    - ``poly``: ``f + (1 - f) * (1 - t) ** lr_power`` (DeepLab's schedule; None: ``f = 0``).
+
+    The last step's multiplier is ``f`` plus one step's worth of decay, whatever the number of
+    epochs.
     """
-    warmup = cfg.warmup_epochs * steps_per_epoch
+    warmup = min(cfg.warmup_epochs * steps_per_epoch, total_steps / 2)
     if step < warmup:
         return (step + 1) / warmup
     t = step - warmup
-    if cfg.lr_schedule == "exponential":
+    final = cfg.lr_final
+    if cfg.lr_schedule == "exponential" and final is None:
         return cfg.lr_decay ** (t / (cfg.lr_decay_steps or steps_per_epoch))
-    progress = min(t / max(total_steps - warmup, 1), 1.0)
+    progress = min(t / max(total_steps - warmup, 1), 1.0)  # reaches 1 just after the last step
+    if cfg.lr_schedule == "exponential":
+        return final ** progress
+    final = final or 0.0
     if cfg.lr_schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * progress))
-    return max(0.0, 1 - progress) ** cfg.lr_power
+        shape = 0.5 * (1 + math.cos(math.pi * progress))
+    elif cfg.lr_schedule == "linear":
+        shape = 1 - progress
+    else:
+        shape = (1 - progress) ** cfg.lr_power
+    return final + (1 - final) * shape
 
 
 # --------------------------------------------------------------------------- logging
@@ -309,8 +326,9 @@ class RunLog:
                     self.tb.add_scalar(k, v, record["step"])
             self.tb.flush()
         if self.cfg.progress:
-            shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items()
-                              if k not in ("epoch", "step") and isinstance(v, (int, float)))
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items()  # the file has all
+                              if k not in ("epoch", "step", "eval_seconds")
+                              and isinstance(v, (int, float)))
             (self.bar.write if self.bar is not None else print)(
                 f"epoch {record['epoch']:g}: {shown}")
 
@@ -558,7 +576,10 @@ def _fit(cfg, model, train_set, loss_fn, epoch_eval, augment, collate, num_worke
                           "train_loss": (sums[0] / sums[1].clamp(min=1)).item(),
                           "seconds": round(prior_seconds + time.perf_counter() - t_start, 1)}
                 if cfg.eval_every_epoch and epoch_eval is not None:
+                    t_eval = time.perf_counter()
                     record.update(epoch_eval(with_ema(model, ema)))
+                    # "seconds" counts evaluations; time-to-accuracy subtracts them.
+                    record["eval_seconds"] = round(time.perf_counter() - t_eval, 2)
                     train_mode()
                 history.append(record)
                 log.epoch(record)

@@ -106,16 +106,50 @@ def pareto_frontier(rows: Sequence[Mapping], x_key: str, y_key: str = "top1") ->
     return frontier
 
 
+def mean_over_seeds(rows: Sequence[Mapping], keys: Sequence[str] = ("width_mult", "resolution"),
+                    value: str = "top1") -> list[dict]:
+    """Rows that differ only in their seed merged into one: ``value`` averaged, with its sample
+    standard deviation (``{value}_std``, 0 for one seed) and the count (``seeds``).
+
+    Args:
+        rows: Dicts with ``keys`` and ``value``; other keys are kept from the first row of each
+            group.
+        keys: What identifies a grid point. Default ``("width_mult", "resolution")``.
+        value: The number averaged. Default ``"top1"``.
+
+    Returns:
+        One dict per distinct ``keys``, in first-seen order.
+
+    Example:
+        >>> mean_over_seeds([{"width_mult": 1, "resolution": 32, "top1": 90},
+        ...                  {"width_mult": 1, "resolution": 32, "top1": 92}])[0]["top1"]
+        91.0
+    """
+    groups: dict[tuple, list[Mapping]] = {}
+    for r in rows:
+        groups.setdefault(tuple(float(r[k]) for k in keys), []).append(r)
+    out = []
+    for members in groups.values():
+        vals = np.array([float(m[value]) for m in members])
+        std = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+        out.append({**members[0], value: float(vals.mean()), f"{value}_std": std,
+                    "seeds": len(vals)})
+    return out
+
+
 def plot_accuracy_vs_madds(rows: Sequence[Mapping], path: str | os.PathLike,
                            title: str | None = None) -> tuple[float, float, float]:
     """Figure 4: top-1 accuracy against Mult-Adds (millions, log scale), one point per model.
 
     Points are coloured by width multiplier and annotated "alpha-resolution"; a least-squares
-    line ``top1 = a + b * log10(Mult-Adds in millions)`` is drawn, its R² in the legend.
+    line ``top1 = a + b * log10(Mult-Adds in millions)`` is drawn, its R² in the legend. Rows of
+    the same model trained with several seeds (same ``width_mult`` and ``resolution``) are shown
+    as their mean with a ±1 standard deviation bar, the line is fitted to the means, and its 95%
+    confidence band (Student's t, on the means) is shaded.
 
     Args:
         rows: Model rows with ``width_mult``, ``resolution``, ``madds`` (> 0, absolute) and
-            ``top1``; optional ``label`` (see the module docstring).
+            ``top1``; optional ``label`` (see the module docstring) and ``seed``.
         path: The image file to write, e.g. ``"runs/fig4.png"``; its suffix picks the format
             (png, pdf, svg...). Parent folders are created.
         title: The axes title. Default None: ``"Accuracy vs Mult-Adds"``.
@@ -129,11 +163,15 @@ def plot_accuracy_vs_madds(rows: Sequence[Mapping], path: str | os.PathLike,
             for a suffix matplotlib cannot write.
     """
     path = _check_path(path)
-    rows = _check_rows(rows, ("width_mult", "resolution", "madds", "top1"), positive=("madds",))
+    rows = mean_over_seeds(_check_rows(rows, ("width_mult", "resolution", "madds", "top1"),
+                                       positive=("madds",)))
     xs = [_num(rows, i, "madds") / 1e6 for i in range(len(rows))]
     ys = [_num(rows, i, "top1") for i in range(len(rows))]
     fig, ax = _new_axes()
     _scatter_groups(ax, rows, xs, ys, "width_mult", lambda v: f"α = {_alpha(v)}")
+    if any(r["seeds"] > 1 for r in rows):
+        ax.errorbar(xs, ys, yerr=[r["top1_std"] for r in rows], fmt="none", ecolor="0.3",
+                    elinewidth=0.8, capsize=2, zorder=1)
     try:
         a, b, r2 = loglinear_fit(xs, ys)
     except ValueError:  # one distinct Mult-Adds value: no line to fit
@@ -142,10 +180,29 @@ def plot_accuracy_vs_madds(rows: Sequence[Mapping], path: str | os.PathLike,
         lx = np.linspace(math.log10(min(xs)), math.log10(max(xs)), 50)
         ax.plot(10 ** lx, a + b * lx, color="0.4", linestyle="--", linewidth=1, zorder=1,
                 label=f"fit: {a:.1f} + {b:.1f}·log10(MAdds), R² = {r2:.3f}")
+        band = loglinear_band(xs, ys, a, b, lx)
+        if band is not None:
+            ax.fill_between(10 ** lx, a + b * lx - band, a + b * lx + band, color="0.6",
+                            alpha=0.25, zorder=0, label="95% confidence band of the fit")
     _finish(ax, "Mult-Adds (millions, log scale)", "Top-1 accuracy (%)",
             title or "Accuracy vs Mult-Adds", log_x=True)
     _save(fig, path)
     return a, b, r2
+
+
+def loglinear_band(xs: Sequence[float], ys: Sequence[float], a: float, b: float, at_log10):
+    """Half-width of the 95% confidence band of the fitted mean ``a + b * log10(x)`` at
+    ``at_log10`` (log10 x values), or None with fewer than three points or distinct x."""
+    from scipy.stats import t as student_t
+
+    lx, y = np.log10(np.asarray(xs, dtype=np.float64)), np.asarray(ys, dtype=np.float64)
+    n = len(lx)
+    sxx = float(((lx - lx.mean()) ** 2).sum())
+    if n < 3 or sxx == 0:
+        return None
+    s = math.sqrt(float(((y - (a + b * lx)) ** 2).sum()) / (n - 2))
+    at = np.asarray(at_log10, dtype=np.float64)
+    return student_t.ppf(0.975, n - 2) * s * np.sqrt(1 / n + (at - lx.mean()) ** 2 / sxx)
 
 
 def plot_accuracy_vs_params(rows: Sequence[Mapping], path: str | os.PathLike,
@@ -169,7 +226,8 @@ def plot_accuracy_vs_params(rows: Sequence[Mapping], path: str | os.PathLike,
             for a suffix matplotlib cannot write.
     """
     path = _check_path(path)
-    rows = _check_rows(rows, ("width_mult", "resolution", "params", "top1"), positive=("params",))
+    rows = mean_over_seeds(_check_rows(rows, ("width_mult", "resolution", "params", "top1"),
+                                       positive=("params",)))
     xs = [_num(rows, i, "params") / 1e6 for i in range(len(rows))]
     ys = [_num(rows, i, "top1") for i in range(len(rows))]
     fig, ax = _new_axes()
@@ -257,7 +315,7 @@ def plot_frontier(rows: Sequence[Mapping], path: str | os.PathLike, x_key: str, 
 
 
 #: Epoch-record keys that are bookkeeping, not curves.
-_NOT_CURVES = frozenset({"epoch", "step", "lr", "seconds"})
+_NOT_CURVES = frozenset({"epoch", "step", "lr", "seconds", "eval_seconds"})
 
 
 def plot_training_curves(history: Sequence[Mapping], path: str | os.PathLike,
@@ -267,8 +325,8 @@ def plot_training_curves(history: Sequence[Mapping], path: str | os.PathLike,
 
     Args:
         history: The run's epoch records (``metrics.jsonl``, ``fit``'s ``history``): dicts with
-            ``epoch`` and numbers; keys containing ``loss`` are losses, ``step``, ``lr`` and
-            ``seconds`` are left out, non-numbers are ignored.
+            ``epoch`` and numbers; keys containing ``loss`` are losses, ``step``, ``lr``,
+            ``seconds`` and ``eval_seconds`` are left out, non-numbers are ignored.
         path: The image file to write (PNG, ...); its suffix picks the format.
         title: The figure's title. Default ``"Training curves"``.
 

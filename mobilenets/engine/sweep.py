@@ -8,13 +8,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from mobilenets.cost.profiler import profile_model
-from mobilenets.engine.plots import plot_accuracy_vs_madds, plot_accuracy_vs_params
+from mobilenets.engine.plots import mean_over_seeds, plot_accuracy_vs_madds, plot_accuracy_vs_params
 from mobilenets.engine.train import TrainConfig, train
 from mobilenets.fileio import atomic_path, read_csv, read_json
 from mobilenets.models.registry import ARCHS, config_name, get_spec, variant_name
 
 #: The CSV columns. ``arch`` came with MobileNetV2: CSVs without it are MobileNet V1 sweeps.
-FIELDS = ["label", "arch", "width_mult", "resolution", "madds", "params", "top1", "top5", "epochs",
+FIELDS = ["label", "arch", "width_mult", "resolution", "seed", "madds", "params", "top1", "top5", "epochs",
           "train_seconds", "model_path"]
 
 
@@ -26,6 +26,7 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
     rows = list(read_csv(path, dicts=True, what="sweep CSV"))
     for r in rows:
         r["arch"] = r.get("arch") or "mobilenet_v1"
+        r["seed"] = int(r.get("seed") or 0)  # CSVs before seeds: one run per point, seed 0
         for k in ("width_mult", "top1", "top5", "epochs", "train_seconds"):
             r[k] = float(r[k])
         for k in ("resolution", "madds", "params"):
@@ -42,7 +43,8 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
 
 
 def run_sweep(base: TrainConfig, width_mults=(1.0, 0.75, 0.5, 0.25),
-              resolutions=(64, 56, 48, 40), out_dir: str | os.PathLike = "runs/sweep") -> list[dict]:
+              resolutions=(64, 56, 48, 40), out_dir: str | os.PathLike = "runs/sweep",
+              seeds=(0,)) -> list[dict]:
     """Train and evaluate every (alpha, resolution) with the same recipe, as the paper does.
 
     Args:
@@ -55,43 +57,50 @@ def run_sweep(base: TrainConfig, width_mults=(1.0, 0.75, 0.5, 0.25),
         resolutions: Input sizes, each >= 32. Default (64, 56, 48, 40): the paper's ratios
             224:192:160:128 scaled to Fashion-MNIST sizes that fit a small CPU.
         out_dir: Where ``sweep.csv``, ``figure4_accuracy_vs_madds.png``,
-            ``figure5_accuracy_vs_params.png`` and one run folder per point go.
+            ``figure5_accuracy_vs_params.png`` and one run folder per point and seed go.
+        seeds: Train every point once per seed (folders ``..._s{seed}`` for seeds other than 0);
+            the figures show each point's mean and standard deviation. Default ``(0,)``.
 
     Returns:
-        The CSV rows (one per point), with Mult-Adds and parameters profiled at 10 classes.
+        The CSV rows (one per point and seed), with Mult-Adds and parameters profiled at 10
+        classes.
     """
-    if not width_mults or not resolutions:
-        raise ValueError("width_mults and resolutions must not be empty")
+    if not width_mults or not resolutions or not seeds:
+        raise ValueError("width_mults, resolutions and seeds must not be empty")
     out = Path(out_dir)
     csv_path = out / "sweep.csv"
     rows = read_rows(csv_path)
     arch = get_spec(base.model).arch
     tag = "" if arch == "mobilenet_v1" else arch.rsplit("_", 1)[-1]  # "v2"; V1 keeps old names
     prefix = f"{tag}_" if tag else ""
-    done = {(r["arch"], r["width_mult"], r["resolution"]) for r in rows}
-    for alpha in width_mults:
-        for res in resolutions:
-            if (arch, float(alpha), int(res)) in done:
-                continue
-            cfg = replace(base, width_mult=float(alpha), resolution=int(res),
-                          out_dir=str(out / f"{prefix}a{alpha:g}_r{res}"))
-            result = train(cfg, resume=True)
-            prof = profile_model(ARCHS[arch](width_mult=alpha, num_classes=len(
-                result["val"]["per_class"])), (3, res, res))
-            rows.append({"label": variant_name(base.model, alpha, res), "arch": arch,
-                         "width_mult": float(alpha),
-                         "resolution": int(res), "madds": prof.total_madds,
-                         "params": prof.total_params, "top1": result["val"]["top1"],
-                         "top5": result["val"]["top5"], "epochs": result["epochs"],
-                         "train_seconds": round(result["train_seconds"], 1),
-                         "model_path": result["model_path"]})
-            _write_rows(csv_path, rows)
+    done = {(r["arch"], r["width_mult"], r["resolution"], r["seed"]) for r in rows}
+    for alpha, res, seed in ((a, r, s) for a in width_mults for r in resolutions for s in seeds):
+        if (arch, float(alpha), int(res), int(seed)) in done:
+            continue
+        suffix = f"_s{seed}" if seed else ""
+        cfg = replace(base, width_mult=float(alpha), resolution=int(res), seed=int(seed),
+                      out_dir=str(out / f"{prefix}a{alpha:g}_r{res}{suffix}"))
+        result = train(cfg, resume=True)
+        prof = profile_model(ARCHS[arch](width_mult=alpha, num_classes=len(
+            result["val"]["per_class"]), output_stride=base.output_stride), (3, res, res))
+        rows.append({"label": variant_name(base.model, alpha, res), "arch": arch,
+                     "width_mult": float(alpha),
+                     "resolution": int(res), "seed": int(seed), "madds": prof.total_madds,
+                     "params": prof.total_params, "top1": result["val"]["top1"],
+                     "top5": result["val"]["top5"], "epochs": result["epochs"],
+                     "train_seconds": round(result["train_seconds"], 1),
+                     "model_path": result["model_path"]})
+        _write_rows(csv_path, rows)
     fit = plot_accuracy_vs_madds(rows, out / "figure4_accuracy_vs_madds.png",
                                  title="Accuracy vs Mult-Adds (Figure 4)")
     plot_accuracy_vs_params(rows, out / "figure5_accuracy_vs_params.png",
                             title="Accuracy vs parameters (Figure 5)")
-    print(f"log-linear fit: top1 = {fit[0]:.2f} + {fit[1]:.2f} * log10(Mult-Adds in M), "
-          f"R^2 = {fit[2]:.3f}")
+    if len(seeds) > 1:
+        for r in mean_over_seeds(rows):
+            print(f"{r['label']}: top-1 {r['top1']:.2f} +- {r['top1_std']:.2f} "
+                  f"({r['seeds']} seeds)")
+    print(f"log-linear fit{' (on the means)' if len(seeds) > 1 else ''}: top1 = {fit[0]:.2f} + "
+          f"{fit[1]:.2f} * log10(Mult-Adds in M), R^2 = {fit[2]:.3f}")
     return rows
 
 

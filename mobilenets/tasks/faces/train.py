@@ -52,7 +52,9 @@ def recipes() -> dict:
 
     # The Fashion-MNIST recipe (the paper's RMSprop, train.PRESETS) at 32 pixels, the smallest
     # input the models take (Fashion-MNIST is 28x28), so every run fits a small CPU.
-    base = replace(PRESETS["fashion-mnist"], resolution=32, num_workers=0, eval_crop=1.0)
+    # lr_final=None: these recipes decay at fixed per-epoch rates (lr_decay), sized to their runs.
+    base = replace(PRESETS["fashion-mnist"], resolution=32, num_workers=0, eval_crop=1.0,
+                   lr_final=None)
     # Teacher outputs are computed once on the un-augmented images, so a student sees the same
     # view as its target: no flips, whole-image crops.
     student = dict(flip=False, min_crop_area=1.0,
