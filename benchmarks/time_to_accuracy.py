@@ -2,7 +2,7 @@
 
 Three entrants, one after another in one process, on the same threads:
 
-    fast    ``mobilenets train --preset fast`` (the paper's 1.0 MobileNet at 32x32, output stride
+    fast    ``mobilenets train --preset fast`` (the paper's 0.75 MobileNet at 32x32, output stride
             16, with fast-training practice: docs/results/fast_recipe.md)
     paper   ``--preset paper`` at the same 32x32 input: section 3.2's RMSprop, exponential decay
             (fitted to the run), Inception crops, batch 96; evaluation on the whole image
