@@ -166,8 +166,10 @@ def cmd_bench(args) -> None:
     rows, machine = bench(model_specs(args), args.backends, batch=args.batch, threads=args.threads,
                           rounds=args.rounds, memory=not args.no_memory,
                           calibration_data=args.calibration_data, progress=progress)
-    for line in [machine_line(machine), *honesty_warnings(rows, machine)]:
-        progress(line)  # on stderr, whatever the format
+    # The machine on stderr too, unless the table on stdout already shows it.
+    shown = args.format == "table" and not args.output
+    for line in [*([] if shown else [machine_line(machine)]), *honesty_warnings(rows, machine)]:
+        progress(line)
     dicts = [asdict(r) for r in rows]
     if args.format == "json":
         write_output(json.dumps({"machine": machine, "rows": dicts}, indent=2), args.output)
