@@ -1,5 +1,4 @@
 """Deployment: BN folding, ONNX export with its parity check, int8, bench and pick."""
-import json
 
 import onnx
 import pytest

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 from killing import kill_at_first_checkpoint
-from torch import nn
 
 import mobilenets as M
 from mobilenets.engine.data import FASHION_MNIST_ROOT

@@ -7,8 +7,7 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from mobilenets.models.base import (AtrousStride, MobileNetBase,  # noqa: F401 (were defined here)
-                                    check_positive_int, check_rows, check_width_mult)
+from mobilenets.models.base import AtrousStride, MobileNetBase, check_rows
 from mobilenets.models.layers import ConvBNAct, DepthwiseSeparable, check_choice
 
 #: Channels of the first layer, a full 3x3 convolution with stride 2 (Table 1, row 1).

@@ -29,9 +29,8 @@ from typing import Sequence
 
 import torch
 
-from mobilenets.fileio import read_csv
-
 from mobilenets.engine.data import TensorImageDataset, limit_dataset, load_image
+from mobilenets.fileio import read_csv
 
 # --------------------------------------------------------------------------- reading CSVs
 
