@@ -55,7 +55,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from mobilenets.cost.profiler import profile_model  # noqa: E402
-from mobilenets.deploy.bench import (BACKENDS, PEERS, calibration_images,  # noqa: E402
+from mobilenets.deploy.bench import (BACKENDS, PEERS, calibration_images, cpu_info,  # noqa: E402
                                      matmul_gflops, percentile, prepare_backend, time_interleaved)
 from mobilenets.deploy.onnx_export import export_onnx, fold_batchnorm, quantize_int8  # noqa: E402
 from mobilenets.fileio import atomic_path  # noqa: E402
@@ -85,20 +85,11 @@ TRAIN_MODELS = [("ShuffleNet 1.5x g=3", "shufflenet_v1_g3_1.5_224"),
 
 def machine() -> dict:
     """CPU model, ISA flags, versions, load average: printed with every figure."""
-    cpu, flags = "unknown", []
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name") and cpu == "unknown":
-            cpu = line.split(":", 1)[1].strip()
-        if line.startswith("flags") and not flags:
-            flags = line.split(":", 1)[1].split()
     import onnxruntime
 
-    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
-                       "amx_bf16") if f in flags]
-    return {"cpu": cpu, "isa": isa, "logical_cpus": os.cpu_count(),
+    return {**cpu_info(), "logical_cpus": os.cpu_count(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "loadavg_start": os.getloadavg()}
 
 
