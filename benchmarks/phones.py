@@ -45,20 +45,13 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from mobilenets.deploy.bench import (PRECISIONS, calibration_images, check_backends,  # noqa: E402
-                                     cpu_info, gemm_rates, installed_backends, machine_line,
-                                     model_from_spec, peer_model, prepare_backend,
-                                     time_interleaved)
+                                     gemm_rates, installed_backends, machine_info, machine_line,
+                                     model_from_spec, peer_model, prepare_backend, time_interleaved)
 from mobilenets.fileio import render_table, write_json, write_text  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 #: The slides' Table 4 (MobileNetV2 slides): ms on one phone core with TF-Lite.
 SLIDES_MS = {"mobilenet_v1_1.0_224": 113, "mobilenet_v2_1.0_224": 75, "mobilenet_v2_1.4_224": 143}
-
-
-def machine(threads: int) -> dict:
-    return {**cpu_info(), "cpu_count": os.cpu_count(), "threads": threads,
-            "torch": torch.__version__, "load_before": round(os.getloadavg()[0], 2),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def timed_rows(jobs: list[tuple[str, str, torch.nn.Module]], threads: int, rounds: int,
@@ -110,7 +103,7 @@ def cmd_latency(args) -> None:
     timm = peer_model("timm", ours)
     jobs = [("ours", b, ours) for b in backends]
     jobs += [("timm", b, timm) for b in backends if PRECISIONS.get(b, "fp32") == "fp32"]
-    mach = machine(args.threads)
+    mach = machine_info(args.threads)
     torch.set_num_threads(args.threads)
     rates = gemm_rates(args.threads)
     mach.update(gemm_gflops=rates, matmul_gflops=max(rates.values()))
@@ -163,7 +156,7 @@ def latency_report(data: dict, command: str) -> None:
 def cmd_table4(args) -> None:
     backends = check_backends(args.backends)
     jobs = [(n, b, model_from_spec({"name": n})) for n in SLIDES_MS for b in backends]
-    mach = machine(1)
+    mach = machine_info(1)
     rows = timed_rows(jobs, 1, args.rounds, args.iters)
     for r in rows:
         v1 = next(x for x in rows if x["backend"] == r["backend"]
@@ -219,7 +212,7 @@ def cmd_accuracy(args) -> None:
             rows.append({"format": fmt, "top1": top1, "drop": round(rows[0]["top1"] - top1, 2),
                          "top1_agreement": round(100 * agree, 2),
                          "met (drop < 0.3)": rows[0]["top1"] - top1 < 0.3})
-    mach = machine(args.threads)
+    mach = machine_info(args.threads)
     md = "\n".join([
         f"# int8 accuracy on {len(ds)} test images ({args.model_file})", "", machine_line(mach),
         "", f"Command: `{' '.join(sys.argv)}`; calibration: 512 training images; float layers "
@@ -230,7 +223,7 @@ def cmd_accuracy(args) -> None:
 def cmd_pick(args) -> None:
     from mobilenets.deploy.pick import pick
 
-    mach = machine(args.threads)
+    mach = machine_info(args.threads)
     t0 = time.perf_counter()
     rows, choice = pick(latency_ms=args.latency_ms, backend=args.backends, threads=args.threads,
                         rounds=3, iters=3, plot=str(RESULTS / "phones_pick.png"))

@@ -185,13 +185,10 @@ def cmd_bench(args) -> None:
 
 
 def cmd_pick(args) -> None:
-    import os
-
-    from mobilenets.deploy.bench import cpu_info, machine_line
+    from mobilenets.deploy.bench import machine_info, machine_line
     from mobilenets.deploy.pick import pick
 
-    progress(machine_line({**cpu_info(), "cpu_count": os.cpu_count(), "threads": args.threads,
-                           "load_before": round(os.getloadavg()[0], 2)}))
+    progress(machine_line(machine_info(args.threads)))
     rows, choice = pick(args.latency_ms, args.max_params, args.max_madds, args.backend,
                         args.accuracy, args.threads, rounds=args.rounds, plot=args.plot,
                         arch=args.arch, progress=progress)

@@ -298,11 +298,20 @@ def cpu_info() -> dict:
             "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
+def machine_info(threads: int) -> dict:
+    """``cpu_info()`` with the core count, ``threads``, torch's version, the 1-minute load average
+    (``load_before``) and the date: what every measurement is printed and saved with."""
+    return {**cpu_info(), "cpu_count": os.cpu_count(), "threads": threads,
+            "torch": torch.__version__, "load_before": round(os.getloadavg()[0], 2),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
 def machine_line(machine: dict) -> str:
     """One line naming the machine of a measurement: CPU, ISA flags, threads, date, matmul floor."""
     isa = "+".join(machine.get("isa", [])) or "no AVX2"
     parts = [f"{machine.get('cpu', 'unknown CPU')} ({isa})", f"{machine.get('cpu_count')} cores",
-             f"{machine.get('threads')} thread{'' if machine.get('threads') == 1 else 's'}", f"torch {machine.get('torch')}"]
+             f"{machine.get('threads')} thread{'' if machine.get('threads') == 1 else 's'}",
+             f"torch {machine.get('torch')}"]
     if "gemm_gflops" in machine:
         parts.append("fp32 GEMM " + ", ".join(f"{k} {v:g}" for k, v in machine["gemm_gflops"].items())
                      + " GFLOP/s (floor at the best)")
@@ -530,10 +539,8 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
     torch.set_num_threads(threads)
     rates = gemm_rates(threads)
     gflops = max(rates.values())
-    machine = {**cpu_info(), "cpu_count": os.cpu_count(), "threads": threads,
-               "torch": torch.__version__, "matmul_gflops": gflops, "gemm_gflops": rates,
-               "ort_spinning": False, "load_before": round(os.getloadavg()[0], 2),
-               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    machine = {**machine_info(threads), "matmul_gflops": gflops, "gemm_gflops": rates,
+               "ort_spinning": False}
     try:
         import onnxruntime
 
