@@ -203,3 +203,24 @@ def test_quantize_int8_mobilenet_v2(tmp_path):
     out = OnnxModule(tmp_path / "v2.onnx")(calib[0])
     assert nn.functional.cosine_similarity(out.flatten(), ref.flatten(), dim=0) > 0.9
     assert report.format == "onnx-int8"
+
+
+def test_pick_exports_in_worker_processes_like_in_one(tmp_path):
+    """Exports in two spawned workers give the same rows as in this process; bad counts refused."""
+    csv_path = tmp_path / "sweep.csv"
+    csv_path.write_text(
+        "label,width_mult,resolution,madds,params,top1,top5,epochs,train_seconds,model_path\n"
+        "0.5-32,0.5,32,1,1,80.0,99.0,1,1,\n0.25-32,0.25,32,1,1,70.0,98.0,1,1,\n")
+    seen = {}
+    for workers in (1, 2):
+        lines = []
+        rows, choice = pick(max_params=1e9, backend="torch,onnx", accuracy_csv=str(csv_path),
+                            rounds=1, iters=1, threads=1, export_workers=workers,
+                            progress=lines.append)
+        assert any(f"in {workers} process" in line for line in lines)
+        assert sum(line.startswith("exported") for line in lines) == 2  # the ONNX files only
+        seen[workers] = sorted((r["label"], r["backend"], r["params"]) for r in rows)
+        assert all(r["latency_ms"] > 0 for r in rows)
+    assert seen[1] == seen[2] and len(seen[1]) == 4
+    with pytest.raises(ValueError, match="--export-workers must be an integer >= 1"):
+        pick(max_params=1e9, backend="onnx", accuracy_csv=str(csv_path), export_workers=0)

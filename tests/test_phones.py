@@ -1,6 +1,7 @@
 """Phone and edge runtimes: ExecuTorch, LiteRT and OpenVINO exports are verified against torch,
 refuse ops off the XNNPACK delegate, and run through one runner interface; tiny models at 32 px."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,8 @@ from mobilenets.deploy.onnx_export import ExportError
 from mobilenets.deploy.quantize import float_module_names, keep_float
 from mobilenets.deploy.runtimes import MissingExtraError, load_runner, require
 from mobilenets.models.registry import create_model
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny(seed: int = 0) -> nn.Module:
@@ -198,3 +201,17 @@ def test_float_layers_auto_measures_the_candidates(capsys, tmp_path):
                  "--output", str(tmp_path / "x.onnx")])
     _, err = capsys.readouterr()
     assert code == 2 and "--float-layers" in err
+
+
+def test_phones_benchmark_judges_peers_on_paired_rounds():
+    """benchmarks/phones.py: per-round medians and the one-sided sign test behind "no slower"."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("phones_bench", ROOT / "benchmarks" / "phones.py")
+    phones = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(phones)
+    assert phones.per_round([0.001, 0.003, 0.002, 0.004, 0.006, 0.005], 3) == [2.0, 5.0]
+    assert phones.sign_test([2.0] * 10, [1.0] * 10) == (10, 10, 1 / 1024)  # always slower
+    k, n, p = phones.sign_test([1.0, 2.0] * 5, [1.5] * 10)  # slower in half the rounds
+    assert (k, n) == (5, 10) and p > 0.5
+    assert phones.sign_test([1.0] * 4, [1.0] * 4) == (0, 0, 1.0)  # ties carry no evidence

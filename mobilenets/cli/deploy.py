@@ -165,7 +165,8 @@ def cmd_bench(args) -> None:
 
     rows, machine = bench(model_specs(args), args.backends, batch=args.batch, threads=args.threads,
                           rounds=args.rounds, memory=not args.no_memory,
-                          calibration_data=args.calibration_data, progress=progress)
+                          calibration_data=args.calibration_data, progress=progress,
+                          ort_spinning=args.ort_spinning == "on")
     # The machine on stderr too, unless the table on stdout already shows it.
     shown = args.format == "table" and not args.output
     for line in [*([] if shown else [machine_line(machine)]), *honesty_warnings(rows, machine)]:
@@ -191,7 +192,8 @@ def cmd_pick(args) -> None:
     progress(machine_line(machine_info(args.threads)))
     rows, choice = pick(args.latency_ms, args.max_params, args.max_madds, args.backend,
                         args.accuracy, args.threads, rounds=args.rounds, plot=args.plot,
-                        arch=args.arch, progress=progress)
+                        arch=args.arch, progress=progress, export_workers=args.export_workers,
+                        ort_spinning=args.ort_spinning == "on")
     keys = ("label", "backend", "precision", "top1", "accuracy_source", "latency_ms", "cpu_ms",
             "params", "madds", "fits", "chosen")
     table = [{k: r[k] for k in keys} for r in sorted(rows, key=lambda r: r["latency_ms"])]
@@ -266,6 +268,9 @@ def add_arguments(sub) -> None:
     s.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
     s.add_argument("--no-memory", action="store_true", help="skip the peak-RSS measurement")
     s.add_argument("--calibration-data", default="fashion-mnist", help="int8 calibration images")
+    s.add_argument("--ort-spinning", choices=("on", "off"), default="off",
+                   help="ONNX Runtime's idle threads spin between calls: on is its fastest "
+                   "setting on an idle machine with several threads, off keeps a busy one fair")
     add_output_arguments(s, FORMATS)
     s.set_defaults(func=cmd_bench)
 
@@ -286,5 +291,10 @@ def add_arguments(sub) -> None:
     s.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     s.add_argument("--plot", help="write the accuracy vs measured latency frontier (PNG; "
                    "default: none)")
+    s.add_argument("--export-workers", type=int, help="processes writing the candidates' files "
+                   "at once (default: the usable cores)")
+    s.add_argument("--ort-spinning", choices=("on", "off"), default="off",
+                   help="ONNX Runtime's idle threads spin between calls: on is its fastest "
+                   "setting on an idle machine with several threads, off keeps a busy one fair")
     add_output_arguments(s, FORMATS)
     s.set_defaults(func=cmd_pick)

@@ -19,7 +19,8 @@ Backends (``BACKENDS``):
 The phone runtimes need their extras (``pip install 'mobilenets[executorch]'``, ...);
 ``--backends all`` takes every backend installed. Honesty: every row carries the process CPU time
 per call beside the wall time and the load average during the timing (``honesty_warnings``);
-ONNX Runtime's threads never spin between calls (many sessions take turns on the same cores).
+ONNX Runtime's thread spinning is set explicitly (``ort_spinning``, off unless asked for: many
+sessions take turns on the same cores, and the idle ones' spinning threads slow the timed one).
 
 Each row also carries the analytic memory of its variant beside the measured peak RSS: the weights
 and the peak live activations of one image at fp32 (``mobilenets.cost.memory.trace_memory``).
@@ -140,17 +141,104 @@ class Prepared:
     setup_s: float = 0.0
 
 
-def prepare_backend(name: str, model: nn.Module, shape: tuple[int, int, int], workdir: Path,
-                    calibration: list[torch.Tensor] | None = None,
-                    ort_spinning: bool = True) -> Prepared:
-    """Build backend ``name`` for ``model`` (float, eval) at input ``shape`` = (C, H, W).
+#: Backends whose model is a file written by ``export_backend`` (the others run in torch).
+FILE_BACKENDS = ("onnx", "timm-onnx", "int8", *MOBILE_BACKENDS)
 
-    ONNX files go to ``workdir``. ``int8`` needs ``calibration`` batches of real images.
+
+def export_backend(name: str, model: nn.Module, shape: tuple[int, int, int], workdir: Path,
+                   calibration: list[torch.Tensor] | None = None) -> dict:
+    """Write the model file of backend ``name`` for ``model`` (float, eval) at input ``shape`` =
+    (C, H, W) into ``workdir``; ``{}`` for the backends that run in torch.
+
+    The costly half of ``prepare_backend``, and the half that can run in another process
+    (``export_backends``): it returns plain paths, ``{"onnx": ...}`` or ``{"model": ...}``.
+    ``int8`` and the ``*-int8`` backends need ``calibration`` batches of real images.
+    """
+    model = model.eval()
+    workdir = Path(workdir)
+    if name in ("onnx", "timm-onnx"):
+        src = peer_model(name, model) if name == "timm-onnx" else model
+        path = workdir / f"{name}.onnx"
+        export_onnx(src, path, resolution=shape[1])
+        return {"onnx": str(path)}
+    if name == "int8":
+        if not calibration:
+            raise ValueError("the int8 backends need calibration images")
+        path = workdir / "int8.onnx"
+        # Latency only: fresh (untrained) weights make top-1 agreement meaningless, so no minimum.
+        quantize_int8(model, path, calibration, resolution=shape[1], min_top1_agreement=0.0)
+        return {"onnx": str(path)}
+    if name in MOBILE_BACKENDS:
+        from mobilenets.deploy.mobile import MOBILE_FORMATS, export_mobile
+
+        path = workdir / f"{name}{MOBILE_FORMATS[name][2]}"
+        # Latency only: agreement on fresh weights means nothing, so no minimum.
+        export_mobile(model, path, name, resolution=shape[1], calibration=calibration,
+                      min_top1_agreement=0.0)
+        return {"model": str(path)}
+    check_backends([name])
+    return {}
+
+
+def _export_in_worker(job: tuple) -> dict:
+    torch.set_num_threads(1)  # one export per core: the workers share the machine
+    return export_backend(*job)
+
+
+def export_backends(jobs: list[tuple], workers: int = 1,
+                    done: Callable[[int, dict], None] | None = None) -> list[dict]:
+    """``export_backend(*job)`` for every job, in ``workers`` processes at once (one thread each).
+
+    Exports are single-threaded Python and tool-chain work (tracing, lowering, calibration), so
+    they scale with processes, not threads. ``done(i, files)`` is called as each job finishes.
+    Workers are spawned (forked ones hang in the tool-chains' thread pools), so, as with torch's
+    DataLoader, a calling script needs the ``if __name__ == "__main__":`` guard; without it the
+    workers die at start and the exports run here, one after another, with a warning.
+    Returns the files of each job, in the jobs' order.
+    """
+    say = done or (lambda i, files: None)
+    jobs = list(jobs)
+    results: list = [None] * len(jobs)
+    todo = [i for i, job in enumerate(jobs) if job[0] in FILE_BACKENDS]
+    for i in set(range(len(jobs))) - set(todo):
+        results[i] = {}
+    if workers <= 1 or len(todo) <= 1:
+        for i in todo:
+            results[i] = export_backend(*jobs[i])
+            say(i, results[i])
+        return results
+    import concurrent.futures
+    import multiprocessing
+
+    try:
+        with concurrent.futures.ProcessPoolExecutor(
+                min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_export_in_worker, jobs[i]): i for i in todo}
+            for future in concurrent.futures.as_completed(futures):
+                i = futures[future]
+                results[i] = future.result()  # a worker's exception is raised here, as itself
+                say(i, results[i])
+    except concurrent.futures.process.BrokenProcessPool:
+        import warnings
+
+        warnings.warn("export workers could not start (a script calling this needs an "
+                      "'if __name__ == \"__main__\":' guard); exporting in this process")
+        for i in todo:
+            if results[i] is None:
+                results[i] = export_backend(*jobs[i])
+                say(i, results[i])
+    return results
+
+
+def load_backend(name: str, model: nn.Module, shape: tuple[int, int, int], files: dict,
+                 ort_spinning: bool = True) -> Prepared:
+    """Backend ``name`` ready to time, from the ``files`` that ``export_backend`` wrote (``{}``
+    for the torch backends), with its first call made (compilation, ORT's arena set-up).
+
     ``ort_spinning=False`` stops ONNX Runtime's idle threads from spinning (see ``ort_session``).
     """
     t0 = time.perf_counter()
     model = model.eval()
-    files: dict = {}
     cl = False
     if name == "eager":
         run = _no_grad(model)
@@ -158,37 +246,34 @@ def prepare_backend(name: str, model: nn.Module, shape: tuple[int, int, int], wo
         folded = fold_batchnorm(model).to(memory_format=torch.channels_last)
         run = _no_grad(torch.compile(folded, dynamic=False) if name == "compile" else folded)
         cl = True
-    elif name in ("onnx", "timm-onnx"):
-        src = peer_model(name, model) if name == "timm-onnx" else model
-        path = workdir / f"{name}.onnx"
-        export_onnx(src, path, resolution=shape[1])
-        files["onnx"] = str(path)
-        run = OnnxModule(path, spinning=ort_spinning)
-    elif name == "int8":
-        if not calibration:
-            raise ValueError("the int8 backends need calibration images")
-        path = workdir / "int8.onnx"
-        # Latency only: fresh (untrained) weights make top-1 agreement meaningless, so no minimum.
-        quantize_int8(model, path, calibration, resolution=shape[1], min_top1_agreement=0.0)
-        files["onnx"] = str(path)
-        run = OnnxModule(path, spinning=ort_spinning)
+    elif name in ("onnx", "timm-onnx", "int8"):
+        run = OnnxModule(files["onnx"], spinning=ort_spinning)
     elif name in MOBILE_BACKENDS:
-        from mobilenets.deploy.mobile import MOBILE_FORMATS, export_mobile
         from mobilenets.deploy.runtimes import load_runner
 
-        path = workdir / f"{name}{MOBILE_FORMATS[name][2]}"
-        # Latency only: agreement on fresh weights means nothing, so no minimum.
-        export_mobile(model, path, name, resolution=shape[1], calibration=calibration,
-                      min_top1_agreement=0.0)
-        files["model"] = str(path)
         # Explicit threads: ExecuTorch's process-wide pool refuses another size, never ignores it.
-        run = _no_grad(load_runner(path, threads=torch.get_num_threads()))
+        run = _no_grad(load_runner(files["model"], threads=torch.get_num_threads()))
     elif name in ("timm", "torchvision"):
         run = _no_grad(peer_model(name, model))
     else:
         check_backends([name])
-    prepared = Prepared(name, run, cl, files)
-    prepared.run(prepared_input(prepared, torch.randn(1, *shape)))  # first call: compilation, ORT arena set-up
+    prepared = Prepared(name, run, cl, dict(files))
+    prepared.run(prepared_input(prepared, torch.randn(1, *shape)))
+    prepared.setup_s = time.perf_counter() - t0
+    return prepared
+
+
+def prepare_backend(name: str, model: nn.Module, shape: tuple[int, int, int], workdir: Path,
+                    calibration: list[torch.Tensor] | None = None,
+                    ort_spinning: bool = True) -> Prepared:
+    """Build backend ``name`` for ``model`` (float, eval) at input ``shape`` = (C, H, W):
+    ``export_backend`` (files go to ``workdir``), then ``load_backend``. ``setup_s`` counts both.
+    ``int8`` needs ``calibration`` batches of real images; ``ort_spinning=False`` stops ONNX
+    Runtime's idle threads from spinning (see ``ort_session``).
+    """
+    t0 = time.perf_counter()
+    files = export_backend(name, model, shape, workdir, calibration)
+    prepared = load_backend(name, model, shape, files, ort_spinning)
     prepared.setup_s = time.perf_counter() - t0
     return prepared
 
@@ -296,6 +381,14 @@ def cpu_info() -> dict:
         pass
     return {"cpu": cpu, "isa": [f for f in ISA_FLAGS if f in flags],
             "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, e.g. under ``taskset``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
 
 def machine_info(threads: int) -> dict:
@@ -497,8 +590,8 @@ class BenchRow:
 @restores_threads
 def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
           rounds: int = 10, iters: int = 10, throughput_rounds: int = 3, memory: bool = True,
-          calibration_data: str = "fashion-mnist", progress: Callable[[str], None] | None = None
-          ) -> tuple[list[BenchRow], dict]:
+          calibration_data: str = "fashion-mnist", progress: Callable[[str], None] | None = None,
+          ort_spinning: bool = False) -> tuple[list[BenchRow], dict]:
     """Measure every backend for every model spec.
 
     Args:
@@ -516,6 +609,10 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
         calibration_data: Data for the int8 calibration (the training split): ``"fashion-mnist"``
             or an ImageFolder root. Default Fashion-MNIST.
         progress: Called with a line of text as the work advances. Default: silent.
+        ort_spinning: Let ONNX Runtime's idle threads spin between calls. Default False: set
+            explicitly either way, because spinning threads of one session slow whatever runs
+            next on a busy CPU, while on an idle one spinning is ONNX Runtime's fastest setting
+            with several threads (``machine["ort_spinning"]`` records the choice).
 
     Returns:
         (rows, machine): the measurements, and the machine description with the matmul floor.
@@ -540,7 +637,7 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
     rates = gemm_rates(threads)
     gflops = max(rates.values())
     machine = {**machine_info(threads), "matmul_gflops": gflops, "gemm_gflops": rates,
-               "ort_spinning": False}
+               "ort_spinning": bool(ort_spinning)}
     try:
         import onnxruntime
 
@@ -567,7 +664,7 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
             for b in backends:
                 say(f"{variant}: preparing {b}")
                 prepared.append(prepare_backend(b, model, shape, Path(tmp), calibration,
-                                                ort_spinning=False))
+                                                ort_spinning=ort_spinning))
             say(f"{variant}: timing batch 1 ({rounds} rounds x {iters} calls x {len(prepared)} backends)")
             cpu, load = {}, []
             lat = time_interleaved(prepared, torch.randn(1, *shape), rounds, iters, cpu=cpu,

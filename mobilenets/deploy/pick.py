@@ -16,8 +16,8 @@ from typing import Callable
 import torch
 
 from mobilenets.deploy.bench import (PEERS, PRECISIONS, calibration_images, check_backends,
-                                     model_from_spec, prepare_backend, restores_threads,
-                                     time_interleaved)
+                                     export_backends, load_backend, model_from_spec,
+                                     restores_threads, time_interleaved, usable_cores)
 
 
 def candidates(accuracy_csv: str | None = None, arch: str | None = None) -> list[dict]:
@@ -79,7 +79,8 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
          max_madds: float | None = None, backend="onnx", accuracy_csv: str | None = None,
          threads: int = 2, rounds: int = 5, iters: int = 5, plot: str | None = None,
          calibration_data: str = "fashion-mnist", arch: str | None = None,
-         progress: Callable[[str], None] | None = None) -> tuple[list[dict], dict]:
+         progress: Callable[[str], None] | None = None, export_workers: int | None = None,
+         ort_spinning: bool = False) -> tuple[list[dict], dict]:
     """Choose the most accurate MobileNet within a latency, size and compute budget, measuring the
     latency of every candidate on every runtime asked for, on this machine: the paper's promise,
     made measurable.
@@ -102,6 +103,11 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
         arch: ``"v1"``, ``"v2"`` or ``"shufflenet_v1"``: choose among that architecture's
             variants (or sweep rows). Default: V1's registered variants, or every sweep row.
         progress: Called with a line of text as the work advances.
+        export_workers: Processes that write the candidates' files at once (exports are
+            single-threaded). Default: the cores this process may use.
+        ort_spinning: Let ONNX Runtime's idle threads spin between calls. Default False: many
+            sessions take turns on the same cores, and an idle session's spinning threads slow
+            the timed one (by up to 3x for mid-sized models).
 
     Returns:
         (rows, choice): every (candidate, backend) with ``backend``, ``precision``,
@@ -123,6 +129,9 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
     for k, v in budgets.items():
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
             raise ValueError(f"--{k.replace('_', '-')} must be a number > 0, got {v!r}")
+    if export_workers is not None and (isinstance(export_workers, bool)
+                                       or not isinstance(export_workers, int) or export_workers < 1):
+        raise ValueError(f"--export-workers must be an integer >= 1, got {export_workers!r}")
     backends = check_backends(backend)
     for b in backends:
         if b in PEERS:
@@ -130,7 +139,7 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
     say = progress or (lambda s: None)
     torch.set_num_threads(threads)
     models = candidates(accuracy_csv, arch)
-    rows, prepared, inputs = [], [], {}
+    rows, jobs, inputs = [], [], {}
     with tempfile.TemporaryDirectory(prefix="mobilenets-pick-") as tmp:
         for i, cand in enumerate(models):
             if "model_file" in cand or "name" in cand:
@@ -145,18 +154,23 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
             if any(PRECISIONS.get(b) == "int8" for b in backends):
                 calibration = calibration_images(calibration_data, shape, 64)
             for b in backends:
-                say(f"preparing {cand['label']} ({b})")
                 workdir = Path(tmp) / f"{i}-{b}"
                 workdir.mkdir()
-                # Many sessions take turns on the same cores: no spinning (else the idle
-                # sessions' threads slow the timed one, by up to 3x for mid-sized models).
-                p = prepare_backend(b, model, shape, workdir, calibration, ort_spinning=False)
-                p.name = f"{cand['label']}@{b}"
-                prepared.append(p)
-                inputs[p.name] = torch.randn(1, *shape)
+                jobs.append((b, model, shape, workdir, calibration))
                 rows.append({**cand, "backend": b, "precision": PRECISIONS.get(b, "fp32"),
                              "params": prof.layer_params, "madds": prof.total_madds,
-                             "key": p.name})
+                             "key": f"{cand['label']}@{b}"})
+        workers = export_workers or usable_cores()
+        say(f"exporting {len(jobs)} candidates x backends in {workers} process(es)")
+        files = export_backends(jobs, workers, done=lambda i, f: say(
+            f"exported {rows[i]['key']}") if f else None)
+        prepared = []
+        for job, row, f in zip(jobs, rows, files):
+            say(f"loading {row['key']}")
+            p = load_backend(job[0], job[1], job[2], f, ort_spinning)
+            p.name = row["key"]
+            prepared.append(p)
+            inputs[p.name] = torch.randn(1, *job[2])
         say(f"timing {len(prepared)} candidates x backends, {rounds} rounds x {iters} calls")
         cpu = {}
         samples = time_interleaved(prepared, inputs, rounds, iters, cpu=cpu)
