@@ -1,5 +1,6 @@
 """The command line: output formats and clear errors for bad input."""
 import json
+import shutil
 import subprocess
 import sys
 
@@ -105,7 +106,21 @@ def test_train_eval_predict_chain(capsys, tmp_path):
     row = json.loads(stdout)[0]
     assert code == 0 and row["width_mult"] == 0.25 and row["resolution"] == 32
     assert row["top1"] == json.loads((out / "eval.json").read_text())["top1"]
-    assert row["train_seconds"] > 0 and row["madds_m"] > 0
+    assert row["train_seconds"] > 0 and row["madds_m"] > 0 and row["seed"] == 0
+    # the same recipe with another seed: --mean merges the two, another recipe stays apart
+    for name, changes, top1 in (("s1", {"seed": 1}, row["top1"] + 2), ("lr", {"lr": 0.5}, 50.0)):
+        other = tmp_path / name
+        shutil.copytree(out, other)
+        cfg = json.loads((other / "config.json").read_text())
+        (other / "config.json").write_text(json.dumps({**cfg, **changes, "out_dir": str(other)}))
+        ev = json.loads((other / "eval.json").read_text())
+        (other / "eval.json").write_text(json.dumps({**ev, "top1": top1}))
+    code, stdout, _ = run(capsys, "compare", str(out), str(tmp_path / "s1"), str(tmp_path / "lr"),
+                          "--mean", "--format", "json")
+    rows = json.loads(stdout)
+    assert code == 0 and [r["seeds"] for r in rows] == [2, 1]
+    assert rows[0]["top1"] == round(row["top1"] + 1, 2) and rows[0]["top1_std"] == round(2 ** 0.5, 2)
+    assert rows[1]["top1"] == 50.0 and rows[1]["top1_std"] == 0
 
 
 def test_export_evaluate_and_bench_a_trained_model(capsys, tmp_path):

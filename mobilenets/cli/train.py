@@ -126,7 +126,7 @@ def cmd_sweep(args) -> None:
 def cmd_compare(args) -> None:
     from mobilenets.engine.sweep import compare_runs
 
-    write_rows(compare_runs(args.runs), args.format, args.output, args.wide)
+    write_rows(compare_runs(args.runs, args.mean), args.format, args.output, args.wide)
 
 
 def cmd_distill(args) -> None:
@@ -227,6 +227,8 @@ def add_arguments(sub) -> None:
 
     s = add_parser(sub, "compare", help="top-1, Mult-Adds and params of finished training runs")
     s.add_argument("runs", nargs="+", help="run folders written by train")
+    s.add_argument("--mean", action="store_true", help="runs that differ only in their seed "
+                   "become one row: top-1 mean and standard deviation, and the seed count")
     add_output_arguments(s, FORMATS)
     s.set_defaults(func=cmd_compare)
 

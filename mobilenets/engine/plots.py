@@ -127,7 +127,8 @@ def mean_over_seeds(rows: Sequence[Mapping], keys: Sequence[str] = ("width_mult"
     """
     groups: dict[tuple, list[Mapping]] = {}
     for r in rows:
-        groups.setdefault(tuple(float(r[k]) for k in keys), []).append(r)
+        groups.setdefault(tuple(r[k] if isinstance(r[k], str) else float(r[k]) for k in keys),
+                          []).append(r)
     out = []
     for members in groups.values():
         vals = np.array([float(m[value]) for m in members])

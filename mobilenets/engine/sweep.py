@@ -3,7 +3,9 @@ two plots. A sweep is resumable: finished grid points are read back from the CSV
 from __future__ import annotations
 
 import csv
+import json
 import os
+import statistics
 from dataclasses import replace
 from pathlib import Path
 
@@ -104,16 +106,20 @@ def run_sweep(base: TrainConfig, width_mults=(1.0, 0.75, 0.5, 0.25),
     return rows
 
 
-def compare_runs(run_dirs: list[str | os.PathLike]) -> list[dict]:
+def compare_runs(run_dirs: list[str | os.PathLike], mean: bool = False) -> list[dict]:
     """One row per training run folder, for tables like the paper's Tables 4 and 5.
 
     Args:
         run_dirs: Folders written by ``mobilenets train`` (``config.json`` and ``eval.json``;
             ``summary.json`` adds the training time).
+        mean: Merge the runs whose configurations differ only in ``seed`` (and output folder)
+            into one row: top-1 and top-5 averaged, ``top1_std`` (sample standard deviation),
+            ``seeds``, and the mean training seconds; ``run`` names the first. Default False.
 
     Returns:
-        Rows with the run, model, alpha, resolution, top-1, top-5, Mult-Adds and parameters
-        (conv + FC weights, the paper's count) in millions, epochs and training seconds.
+        Rows with the run, model, alpha, resolution, seed, top-1, top-5, Mult-Adds and
+        parameters (conv + FC weights, the paper's count) in millions, epochs and training
+        seconds.
 
     Raises:
         FileNotFoundError: naming a folder without ``config.json`` or ``eval.json`` (unfinished).
@@ -140,11 +146,28 @@ def compare_runs(run_dirs: list[str | os.PathLike]) -> list[dict]:
         res = model.config["resolution"]
         prof = profile_model(model, (model.config.get("in_channels", 3), res, res))
         # the model as built (a fine-tuned run's is its init file's), named at its resolution
+        recipe = {k: v for k, v in saved.items() if k not in ("seed", "out_dir")}
         rows.append({"run": str(run), "model": config_name(model.config),
-                     "width_mult": model.config["width_mult"],
-                     "resolution": res, "top1": result["top1"], "top5": result["top5"],
+                     "width_mult": model.config["width_mult"], "resolution": res,
+                     "seed": cfg.seed, "recipe": json.dumps(recipe, sort_keys=True),
+                     "top1": result["top1"], "top5": result["top5"],
                      "madds_m": round(prof.total_madds / 1e6, 2),
                      "params_m": round(prof.layer_params / 1e6, 3),
                      "epochs": summary.get("epochs", cfg.epochs),
                      "train_seconds": summary.get("train_seconds")})
+    if mean:
+        groups: dict[str, list[dict]] = {}
+        for r in rows:
+            groups.setdefault(r["recipe"], []).append(r)
+        rows = []
+        for members in groups.values():
+            merged = mean_over_seeds(members, ("recipe",), "top1")[0]
+            secs = [m["train_seconds"] for m in members if m["train_seconds"] is not None]
+            merged.update(top1=round(merged["top1"], 2), top1_std=round(merged["top1_std"], 2),
+                          top5=round(statistics.fmean(m["top5"] for m in members), 2),
+                          train_seconds=round(statistics.fmean(secs), 1) if secs else None)
+            del merged["seed"]
+            rows.append(merged)
+    for r in rows:
+        del r["recipe"]
     return rows
