@@ -49,9 +49,10 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from mobilenets.deploy.bench import (PRECISIONS, calibration_images, check_backends,  # noqa: E402
-                                     gemm_rates, installed_backends, machine_info, machine_line,
-                                     model_from_spec, peer_model, prepare_backend, time_interleaved)
+from mobilenets.deploy.bench import (PRECISIONS, SPIN_PAUSE_S, calibration_images,  # noqa: E402
+                                     check_backends, gemm_rates, installed_backends, machine_info,
+                                     machine_line, model_from_spec, ort_matmul, peer_model,
+                                     prepare_backend, time_interleaved)
 from mobilenets.fileio import render_table, write_json, write_text  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -59,12 +60,20 @@ RESULTS = ROOT / "benchmarks" / "results"
 SLIDES_MS = {"mobilenet_v1_1.0_224": 113, "mobilenet_v2_1.0_224": 75, "mobilenet_v2_1.4_224": 143}
 
 
+#: The fp32 GEMM timed beside the models (``bench.ort_matmul``): n x n times n x n.
+GEMM_N = 1024
+
+
 def timed_rows(jobs: list[tuple[str, str, torch.nn.Module]], threads: int, rounds: int,
-               iters: int, ort_spinning: bool = False) -> list[dict]:
-    """Prepare (variant label, backend, model) jobs and time them all interleaved. Each row keeps
-    its per-round medians (``round_wall_ms``, ``round_cpu_ms``) for paired comparisons."""
+               iters: int, ort_spinning: bool = False, gemm: bool = False) -> list[dict]:
+    """Prepare (variant label, backend, model) jobs and time them all interleaved (with
+    ``gemm``, ONNX Runtime's fp32 GEMM too, as model "gemm"). Each row keeps its per-round
+    medians (``round_wall_ms``, ``round_cpu_ms``) for paired comparisons."""
     torch.set_num_threads(threads)
     prepared, meta, load = [], {}, []
+    if gemm:
+        prepared.append(ort_matmul(GEMM_N, threads, ort_spinning))
+        meta[prepared[0].name] = ("gemm", "onnxruntime", (GEMM_N, GEMM_N))
     with tempfile.TemporaryDirectory(prefix="phones-") as tmp:
         calib = {}
         for i, (label, backend, model) in enumerate(jobs):
@@ -78,9 +87,11 @@ def timed_rows(jobs: list[tuple[str, str, torch.nn.Module]], threads: int, round
             p.name = f"{label}@{backend}"
             prepared.append(p)
             meta[p.name] = (label, backend, shape)
-        x = {p.name: torch.randn(1, *meta[p.name][2]) for p in prepared}
+        x = {p.name: torch.randn(*meta[p.name][2]) if meta[p.name][0] == "gemm"
+             else torch.randn(1, *meta[p.name][2]) for p in prepared}
         cpu: dict = {}
-        wall = time_interleaved(prepared, x, rounds, iters, cpu=cpu, load=load)
+        wall = time_interleaved(prepared, x, rounds, iters, cpu=cpu, load=load,
+                                pause=SPIN_PAUSE_S if ort_spinning else 0.0)
     return [{"model": meta[k][0], "backend": meta[k][1],
              "precision": PRECISIONS.get(meta[k][1], "fp32"),
              "wall_ms": round(statistics.median(wall[k]) * 1e3, 3),
@@ -136,7 +147,7 @@ def cmd_latency(args) -> None:
     madds = profile_model(ours, (3, 224, 224)).total_madds
     floor_ms = 2 * madds / max(rates.values()) / 1e6
     mach["ort_spinning"] = args.ort_spinning == "on"
-    rows = timed_rows(jobs, args.threads, args.rounds, args.iters, mach["ort_spinning"])
+    rows = timed_rows(jobs, args.threads, args.rounds, args.iters, mach["ort_spinning"], gemm=True)
     latency_report({"machine": mach, "floor_ms": floor_ms, "madds": madds, "rounds": args.rounds,
                     "iters": args.iters, "rows": rows}, " ".join(sys.argv))
 
@@ -145,11 +156,15 @@ def latency_report(data: dict, command: str) -> None:
     """The targets of ``latency``'s rows. At one thread on the process CPU time per call (robust to
     other people's load; equal to wall time on a free core), with more threads on wall time (CPU
     time then sums the threads, and the floor's GEMM rate is a wall-time rate at that count)."""
-    mach, floor_ms, rows = data["machine"], data["floor_ms"], data["rows"]
+    mach, best_floor_ms, rows = data["machine"], data["floor_ms"], data["rows"]
     rates, threads = mach["gemm_gflops"], mach["threads"]
     key = "cpu_ms" if threads == 1 else "wall_ms"
     what = "CPU ms" if threads == 1 else "wall ms"
     by = {(r["model"], r["backend"]): r for r in rows}
+    # The floor: the GEMM timed in the same rounds and by the same statistic as the models
+    # (runs before this change timed it only once, best of 20, before the rounds).
+    gemm = by.get(("gemm", "onnxruntime"))
+    floor_ms = data["madds"] * gemm[key] / GEMM_N ** 3 if gemm else best_floor_ms
     checks = []
     for (model, b), r in by.items():
         if model != "ours":
@@ -177,8 +192,12 @@ def latency_report(data: dict, command: str) -> None:
     md = "\n".join([
         f"# Phone runtimes: 1.0 MobileNet-224, batch 1, {threads} thread(s)", "",
         machine_line(mach), "", f"Command: `{command}`; fp32 floor {floor_ms:.2f} ms = "
-        f"2 x {floor_ms * max(rates.values()) / 2:.0f}M Mult-Adds at {max(rates.values()):g} "
-        "GFLOP/s (best of " + ", ".join(f"{k} {v:g}" for k, v in rates.items()) + "). Medians "
+        f"2 x {data['madds'] / 1e6:.0f}M Mult-Adds at "
+        + (f"{2 * GEMM_N ** 3 / gemm[key] / 1e6:.1f} GFLOP/s, the median of ONNX Runtime's "
+           f"{GEMM_N}^3 fp32 GEMM timed in the same rounds as the models (before the rounds, best "
+           f"of 20: " if gemm else f"{max(rates.values()):g} GFLOP/s (best of 20 before the "
+           "rounds: ") + ", ".join(f"{k} {v:g}" for k, v in rates.items())
+        + f" GFLOP/s, a floor of {best_floor_ms:.2f} ms). Medians "
         # (the first runs stored no rounds/iters: they used the defaults, 10 x 10)
         f"over {data.get('rounds', 10)} interleaved rounds x {data.get('iters', 10)} calls; "
         f"targets on the {what} per call; ONNX Runtime's threads "

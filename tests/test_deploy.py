@@ -224,3 +224,19 @@ def test_pick_exports_in_worker_processes_like_in_one(tmp_path):
     assert seen[1] == seen[2] and len(seen[1]) == 4
     with pytest.raises(ValueError, match="--export-workers must be an integer >= 1"):
         pick(max_params=1e9, backend="onnx", accuracy_csv=str(csv_path), export_workers=0)
+
+
+def test_time_interleaved_pauses_between_blocks_and_times_the_gemm():
+    """The GEMM that sets the floor runs as a backend beside the models; a pause after each
+    block keeps ONNX Runtime's spinning threads off the next backend's clock."""
+    import time
+
+    from mobilenets.deploy.bench import ort_matmul, time_interleaved
+
+    gemm = ort_matmul(64, threads=1)
+    assert gemm.run(torch.randn(64, 64)).shape == (64, 64)
+    t0 = time.perf_counter()
+    samples = time_interleaved([gemm], torch.randn(64, 64), rounds=3, iters=2, settle=0,
+                               pause=0.05)
+    assert time.perf_counter() - t0 >= 3 * 0.05
+    assert len(samples[gemm.name]) == 6 and all(s > 0 for s in samples[gemm.name])

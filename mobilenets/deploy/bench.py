@@ -307,9 +307,14 @@ def prepared_input(p: Prepared, x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if p.channels_last else x
 
 
+#: Seconds to wait after a backend's block when ONNX Runtime's threads spin: they spin for
+#: about 40 ms after the last call (measured, 2 threads), which would be charged to the next one.
+SPIN_PAUSE_S = 0.06
+
+
 def time_interleaved(prepared: list[Prepared], x: torch.Tensor | dict[str, torch.Tensor],
                      rounds: int, iters: int, settle: int = 3, cpu: dict | None = None,
-                     load: list | None = None) -> dict[str, list[float]]:
+                     load: list | None = None, pause: float = 0.0) -> dict[str, list[float]]:
     """Seconds per call of each backend on ``x`` (one input for all, or one per backend name):
     ``rounds`` rounds, each running ``iters`` calls of every backend in an order rotated every round
     (noise hits all alike). Returns all samples.
@@ -320,7 +325,9 @@ def time_interleaved(prepared: list[Prepared], x: torch.Tensor | dict[str, torch
 
     ``cpu`` (a dict), when given, receives each backend's process CPU seconds per call (every
     thread of this process: a runtime's pool included), and ``load`` (a list) the 1-minute load
-    average after every round: wall time on a loaded CPU is mostly waiting, CPU time is not."""
+    average after every round: wall time on a loaded CPU is mostly waiting, CPU time is not.
+    ``pause`` seconds pass untimed after every backend's block (``SPIN_PAUSE_S`` when ONNX
+    Runtime's threads spin)."""
     inputs = {p.name: prepared_input(p, x[p.name] if isinstance(x, dict) else x) for p in prepared}
     samples: dict[str, list[float]] = {p.name: [] for p in prepared}
     for r in range(rounds):
@@ -335,6 +342,8 @@ def time_interleaved(prepared: list[Prepared], x: torch.Tensor | dict[str, torch
                 samples[p.name].append(time.perf_counter() - t0)
                 if cpu is not None:
                     cpu.setdefault(p.name, []).append(time.process_time() - c0)
+            if pause:
+                time.sleep(pause)
         if load is not None:
             load.append(os.getloadavg()[0])
     return samples
@@ -434,9 +443,10 @@ def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
-def ort_matmul_gflops(n: int = 1024, repeats: int = 20, threads: int | None = None) -> float:
-    """Measured fp32 GFLOP/s of an ``n``-cube MatMul in ONNX Runtime (MLAS), best of
-    ``repeats``. On some CPUs (AMD Zen 5) MKL's ``torch.matmul`` reaches half of it."""
+def ort_matmul(n: int = 1024, threads: int | None = None, spinning: bool = False) -> Prepared:
+    """ONNX Runtime's (MLAS) fp32 product of two ``n``-cubes as a backend to time beside the
+    models (``time_interleaved``, input ``torch.randn(n, n)``): the floor measured under the
+    same conditions as they are. ``2 n^3`` FLOPs per call."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper
@@ -450,10 +460,16 @@ def ort_matmul_gflops(n: int = 1024, repeats: int = 20, threads: int | None = No
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gemm.onnx"
         onnx.save_model(model, str(path))
-        run = OnnxModule(path, threads, spinning=False)
-        a = torch.randn(n, n)
-        run(a)
-        best = min(timed(lambda: run(a)) for _ in range(repeats))
+        run = OnnxModule(path, threads, spinning=spinning)  # the file is read here, then gone
+    run(torch.randn(n, n))
+    return Prepared(f"gemm {n}^3", run)
+
+
+def ort_matmul_gflops(n: int = 1024, repeats: int = 20, threads: int | None = None) -> float:
+    """Measured fp32 GFLOP/s of an ``n``-cube MatMul in ONNX Runtime (MLAS), best of
+    ``repeats``. On some CPUs (AMD Zen 5) MKL's ``torch.matmul`` reaches half of it."""
+    run, a = ort_matmul(n, threads).run, torch.randn(n, n)
+    best = min(timed(lambda: run(a)) for _ in range(repeats))
     return 2 * n ** 3 / best / 1e9
 
 
@@ -668,7 +684,7 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
             say(f"{variant}: timing batch 1 ({rounds} rounds x {iters} calls x {len(prepared)} backends)")
             cpu, load = {}, []
             lat = time_interleaved(prepared, torch.randn(1, *shape), rounds, iters, cpu=cpu,
-                                   load=load)
+                                   load=load, pause=SPIN_PAUSE_S if ort_spinning else 0.0)
             thr = {}
             if batch > 1:
                 say(f"{variant}: timing batch {batch}")
