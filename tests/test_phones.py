@@ -11,7 +11,7 @@ from mobilenets.cli import main
 from mobilenets.deploy.mobile import bf16_supported, export_mobile, verify
 from mobilenets.deploy.onnx_export import ExportError
 from mobilenets.deploy.quantize import float_module_names, keep_float
-from mobilenets.deploy.runtimes import MissingExtraError, load_runner, require
+from mobilenets.deploy.runtimes import MissingExtraError, available, load_runner, require
 from mobilenets.models.registry import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,7 +117,8 @@ def test_litert_int8_nhwc_runner_quantizes_its_io(tmp_path):
 
 
 def test_openvino_fp32_and_bf16(tmp_path):
-    pytest.importorskip("openvino")
+    if not available("openvino"):  # not importorskip: a bare import sends OpenVINO's telemetry
+        pytest.skip("openvino not installed")
     model = tiny()
     report = export_mobile(model, tmp_path / "m.xml", "openvino")
     assert report.max_abs_diff <= report.tolerance
@@ -131,6 +132,28 @@ def test_openvino_fp32_and_bf16(tmp_path):
     else:
         with pytest.raises(ExportError, match="avx512_bf16"):
             export_mobile(model, tmp_path / "b.xml", "openvino-bf16")
+
+
+def test_openvino_export_sends_no_telemetry(tmp_path):
+    """OpenVINO's converter writes a client id under ~/intel and posts usage events unless told
+    not to; through our import it must do neither (a fresh process, HOME in tmp_path)."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("openvino") is None:
+        pytest.skip("openvino not installed")
+    code = ("import sys, torch; from mobilenets.deploy.mobile import export_mobile; "
+            "from mobilenets.models.registry import create_model; "
+            "m = create_model('mobilenet_v1_0.25_128').eval(); m.config['resolution'] = 32; "
+            "export_mobile(m, sys.argv[1], 'openvino')")
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "CI": ""}
+    (tmp_path / "home").mkdir()
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.xml")], env=env, check=True,
+                   cwd=ROOT, capture_output=True)
+    assert (tmp_path / "m.xml").is_file()
+    assert list((tmp_path / "home").iterdir()) == []
 
 
 def test_cli_export_litert_evaluates_and_refuses_bad_options(capsys, tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -51,12 +52,31 @@ def require(extra: str, module: str | None = None):
     if extra not in EXTRAS:
         raise ValueError(f"unknown extra {extra!r}; known: {', '.join(EXTRAS)}")
     name = module or EXTRAS[extra][0]
+    if extra == "openvino":
+        block_openvino_telemetry()
     try:
         return importlib.import_module(name)
     except ImportError as e:
         raise MissingExtraError(
             f"{EXTRAS[extra][1]} is not installed ({e.name or name} missing): "
             f"pip install 'mobilenets[{extra}]'") from None
+
+
+def block_openvino_telemetry() -> None:
+    """Keep OpenVINO from sending usage telemetry. Unless a user has opted out, importing
+    ``openvino`` and every ``convert_model`` write a client id under ``~/intel`` and fork a
+    process per event to post it; offline, each waits for its time-out, which stalled later
+    exports in the same process by ~4 s each (measured in ``pick``'s export workers). OpenVINO's
+    modules fall back to their own no-op stub when ``openvino_telemetry`` cannot be imported."""
+    if "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # ``import openvino_telemetry`` then fails
+        return
+    if sys.modules["openvino_telemetry"] is None:
+        return
+    # Imported before us (by the user's code): point the converter's modules at the stub.
+    from openvino.tools.ovc import convert_impl, telemetry_stub, telemetry_utils, utils
+
+    convert_impl.tm = telemetry_utils.tm = utils.tm = telemetry_stub
 
 
 def available(extra: str) -> bool:
