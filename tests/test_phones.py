@@ -154,6 +154,13 @@ def test_openvino_export_sends_no_telemetry(tmp_path):
                    cwd=ROOT, capture_output=True)
     assert (tmp_path / "m.xml").is_file()
     assert list((tmp_path / "home").iterdir()) == []
+    # OpenVINO imported before ours (its import already reported): the converter goes quiet.
+    code = ("import openvino; from mobilenets.deploy.runtimes import require; "
+            "require('openvino'); from openvino.tools.ovc import convert_impl, telemetry_utils; "
+            "print(convert_impl.tm.__name__, telemetry_utils.tm.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=ROOT,
+                         capture_output=True, text=True).stdout.split()
+    assert out == ["openvino.tools.ovc.telemetry_stub"] * 2
 
 
 def test_cli_export_litert_evaluates_and_refuses_bad_options(capsys, tmp_path):

@@ -74,8 +74,10 @@ def block_openvino_telemetry() -> None:
     if sys.modules["openvino_telemetry"] is None:
         return
     # Imported before us (by the user's code): point the converter's modules at the stub.
-    from openvino.tools.ovc import convert_impl, telemetry_stub, telemetry_utils, utils
-
+    try:
+        from openvino.tools.ovc import convert_impl, telemetry_stub, telemetry_utils, utils
+    except ImportError:  # no OpenVINO: ``require`` says so
+        return
     convert_impl.tm = telemetry_utils.tm = utils.tm = telemetry_stub
 
 
