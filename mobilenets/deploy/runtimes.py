@@ -68,10 +68,8 @@ def block_openvino_telemetry() -> None:
     process per event to post it; offline, each waits for its time-out, which stalled later
     exports in the same process by ~4 s each (measured in ``pick``'s export workers). OpenVINO's
     modules fall back to their own no-op stub when ``openvino_telemetry`` cannot be imported."""
-    if "openvino_telemetry" not in sys.modules:
-        sys.modules["openvino_telemetry"] = None  # ``import openvino_telemetry`` then fails
-        return
-    if sys.modules["openvino_telemetry"] is None:
+    # None in sys.modules makes ``import openvino_telemetry`` fail: OpenVINO then uses its stub.
+    if sys.modules.setdefault("openvino_telemetry", None) is None:
         return
     # Imported before us (by the user's code): point the converter's modules at the stub.
     try:
