@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from mobilenets.engine.data import (FASHION_MNIST_ROOT, BatchTransform, ImageFolderDataset,
-                                    epoch_batches, load_fashion_mnist, read_idx)
+                                    epoch_batches, erase_rectangles, load_fashion_mnist, read_idx)
 
 
 def write_idx(path, array):
@@ -98,6 +98,31 @@ def test_train_transform_is_seeded_and_random():
         BatchTransform(32, True, min_crop_area=0)
     with pytest.raises(ValueError, match="resolution"):
         BatchTransform(16, True)
+
+
+def test_random_erasing_replaces_one_rectangle_per_chosen_image():
+    # Same seed with and without erasing: the shifts and flips are drawn first, so the views
+    # agree everywhere but in one filled axis-aligned rectangle of 2-40% of the input.
+    x = torch.randint(0, 256, (200, 1, 28, 28), dtype=torch.uint8)
+    kw = dict(eval_crop=32 / 28, augmentation="translate", translate=2)
+    plain = BatchTransform(32, True, **kw)(x, torch.Generator().manual_seed(1))
+    erased = BatchTransform(32, True, random_erasing=0.5, **kw)(x, torch.Generator().manual_seed(1))
+    assert erased.shape == plain.shape and erased.min() >= -1 and erased.max() <= 1
+    changed = (erased != plain).any(1)  # (B, H, W)
+    hit = changed.flatten(1).any(1)
+    assert 60 < hit.sum() < 140  # about half of 200 images
+    for i in hit.nonzero().flatten().tolist():
+        rows, cols = changed[i].any(1).nonzero(), changed[i].any(0).nonzero()
+        h, w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert 0.01 * 32 * 32 <= h * w <= 0.45 * 32 * 32, (i, h, w)
+        box = erased[i, :, rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        assert torch.equal(box[0], box[1])  # grayscale noise stays gray on 3 channels
+        assert box.std() > 0.3  # noise, not a constant fill
+    evaluation = BatchTransform(32, False, random_erasing=1.0, **kw)
+    assert torch.equal(evaluation(x), BatchTransform(32, False, **kw)(x))  # never at test time
+    assert torch.equal(erase_rectangles(plain, 0.0), plain)
+    with pytest.raises(ValueError, match="random_erasing"):
+        BatchTransform(32, True, random_erasing=1.5)
 
 
 def test_epoch_batches_shard_and_reshuffle():

@@ -360,6 +360,7 @@ def test_csv_encodings(tmp_path):
     (["train", "--set", "warmup_epochs=-1"], "warmup_epochs"),
     (["train", "--set", "weight_decay=-0.1"], "weight_decay"),
     (["train", "--set", "eps=nan"], "eps"),
+    (["train", "--set", "random_erasing=1.5"], "random_erasing"),
 ])
 def test_nonsense_values_name_the_parameter(capsys, argv, flag):
     code, _, err = run(capsys, *argv)

@@ -276,7 +276,10 @@ class BatchTransform:
     aspect ratio in [3/4, 4/3], resized to ``resolution``. With ``"translate"`` (fast-training
     practice, e.g. airbench's flip-and-translate on CIFAR-10): the evaluation view shifted by a
     whole number of output pixels in [-translate, translate] on each axis, the uncovered border
-    filled with zeros. Both flip horizontally with probability 1/2 if ``flip``.
+    filled with zeros. Both flip horizontally with probability 1/2 if ``flip``. With
+    ``random_erasing`` > 0 (Zhong et al., "Random Erasing Data Augmentation", AAAI 2020), each
+    training image, with that probability, has one rectangle replaced by uniform noise over the
+    pixel range: area 2-40% of the input, aspect ratio in [0.3, 1/0.3] (their settings).
 
     Evaluation: a centred view spanning ``eval_crop`` of each image side, resized to
     ``resolution``: < 1 is a center crop (ImageNet's 0.875), > 1 shows the whole image on a
@@ -294,6 +297,8 @@ class BatchTransform:
         out_channels: Channels fed to the model; a 1-channel batch is repeated to this. Default 3.
         augmentation: ``"inception"`` or ``"translate"``. Default ``"inception"``.
         translate: Largest shift in output pixels (``"translate"``), >= 0. Default 2.
+        random_erasing: Probability that a training image gets a noise rectangle, in [0, 1].
+            Default 0 (none).
     """
 
     resolution: int
@@ -304,6 +309,7 @@ class BatchTransform:
     out_channels: int = 3
     augmentation: str = "inception"
     translate: int = 2
+    random_erasing: float = 0.0
 
     def __post_init__(self):
         if not isinstance(self.resolution, int) or self.resolution < 32:
@@ -317,6 +323,8 @@ class BatchTransform:
                              f"{self.augmentation!r}")
         if not isinstance(self.translate, int) or self.translate < 0:
             raise ValueError(f"translate must be an integer >= 0, got {self.translate!r}")
+        if not 0 <= self.random_erasing <= 1:
+            raise ValueError(f"random_erasing must be in [0, 1], got {self.random_erasing!r}")
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """uint8 (B, C, H, W) -> float32 (B, out_channels, resolution, resolution)."""
@@ -354,9 +362,35 @@ class BatchTransform:
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros" if leaves else "border",
                           align_corners=False)
         x = x / 127.5 - 1.0
+        if self.train and self.random_erasing:
+            x = erase_rectangles(x, self.random_erasing, generator)
         if x.shape[1] == 1 and self.out_channels != 1:
             x = x.expand(-1, self.out_channels, -1, -1)
         return x.contiguous()
+
+
+def erase_rectangles(x: torch.Tensor, p: float, generator: torch.Generator | None = None,
+                     area: tuple[float, float] = (0.02, 0.4), ratio: float = 0.3) -> torch.Tensor:
+    """Random erasing on a float batch in [-1, 1] (Zhong et al. 2020): each image, with
+    probability ``p``, gets one rectangle of uniform noise whose area is a uniform fraction in
+    ``area`` of the image and whose height/width ratio is log-uniform in [ratio, 1/ratio] (sides
+    clamped to the image), placed uniformly inside it. Returns a new tensor."""
+    b, _, h, w = x.shape
+    g = dict(generator=generator)
+    size = torch.empty(b).uniform_(*area, **g) * h * w
+    log_ratio = torch.empty(b).uniform_(math.log(ratio), -math.log(ratio), **g)
+    eh = (size * log_ratio.exp()).sqrt().round().clamp(1, h)
+    ew = (size / log_ratio.exp()).sqrt().round().clamp(1, w)
+    top = (torch.rand(b, **g) * (h - eh + 1)).floor()
+    left = (torch.rand(b, **g) * (w - ew + 1)).floor()
+    on = torch.rand(b, **g) < p
+    rows = torch.arange(h).view(1, h, 1)
+    cols = torch.arange(w).view(1, 1, w)
+    inside = ((rows >= top.view(b, 1, 1)) & (rows < (top + eh).view(b, 1, 1))
+              & (cols >= left.view(b, 1, 1)) & (cols < (left + ew).view(b, 1, 1))
+              & on.view(b, 1, 1))
+    noise = torch.empty(x.shape).uniform_(-1.0, 1.0, **g)
+    return torch.where(inside.unsqueeze(1), noise, x)
 
 
 def open_dataset(data: str, split: str, resolution: int, eval_crop: float = 0.875,

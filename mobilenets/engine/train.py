@@ -50,6 +50,7 @@ class TrainConfig(RunConfig):
     augmentation: str = "inception"  # paper 3.2: Inception crops, limited | "translate"
     min_crop_area: float = 0.25  # paper: smaller crops limited (Inception uses 0.05-1.0)
     translate: int = 2  # "translate": largest shift, in pixels of the model's input
+    random_erasing: float = 0.0  # probability of a noise rectangle per image (Zhong et al. 2020)
     flip: bool = True
     eval_crop: float = 0.875  # evaluation view's side / image side (> 1: zero border)
     flip_test: bool = False  # evaluate on the mean of the image's and its mirror's logits
@@ -89,6 +90,8 @@ class TrainConfig(RunConfig):
             raise ValueError(f"width_mult must be > 0, got {self.width_mult!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not 0 <= self.random_erasing <= 1:
+            raise ValueError(f"random_erasing must be in [0, 1], got {self.random_erasing!r}")
         for name in ("min_crop_area", "label_fraction"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)!r}")
@@ -209,7 +212,8 @@ def train_augment(cfg: TrainConfig):
     """``fit``'s ``augment`` for ``(uint8 images, targets)`` batches: ``cfg.augmentation`` (the
     paper's crops, or translations) and flips (``data.BatchTransform``) at ``cfg.input_size``."""
     transform = BatchTransform(cfg.input_size, True, cfg.min_crop_area, cfg.flip, cfg.eval_crop,
-                               augmentation=cfg.augmentation, translate=cfg.translate)
+                               augmentation=cfg.augmentation, translate=cfg.translate,
+                               random_erasing=cfg.random_erasing)
     return lambda batch, generator: (transform(batch[0], generator), batch[1])
 
 
