@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -34,8 +32,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mobilenets.deploy.bench import calibration_images, timed  # noqa: E402
-from mobilenets.fileio import atomic_path  # noqa: E402
+from mobilenets.deploy.bench import calibration_images  # noqa: E402
+from mobilenets.deploy.machine import machine_info, machine_line, timed  # noqa: E402
+from mobilenets.fileio import write_json, write_text  # noqa: E402
 from mobilenets.deploy.onnx_export import INPUT_NAME, export_onnx, input_shape, ort_session, quantize_int8  # noqa: E402
 from mobilenets.cost.profiler import profile_model  # noqa: E402
 from mobilenets.models.registry import create_model  # noqa: E402
@@ -147,15 +146,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         results = [measure(v, args.threads, args.runs, Path(tmp)) for v in args.variants]
-    machine = (f"Machine: {platform.machine()}, {torch.get_num_threads()} threads; onnxruntime "
-               f"{ort.__version__}; {time.strftime('%Y-%m-%dT%H:%M:%S%z')}; {args.runs} runs, "
-               "ORT profiler kernel times (the profiler adds a few us per kernel).")
+    machine = (f"{machine_line(machine_info(args.threads))}; onnxruntime {ort.__version__}; "
+               f"{args.runs} runs, ORT profiler kernel times (the profiler adds a few us per kernel); "
+               "int8 as `mobilenets export --format int8` writes it (2 float layers, float classifier).")
     out = Path(args.out)
-    with atomic_path(out.with_suffix(".json")) as t:
-        t.write_text(json.dumps({"machine": machine, "results": results}, indent=1) + "\n")
+    write_json(out.with_suffix(".json"), {"machine": machine, "results": results})
     text = markdown(results, machine)
-    with atomic_path(out.with_suffix(".md")) as t:
-        t.write_text(text + "\n")
+    write_text(out.with_suffix(".md"), text + "\n")
     print(text)
 
 

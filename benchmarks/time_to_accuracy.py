@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mobilenets.deploy.bench import cpu_info, machine_line
+from mobilenets.deploy.machine import cpu_info, machine_line
 from mobilenets.engine.data import BatchTransform, limit_dataset, load_fashion_mnist
 from mobilenets.engine.loop import fit
 from mobilenets.engine.train import build_model, evaluate, make_config, train_augment

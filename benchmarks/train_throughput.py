@@ -477,7 +477,7 @@ def run_setting(res: int, batch: int, modes: list[Mode], args) -> dict:
 def machine_info() -> dict:
     import timm
 
-    from mobilenets.deploy.bench import cpu_info
+    from mobilenets.deploy.machine import cpu_info
 
     return {
         **cpu_info(), "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),

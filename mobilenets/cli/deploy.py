@@ -161,7 +161,8 @@ BENCH_HEADERS = {"variant": "model", "latency_p90_ms": "p90_ms", "throughput": "
 
 
 def cmd_bench(args) -> None:
-    from mobilenets.deploy.bench import bench, honesty_warnings, machine_line
+    from mobilenets.deploy.bench import bench, honesty_warnings
+    from mobilenets.deploy.machine import machine_line
 
     rows, machine = bench(model_specs(args), args.backends, batch=args.batch, threads=args.threads,
                           rounds=args.rounds, memory=not args.no_memory,
@@ -186,7 +187,7 @@ def cmd_bench(args) -> None:
 
 
 def cmd_pick(args) -> None:
-    from mobilenets.deploy.bench import machine_info, machine_line
+    from mobilenets.deploy.machine import machine_info, machine_line
     from mobilenets.deploy.pick import pick
 
     progress(machine_line(machine_info(args.threads)))

@@ -27,7 +27,6 @@ and the peak live activations of one image at fp32 (``mobilenets.cost.memory.tra
 """
 from __future__ import annotations
 
-import functools
 import importlib
 import json
 import os
@@ -43,6 +42,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from mobilenets.deploy.machine import (machine_info, matmul_gflops, percentile, restores_threads,
+                                       timed)
 from mobilenets.deploy.onnx_export import (OnnxModule, calibration_batches, export_onnx,
                                            fold_batchnorm, quantize_int8)
 
@@ -358,91 +359,6 @@ def calibration_images(data: str, shape: tuple[int, int, int], count: int) -> li
                                                   out_channels=shape[0]), count)
 
 
-def restores_threads(fn: Callable) -> Callable:
-    """Decorate a function that sets torch's thread count so the caller's count comes back."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        before = torch.get_num_threads()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            torch.set_num_threads(before)
-    return wrapper
-
-
-#: The instruction-set flags that decide which kernels run (fp32 AVX2/AVX-512, int8 VNNI, bf16).
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
-             "amx_int8")
-
-
-def cpu_info() -> dict:
-    """The CPU every figure was measured on: ``{"cpu": model name, "isa": [flags of ISA_FLAGS
-    present], "cpu_capability": torch's kernel choice (e.g. "AVX2", "AVX512")}``, from
-    /proc/cpuinfo ("unknown" and [] where it cannot be read)."""
-    cpu, flags = "unknown", []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu == "unknown":
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = line.split(":", 1)[1].split()
-    except OSError:
-        pass
-    return {"cpu": cpu, "isa": [f for f in ISA_FLAGS if f in flags],
-            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask, e.g. under ``taskset``)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
-
-
-def machine_info(threads: int) -> dict:
-    """``cpu_info()`` with the core count, ``threads``, torch's version, the 1-minute load average
-    (``load_before``) and the date: what every measurement is printed and saved with."""
-    return {**cpu_info(), "cpu_count": os.cpu_count(), "threads": threads,
-            "torch": torch.__version__, "load_before": round(os.getloadavg()[0], 2),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-
-
-def machine_line(machine: dict) -> str:
-    """One line naming the machine of a measurement: CPU, ISA flags, threads, date, matmul floor."""
-    isa = "+".join(machine.get("isa", [])) or "no AVX2"
-    parts = [f"{machine.get('cpu', 'unknown CPU')} ({isa})", f"{machine.get('cpu_count')} cores",
-             f"{machine.get('threads')} thread{'' if machine.get('threads') == 1 else 's'}",
-             f"torch {machine.get('torch')}"]
-    if "gemm_gflops" in machine:
-        parts.append("fp32 GEMM " + ", ".join(f"{k} {v:g}" for k, v in machine["gemm_gflops"].items())
-                     + " GFLOP/s (floor at the best)")
-    elif "matmul_gflops" in machine:
-        parts.append(f"fp32 matmul {machine['matmul_gflops']:g} GFLOP/s")
-    if "load_before" in machine:
-        parts.append(f"load {machine['load_before']:g}")
-    if "date" in machine:
-        parts.append(str(machine["date"]))
-    return "machine: " + ", ".join(parts)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) with linear interpolation."""
-    s = sorted(values)
-    k = (len(s) - 1) * q / 100
-    lo = int(k)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
-def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
-    """Measured fp32 GFLOP/s of an ``n``-cube matmul (best of ``repeats``): the machine's floor."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = min(timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * n ** 3 / best / 1e9
-
-
 def ort_matmul(n: int = 1024, threads: int | None = None, spinning: bool = False) -> Prepared:
     """ONNX Runtime's (MLAS) fp32 product of two ``n``-cubes as a backend to time beside the
     models (``time_interleaved``, input ``torch.randn(n, n)``): the floor measured under the
@@ -500,13 +416,6 @@ def honesty_warnings(rows: list[BenchRow], machine: dict) -> list[str]:
         lines.append(f"warning: process CPU time disagrees with wall time (cpu/wall): "
                      f"{', '.join(bad)}")
     return lines
-
-
-def timed(fn) -> float:
-    """Seconds of wall time one call of ``fn()`` takes."""
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def peak_memory(backend: str, spec: dict, onnx_file: str | None, threads: int) -> dict:

@@ -280,7 +280,7 @@ def _litert(reference, path, shape, precision, calibration, floats, nhwc, allow_
 def bf16_supported(flags: list[str] | None = None) -> bool:
     """Whether this CPU (or ``flags``) has native bf16 arithmetic (AVX512_BF16 or AMX)."""
     if flags is None:
-        from mobilenets.deploy.bench import cpu_info
+        from mobilenets.deploy.machine import cpu_info
 
         flags = cpu_info()["isa"]
     return any(f in flags for f in BF16_FLAGS)

@@ -17,7 +17,8 @@ import torch
 
 from mobilenets.deploy.bench import (PEERS, PRECISIONS, SPIN_PAUSE_S, calibration_images,
                                      check_backends, export_backends, load_backend, model_from_spec,
-                                     restores_threads, time_interleaved, usable_cores)
+                                     time_interleaved)
+from mobilenets.deploy.machine import restores_threads, usable_cores
 
 #: Calibration images of pick's int8 exports (latency only: ``export`` calibrates on 512).
 PICK_CALIBRATION = 16

@@ -20,7 +20,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from mobilenets.deploy.bench import Prepared, cpu_info, restores_threads, time_interleaved
+from mobilenets.deploy.bench import Prepared, time_interleaved
+from mobilenets.deploy.machine import cpu_info, restores_threads
 from mobilenets.deploy.mobile import MOBILE_FORMATS, export_mobile
 from mobilenets.deploy.onnx_export import quantize_int8
 from mobilenets.deploy.runtimes import load_runner
