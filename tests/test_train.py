@@ -171,7 +171,7 @@ def test_sweep_writes_csv_and_figures(tmp_path, capsys):
 @pytest.mark.parametrize("preset", ["paper", "fashion-mnist", "fast", "best"])
 @pytest.mark.parametrize("epochs", [0.5, 1, 3, 40])
 def test_schedule_ends_low_for_any_length(preset, epochs):
-    from mobilenets.engine.loop import lr_factor
+    from mobilenets.engine.optim import lr_factor
 
     cfg = make_config(preset, epochs=epochs)
     spe = 468
@@ -183,7 +183,7 @@ def test_schedule_ends_low_for_any_length(preset, epochs):
 
 
 def test_schedule_shapes():
-    from mobilenets.engine.loop import lr_factor
+    from mobilenets.engine.optim import lr_factor
 
     base = dict(warmup_epochs=0.0, epochs=1)
     cos = make_config("fast", lr_schedule="cosine", lr_final=0.1, **base)

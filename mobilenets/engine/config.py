@@ -14,9 +14,9 @@ import types
 import typing
 from dataclasses import dataclass, fields, replace
 
-#: The learning-rate schedules of ``engine.loop.lr_factor``.
+#: The learning-rate schedules of ``engine.optim.lr_factor``.
 LR_SCHEDULES = ("exponential", "cosine", "linear", "poly")
-#: The optimizers of ``engine.loop.make_optimizer``.
+#: The optimizers of ``engine.optim.make_optimizer``.
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import copy
 import errno
 import json
-import math
 import os
 import sys
 import time
@@ -46,7 +45,7 @@ from torch import nn
 
 from mobilenets.engine.config import RunConfig
 from mobilenets.engine.data import epoch_batches, iterate_batches
-from mobilenets.engine.optim import EMA, RMSpropTF, param_groups
+from mobilenets.engine.optim import EMA, lr_factor, make_optimizer
 from mobilenets.fileio import atomic_path, safe_torch_load, write_json
 from mobilenets.models.modelfile import load_state_dict_checked, save_model
 
@@ -222,56 +221,6 @@ def check_resumable(saved: dict, cfg: RunConfig, path: Path) -> None:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:4])
         raise ValueError(f"{path} was written with other settings ({shown}); resume with the "
                          "same ones, or start another --out")
-
-
-# --------------------------------------------------------------------------- optimizer, schedule
-
-def make_optimizer(model: nn.Module, cfg: RunConfig, lr: float) -> torch.optim.Optimizer:
-    """``cfg.optimizer`` over ``optim.param_groups`` (no weight decay on BatchNorm, biases and,
-    by default, depthwise filters)."""
-    groups = param_groups(model, cfg.weight_decay, cfg.depthwise_weight_decay)
-    if cfg.optimizer == "rmsprop":
-        return RMSpropTF(groups, lr=lr, decay=cfg.rmsprop_decay, momentum=cfg.momentum, eps=cfg.eps)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
-    return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum,
-                           nesterov=cfg.nesterov and cfg.momentum > 0)
-
-
-def lr_factor(step: int, steps_per_epoch: int, total_steps: int, cfg: RunConfig) -> float:
-    """The learning-rate multiplier at ``step`` (0-based) of a run of ``total_steps``.
-
-    A linear warm-up over ``warmup_epochs`` (at most half the run, so a short run still decays),
-    then, over the remaining steps, from 1 down to ``f = cfg.lr_final``:
-
-    - ``exponential``: ``f ** t`` for the fraction ``t`` of the decay done, i.e. the paper's
-      constant-rate decay with its rate fitted to the run; with ``lr_final=None``, ``lr_decay``
-      per ``lr_decay_steps`` (default: per epoch) whatever the run's length, applied smoothly;
-    - ``cosine``: half a cosine from 1 to ``f`` (None: 0);
-    - ``linear``: a straight line from 1 to ``f`` (None: 0);
-    - ``poly``: ``f + (1 - f) * (1 - t) ** lr_power`` (DeepLab's schedule; None: ``f = 0``).
-
-    The last step's multiplier is ``f`` plus one step's worth of decay, whatever the number of
-    epochs.
-    """
-    warmup = min(cfg.warmup_epochs * steps_per_epoch, total_steps / 2)
-    if step < warmup:
-        return (step + 1) / warmup
-    t = step - warmup
-    final = cfg.lr_final
-    if cfg.lr_schedule == "exponential" and final is None:
-        return cfg.lr_decay ** (t / (cfg.lr_decay_steps or steps_per_epoch))
-    progress = min(t / max(total_steps - warmup, 1), 1.0)  # reaches 1 just after the last step
-    if cfg.lr_schedule == "exponential":
-        return final ** progress
-    final = final or 0.0
-    if cfg.lr_schedule == "cosine":
-        shape = 0.5 * (1 + math.cos(math.pi * progress))
-    elif cfg.lr_schedule == "linear":
-        shape = 1 - progress
-    else:
-        shape = (1 - progress) ** cfg.lr_power
-    return final + (1 - final) * shape
 
 
 # --------------------------------------------------------------------------- logging
