@@ -201,7 +201,9 @@ def test_schedule_shapes():
 def test_fast_preset_is_the_papers_model_at_32():
     cfg = make_config("fast")
     assert (cfg.input_size, cfg.output_stride, cfg.model) == (32, 16, "mobilenet_v1_0.75_224")
-    assert make_config("best").input_size == 64
+    best = make_config("best")
+    assert (best.input_size, best.epochs, best.random_erasing) == (64, 60, 0.5)
+    assert make_config("fast").random_erasing == 0  # the main job's recipe is unchanged
     with pytest.raises(ValueError, match="output_stride"):
         make_config("fast", output_stride=4)
 

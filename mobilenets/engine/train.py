@@ -115,7 +115,7 @@ class TrainConfig(RunConfig):
 #: "fashion-mnist" keeps the paper's optimizer, regularisation and crops but sizes the run for
 #: Fashion-MNIST on a 2-core CPU; "fast" is the most accuracy per CPU-second on Fashion-MNIST
 #: (docs/results/fast_recipe.md: what each ingredient gives, and which depart from section 3.2);
-#: "best" is "fast" run long at a higher resolution; "smoke" is for tests.
+#: "best" is "fast" run long at a higher resolution, with random erasing; "smoke" is for tests.
 PRESETS: dict[str, TrainConfig] = {
     # 0.98 per epoch (MobileNetV2 paper 6.1) ends at 0.01 after 228 epochs: the decay is fitted
     # so that every run, however short, ends there too.
@@ -146,9 +146,13 @@ PRESETS: dict[str, TrainConfig] = {
                          checkpoint_every=4, num_workers=0, progress=False),
 }
 # "best": the fast recipe with 1.0 MobileNet at 64x64 (the 28x28 images upscaled 2x, 4-pixel
-# shifts: 2 input pixels) and output stride 32 (the last blocks at 2x2), for 60 epochs.
+# shifts: 2 input pixels) and output stride 32 (the last blocks at 2x2), for 60 epochs, with
+# random erasing at Zhong et al.'s Fashion-MNIST setting (p 0.5): 60 epochs without it fit the
+# training images (loss 0.533, label smoothing's floor ~0.50) and ended at 94.72%, with it 95.01%
+# (docs/results/fast_recipe.md; a departure from section 3.2, like the rest of "fast").
 PRESETS["best"] = replace(PRESETS["fast"], model="mobilenet_v1_1.0_224", resolution=64,
-                          output_stride=32, translate=4, epochs=60, warmup_epochs=1.0)
+                          output_stride=32, translate=4, epochs=60, warmup_epochs=1.0,
+                          random_erasing=0.5)
 
 
 def make_config(preset: str = "fashion-mnist", **overrides) -> TrainConfig:
