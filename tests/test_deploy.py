@@ -236,7 +236,34 @@ def test_time_interleaved_pauses_between_blocks_and_times_the_gemm():
     gemm = ort_matmul(64, threads=1)
     assert gemm.run(torch.randn(64, 64)).shape == (64, 64)
     t0 = time.perf_counter()
+    cpu: dict = {}
     samples = time_interleaved([gemm], torch.randn(64, 64), rounds=3, iters=2, settle=0,
-                               pause=0.05)
+                               pause=0.05, cpu=cpu)
     assert time.perf_counter() - t0 >= 3 * 0.05
     assert len(samples[gemm.name]) == 6 and all(s > 0 for s in samples[gemm.name])
+    # CPU time per call, one figure per round (a block's CPU over its calls), never the pause.
+    assert len(cpu[gemm.name]) == 3 and all(0 < c < 0.05 for c in cpu[gemm.name])
+
+
+def test_compile_backend_freezes_without_leaking_the_setting(tmp_path, monkeypatch):
+    """``compile`` is torch.compile with Inductor's freezing: it computes the model's logits,
+    its convolutions were rewritten by the freezing passes (oneDNN conv+ReLU fusion, which
+    needs the weights as constants), and freezing is on only inside its calls."""
+    import torch._inductor.config as inductor_config
+    from torch._dynamo.utils import counters
+
+    from mobilenets.deploy.bench import prepare_backend, prepared_input
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)  # the passes must run here
+    torch._dynamo.reset()
+    counters.clear()
+    model = _model()
+    p = prepare_backend("compile", model, (3, 32, 32), tmp_path, None)
+    assert counters["inductor"]["mkldnn_unary_fusion_matcher_count"] > 0
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    got = p.run(prepared_input(p, x))
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+    assert inductor_config.freezing is False

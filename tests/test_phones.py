@@ -103,6 +103,21 @@ def test_executorch_fp32_int8_and_portable_fallback(tmp_path):
     slow = export_mobile(LogSoftmax(), tmp_path / "p.pte", "executorch", allow_portable=True)
     assert "aten._log_softmax.default" in slow.delegation["outside"]
 
+    # benchmarks/xnnpack_layers.py: ExecuTorch's event tracer times every XNNPACK operator, and
+    # the k-th convolution or fully connected operator is the model's k-th layer.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("xnnpack_layers",
+                                                  ROOT / "benchmarks" / "xnnpack_layers.py")
+    layers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(layers)
+    for f in ("m.pte", "q.pte"):
+        ops = layers.operator_times(tmp_path / f, (3, 32, 32), 3, tmp_path)
+        kinds = layers.by_layer_type(model, (3, 32, 32), ops)  # raises if the count differs
+        assert {"Conv 3x3", "Conv DW 3x3", "Conv 1x1", "Fully Connected"} <= set(kinds)
+        assert all(us > 0 for k, us in kinds.items() if k.startswith(("Conv", "Fully")))
+    assert any(op == "Convert (NC)" for op, _ in ops)  # int8: the quantize after float layers
+
 
 def test_litert_int8_nhwc_runner_quantizes_its_io(tmp_path):
     pytest.importorskip("litert_torch")
@@ -244,3 +259,42 @@ def test_phones_benchmark_judges_peers_on_paired_rounds():
     k, n, p = phones.sign_test([1.0, 2.0] * 5, [1.5] * 10)  # slower in half the rounds
     assert (k, n) == (5, 10) and p > 0.5
     assert phones.sign_test([1.0] * 4, [1.0] * 4) == (0, 0, 1.0)  # ties carry no evidence
+
+
+def test_phones_latency_targets_per_repeat(tmp_path, monkeypatch):
+    """benchmarks/phones.py latency --repeats: every target judged on each timing against the
+    GEMM timed in it, then reported per repeat with the median and how many met it."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("phones_bench", ROOT / "benchmarks" / "phones.py")
+    phones = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(phones)
+    monkeypatch.setattr(phones, "RESULTS", tmp_path)
+
+    def rows(gemm, onnx, int8, timm):
+        def mk(model, backend, precision, ms):
+            return {"model": model, "backend": backend, "precision": precision, "cpu_ms": ms,
+                    "wall_ms": ms, "cpu_wall": 1.0, "started_utc": f"t{gemm}"}
+        return [mk("gemm", "onnxruntime", "fp32", gemm), mk("ours", "onnx", "fp32", onnx),
+                mk("ours", "int8", "int8", int8), mk("timm", "onnx", "fp32", timm)]
+
+    madds = 1024 ** 3 // 2  # floor = half the GEMM's time
+    checks, floor = phones.latency_checks(rows(10.0, 5.5, 1.9, 6.0), madds, "cpu_ms", 99.0)
+    assert floor == 5.0
+    assert [(c["value"], c["met"]) for c in checks] == [(1.1, True), (0.917, True), (0.345, True)]
+    # The floor moves with the GEMM of the same timing: the same model time misses it when the
+    # GEMM ran faster.
+    checks, floor = phones.latency_checks(rows(8.0, 5.5, 2.4, 5.0), madds, "cpu_ms", 99.0)
+    assert floor == 4.0 and [c["met"] for c in checks] == [False, False, False]
+    data = {"machine": {"gemm_gflops": {"onnxruntime": 200.0}, "threads": 1, "cpu": "x",
+                        "isa": []},
+            "floor_ms": 5.0, "madds": madds, "rounds": 3, "iters": 2, "gap_s": 1.0,
+            "runs": [rows(10.0, 5.5, 1.9, 6.0), rows(10.0, 6.0, 2.4, 6.0)]}
+    phones.latency_report(data, "phones.py latency --repeats 2")
+    md = (tmp_path / "phones_latency_1t.md").read_text()
+    assert "repeated 2 times 1 s apart" in md
+    targets = md.split("## Targets")[1]
+    assert "1.1 1.2" in targets and "1 of 2" in targets and "0.345 0.4" in targets
+    saved = json.loads((tmp_path / "phones_latency_1t.json").read_text())
+    assert len(saved["checks"]) == 2 and len(saved["runs"]) == 2
