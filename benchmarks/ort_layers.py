@@ -100,6 +100,16 @@ def measure(variant: str, threads: int, runs: int, workdir: Path) -> dict:
     quantize_int8(model, int8, calibration_images("fashion-mnist", shape, 512), min_top1_agreement=0.0)
     times = {name: by_layer_type(model, shape, kernel_times(f, shape, threads, runs))
              for name, f in (("fp32", fp32), ("int8", int8))}
+    # The whole model timed without the profiler: how far the kernel sums can be trusted.
+    whole = {name: latency_us(f, shape, threads, runs) for name, f in (("fp32", fp32), ("int8", int8))}
+    return {"variant": variant, "rows": layer_rows(madds, times, whole, "whole model, no profiler")}
+
+
+def layer_rows(madds: dict[str, int], times: dict[str, dict[str, float]], whole: dict[str, float],
+               whole_label: str) -> list[dict]:
+    """Table rows: per layer type the Mult-Adds and the fp32 and int8 microseconds (``times``:
+    ``{"fp32": {kind: us}, "int8": {...}}``), their ratio and fp32's GFLOP/s, then the totals and
+    the ``whole`` model timed without the profiler (``{"fp32": us, "int8": us}``)."""
     rows = []
     for kind in dict.fromkeys([*times["fp32"], *times["int8"]]):
         f, q = times["fp32"].get(kind, 0.0), times["int8"].get(kind, 0.0)
@@ -107,18 +117,24 @@ def measure(variant: str, threads: int, runs: int, workdir: Path) -> dict:
                      "fp32_us": round(f, 1), "int8_us": round(q, 1),
                      "int8_over_fp32": round(q / f, 2) if f else None,
                      "fp32_gflops": round(2 * madds[kind] / f / 1e3, 1) if f and madds.get(kind) else None})
-    total_f, total_q = sum(times["fp32"].values()), sum(times["int8"].values())
-    rows.append({"layer_type": "total", "madds_m": round(sum(madds.values()) / 1e6, 1),
-                 "fp32_us": round(total_f, 1), "int8_us": round(total_q, 1),
-                 "int8_over_fp32": round(total_q / total_f, 2),
-                 "fp32_gflops": round(2 * sum(madds.values()) / total_f / 1e3, 1)})
-    # The whole model timed without the profiler: how far the kernel sums can be trusted.
-    lat_f, lat_q = (latency_us(f, shape, threads, runs) for f in (fp32, int8))
-    rows.append({"layer_type": "whole model, no profiler", "madds_m": round(sum(madds.values()) / 1e6, 1),
-                 "fp32_us": round(lat_f, 1), "int8_us": round(lat_q, 1),
-                 "int8_over_fp32": round(lat_q / lat_f, 2),
-                 "fp32_gflops": round(2 * sum(madds.values()) / lat_f / 1e3, 1)})
-    return {"variant": variant, "rows": rows}
+    total = sum(madds.values())
+    sums = {k: sum(v.values()) for k, v in times.items()}
+    for label, t in (("total", sums), (whole_label, whole)):
+        rows.append({"layer_type": label, "madds_m": round(total / 1e6, 1),
+                     "fp32_us": round(t["fp32"], 1), "int8_us": round(t["int8"], 1),
+                     "int8_over_fp32": round(t["int8"] / t["fp32"], 2),
+                     "fp32_gflops": round(2 * total / t["fp32"] / 1e3, 1)})
+    return rows
+
+
+def layer_args(description: str, out: str) -> argparse.Namespace:
+    """The options both layer benchmarks take (``ort_layers.py``, ``xnnpack_layers.py``)."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=300)
+    p.add_argument("--variants", nargs="+", default=VARIANTS)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / out))
+    return p.parse_args()
 
 
 def markdown(results: list[dict], machine: str) -> str:
@@ -135,12 +151,7 @@ def markdown(results: list[dict], machine: str) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--runs", type=int, default=300)
-    p.add_argument("--variants", nargs="+", default=VARIANTS)
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ort_layers"))
-    args = p.parse_args()
+    args = layer_args(__doc__.splitlines()[0], "ort_layers")
     torch.set_num_threads(args.threads)
     import onnxruntime as ort
 

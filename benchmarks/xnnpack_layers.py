@@ -20,7 +20,6 @@ thread count per run of this script.
 """
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 import tempfile
@@ -43,9 +42,8 @@ from mobilenets.deploy.onnx_export import input_shape  # noqa: E402
 from mobilenets.deploy.runtimes import ExecuTorchRunner, executorch_threads, require  # noqa: E402
 from mobilenets.fileio import write_json, write_text  # noqa: E402
 from mobilenets.models.registry import create_model  # noqa: E402
-from ort_layers import by_layer_type, markdown  # noqa: E402
+from ort_layers import by_layer_type, layer_args, layer_rows, markdown  # noqa: E402
 
-VARIANTS = ["mobilenet_v1_1.0_224", "mobilenet_v1_0.25_128", "mobilenet_v2_1.0_224"]
 #: XNNPACK operators that compute a layer ("Convolution (NHWC, QC8) DWConv #3", ...).
 COMPUTE = re.compile(r"^(Convolution|Fully Connected) \(")
 
@@ -95,32 +93,12 @@ def measure(variant: str, runs: int, workdir: Path) -> dict:
                   calibration=calibration_images("fashion-mnist", shape, 64))
     times = {k: by_layer_type(model, shape, operator_times(f, shape, runs, workdir))
              for k, f in files.items()}
-    rows = []
-    for kind in dict.fromkeys([*times["fp32"], *times["int8"]]):
-        f, q = times["fp32"].get(kind, 0.0), times["int8"].get(kind, 0.0)
-        rows.append({"layer_type": kind, "madds_m": round(madds.get(kind, 0) / 1e6, 1),
-                     "fp32_us": round(f, 1), "int8_us": round(q, 1),
-                     "int8_over_fp32": round(q / f, 2) if f else None,
-                     "fp32_gflops": round(2 * madds[kind] / f / 1e3, 1)
-                     if f and madds.get(kind) else None})
-    total = sum(madds.values())
-    sums = {k: sum(v.values()) for k, v in times.items()}
     whole = {k: latency_us(f, shape, runs) for k, f in files.items()}
-    for label, t in (("total", sums), ("whole model, no tracer", whole)):
-        rows.append({"layer_type": label, "madds_m": round(total / 1e6, 1),
-                     "fp32_us": round(t["fp32"], 1), "int8_us": round(t["int8"], 1),
-                     "int8_over_fp32": round(t["int8"] / t["fp32"], 2),
-                     "fp32_gflops": round(2 * total / t["fp32"] / 1e3, 1)})
-    return {"variant": variant, "rows": rows}
+    return {"variant": variant, "rows": layer_rows(madds, times, whole, "whole model, no tracer")}
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--runs", type=int, default=300)
-    p.add_argument("--variants", nargs="+", default=VARIANTS)
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "xnnpack_layers"))
-    args = p.parse_args()
+    args = layer_args(__doc__.splitlines()[0], "xnnpack_layers")
     torch.set_num_threads(args.threads)
     executorch_threads(args.threads)
     from importlib.metadata import version
