@@ -7,7 +7,9 @@ folded, fully delegated to XNNPACK; int8: PT2E per-channel, the stem and first d
 the classifier fp32), runs both with ExecuTorch's event tracer (ETDump, which times every XNNPACK
 operator inside the delegate) at batch 1, and maps the k-th convolution or fully connected
 operator to the model's k-th layer. It sums the time per Table 2 layer type, plus the operators
-that only convert (Transpose, Convert = quantize/dequantize, Mean, Reshape).
+that only convert (Transpose, Convert = quantize/dequantize, Mean, Reshape) and the delegate
+call's time outside the operators; "total" is then the delegate call, and "whole model, no
+tracer" the call from Python through our runner.
 
 Writes ``benchmarks/results/xnnpack_layers.json`` and ``.md``; a benchmark, not a test.
 
@@ -46,11 +48,15 @@ from ort_layers import by_layer_type, layer_args, layer_rows, markdown  # noqa: 
 
 #: XNNPACK operators that compute a layer ("Convolution (NHWC, QC8) DWConv #3", ...).
 COMPUTE = re.compile(r"^(Convolution|Fully Connected) \(")
+#: The row for the delegate call's time outside XNNPACK's operators.
+OUTSIDE = "delegate call outside the operators"
 
 
-def operator_times(pte: Path, shape, runs: int, workdir: Path) -> list[tuple[str, float]]:
-    """(operator, median microseconds per run) of every XNNPACK operator, in execution order;
-    compute operators are named "Conv", as ``ort_layers.by_layer_type`` expects."""
+def operator_times(pte: Path, shape, runs: int, workdir: Path
+                   ) -> tuple[list[tuple[str, float]], float]:
+    """(operator, median microseconds per run) of every XNNPACK operator, in execution order
+    (compute operators named "Conv", as ``ort_layers.by_layer_type`` expects), and the median
+    microseconds of the whole delegate call, which also holds the delegate's own work per call."""
     portable = require("executorch", "executorch.extension.pybindings.portable_lib")
     from executorch.devtools import Inspector
 
@@ -64,13 +70,16 @@ def operator_times(pte: Path, shape, runs: int, workdir: Path) -> list[tuple[str
         warnings.simplefilter("ignore")
         events = next(b for b in Inspector(etdump_path=str(dump)).event_blocks
                       if b.name == "Execute").events
-    out = []
+    out, delegate_us = [], 0.0
     for e in events:  # the median over runs leaves out the first runs' set-up
-        if e.perf_data is None or e.name in ("DELEGATE_CALL", "Method::execute"):
+        if e.perf_data is None or e.name == "Method::execute":
+            continue
+        if e.name == "DELEGATE_CALL":
+            delegate_us += e.perf_data.p50 * 1e3
             continue
         op = "Conv" if COMPUTE.match(e.name) else re.sub(r" #\d+$", "", e.name)
         out.append((op, e.perf_data.p50 * 1e3))  # ms -> us
-    return out
+    return out, delegate_us
 
 
 def latency_us(pte: Path, shape, runs: int) -> float:
@@ -91,8 +100,12 @@ def measure(variant: str, runs: int, workdir: Path) -> dict:
     export_mobile(model, files["fp32"], "executorch")
     export_mobile(model, files["int8"], "executorch-int8", min_top1_agreement=0.0,
                   calibration=calibration_images("fashion-mnist", shape, 64))
-    times = {k: by_layer_type(model, shape, operator_times(f, shape, runs, workdir))
-             for k, f in files.items()}
+    times = {}
+    for k, f in files.items():
+        ops, delegate_us = operator_times(f, shape, runs, workdir)
+        times[k] = by_layer_type(model, shape, ops)
+        # What the delegate does per call beyond its operators (so "total" is the delegate call).
+        times[k][OUTSIDE] = delegate_us - sum(us for _, us in ops)
     whole = {k: latency_us(f, shape, runs) for k, f in files.items()}
     return {"variant": variant, "rows": layer_rows(madds, times, whole, "whole model, no tracer")}
 

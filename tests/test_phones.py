@@ -112,8 +112,9 @@ def test_executorch_fp32_int8_and_portable_fallback(tmp_path):
     layers = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(layers)
     for f in ("m.pte", "q.pte"):
-        ops = layers.operator_times(tmp_path / f, (3, 32, 32), 3, tmp_path)
+        ops, delegate_us = layers.operator_times(tmp_path / f, (3, 32, 32), 3, tmp_path)
         kinds = layers.by_layer_type(model, (3, 32, 32), ops)  # raises if the count differs
+        assert delegate_us > 0.9 * sum(us for _, us in ops) > 0  # the operators run inside the call
         assert {"Conv 3x3", "Conv DW 3x3", "Conv 1x1", "Fully Connected"} <= set(kinds)
         assert all(us > 0 for k, us in kinds.items() if k.startswith(("Conv", "Fully")))
     assert any(op == "Convert (NC)" for op, _ in ops)  # int8: the quantize after float layers
