@@ -51,9 +51,10 @@ import torch  # noqa: E402
 
 from mobilenets.deploy.bench import (PRECISIONS, SPIN_PAUSE_S, calibration_images,  # noqa: E402
                                      check_backends, gemm_rates, installed_backends,
-                                     model_from_spec, ort_matmul, peer_model, prepare_backend,
+                                     model_from_spec, ort_matmul, prepare_backend,
                                      time_interleaved)
 from mobilenets.deploy.machine import machine_info, machine_line  # noqa: E402
+from mobilenets.deploy.peers import peer_model  # noqa: E402
 from mobilenets.fileio import render_table, write_json, write_text  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"

@@ -55,9 +55,10 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from mobilenets.cost.profiler import profile_model  # noqa: E402
-from mobilenets.deploy.bench import (BACKENDS, PEERS, calibration_images,  # noqa: E402
+from mobilenets.deploy.bench import (BACKENDS, calibration_images,  # noqa: E402
                                      prepare_backend, time_interleaved)
 from mobilenets.deploy.machine import cpu_info, matmul_gflops, percentile  # noqa: E402
+from mobilenets.deploy.peers import PEERS  # noqa: E402
 from mobilenets.deploy.onnx_export import export_onnx, fold_batchnorm, quantize_int8  # noqa: E402
 from mobilenets.fileio import atomic_path  # noqa: E402
 from mobilenets.models.layers import ChannelShuffle, Pool2d  # noqa: E402

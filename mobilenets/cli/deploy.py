@@ -217,8 +217,9 @@ def cmd_pick(args) -> None:
 
 def add_arguments(sub) -> None:
     """Add this module's commands to the ``mobilenets`` subparsers ``sub``."""
-    from mobilenets.deploy.bench import BACKENDS, PEERS
+    from mobilenets.deploy.bench import BACKENDS
     from mobilenets.deploy.mobile import MOBILE_FORMATS
+    from mobilenets.deploy.peers import PEERS
 
     s = add_parser(sub, "export", help="ONNX, ExecuTorch, LiteRT, OpenVINO (fp32, int8, bf16) or "
                    "safetensors, verified against torch")

@@ -47,6 +47,7 @@ from mobilenets.deploy.machine import (machine_info, matmul_gflops, percentile, 
                                        timed)
 from mobilenets.deploy.onnx_export import (OnnxModule, calibration_batches, export_onnx,
                                            fold_batchnorm, quantize_int8)
+from mobilenets.deploy.peers import EAGER_PEER, PEERS, check_peer, peer_model
 
 BACKENDS = {
     "eager": "torch eager, NCHW, BN separate (our model as built)",
@@ -64,10 +65,6 @@ BACKENDS = {
     "timm-onnx": "peer: ONNX Runtime fp32 on timm's export",
     "torchvision": "peer: torchvision MobileNetV2, eager",
 }
-#: The peer backends and the one architecture each exists for.
-PEERS = {"timm": "mobilenet_v1", "timm-onnx": "mobilenet_v1", "torchvision": "mobilenet_v2"}
-#: The eager peer each architecture's latencies are compared with (``BenchRow.vs_peer``).
-EAGER_PEER = {"mobilenet_v1": "timm", "mobilenet_v2": "torchvision"}
 _OURS = ("eager", "torch", "onnx", "int8")
 #: The backends on the phone runtimes (export formats of ``deploy.mobile``) and their extras.
 MOBILE_BACKENDS = {"executorch": "executorch", "executorch-int8": "executorch",
@@ -107,29 +104,6 @@ def check_backends(names) -> list[str]:
         if n not in BACKENDS:
             raise ValueError(f"unknown backend {n!r}; known: all, {', '.join(BACKENDS)}")
     return list(dict.fromkeys(names))
-
-
-def timm_mobilenet_v1(width_mult: float, num_classes: int = 1000) -> nn.Module:
-    """timm's MobileNet V1 with any width multiplier (timm registers only 1.0 and 1.25 by name,
-    so other alphas use the generator behind them)."""
-    import timm
-
-    named = {1.0: "mobilenetv1_100", 1.25: "mobilenetv1_125"}
-    try:
-        from timm.models.efficientnet import _gen_mobilenet_v1
-    except ImportError:  # a timm without the generator: the named variants only
-        if width_mult not in named:
-            raise ValueError(f"this timm has no MobileNet V1 with width_mult {width_mult}") from None
-        return timm.create_model(named[width_mult], pretrained=False, num_classes=num_classes)
-    return _gen_mobilenet_v1(named.get(width_mult, "mobilenetv1_100"), channel_multiplier=width_mult,
-                             pretrained=False, num_classes=num_classes)
-
-
-def torchvision_mobilenet_v2(width_mult: float, num_classes: int = 1000) -> nn.Module:
-    """torchvision's MobileNetV2 with any width multiplier, fresh weights (its channels are ours)."""
-    from torchvision.models import mobilenet_v2
-
-    return mobilenet_v2(weights=None, width_mult=width_mult, num_classes=num_classes)
 
 
 @dataclass
@@ -278,24 +252,6 @@ def prepare_backend(name: str, model: nn.Module, shape: tuple[int, int, int], wo
     prepared = load_backend(name, model, shape, files, ort_spinning)
     prepared.setup_s = time.perf_counter() - t0
     return prepared
-
-
-def check_peer(backend: str, arch: str) -> None:
-    """``ValueError`` if ``backend`` is a peer that does not exist for ``arch``, naming the one that
-    does (timm has MobileNet V1, torchvision MobileNetV2)."""
-    if backend in PEERS and PEERS[backend] != arch:
-        raise ValueError(f"the {backend!r} peer exists for {PEERS[backend]} only, not {arch}; "
-                         f"compare {arch} with {EAGER_PEER[arch]!r}")
-
-
-def peer_model(backend: str, model: nn.Module) -> nn.Module:
-    """The peer ``backend``'s model with ``model``'s width and class count, in eval mode."""
-    cfg = getattr(model, "config", {}) or {}
-    check_peer(backend, cfg.get("arch", "mobilenet_v1"))
-    build = torchvision_mobilenet_v2 if backend == "torchvision" else timm_mobilenet_v1
-    peer = build(cfg.get("width_mult", 1.0), cfg.get("num_classes", 1000))
-    peer.config = {"resolution": cfg.get("resolution", 224)}
-    return peer.eval()
 
 
 def _no_grad(module: nn.Module) -> Callable:

@@ -15,10 +15,11 @@ from typing import Callable
 
 import torch
 
-from mobilenets.deploy.bench import (PEERS, PRECISIONS, SPIN_PAUSE_S, calibration_images,
-                                     check_backends, export_backends, load_backend, model_from_spec,
+from mobilenets.deploy.bench import (PRECISIONS, SPIN_PAUSE_S, calibration_images, check_backends,
+                                     export_backends, load_backend, model_from_spec,
                                      time_interleaved)
 from mobilenets.deploy.machine import restores_threads, usable_cores
+from mobilenets.deploy.peers import PEERS
 
 #: Calibration images of pick's int8 exports (latency only: ``export`` calibrates on 512).
 PICK_CALIBRATION = 16
