@@ -70,8 +70,13 @@ def latency_us(onnx_file: Path, shape, threads: int, runs: int) -> float:
     """Median wall time of one batch-1 run without the profiler, in microseconds."""
     sess = ort_session(onnx_file, threads=threads)
     x = np.random.default_rng(0).standard_normal((1, *shape), dtype=np.float32)
-    times = [timed(lambda: sess.run(None, {INPUT_NAME: x})) for _ in range(runs + 20)]
-    return float(np.median(times[20:])) * 1e6  # the 20 warm-up runs left out
+    return median_call_us(lambda: sess.run(None, {INPUT_NAME: x}), runs)
+
+
+def median_call_us(call, runs: int) -> float:
+    """Median wall time of ``call()`` over ``runs`` calls after 20 warm-up calls, in us."""
+    times = [timed(call) for _ in range(runs + 20)]
+    return float(np.median(times[20:])) * 1e6
 
 
 def by_layer_type(model: torch.nn.Module, shape, kernels: list[tuple[str, float]]) -> dict[str, float]:

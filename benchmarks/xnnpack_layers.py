@@ -33,18 +33,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mobilenets.cost.profiler import profile_model  # noqa: E402
 from mobilenets.deploy.bench import calibration_images  # noqa: E402
-from mobilenets.deploy.machine import machine_info, machine_line, timed  # noqa: E402
+from mobilenets.deploy.machine import machine_info, machine_line  # noqa: E402
 from mobilenets.deploy.mobile import export_mobile  # noqa: E402
 from mobilenets.deploy.onnx_export import input_shape  # noqa: E402
 from mobilenets.deploy.runtimes import ExecuTorchRunner, executorch_threads, require  # noqa: E402
 from mobilenets.fileio import write_json, write_text  # noqa: E402
 from mobilenets.models.registry import create_model  # noqa: E402
-from ort_layers import by_layer_type, layer_args, layer_rows, markdown  # noqa: E402
+from ort_layers import by_layer_type, layer_args, layer_rows, markdown, median_call_us  # noqa: E402
 
 #: XNNPACK operators that compute a layer ("Convolution (NHWC, QC8) DWConv #3", ...).
 COMPUTE = re.compile(r"^(Convolution|Fully Connected) \(")
@@ -86,8 +85,7 @@ def latency_us(pte: Path, shape, runs: int) -> float:
     """Median wall time of one batch-1 run without the event tracer, in microseconds."""
     runner = ExecuTorchRunner(pte)
     x = torch.randn(1, *shape)
-    times = [timed(lambda: runner(x)) for _ in range(runs + 20)]
-    return float(np.median(times[20:])) * 1e6
+    return median_call_us(lambda: runner(x), runs)
 
 
 def measure(variant: str, runs: int, workdir: Path) -> dict:

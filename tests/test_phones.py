@@ -33,6 +33,16 @@ def tiny(seed: int = 0) -> nn.Module:
     return model.eval()
 
 
+def benchmark(name: str):
+    """The script ``benchmarks/<name>.py`` as a module (benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def images(n: int = 32, seed: int = 1) -> torch.Tensor:
     return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 
@@ -105,12 +115,7 @@ def test_executorch_fp32_int8_and_portable_fallback(tmp_path):
 
     # benchmarks/xnnpack_layers.py: ExecuTorch's event tracer times every XNNPACK operator, and
     # the k-th convolution or fully connected operator is the model's k-th layer.
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("xnnpack_layers",
-                                                  ROOT / "benchmarks" / "xnnpack_layers.py")
-    layers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(layers)
+    layers = benchmark("xnnpack_layers")
     for f in ("m.pte", "q.pte"):
         ops, delegate_us = layers.operator_times(tmp_path / f, (3, 32, 32), 3, tmp_path)
         kinds = layers.by_layer_type(model, (3, 32, 32), ops)  # raises if the count differs
@@ -250,11 +255,7 @@ def test_float_layers_auto_measures_the_candidates(capsys, tmp_path):
 
 def test_phones_benchmark_judges_peers_on_paired_rounds():
     """benchmarks/phones.py: per-round medians and the one-sided sign test behind "no slower"."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("phones_bench", ROOT / "benchmarks" / "phones.py")
-    phones = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(phones)
+    phones = benchmark("phones")
     assert phones.per_round([0.001, 0.003, 0.002, 0.004, 0.006, 0.005], 3) == [2.0, 5.0]
     assert phones.sign_test([2.0] * 10, [1.0] * 10) == (10, 10, 1 / 1024)  # always slower
     k, n, p = phones.sign_test([1.0, 2.0] * 5, [1.5] * 10)  # slower in half the rounds
@@ -265,12 +266,7 @@ def test_phones_benchmark_judges_peers_on_paired_rounds():
 def test_phones_latency_targets_per_repeat(tmp_path, monkeypatch):
     """benchmarks/phones.py latency --repeats: every target judged on each timing against the
     GEMM timed in it, then reported per repeat with the median and how many met it."""
-    import importlib.util
-    import json
-
-    spec = importlib.util.spec_from_file_location("phones_bench", ROOT / "benchmarks" / "phones.py")
-    phones = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(phones)
+    phones = benchmark("phones")
     monkeypatch.setattr(phones, "RESULTS", tmp_path)
 
     def rows(gemm, onnx, int8, timm):
