@@ -384,6 +384,10 @@ def main() -> None:
     s.add_argument("--threads", type=int, default=2)
     s.set_defaults(func=cmd_pick)
     args = ap.parse_args()
+    if args.cmd == "latency" and args.repeats < 1:
+        ap.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.cmd == "latency" and not args.gap_s >= 0:
+        ap.error(f"--gap-s must be >= 0, got {args.gap_s}")
     args.func(args)
 
 

@@ -263,7 +263,7 @@ def test_phones_benchmark_judges_peers_on_paired_rounds():
     assert phones.sign_test([1.0] * 4, [1.0] * 4) == (0, 0, 1.0)  # ties carry no evidence
 
 
-def test_phones_latency_targets_per_repeat(tmp_path, monkeypatch):
+def test_phones_latency_targets_per_repeat(tmp_path, monkeypatch, capsys):
     """benchmarks/phones.py latency --repeats: every target judged on each timing against the
     GEMM timed in it, then reported per repeat with the median and how many met it."""
     phones = benchmark("phones")
@@ -295,3 +295,8 @@ def test_phones_latency_targets_per_repeat(tmp_path, monkeypatch):
     assert "1.1 1.2" in targets and "1 of 2" in targets and "0.345 0.4" in targets
     saved = json.loads((tmp_path / "phones_latency_1t.json").read_text())
     assert len(saved["checks"]) == 2 and len(saved["runs"]) == 2
+    for argv, flag in ((["--repeats", "0"], "--repeats"), (["--gap-s", "-1"], "--gap-s")):
+        monkeypatch.setattr(sys, "argv", ["phones.py", "latency", *argv])
+        with pytest.raises(SystemExit) as exit_:
+            phones.main()  # refused before anything is exported or timed
+        assert exit_.value.code == 2 and f"{flag} must be" in capsys.readouterr().err
