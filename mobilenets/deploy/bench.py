@@ -264,10 +264,11 @@ def _no_grad(module: nn.Module) -> Callable:
 def frozen_compile(module: nn.Module) -> Callable:
     """``torch.compile`` with Inductor's freezing, for inference: the weights become constants,
     packed once for oneDNN's convolutions instead of reordered on every call (1.0-224, batch 1,
-    one Zen 5 thread: 7.3 ms against 15 ms compiled without it). Freezing is a global Inductor
-    setting that Dynamo reads when it traces (``torch.compile(options=...)`` comes too late), so
-    it is switched on around the calls that compile: the first with each input layout, not for
-    the process, and not around every call (entering the patch costs ~20 us)."""
+    one Zen 5 thread: 7.8 ms against 14.2 ms for ``torch``, in
+    benchmarks/results/phones_latency_1t.md). Freezing is a global Inductor setting that Dynamo
+    reads when it traces (``torch.compile(options=...)`` comes too late), so it is switched on
+    around the calls that compile: the first with each input layout, not for the process, and
+    not around every call (entering the patch costs ~20 us)."""
     import torch._inductor.config as inductor_config
 
     compiled, traced = torch.compile(module, dynamic=False), set()
