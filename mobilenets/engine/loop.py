@@ -32,7 +32,6 @@ import copy
 import errno
 import json
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ from torch import nn
 from mobilenets.engine.config import RunConfig
 from mobilenets.engine.data import epoch_batches, iterate_batches
 from mobilenets.engine.optim import EMA, lr_factor, make_optimizer
+from mobilenets.engine.progress import RunLog
 from mobilenets.fileio import atomic_path, safe_torch_load, write_json
 from mobilenets.models.modelfile import load_state_dict_checked, save_model
 
@@ -221,69 +221,6 @@ def check_resumable(saved: dict, cfg: RunConfig, path: Path) -> None:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:4])
         raise ValueError(f"{path} was written with other settings ({shown}); resume with the "
                          "same ones, or start another --out")
-
-
-# --------------------------------------------------------------------------- logging
-
-class RunLog:
-    """Progress and per-epoch metrics of a run, on the main process only.
-
-    Epoch records go to ``metrics.jsonl`` (and TensorBoard when asked). Progress is a bar on a
-    terminal and one line every ``log_every`` steps otherwise (a log file stays readable).
-    """
-
-    def __init__(self, out_dir: Path, cfg: RunConfig, enabled: bool, total: int, initial: int,
-                 desc: str):
-        self.path, self.enabled, self.tb, self.bar = out_dir / "metrics.jsonl", enabled, None, None
-        self.cfg, self.total = cfg, total
-        if enabled and cfg.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise ValueError("--tensorboard needs the tensorboard package: it comes with "
-                                 "scripts/setup.sh (requirements.txt), or pip install "
-                                 "'mobilenets[tensorboard]'") from None
-            self.tb = SummaryWriter(str(out_dir / "tensorboard"))
-        if enabled and cfg.progress and sys.stdout.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
-                            desc=desc)
-
-    def step(self, step: int, epoch: int, losses: dict[str, float], lr: float,
-             images_per_second: float) -> None:
-        if not self.enabled or not self.cfg.progress:
-            return
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{losses['loss']:.3f}", lr=f"{lr:.4g}",
-                                 img_s=f"{images_per_second:.0f}")
-        elif step % self.cfg.log_every == 0 or step == self.total:
-            parts = ", ".join(f"{k} {v:.3f}" for k, v in losses.items() if k != "loss")
-            print(f"step {step}/{self.total} epoch {epoch + 1}: loss {losses['loss']:.4f}"
-                  + (f" ({parts})" if parts else "")
-                  + f", lr {lr:.4g}, {images_per_second:.0f} images/s", flush=True)
-
-    def epoch(self, record: dict) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.tb:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "epoch":
-                    self.tb.add_scalar(k, v, record["step"])
-            self.tb.flush()
-        if self.cfg.progress:
-            shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items()  # the file has all
-                              if k not in ("epoch", "step", "eval_seconds")
-                              and isinstance(v, (int, float)))
-            (self.bar.write if self.bar is not None else print)(
-                f"epoch {record['epoch']:g}: {shown}")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 # --------------------------------------------------------------------------- the loop
@@ -531,7 +468,7 @@ def _fit(cfg, model, train_set, loss_fn, epoch_eval, augment, collate, num_worke
                     record["eval_seconds"] = round(time.perf_counter() - t_eval, 2)
                     train_mode()
                 history.append(record)
-                log.epoch(record)
+                log.epoch(record, history)
                 loss_sum = torch.zeros(2)
             if end_of_epoch or step % cfg.checkpoint_every == 0:
                 checkpoint()

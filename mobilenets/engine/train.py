@@ -20,6 +20,7 @@ from mobilenets.engine.data import (AUGMENTATIONS, BatchTransform, dataset_label
                                     unlabel_dataset)
 from mobilenets.engine.loop import Dist, all_reduce, fit, init_distributed, write_run_outputs
 from mobilenets.engine.metrics import EvalAccumulator
+from mobilenets.engine.progress import track
 from mobilenets.fileio import write_json
 from mobilenets.models.registry import create_model, get_spec, load_model
 
@@ -236,7 +237,8 @@ def evaluate(model: nn.Module, dataset, transform: BatchTransform, batch_size: i
             counts are summed, so all processes return the same result. Default: one process.
         class_names: Names for the report. Default: the dataset's.
         channels_last: Feed channels-last tensors. Default False.
-        progress: Show a progress bar on the main process. Default False.
+        progress: Show progress on the main process, on stderr (``progress.track``: a bar on
+            a terminal, a line per tenth of the batches otherwise). Default False.
         num_workers: Image-decoding processes (ImageFolder data). Default 0.
         flip_test: Score each image by the mean of its and its mirror image's logits
             (test-time augmentation; twice the compute). Default False.
@@ -251,11 +253,8 @@ def evaluate(model: nn.Module, dataset, transform: BatchTransform, batch_size: i
     batches = list(torch.split(mine, batch_size))
     was_training = model.training
     model.eval()
-    it = iterate_batches(dataset, batches, num_workers)
-    if progress and d.main:
-        from tqdm import tqdm
-
-        it = tqdm(it, total=len(batches), desc="eval", unit="batch", leave=False)
+    it = track(iterate_batches(dataset, batches, num_workers), len(batches), "eval",
+               unit="batch", enabled=progress and d.main, leave=False)
     for images, labels in it:
         x = transform(images).to(d.device)
         if channels_last:
