@@ -4,7 +4,9 @@ and the text, JSON and special-file checks of every reader live here.
 A temporary file in the same folder is written, fsynced, then renamed over the target, so a killed
 process never leaves a half-written file and readers see the old or the new file, never a mix.
 The temporary file's name holds the writer's process id (``.NAME.PID.XXXX.tmp``): the next write
-of the same target removes those a dead process left behind.
+of the same target removes those a dead process left behind. Files read together (OpenVINO's
+``.xml`` and ``.bin``) change as one through ``atomic_files``. A writer's failure, however it
+reports it (a full disk: ``write_failure``), is an ``OSError`` naming the target.
 
 No command writes over a file it was given to read: inside ``command_inputs`` (the command line
 opens one per command), ``atomic_path`` refuses a target that is one of the command's inputs,
@@ -17,7 +19,8 @@ import os
 import shutil
 import stat
 import tempfile
-from contextlib import contextmanager
+import time
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -176,7 +179,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _remove_stale_temporaries(path: Path) -> None:
-    """Remove ``.NAME.PID.*.tmp`` files of ``path`` whose writer is dead (a killed write)."""
+    """Remove ``.NAME.PID.*.tmp`` files (and links) of ``path`` whose writer is dead (a killed
+    write)."""
     prefix = f".{path.name}."
     try:
         entries = list(os.scandir(path.parent))
@@ -190,10 +194,68 @@ def _remove_stale_temporaries(path: Path) -> None:
         # Files of the old naming (no pid) or of a dead writer are leftovers.
         if not pid.isdigit() or not _pid_alive(int(pid)):
             try:
-                if entry.is_file(follow_symlinks=False):
+                if entry.is_file(follow_symlinks=False) or entry.is_symlink():
                     os.unlink(entry.path)
             except OSError:
                 pass
+
+
+#: What ``torch.save`` says when a write fails (a RuntimeError without an errno); a full disk
+#: gives "unexpected pos" or "iostream error" too, depending on where the write stopped.
+TORCH_WRITE_FAILURES = ("write failed", "failed writing", "unexpected pos", "iostream error")
+#: The errno values of a failed write that Rust writers (safetensors) give as "(os error N)".
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS)
+
+
+def write_failure(error: BaseException, path: str | os.PathLike) -> OSError | None:
+    """The ``OSError`` naming ``path`` that a writer's ``error`` stands for, or None if the error
+    is not a failed write (a bug, a bad value: raise it as it is).
+
+    Writers report a full disk in their own ways: an ``OSError`` naming a temporary file,
+    ``torch.save``'s ``RuntimeError`` without an errno (``TORCH_WRITE_FAILURES``: errno 28 when
+    under 16 MiB are left on the device, else 5), safetensors' ``SafetensorError`` with
+    "(os error 28)" in its text. Each becomes one ``OSError(errno, strerror, path)``, which the
+    command line reports as one line naming the file.
+    """
+    import re
+
+    if isinstance(error, OSError):
+        return None if error.errno is None else type(error)(error.errno, error.strerror, str(path))
+    text = str(error)
+    found = re.search(r"\(os error (\d+)\)", text)
+    if found and int(found.group(1)) in WRITE_ERRNOS:
+        code = int(found.group(1))
+    elif isinstance(error, RuntimeError) and any(p in text for p in TORCH_WRITE_FAILURES):
+        try:
+            full = shutil.disk_usage(Path(path).parent).free < 2 ** 24
+        except OSError:
+            full = False
+        code = errno.ENOSPC if full else errno.EIO
+    else:
+        return None
+    return OSError(code, os.strerror(code), str(path))
+
+
+def _writable(path: str | os.PathLike) -> Path:
+    """``path`` as a ``Path`` whose folder exists, checked as a target of ``atomic_path``."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"cannot write {path}: it is a folder; name a file")
+    check_not_input(path)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ValueError(f"cannot write {path}: {path.parent} is a file, not a folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _settle(tmp: Path) -> None:
+    """Make a written temporary file durable (fsync) and give it the usual permissions: mkstemp
+    makes 0600 files, and writers such as safetensors replace the file with their own 0600 one."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
 
 
 @contextmanager
@@ -209,44 +271,136 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     Raises:
         ValueError: if ``path`` is a folder, or an input of the running command
             (``command_inputs``).
-        OSError: from the file system, e.g. errno 28 when the disk is full (``path`` is then left
-            as it was).
+        OSError: naming ``path``, when the write fails, e.g. errno 28 when the disk is full
+            (``path`` is then left as it was), however the writer reports it
+            (``write_failure``).
     """
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"cannot write {path}: it is a folder; name a file")
-    check_not_input(path)
-    if path.parent.exists() and not path.parent.is_dir():
-        raise ValueError(f"cannot write {path}: {path.parent} is a file, not a folder")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _writable(path)
     _remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
                                dir=path.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
     try:
         yield Path(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        # mkstemp makes 0600 files, and writers such as safetensors replace the file with their
-        # own 0600 one: give the final file the usual permissions after writing.
-        os.chmod(tmp, 0o666 & ~umask)
+        _settle(Path(tmp))
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        if e.errno is None:
+        failed = write_failure(e, path)
+        if failed is None:
             raise
-        raise type(e)(e.errno, e.strerror, str(path)) from e  # name the target, not the temporary
-    except RuntimeError as e:  # torch.save reports a failed write so ("file write failed")
-        Path(tmp).unlink(missing_ok=True)
-        if "write failed" not in str(e) and "failed writing" not in str(e):
+        raise failed from e
+
+
+#: The symbolic link, in a file group's store, to the version its files show.
+CURRENT = "current"
+
+
+@contextmanager
+def atomic_files(path: str | os.PathLike, suffixes: Sequence[str]) -> Iterator[Path]:
+    """Write a group of files that are read together (OpenVINO's ``.xml`` and ``.bin``) so that
+    they change as one: readers, and a process killed at any moment, see the old group or the
+    new, never a mix (the many-file ``atomic_path``).
+
+    Yields a temporary folder; write into it ``path.name`` and, for each of ``suffixes``,
+    ``path.with_suffix(suffix).name``. On success the folder becomes the group's current
+    version. The files live in a hidden store beside ``path``, ``.NAME.files/``, one folder per
+    version and the link ``current`` to one of them; ``path`` and its companions are symbolic
+    links through ``current``, so one atomic rename of ``current`` switches all of them
+    (readers open ``path`` as any file). Files of an earlier layout (plain files) are first
+    moved into the store unchanged, without a moment where they differ.
+
+    Older versions and those of killed writers (a folder per version, named with the writer's
+    process id) are removed by the next write.
+
+    Raises:
+        ValueError: as ``atomic_path``, for any file of the group.
+        OSError: naming ``path``, when a write fails (``write_failure``); the group is then left
+            as it was.
+    """
+    path = _writable(path)
+    names = [path.name] + [path.with_suffix(s).name for s in suffixes]
+    for name in names:
+        _writable(path.parent / name)
+        _remove_stale_temporaries(path.parent / name)
+    store = path.parent / f".{path.name}.files"
+    store.mkdir(exist_ok=True)
+    _remove_old_versions(store)
+    work = _version_folder(store)
+    try:
+        yield work
+        for name in names:
+            if not (work / name).is_file():
+                raise FileNotFoundError(errno.ENOENT, "not written", str(work / name))
+            _settle(work / name)
+        _adopt_plain_files(path.parent, names, store)
+        _link(store / CURRENT, work.name)
+    except BaseException as e:
+        shutil.rmtree(work, ignore_errors=True)
+        with suppress(OSError):  # a store that holds nothing (a first write failed) goes too
+            store.rmdir()
+        failed = write_failure(e, path)
+        if failed is None:
             raise
-        code = errno.ENOSPC if shutil.disk_usage(path.parent).free < 2 ** 24 else errno.EIO
-        raise OSError(code, os.strerror(code), str(path)) from e
+        raise failed from e
+    _remove_old_versions(store)
+
+
+def _version_folder(store: Path) -> Path:
+    """A new version folder in ``store``, named with this process's id, readable as any folder
+    (mkdtemp makes it 0700)."""
+    folder = Path(tempfile.mkdtemp(prefix=f"v.{os.getpid()}.", dir=store))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    return folder
+
+
+def _link(link: Path, target: str) -> None:
+    """Point the symbolic link ``link`` at ``target`` in one atomic rename."""
+    tmp = link.parent / f".{link.name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def _adopt_plain_files(folder: Path, names: list[str], store: Path) -> None:
+    """Make each of ``names`` in ``folder`` a link through ``store``'s ``current``, the files
+    seen through them unchanged: what the names show now (plain files, or nothing) is first
+    linked into a version of its own, made current."""
+    through = [f"{store.name}/{CURRENT}/{name}" for name in names]
+    if all(os.path.islink(folder / n) and os.readlink(folder / n) == t
+           for n, t in zip(names, through)):
+        return
+    old = _version_folder(store)
+    for name in names:
+        if (folder / name).is_file():
+            try:
+                os.link(folder / name, old / name)  # no copy: the same file, a second name
+            except OSError:
+                shutil.copyfile(folder / name, old / name)
+    _link(store / CURRENT, old.name)
+    for name, target in zip(names, through):
+        _link(folder / name, target)
+
+
+def _remove_old_versions(store: Path) -> None:
+    """Remove the versions in ``store`` that are not current and whose writer is this process
+    (a group just replaced) or dead (a killed write); a live writer's folder is kept."""
+    _remove_stale_temporaries(store / CURRENT)
+    try:
+        current = os.readlink(store / CURRENT)
+    except OSError:
+        current = None
+    for entry in os.scandir(store):
+        pid = entry.name.split(".")[1] if entry.name.startswith("v.") else ""
+        if entry.name == current or not pid.isdigit() or not entry.is_dir(follow_symlinks=False):
+            continue
+        if int(pid) == os.getpid() or not _pid_alive(int(pid)):
+            shutil.rmtree(entry.path, ignore_errors=True)
 
 
 @contextmanager

@@ -13,7 +13,8 @@ Every export:
 3. runs the file with its runtime (``deploy.runtimes``) beside the torch model on the same
    inputs: fp32 must agree to ``tolerance`` x max(1, max |logit|), int8 and bf16 on at least
    ``min_top1_agreement`` of the real images' top-1;
-4. only then renames it over ``path`` (``fileio.atomic_path``).
+4. only then renames it over ``path`` (``fileio.atomic_path``; OpenVINO's pair of files changes
+   as one, ``fileio.atomic_files``).
 
 The tool-chains are optional extras; a missing one is one line naming the pip command.
 """
@@ -23,7 +24,6 @@ import contextlib
 import copy
 import os
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from mobilenets.deploy.onnx_export import ExportError, ExportReport, fold_batchn
 from mobilenets.deploy.quantize import float_module_names, pt2e_quantize
 from mobilenets.deploy.runtimes import (ExecuTorchRunner, LiteRTRunner, OpenVINORunner,
                                         litert_delegation, require)
-from mobilenets.fileio import atomic_path
+from mobilenets.fileio import atomic_files, atomic_path
 
 #: ``mobilenets export --format`` values of this module: (runtime, precision, file suffix).
 MOBILE_FORMATS = {
@@ -300,18 +300,16 @@ def _openvino(reference, path, shape, precision, calibration, floats, nhwc, allo
     # The CPU plugin computes in bf16 by default where it can: store the precision we mean.
     ov_model.set_rt_info("bf16" if precision == "bf16" else "f32",
                          ["runtime_options", "INFERENCE_PRECISION_HINT"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as work:
-        xml = Path(work) / path.name
+    # The .xml and .bin change as one (fileio.atomic_files): no kill leaves a new .bin beside
+    # an old .xml.
+    with atomic_files(path, [".bin"]) as work:
+        xml = work / path.name
         ov.save_model(ov_model, str(xml), compress_to_fp16=False)  # default: fp16 weights
         runner = OpenVINORunner(xml)
         checked = verify(reference, runner, shape, quantized=precision != "fp32",
                          name=f"OpenVINO export {path.name}", **check)
         delegation = {"runtime_precisions": runner.runtime_precisions()}
         del runner
-        with atomic_path(path) as tx, atomic_path(path.with_suffix(".bin")) as tb:
-            os.replace(xml.with_suffix(".bin"), tb)
-            os.replace(xml, tx)
     report = _report(path, checked, delegation, {"layout": "NCHW"})
     report.bytes += path.with_suffix(".bin").stat().st_size
     return report
