@@ -33,7 +33,7 @@ from torch import nn
 from mobilenets.deploy.onnx_export import ExportError, ExportReport, fold_batchnorm, input_shape
 from mobilenets.deploy.quantize import float_module_names, pt2e_quantize
 from mobilenets.deploy.runtimes import (ExecuTorchRunner, LiteRTRunner, OpenVINORunner,
-                                        litert_delegation, require)
+                                        litert_delegation, require, toolchain_output)
 from mobilenets.fileio import atomic_files, atomic_path
 
 #: ``mobilenets export --format`` values of this module: (runtime, precision, file suffix).
@@ -197,10 +197,11 @@ def export_mobile(model: nn.Module, path: str | os.PathLike, fmt: str, *,
     path = Path(path)
     build = {"executorch": _executorch, "litert": _litert, "openvino": _openvino}[runtime]
     try:
-        report = build(reference, path, shape, precision, calibration, floats, nhwc,
-                       allow_portable, dict(tolerance=tolerance,
-                                            min_top1_agreement=min_top1_agreement,
-                                            check_inputs=check_inputs))
+        with toolchain_output():  # converters' logs and warnings: a failure is our one line
+            report = build(reference, path, shape, precision, calibration, floats, nhwc,
+                           allow_portable, dict(tolerance=tolerance,
+                                                min_top1_agreement=min_top1_agreement,
+                                                check_inputs=check_inputs))
     except (ValueError, OSError):  # ours (ExportError, MissingExtraError) or the file system's
         raise
     except Exception as e:  # inside a tool-chain: one line naming it, not its stack

@@ -12,12 +12,22 @@ Runners (each an ``nn.Module``, so ``engine.train.evaluate`` runs an exported fi
 ``load_runner(path)`` picks one by the file's suffix. The tool-chains are optional extras
 (``pip install 'mobilenets[executorch]'``, ``[litert]``, ``[openvino]``); ``require`` imports one
 or fails with a single line naming the extra to install.
+
+The tool-chains log a great deal (TensorFlow's and absl's C++ logging, LiteRT-Torch's progress,
+OpenVINO's tracer warnings, ExecuTorch's runtime): ``require`` keeps their loggers at errors
+(``quiet_toolchains``, before they load), and ``toolchain_output`` drops what they print
+regardless, so a failed export ends with our one line.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 import os
+import re
 import sys
+import tempfile
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -38,6 +48,61 @@ _RUNTIME_MODULES = {"litert": "ai_edge_litert.interpreter", "openvino": "openvin
                     "executorch": "executorch.runtime"}
 
 
+#: Environment variables that keep the tool-chains' own logging to errors; read when their
+#: libraries load, so set before (a value the user set is kept).
+QUIET_ENVIRONMENT = {
+    "TF_CPP_MIN_LOG_LEVEL": "3",  # TensorFlow's and LiteRT's C++ logging: errors only
+    "TF_CPP_MAX_VLOG_LEVEL": "0",
+    "GLOG_minloglevel": "2",  # glog (absl-based tool-chains): errors only
+    "LITERT_TORCH_SHOW_PROGRESS": "n",  # LiteRT-Torch's "[START] ... [ DONE]" lines
+}
+#: Python loggers of the tool-chains (and of torch parts only they use), kept to errors.
+QUIET_LOGGERS = ("absl", "tensorflow", "litert_torch", "openvino", "executorch", "torchao",
+                 "torch.utils._pytree", "torch._export", "torch.export")
+#: Lines native code prints on stderr whatever the settings: TFLite's "INFO: Created TensorFlow
+#: Lite XNNPACK delegate", absl's and glog's "I0101 00:00:00.0 ...", ExecuTorch's
+#: "[file.cpp:71] ...".
+NATIVE_LOG_LINE = re.compile(r"(INFO|WARNING): |[IW]\d{4} \d\d:\d\d:\d\d|\[[\w.]+\.(cpp|cc|h):\d+\] ")
+
+
+def quiet_toolchains() -> None:
+    """Keep the tool-chains' logging to errors (``QUIET_ENVIRONMENT``, ``QUIET_LOGGERS``): called
+    by ``require`` before any of them is imported."""
+    for key, value in QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def toolchain_output():
+    """Run tool-chain code (converters, runtimes being loaded) without its chatter: Python
+    warnings are ignored, and of what native code writes to the stderr file descriptor, the lines
+    of ``NATIVE_LOG_LINE`` are dropped and the rest written when the block ends."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to keep quiet
+        saved = None
+    with tempfile.TemporaryFile() as caught, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if saved is not None:
+            os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            if saved is not None:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                os.close(saved)
+                caught.seek(0)
+                kept = [line for line in caught.read().decode(errors="replace").splitlines(True)
+                        if not NATIVE_LOG_LINE.match(line)]
+                if kept:
+                    sys.stderr.write("".join(kept))
+                    sys.stderr.flush()
+
+
 class MissingExtraError(ValueError):
     """A runtime's tool-chain is not installed; the message names the pip extra to install."""
 
@@ -52,6 +117,7 @@ def require(extra: str, module: str | None = None):
     if extra not in EXTRAS:
         raise ValueError(f"unknown extra {extra!r}; known: {', '.join(EXTRAS)}")
     name = module or EXTRAS[extra][0]
+    quiet_toolchains()
     if extra == "openvino":
         block_openvino_telemetry()
     try:
@@ -361,11 +427,11 @@ def load_runner(path: str | os.PathLike, threads: int | None = None,
     runtime = runtime or SUFFIXES.get(Path(path).suffix.lower())
     if runtime == "onnxruntime":
         return OnnxModule(path, threads, spinning=False)
-    if runtime == "executorch":
-        return ExecuTorchRunner(path, threads)
-    if runtime == "litert":
-        return LiteRTRunner(path, threads)
-    if runtime == "openvino":
-        return OpenVINORunner(path, threads, precision)
+    runners = {"executorch": lambda: ExecuTorchRunner(path, threads),
+               "litert": lambda: LiteRTRunner(path, threads),
+               "openvino": lambda: OpenVINORunner(path, threads, precision)}
+    if runtime in runners:
+        with toolchain_output():  # loading a runtime logs its set-up on first use
+            return runners[runtime]()
     raise ValueError(f"{path}: unknown model file type; known: "
                      + ", ".join(f"{s} ({r})" for s, r in SUFFIXES.items()))
