@@ -32,7 +32,7 @@ from mobilenets.engine.data import BatchTransform, TensorImageDataset, iterate_b
 from mobilenets.engine.loop import Dist, fit, init_distributed, lock_run_folder, write_run_outputs
 from mobilenets.engine.train import (PRESETS, TrainConfig, build_model, evaluate, open_splits,
                                      train_augment, write_labeled_subset)
-from mobilenets.fileio import atomic_path
+from mobilenets.fileio import atomic_path, check_regular_file
 from mobilenets.models.registry import load_model
 
 LOSSES = ("soft", "sigmoid", "embedding")
@@ -278,19 +278,31 @@ def _cache_key(teacher_fp: str, dataset, transform: BatchTransform) -> str:
 
 
 def _read_cache(cache: Path, key: str | None, n: int) -> Tensor | None:
-    """The cached outputs if ``cache`` holds them for ``key`` (any key when None) and n items."""
+    """The cached outputs if ``cache`` holds them for ``key`` (any key when None) and n items;
+    None if it is missing or a teacher cache of another teacher or data (to be overwritten).
+
+    Raises:
+        ValueError: naming the file if it exists and is not a teacher cache (a model file, a
+            checkpoint, anything else: never overwritten).
+    """
     from safetensors import SafetensorError, safe_open
 
-    if not cache.is_file():
+    if not cache.exists() and not cache.is_symlink():
         return None
     try:
+        check_regular_file(cache, "--teacher-cache")
         with safe_open(str(cache), framework="pt") as f:
-            meta = f.metadata() or {}
-            if key is not None and meta.get("key") != key:
+            meta, names = f.metadata() or {}, set(f.keys())
+            if names != {"outputs"} or "key" not in meta:
+                raise ValueError("not the outputs and key a teacher cache holds")
+            if key is not None and meta["key"] != key:
                 return None
             outputs = f.get_tensor("outputs")
-    except (SafetensorError, OSError, KeyError):
-        return None
+    except (SafetensorError, OSError, ValueError) as e:
+        why = " ".join(str(e).split())[:120] or type(e).__name__
+        raise ValueError(f"--teacher-cache {cache} exists and is not a teacher cache ({why}): "
+                         "refusing to write over it; name a new file, or one an earlier distill "
+                         "wrote") from None
     return outputs if len(outputs) == n else None
 
 
@@ -311,7 +323,8 @@ def teacher_outputs(teacher: nn.Module | None, dataset, transform: BatchTransfor
         batch_size: Images per forward pass, >= 1. Default 256.
         cache: A file (safetensors) to keep the outputs in. Its key hashes the teacher's
             weights and config, the dataset's images and the transform; a file with another
-            key (a changed teacher or data) is recomputed and overwritten. Default: no cache.
+            key (a changed teacher or data) is recomputed and overwritten; any other existing
+            file is refused, never overwritten. Default: no cache.
         device: Where the teacher runs. Default CPU.
         num_workers: Image-decoding processes (ImageFolder data). Default 0.
 
@@ -319,8 +332,8 @@ def teacher_outputs(teacher: nn.Module | None, dataset, transform: BatchTransfor
         float32 tensor (len(dataset), outputs) on the CPU.
 
     Raises:
-        ValueError: if ``batch_size`` < 1, or ``teacher`` is None and ``cache`` holds no
-            usable outputs.
+        ValueError: if ``batch_size`` < 1, ``cache`` exists and is not a teacher cache, or
+            ``teacher`` is None and ``cache`` holds no usable outputs.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
