@@ -3,7 +3,7 @@ and its ``cmd_*`` functions, every one a thin layer over the library.
 
 ``main`` is the one boundary between the user and the library: whatever a user can cause (a
 ``ValueError`` or ``OSError`` from any layer: bad values, missing or unreadable files, a full disk;
-a non-finite loss; memory that a size cannot fit in) ends with one line naming the parameter or
+a diverged or non-finite loss; memory that a size cannot fit in) ends with one line naming the parameter or
 file and exit status 2, never a traceback. Anything else is a bug: a line saying so, the
 traceback, exit status 1. ``main`` also opens the command's ``fileio.command_inputs`` scope, so no
 command writes over a file it was given to read.
@@ -72,7 +72,7 @@ def named_inputs(args: argparse.Namespace) -> dict[str, str]:
 
 def user_error(e: BaseException) -> str | None:
     """The one-line message of an error the user can cause, or None for a bug."""
-    from mobilenets.engine.loop import NonFiniteLossError
+    from mobilenets.engine.loop import DivergedError
 
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
         where = f" writing {e.filename}" if e.filename else ""
@@ -80,7 +80,7 @@ def user_error(e: BaseException) -> str | None:
                 "already there were left as they were)")
     if isinstance(e, OSError) and e.filename and e.strerror:
         return f"{e.filename}: {e.strerror}"
-    if isinstance(e, (ValueError, OSError, NonFiniteLossError)):
+    if isinstance(e, (ValueError, OSError, DivergedError)):
         text = str(e).strip()
         if "Original Traceback" in text:  # re-raised from a data-loading worker: its last line
             text = text.splitlines()[-1].split(": ", 1)[-1]

@@ -418,7 +418,8 @@ def distill(cfg: DistillConfig, student: nn.Module, teacher: nn.Module | None, t
     Raises:
         ValueError: on a bad config, no usable teacher, or teacher/student output sizes that
             differ.
-        NonFiniteLossError: if the loss becomes NaN or infinite.
+        DivergedError: if the loss becomes NaN or infinite, or far above its first value
+            (``loop.check_loss``); the last good checkpoint stays.
     """
     cfg.validate()
     d = init_distributed()

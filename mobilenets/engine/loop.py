@@ -14,15 +14,18 @@ tasks:
   generator is reseeded before each step, ``seed_step``), so nothing a data loader, an
   evaluation or a library draws can shift them. A folder that already holds a run is refused
   without ``resume``, and a checkpoint written with other settings, or for another model or class
-  count, is refused with them.
+  count, is refused with them. Where the folder lives is not a setting: a run folder copied or
+  moved elsewhere resumes there.
 - **Ownership**: a run folder belongs to one process (``lock_run_folder``: ``run.lock`` holds an
   advisory lock and the owner's pid); a second run on the same folder fails at once, naming the
   owner. The kernel drops the lock when its owner dies, even by kill -9, so a stale lock of a dead
   process never blocks.
 - **Memory**: a run whose batch cannot fit in memory (``cost.memory.estimate_memory``) is refused
   before its first step.
-- **Non-finite loss**: training stops at the first NaN or infinite loss on any process, keeping
-  the last good checkpoint.
+- **Divergence**: training stops, keeping the last good checkpoint, at the first loss (the mean
+  over processes) that is NaN or infinite, or more than ``DIVERGENCE_FACTOR`` times the run's
+  first loss (at least 1): a loss that a working run never reaches, and a blown-up one always
+  does, on its way to infinity.
 - **Distributed**: under torchrun every task trains with DDP; each process reads its own share of
   every epoch's permutation.
 """
@@ -31,6 +34,7 @@ from __future__ import annotations
 import copy
 import errno
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -49,14 +53,25 @@ from mobilenets.engine.progress import RunLog
 from mobilenets.fileio import atomic_path, safe_torch_load, write_json
 from mobilenets.models.modelfile import load_state_dict_checked, save_model
 
-#: Fields that may differ between a run and its resumption: they change how a run is watched, not
-#: what it computes.
+#: Fields that may differ between a run and its resumption: they change how a run is watched, or
+#: where its folder lives, not what it computes.
 RUN_ONLY_FIELDS = frozenset({"progress", "log_every", "checkpoint_every", "num_workers",
                              "tensorboard", "eval_every_epoch", "limit_val", "val_data",
-                             "val_images", "eval_batch_size", "teacher_cache"})
+                             "val_images", "eval_batch_size", "teacher_cache", "out_dir"})
+#: What a training checkpoint holds (``fit`` writes every one).
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "step", "history", "epoch_loss", "config")
+#: A loss above this many times the run's first loss (or 1, if larger) means training diverged.
+#: Cross-entropy starts at ln(classes) and a working run stays below it (detection and
+#: segmentation losses fall too); a learning rate too high for the model multiplies it by
+#: thousands within steps (the smoke presets at lr 1e9: x1e9 after one step).
+DIVERGENCE_FACTOR = 100.0
 
 
-class NonFiniteLossError(RuntimeError):
+class DivergedError(RuntimeError):
+    """Training diverged (``check_loss``): stopped, the last good checkpoint kept."""
+
+
+class NonFiniteLossError(DivergedError):
     """The loss became NaN or infinite; training stopped, the last good checkpoint kept."""
 
 
@@ -173,11 +188,15 @@ def lock_run_folder(out: Path) -> None:
         f.close()
         raise ValueError(f"--out {out} is in use by {owner}: wait for that run to end, or "
                          "choose another --out") from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"process {os.getpid()} on {os.uname().nodename} "
-            f"(started {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
-    f.flush()
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()} on {os.uname().nodename} "
+                f"(started {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+        f.flush()
+    except OSError as e:  # a full disk: name the file
+        f.close()
+        raise OSError(e.errno, e.strerror, str(out / "run.lock")) from None
     _OWNED[key] = f
 
 
@@ -200,16 +219,35 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Load a training checkpoint without unpickling arbitrary objects (``weights_only=True``).
 
+    Returns:
+        The dict ``fit`` wrote: every one of ``CHECKPOINT_KEYS``, and more.
+
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: naming the file if it is damaged, or holds Python objects that a safe load
-            refuses (not a checkpoint of ours, and possibly unsafe to open).
+        ValueError: naming the file if it is damaged, holds Python objects that a safe load
+            refuses (not a checkpoint of ours, and possibly unsafe to open), or is not a training
+            checkpoint (not a dict, or without the keys ``fit`` writes, the run config included).
     """
-    return safe_torch_load(path, "checkpoint")
+    state = safe_torch_load(path, "checkpoint")
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a training checkpoint: it holds a "
+                         f"{type(state).__name__}, not the dict of weights, optimizer state and "
+                         "run config that training writes; resume another run, or start "
+                         "another --out")
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing and missing != ["config"]:
+        raise ValueError(f"{path} is not a training checkpoint: it lacks "
+                         f"{', '.join(missing)}; resume another run, or start another --out")
+    if not isinstance(state.get("config"), dict):
+        raise ValueError(f"{path} holds no run config (the settings it was trained with), so "
+                         "whether it continues this run cannot be checked; it was not written by "
+                         "mobilenets' training loop: start another --out")
+    return state
 
 
 def check_resumable(saved: dict, cfg: RunConfig, path: Path) -> None:
-    """Refuse to resume a checkpoint written with other settings (``RUN_ONLY_FIELDS`` aside).
+    """Refuse to resume a checkpoint written with other settings (``RUN_ONLY_FIELDS`` aside: a
+    run folder resumes wherever it was copied or moved).
 
     Raises:
         ValueError: naming the checkpoint and the fields that differ.
@@ -282,6 +320,32 @@ def prepare_run_folder(cfg: RunConfig, resume: bool, d: Dist) -> Path:
     return out
 
 
+def check_loss(loss: float, first: float | None, step: int, epoch: int, checkpoint: Path,
+               lr: float) -> float:
+    """Stop a diverged run: raise if ``loss`` is NaN or infinite, or more than
+    ``DIVERGENCE_FACTOR`` times ``first`` (the run's first loss; None at its first step) or 1,
+    whichever is larger. ``step``, ``epoch``, ``checkpoint`` (kept as it is) and ``lr`` are for
+    the message. Returns the run's first loss.
+
+    Raises:
+        NonFiniteLossError: for a NaN or infinite loss.
+        DivergedError: for a loss far above the first.
+    """
+    def advice() -> str:
+        kept = (f"the last good checkpoint is {checkpoint}" if checkpoint.exists() else
+                "no checkpoint was written yet")
+        return f"stopped, {kept}; lower lr (now {lr:g}) or check the data"
+    if not math.isfinite(loss):
+        raise NonFiniteLossError(f"loss became {loss} at step {step} (epoch {epoch}): {advice()}")
+    if first is None:
+        return loss
+    if loss > DIVERGENCE_FACTOR * max(first, 1.0):
+        raise DivergedError(f"loss became {loss:.3g} at step {step} (epoch {epoch}), over "
+                            f"{DIVERGENCE_FACTOR:g} times the first step's {first:.3g}: "
+                            f"training diverged; {advice()}")
+    return first
+
+
 def fit(cfg: RunConfig, model: nn.Module, train_set, loss_fn: Callable, epoch_eval=None, *,
         augment: Callable, collate: Callable | None = None, num_workers: int = 0,
         d: Dist | None = None, resume: bool = False, on_fresh_start=None,
@@ -319,9 +383,10 @@ def fit(cfg: RunConfig, model: nn.Module, train_set, loss_fn: Callable, epoch_ev
 
     Raises:
         ValueError: for a batch larger than the training set or one that cannot fit in memory,
-            a folder holding another run or owned by another process, or a checkpoint written
-            with other settings or for another model.
-        NonFiniteLossError: if the loss becomes NaN or infinite (the last good checkpoint stays).
+            a folder holding another run or owned by another process, or a checkpoint that is
+            not one, or written with other settings or for another model.
+        DivergedError: if the loss becomes NaN or infinite (``NonFiniteLossError``) or far
+            above its first value (``check_loss``); the last good checkpoint stays.
     """
     d = d or init_distributed()
     out = prepare_run_folder(cfg, resume, d)
@@ -369,11 +434,12 @@ def _fit(cfg, model, train_set, loss_fn, epoch_eval, augment, collate, num_worke
         optimizer, lambda s: lr_factor(s, steps_per_epoch, total_steps, cfg))
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     step, history, loss_sum = 0, [], torch.zeros(2)  # loss_sum: this epoch's (sum, count)
+    first_loss = None  # the run's first loss (mean over processes): divergence is measured by it
 
     prior_seconds = 0.0  # training time of earlier sessions of this run
     if resume and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
-        check_resumable(state.get("config", {}), cfg, ckpt_path)
+        check_resumable(state["config"], cfg, ckpt_path)
         try:
             load_state_dict_checked(model, state["model"], f"checkpoint {ckpt_path}")
             optimizer.load_state_dict(state["optimizer"])
@@ -387,6 +453,7 @@ def _fit(cfg, model, train_set, loss_fn, epoch_eval, augment, collate, num_worke
                              "resume with the same model and data, or start another --out"
                              ) from None
         prior_seconds = state.get("train_seconds", 0.0)
+        first_loss = state.get("first_loss")
         if d.main:
             print(f"resumed from {ckpt_path} at step {step}/{total_steps}", flush=True)
     elif d.main:
@@ -410,7 +477,8 @@ def _fit(cfg, model, train_set, loss_fn, epoch_eval, augment, collate, num_worke
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema else None,
                 "step": step, "history": history, "epoch_loss": loss_sum,
-                "config": asdict(cfg), "train_seconds": prior_seconds + time.perf_counter() - t_start})
+                "config": asdict(cfg), "first_loss": first_loss,
+                "train_seconds": prior_seconds + time.perf_counter() - t_start})
 
     def train_mode() -> None:
         net.train()
@@ -433,12 +501,9 @@ def _fit(cfg, model, train_set, loss_fn, epoch_eval, augment, collate, num_worke
                 out_loss = loss_fn(net, inputs, targets, indices)
             parts = out_loss if isinstance(out_loss, dict) else {}
             loss = sum(parts.values()) if parts else out_loss
-            finite = torch.tensor([float(torch.isfinite(loss).item())])
-            if all_reduce(finite, d, dist.ReduceOp.MIN if d.world_size > 1 else None).item() < 1:
-                raise NonFiniteLossError(
-                    f"loss became {loss.item()} at step {step} (epoch {epoch}); stopped. The last "
-                    f"good checkpoint is {ckpt_path if ckpt_path.exists() else 'not written yet'}; "
-                    f"lower lr (now {cfg.lr}) or check the data")
+            # The mean over processes (NaN and infinity spread): every process stops together.
+            mean = all_reduce(torch.tensor([loss.item()], dtype=torch.float64), d) / d.world_size
+            first_loss = check_loss(mean.item(), first_loss, step, epoch, ckpt_path, cfg.lr)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

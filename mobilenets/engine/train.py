@@ -286,7 +286,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         "model": the trained model (EMA weights when EMA is on)}``.
 
     Raises:
-        NonFiniteLossError: if the loss becomes NaN or infinite (the last good checkpoint stays).
+        DivergedError: if the loss becomes NaN or infinite, or far above its first value
+            (``loop.check_loss``); the last good checkpoint stays.
     """
     cfg.validate()
     d = init_distributed()

@@ -115,7 +115,8 @@ def train_detector(cfg: DetectConfig, resume: bool = False) -> dict:
 
     Raises:
         ValueError / FileNotFoundError: for bad data or a config/checkpoint mismatch.
-        loop.NonFiniteLossError: if the loss stops being finite.
+        loop.DivergedError: if the loss stops being finite, or rises far above its first
+            value (``loop.check_loss``); the last good checkpoint stays.
     """
     cfg.validate()
     train_set = CocoDetection(cfg.train_data, cfg.train_images)

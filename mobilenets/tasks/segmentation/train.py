@@ -118,7 +118,8 @@ def train_segmenter(cfg: SegConfig, resume: bool = False) -> dict:
     Raises:
         FileNotFoundError: for a missing data folder or ``init_from``.
         ValueError: for a bad config or data.
-        NonFiniteLossError: if the loss becomes NaN or infinite (the last checkpoint stays).
+        DivergedError: if the loss becomes NaN or infinite, or far above its first value
+            (``loop.check_loss``); the last good checkpoint stays.
     """
     cfg.validate()
     torch.manual_seed(cfg.seed)
