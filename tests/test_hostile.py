@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_clear_line, make_image_folder
+from conftest import run_cli as run
 from killing import kill_at_first_checkpoint
 from PIL import Image
 
-from mobilenets.cli import main
 from mobilenets.engine.data import ImageFolderDataset, load_image
 from mobilenets.engine.loop import load_checkpoint, lock_run_folder, release_run_folder
 from mobilenets.fileio import command_inputs, write_json
@@ -41,21 +42,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # --------------------------------------------------------------------------- helpers
-
-def make_image_folder(root: Path, classes: int = 2, per_class: int = 32, val_per_class: int = 4,
-                      size: int = 40, seed: int = 0) -> Path:
-    """An ImageFolder of noisy PNGs, each class around its own colour."""
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", per_class), ("val", val_per_class)):
-        for c in range(classes):
-            folder = root / split / f"class{c}"
-            folder.mkdir(parents=True, exist_ok=True)
-            base = np.array([60 + 120 * (c % 2), 60 + 60 * (c % 3), 200 - 120 * (c % 2)])
-            for i in range(n):
-                img = np.clip(base + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(img).save(folder / f"{i:03d}.png")
-    return root
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
@@ -68,22 +54,6 @@ def model_file(tmp_path_factory) -> Path:
     save_model(create_model("mobilenet_v1_0.25_128", num_classes=2), path,
                extra={"class_names": ["class0", "class1"]})
     return path
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    """``mobilenets ARGV`` in this process: (exit status, stdout, stderr)."""
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_clear_line(code, err, *named):
-    """Exit status 2, one error line (no traceback, no usage block) naming each of ``named``."""
-    assert code == 2, err
-    assert "Traceback" not in err and "usage:" not in err, err
-    assert len([line for line in err.splitlines() if ": error: " in line]) == 1, err
-    for n in named:
-        assert str(n) in err, err
 
 
 def train_args(data, out, *extra):

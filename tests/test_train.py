@@ -12,7 +12,7 @@ from killing import kill_at_first_checkpoint
 
 import mobilenets as M
 from mobilenets.engine.data import FASHION_MNIST_ROOT
-from mobilenets.engine.loop import NonFiniteLossError, load_checkpoint
+from mobilenets.engine.loop import DivergedError, load_checkpoint
 from mobilenets.engine.optim import RMSpropTF, param_groups
 from mobilenets.engine.train import make_config, train
 
@@ -104,7 +104,7 @@ def test_resume_after_kill_9_reaches_the_same_weights(tmp_path):
 @needs_data
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
     cfg = make_config("smoke", out_dir=str(tmp_path), lr=1e30, checkpoint_every=1, epochs=8)
-    with pytest.raises(NonFiniteLossError, match="last good checkpoint is .*checkpoint.pt"):
+    with pytest.raises(DivergedError, match="last good checkpoint is .*checkpoint.pt"):
         train(cfg)
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
