@@ -7,9 +7,13 @@ rounding (the project's machines are AVX2-only and AVX-512 with VNNI and BF16):
 
 The same through the environment: ``MOBILENETS_TEST_THREADS=1``, ``MOBILENETS_TEST_MKLDNN=0``.
 The default run changes nothing.
+
+Fixtures for testing the command line: ``cli`` runs a command in this process, ``refused``
+asserts the answer to bad input (one line naming the parameter or file, exit status 2).
 """
 import os
 
+import pytest
 import torch
 
 
@@ -32,3 +36,32 @@ def pytest_configure(config):
 def pytest_report_header(config):
     return (f"torch {torch.__version__}: {torch.get_num_threads()} threads, "
             f"mkldnn {'on' if torch.backends.mkldnn.enabled else 'off'}")
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli(*argv)``: run ``mobilenets ARGV`` in this process (arguments may be paths or
+    numbers); returns (exit status, stdout, stderr)."""
+    from mobilenets.cli import main
+
+    def run(*argv) -> tuple[int, str, str]:
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run
+
+
+@pytest.fixture
+def refused(cli):
+    """``refused(argv, *named)``: run ``mobilenets ARGV`` and assert the project's answer to bad
+    input: exit status 2 and one error line (no traceback, no usage block) naming each of
+    ``named``; returns stderr."""
+    def check(argv, *named) -> str:
+        code, _, err = cli(*argv)
+        assert code == 2, err
+        assert "Traceback" not in err and "usage:" not in err, err
+        assert len([line for line in err.splitlines() if ": error: " in line]) == 1, err
+        for n in named:
+            assert str(n) in err, err
+        return err
+    return check
