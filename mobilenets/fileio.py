@@ -73,6 +73,55 @@ def check_not_input(path: str | os.PathLike) -> None:
                          "write the output elsewhere")
 
 
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists (``.`` at worst)."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output(path: str | os.PathLike, what: str, folder: bool = False) -> None:
+    """Refuse, before any work, an output a command could not write at its end.
+
+    Args:
+        path: A file (or, with ``folder``, a folder) the command will write.
+        what: The flag naming it, for the message, e.g. ``"--output"``.
+        folder: ``path`` is a folder to write into, not a file. Default False.
+
+    Raises:
+        ValueError: naming ``what`` and ``path``: a file output that is a folder, a folder
+            output that is a file, a parent that is a file, a place the user may not write
+            (the nearest existing folder is read-only), or an input of the running command.
+    """
+    p = Path(path)
+    if p.is_dir() and not folder:
+        raise ValueError(f"{what} {p} is a folder; name a file")
+    if p.exists() and folder and not p.is_dir():
+        raise ValueError(f"{what} {p} is a file, not a folder")
+    if not folder:
+        check_not_input(p)
+    base = _nearest_existing(p if folder else p.parent)
+    if not base.is_dir():
+        raise ValueError(f"{what} {p}: {base} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {p}: cannot write in {base} (permission denied); choose "
+                         "another place")
+
+
+def display_text(text: str) -> str:
+    """``text`` with every character UTF-8 cannot encode escaped: the undecodable bytes of a
+    file name (Python's surrogate escapes, ``os.fsdecode``) as ``\\xNN``, so a name that is
+    not UTF-8 is shown, and written to UTF-8 files, as what it is."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    return "".join(f"\\x{ord(c) - 0xdc00:02x}" if "\udc80" <= c <= "\udcff" else
+                   f"\\u{ord(c):04x}" if "\ud800" <= c <= "\udfff" else c for c in text)
+
+
 def check_regular_file(path: str | os.PathLike, what: str = "file") -> Path:
     """``path`` as a ``Path`` if it is a regular file (or a link to one).
 
@@ -277,8 +326,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = _writable(path)
     _remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
-                               dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                                   dir=path.parent)
+    except OSError as e:  # name the target, not the temporary file (a read-only folder)
+        raise type(e)(e.errno, e.strerror, str(path)) from None
     os.close(fd)
     try:
         yield Path(tmp)
@@ -428,9 +480,11 @@ def staging_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> Iterator
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (a final newline added if missing); return the path."""
+    """Write ``text`` to ``path`` atomically as UTF-8 (a final newline added if missing; file
+    names that are not UTF-8 shown as ``display_text`` does); return the path."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text if text.endswith("\n") else text + "\n")
+        tmp.write_text(display_text(text if text.endswith("\n") else text + "\n"),
+                       encoding="utf-8")
     return Path(path)
 
 

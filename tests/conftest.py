@@ -9,12 +9,15 @@ The same through the environment: ``MOBILENETS_TEST_THREADS=1``, ``MOBILENETS_TE
 The default run changes nothing.
 
 Helpers that several test modules use live here too (``from conftest import ...``): test modules
-never import from each other.
+never import from each other. Fixtures for testing the command line: ``cli`` runs a command in
+this process, ``refused`` asserts the answer to bad input (one line naming the parameter or file,
+exit status 2).
 """
 import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 
@@ -75,3 +78,21 @@ def make_image_folder(root: Path, classes: int = 2, per_class: int = 32, val_per
                 img = np.clip(base + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(img).save(folder / f"{i:03d}.png")
     return root
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli(*argv)``: run ``mobilenets ARGV`` in this process (arguments may be paths or
+    numbers); returns (exit status, stdout, stderr)."""
+    return lambda *argv: run_cli(capsys, *argv)
+
+
+@pytest.fixture
+def refused(cli):
+    """``refused(argv, *named)``: run ``mobilenets ARGV`` and assert the project's answer to bad
+    input (``assert_one_clear_line``); returns stderr."""
+    def check(argv, *named) -> str:
+        code, _, err = cli(*argv)
+        assert_one_clear_line(code, err, *named)
+        return err
+    return check

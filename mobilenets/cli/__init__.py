@@ -6,7 +6,9 @@ and its ``cmd_*`` functions, every one a thin layer over the library.
 a diverged or non-finite loss; memory that a size cannot fit in) ends with one line naming the parameter or
 file and exit status 2, never a traceback. Anything else is a bug: a line saying so, the
 traceback, exit status 1. ``main`` also opens the command's ``fileio.command_inputs`` scope, so no
-command writes over a file it was given to read.
+command writes over a file it was given to read, and checks every output the command names
+(``fileio.check_output``: not a folder where a file is due, a place the user may write) before
+the command starts, so no run fails at its end for want of a place to write.
 """
 from __future__ import annotations
 
@@ -50,9 +52,26 @@ FILE_OUTPUTS = ("output", "dst", "report", "plot", "teacher_cache")
 FOLDER_OUTPUTS = ("out_dir", "out", "output_dir")
 
 
-def named_inputs(args: argparse.Namespace) -> dict[str, str]:
+def command_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, str]:
+    """``{dest: how the user names it}`` for the command ``args`` was parsed for: its first
+    option string (``--out`` for ``--out``/``--out-dir``), or a positional's metavar."""
+    flags: dict[str, str] = {}
+    while parser is not None:
+        sub = None
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                sub = action
+            else:
+                flags[action.dest] = (action.option_strings[0] if action.option_strings
+                                      else action.metavar or action.dest)
+        parser = sub.choices.get(getattr(args, sub.dest, None)) if sub else None
+    return flags
+
+
+def named_inputs(args: argparse.Namespace, flags: dict[str, str] | None = None
+                 ) -> dict[str, str]:
     """``{path: flag}`` of every existing file named by a flag or ``--set KEY=VALUE`` that is not
-    an output (``FILE_OUTPUTS``, ``FOLDER_OUTPUTS``)."""
+    an output (``FILE_OUTPUTS``, ``FOLDER_OUTPUTS``); ``flags`` from ``command_flags``."""
     found: dict[str, str] = {}
 
     def add(value, flag: str) -> None:
@@ -62,11 +81,29 @@ def named_inputs(args: argparse.Namespace) -> dict[str, str]:
 
     for dest, value in vars(args).items():
         if dest not in FILE_OUTPUTS + FOLDER_OUTPUTS and dest != "assignments":
-            add(value, "--" + dest.replace("_", "-"))
+            add(value, (flags or {}).get(dest, "--" + dest.replace("_", "-")))
     for item in getattr(args, "assignments", None) or ():
         key, _, value = item.partition("=")
         if key.strip().replace("-", "_") not in FILE_OUTPUTS + FOLDER_OUTPUTS:
             add(value, f"--set {key.strip()}")
+    return found
+
+
+def named_outputs(args: argparse.Namespace, flags: dict[str, str] | None = None
+                  ) -> list[tuple[str, str, bool]]:
+    """``(path, flag, is_folder)`` of every output named by a flag (``FILE_OUTPUTS``,
+    ``FOLDER_OUTPUTS``) or by ``--set KEY=VALUE`` with such a key; ``flags`` from
+    ``command_flags``."""
+    found = []
+    for dest, value in vars(args).items():
+        if dest in FILE_OUTPUTS + FOLDER_OUTPUTS and isinstance(value, str) and value:
+            found.append((value, (flags or {}).get(dest, "--" + dest.replace("_", "-")),
+                          dest in FOLDER_OUTPUTS))
+    for item in getattr(args, "assignments", None) or ():
+        key, _, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if key in FILE_OUTPUTS + FOLDER_OUTPUTS and value:
+            found.append((value, f"--set {key}", key in FOLDER_OUTPUTS))
     return found
 
 
@@ -96,20 +133,21 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit status. A user's error ends with one line and status 2
     (argparse's usage errors too), an interruption with status 130, a bug with a line saying so
     and the traceback (status 1). ``--help`` and ``--version`` exit as argparse does."""
-    from mobilenets.fileio import check_not_input, command_inputs
+    from mobilenets.fileio import check_output, command_inputs
 
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
     except SystemExit as e:  # a usage error, already printed; --help and --version exit 0
         if e.code == 0:
             raise
         return e.code if isinstance(e.code, int) else 2
     prefix = f"mobilenets {args.command}"
     try:
-        with command_inputs(named_inputs(args)):
-            for dest in FILE_OUTPUTS:
-                if isinstance(getattr(args, dest, None), str):
-                    check_not_input(getattr(args, dest))
+        flags = command_flags(parser, args)
+        with command_inputs(named_inputs(args, flags)):
+            for path, flag, folder in named_outputs(args, flags):  # before any work
+                check_output(path, flag, folder)
             args.func(args)
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted", file=sys.stderr)
@@ -126,4 +164,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["build_parser", "main", "named_inputs", "user_error"]
+__all__ = ["build_parser", "command_flags", "main", "named_inputs", "named_outputs",
+           "user_error"]

@@ -8,8 +8,8 @@ import math
 import sys
 from dataclasses import fields
 
-from mobilenets.engine.config import config_from_preset, parse_assignments
-from mobilenets.fileio import FORMATS, TABLE_WIDTH, render_table, write_text
+from mobilenets.engine.config import MAX_SEED, config_from_preset, parse_assignments
+from mobilenets.fileio import FORMATS, TABLE_WIDTH, display_text, render_table, write_text
 
 
 class Parser(argparse.ArgumentParser):
@@ -110,9 +110,11 @@ def _number_type(kind, low, high, low_open, what, name):
 #: The type of each numeric flag, by ``dest``; others: an int >= 1 (a count or a size) or any
 #: finite float (the library checks its range).
 NUMERIC_FLAGS = {
+    **{d: _number(int, 0, MAX_SEED, what=f"an integer from 0 to {MAX_SEED}") for d in (
+        "seed", "label_seed")},
     **{d: _number(int, 0, what="an integer >= 0") for d in (
-        "seed", "label_seed", "min_objects", "float_layers", "min_photos", "max_level",
-        "unlabeled", "negatives", "noisy_per_class")},
+        "min_objects", "float_layers", "min_photos", "max_level", "unlabeled", "negatives",
+        "noisy_per_class")},
     **{d: _number(int, 32, what="an integer >= 32") for d in ("resolution",
                                                              "teacher_resolution")},
     **{d: _number(float, 0, low_open=True, what="a finite number > 0") for d in (
@@ -120,9 +122,31 @@ NUMERIC_FLAGS = {
         "max_madds", "refine_km", "far")},
     "label_fraction": _number(float, 0, 1, low_open=True, what="a number in (0, 1]"),
     "eval_crop": _number(float, 0, 2, low_open=True, what="a number in (0, 2]"),
+    "min_agreement": _number(float, 0, 1, what="a share in [0, 1]"),
 }
 _COUNT = _number(int, 1, what="an integer >= 1")
 _FINITE = _number(float, what="a finite number")
+
+
+def number_list(item: str):
+    """The argparse ``type`` of a flag taking comma-separated values, each following the rule of
+    the flag whose ``dest`` is ``item`` (``NUMERIC_FLAGS``: ``--seeds`` takes seeds as ``--seed``
+    does), each value once: ``"0,1"`` -> ``[0, 1]``; ``"0,0"`` or ``"-1"`` fail at parsing, naming
+    the flag."""
+    rule = NUMERIC_FLAGS[item](item)
+
+    def parse(text: str) -> list:
+        parts = [p.strip() for p in str(text).split(",")]
+        if not all(parts):
+            raise argparse.ArgumentTypeError(f"takes comma-separated values, got {text!r}")
+        values = [rule(p) for p in parts]
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise argparse.ArgumentTypeError(f"{text!r} repeats {', '.join(repeated)}: give "
+                                             "each value once")
+        return values
+    parse.__name__ = f"comma-separated {rule.__name__}s"
+    return parse
 
 
 def harden_numeric_flags(parser: argparse.ArgumentParser) -> None:
@@ -145,7 +169,7 @@ def write_output(text: str, output: str | None) -> None:
         write_text(output, text)
         print(f"wrote {output}", file=sys.stderr)
     else:
-        print(text)
+        print(display_text(text))
 
 
 def write_rows(rows: list[dict], fmt: str, output: str | None, wide: bool = False,

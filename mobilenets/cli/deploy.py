@@ -32,23 +32,42 @@ def model_for_export(source: str, resolution: int | None):
     return model, extra
 
 
+#: ``export``'s defaults for the int8 formats' options.
+DEFAULT_FLOAT_LAYERS = 2
+DEFAULT_CALIBRATION_IMAGES = 512
+
+
 def cmd_export(args) -> None:
     import torch
 
     from mobilenets.deploy.mobile import MOBILE_FORMATS, export_mobile
     from mobilenets.deploy.onnx_export import calibration_batches, export_onnx, quantize_int8
+    from mobilenets.deploy.tune import INT8_FORMATS
     from mobilenets.models.modelfile import save_model
     from mobilenets.models.registry import load_model
 
+    quantized = args.format in INT8_FORMATS
+    # Options of other formats are refused, not ignored, before any work.
+    for flag, given, formats in (
+            ("--nhwc", args.nhwc, ("litert", "litert-int8")),
+            ("--float-layers", args.float_layers is not None, INT8_FORMATS),
+            ("--int8-classifier", args.int8_classifier, INT8_FORMATS),
+            ("--per-tensor", args.per_tensor, ("int8",)),
+            ("--calibration-images", args.calibration_images is not None, INT8_FORMATS),
+            ("--no-fold-bn", args.no_fold_bn, ("onnx",))):
+        if given and args.format not in formats:
+            raise ValueError(f"{flag} is for --format {', '.join(formats[:-1])}"
+                             f"{' or ' if len(formats) > 1 else ''}{formats[-1]}, not "
+                             f"--format {args.format}")
+    if args.float_layers is None:
+        args.float_layers = DEFAULT_FLOAT_LAYERS
     model, extra = model_for_export(args.model, args.resolution)
     out = Path(args.output)
-    if args.nhwc and args.format not in ("litert", "litert-int8"):
-        raise ValueError("--nhwc is for --format litert or litert-int8 only")
-    quantized = args.format == "int8" or args.format.endswith("-int8")
     calibration = None
     if quantized:
         calib_set, tf = eval_split(model.config, extra, args.data, "train", None)
-        calibration = calibration_batches(calib_set, tf, args.calibration_images)
+        calibration = calibration_batches(calib_set, tf, args.calibration_images
+                                          or DEFAULT_CALIBRATION_IMAGES)
     if args.float_layers == "auto":
         args.float_layers = _auto_float_layers(model, args, calibration)
     if args.format in MOBILE_FORMATS:
@@ -96,8 +115,6 @@ def _auto_float_layers(model, args, calibration) -> int:
     """``--float-layers auto``: time 0, 1 and 2 fp32 blocks on this machine; print the figures."""
     from mobilenets.deploy.tune import choose_float_layers
 
-    if calibration is None:
-        raise ValueError(f"--float-layers auto is for the int8 formats, not --format {args.format}")
     choice, rows = choose_float_layers(model, args.format, calibration,
                                        float_classifier=not args.int8_classifier,
                                        progress=progress)
@@ -232,15 +249,18 @@ def add_arguments(sub) -> None:
     s.add_argument("--resolution", type=int, help="input size (default: the model's)")
     s.add_argument("--tolerance", type=float, default=1e-4,
                    help="fp32: max |export - torch| of the logits, relative to max(1, |logits|)")
-    s.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorm layers")
+    s.add_argument("--no-fold-bn", action="store_true", help="onnx: keep BatchNorm layers")
     s.add_argument("--data", help="calibration/evaluation data (default: the model's training "
                    "data)")
-    s.add_argument("--calibration-images", type=int, default=512,
-                   help="training images for int8 calibration")
-    s.add_argument("--per-tensor", action="store_true", help="int8 weights per tensor, not channel")
-    s.add_argument("--float-layers", type=float_layers_arg, default=2,
+    s.add_argument("--calibration-images", type=int,
+                   help=f"int8: training images for calibration (default: "
+                   f"{DEFAULT_CALIBRATION_IMAGES})")
+    s.add_argument("--per-tensor", action="store_true",
+                   help="int8 (ONNX): weights per tensor, not channel")
+    s.add_argument("--float-layers", type=float_layers_arg,
                    help="int8: keep the first N conv blocks in fp32 (0: all int8), or auto: "
-                   "time 0, 1 and 2 on this machine and keep the fastest as accurate as the best")
+                   "time 0, 1 and 2 on this machine and keep the fastest as accurate as the best "
+                   f"(default: {DEFAULT_FLOAT_LAYERS})")
     s.add_argument("--int8-classifier", action="store_true",
                    help="int8: quantize the classifier too (default: fp32, logits not rounded)")
     s.add_argument("--nhwc", action="store_true", help="litert: the file takes NHWC images")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mobilenets.cli.common import (FORMATS, add_output_arguments, add_parser, add_run_arguments,
                                    check_input_fits, config_from_args, eval_split, inference_extra,
-                                   note_preset_defaults, write_output, write_rows)
+                                   note_preset_defaults, number_list, write_output, write_rows)
 from mobilenets.fileio import render_table, write_text
 from mobilenets.models.registry import ARCH_ALIASES
 
@@ -107,17 +107,8 @@ def cmd_sweep(args) -> None:
             raise ValueError(f"--model {args.model} is not --arch {args.arch}")
         if get_spec(cfg.model).arch != arch:
             cfg = replace(cfg, model=f"{arch}_1.0_224").validate()
-    try:
-        alphas = [float(a) for a in args.width_mults.split(",")]
-        resolutions = [int(r) for r in args.resolutions.split(",")]
-    except ValueError:
-        raise ValueError(f"--width-mults and --resolutions take comma-separated numbers, got "
-                         f"{args.width_mults!r} and {args.resolutions!r}") from None
-    try:
-        seeds = [int(x) for x in args.seeds.split(",")]
-    except ValueError:
-        raise ValueError(f"--seeds takes comma-separated integers, got {args.seeds!r}") from None
-    rows = run_sweep(cfg, alphas, resolutions, args.out_dir or "runs/sweep", seeds)
+    rows = run_sweep(cfg, args.width_mults, args.resolutions, args.out_dir or "runs/sweep",
+                     args.seeds)
     print(render_table([{"model": r["label"], "seed": r["seed"], "madds_m": round(r["madds"] / 1e6, 1),
                          "params_m": round(r["params"] / 1e6, 2), "top1": r["top1"],
                          "train_seconds": r["train_seconds"]} for r in rows]))
@@ -218,10 +209,13 @@ def add_arguments(sub) -> None:
     add_classifier_arguments(s)
     s.add_argument("--arch", choices=sorted(ARCH_ALIASES),
                    help="MobileNet v1 or v2 (default: --model's architecture)")
-    s.add_argument("--width-mults", default="1.0,0.75,0.5,0.25", help="alphas, comma-separated")
-    s.add_argument("--resolutions", default="64,56,48,40", help="input sizes, comma-separated")
-    s.add_argument("--seeds", default="0", help="train each point once per seed (comma-separated"
-                   "); the figures show means, standard deviations and the fit's 95%% band")
+    s.add_argument("--width-mults", type=number_list("width_mult"), default="1.0,0.75,0.5,0.25",
+                   help="alphas, comma-separated")
+    s.add_argument("--resolutions", type=number_list("resolution"), default="64,56,48,40",
+                   help="input sizes, comma-separated")
+    s.add_argument("--seeds", type=number_list("seed"), default="0",
+                   help="train each point once per seed (comma-separated); the figures show "
+                   "means, standard deviations and the fit's 95%% band")
     note_preset_defaults(s)
     s.set_defaults(func=cmd_sweep)
 

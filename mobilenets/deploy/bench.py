@@ -530,6 +530,7 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
     """
     from mobilenets.cost.memory import check_memory, inference_ops, trace_memory
     from mobilenets.cost.profiler import profile_model
+    from mobilenets.engine.data import check_data_source
     from mobilenets.models.registry import config_name
 
     models = [model_from_spec(spec) for spec in specs]
@@ -543,6 +544,8 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
     for name, value in (("batch", batch), ("threads", threads), ("rounds", rounds), ("iters", iters)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if any(PRECISIONS.get(b) == "int8" for names in per_model for b in names):
+        check_data_source(calibration_data, "--calibration-data")  # before any timing
     say = progress or (lambda s: None)
     torch.set_num_threads(threads)
     rates = gemm_rates(threads)

@@ -479,7 +479,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, source: str = "auto"
     package's format.
 
     The result is a safetensors file with the model config in its metadata, written atomically
-    by ``checkpoint.save_model``; ``mobilenets.load_model(dst)`` rebuilds the model. The metadata's
+    by ``modelfile.save_model``; ``mobilenets.load_model(dst)`` rebuilds the model. The metadata's
     ``extra`` records the source file and format.
 
     Args:
@@ -490,7 +490,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, source: str = "auto"
             ``load_timm_mobilenet_v1``), ``"torchvision"`` (``load_torchvision_mobilenet_v2``)
             or ``"keras"`` (``load_keras_mobilenet`` or ``load_keras_mobilenet_v2``, as
             ``keras_arch`` tells). Default ``"auto"``. A file already in our format is re-saved
-            (with ``auto``).
+            (with ``auto``), its metadata (class names, training config) kept.
         width_mult: alpha, if it should not be inferred from the shapes. Default None.
         **model_kwargs: Extra model arguments passed to the loader, e.g.
             ``background_class=True`` for a 1001-way head.
@@ -519,7 +519,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, source: str = "auto"
 
         v2 = keras_arch(src) == "mobilenet_v2"
         model = (load_keras_mobilenet_v2 if v2 else load_keras_mobilenet)(src, **model_kwargs)
-    else:  # already ours
+    else:  # already ours: its metadata (class names, training config) is kept
         read_model_file(src)  # a clear error if it is not
         model = load_model(src, **model_kwargs)
-    return save_model(model, dst, extra={"converted_from": str(src), "source_format": kind})
+    return save_model(model, dst, extra={**getattr(model, "metadata", {}),
+                                         "converted_from": str(src), "source_format": kind})

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from mobilenets.fileio import check_regular_file
+from mobilenets.fileio import check_regular_file, display_text
 
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -125,7 +125,8 @@ class ImageFolderDataset(Dataset):
             decode is caught too. If False (default), a special file or an invalid header raises
             ``ValueError`` naming it here, and a file that fails to decode later names it then.
         class_names: Expected classes (e.g. the train split's, for a val split); default: the
-            sorted subfolder names.
+            sorted subfolder names (a name that is not UTF-8 as ``fileio.display_text`` shows
+            it, e.g. ``caf\\xe9``).
 
     Raises:
         FileNotFoundError: if ``root/split`` is missing.
@@ -140,19 +141,32 @@ class ImageFolderDataset(Dataset):
         folder = Path(root) / split
         if not folder.is_dir():
             raise FileNotFoundError(f"split {split!r} not found: {folder} does not exist")
-        found = sorted(d.name for d in folder.iterdir() if d.is_dir())
+        # A class is named by its folder's name; one that is not UTF-8 by its display_text
+        # (undecodable bytes as \xNN), which reports, JSON and model files can hold.
+        folders: dict[str, str] = {}
+        for d in sorted(folder.iterdir()):
+            if d.is_dir():
+                shown = display_text(d.name)
+                if shown in folders:
+                    raise ValueError(f"class folders {display_text(str(d))} and "
+                                     f"{folder / folders[shown]} have the same name once shown "
+                                     "as text; rename one")
+                folders[shown] = d.name
+        found = sorted(folders)
         if not found:
             raise ValueError(f"{folder} has no class subfolders")
-        self.class_names = list(class_names) if class_names is not None else found
+        self.class_names = ([display_text(n) for n in class_names] if class_names is not None
+                            else found)
         unknown = sorted(set(found) - set(self.class_names))
         if unknown:
             raise ValueError(f"{folder} has classes not in the training split: {unknown[:5]}")
         self.size, self.samples, self.skipped = size, [], []
         for label, name in enumerate(self.class_names):
-            files = sorted(p for p in (folder / name).rglob("*")
-                           if p.suffix.lower() in IMAGE_EXTENSIONS) if (folder / name).is_dir() else []
+            sub = folder / folders.get(name, name)
+            files = sorted(p for p in sub.rglob("*")
+                           if p.suffix.lower() in IMAGE_EXTENSIONS) if sub.is_dir() else []
             if not files and name in found:
-                raise ValueError(f"class folder {folder / name} holds no image "
+                raise ValueError(f"class folder {display_text(str(sub))} holds no image "
                                  f"(extensions: {', '.join(IMAGE_EXTENSIONS)})")
             for p in files:
                 try:
@@ -393,6 +407,20 @@ def erase_rectangles(x: torch.Tensor, p: float, generator: torch.Generator | Non
     return torch.where(inside.unsqueeze(1), noise, x)
 
 
+def check_data_source(data: str, what: str = "--data") -> str:
+    """``"fashion-mnist"`` (also spelt ``fashion_mnist``), or ``data`` if it is an existing folder.
+
+    Raises:
+        FileNotFoundError: naming ``what`` (the flag) for anything else.
+    """
+    if data in ("fashion-mnist", "fashion_mnist"):
+        return "fashion-mnist"
+    if not Path(data).is_dir():
+        raise FileNotFoundError(f"{what} {data!r} is neither 'fashion-mnist' nor an existing "
+                                "folder")
+    return data
+
+
 def open_dataset(data: str, split: str, resolution: int, eval_crop: float = 0.875,
                  skip_bad_files: bool = False, class_names: Sequence[str] | None = None) -> Dataset:
     """Open the built-in Fashion-MNIST (``data="fashion-mnist"``) or an ImageFolder directory.
@@ -405,10 +433,8 @@ def open_dataset(data: str, split: str, resolution: int, eval_crop: float = 0.87
         skip_bad_files: Leave out unreadable images, counting them (ImageFolder only).
         class_names: The training split's classes, to check a val split against.
     """
-    if data in ("fashion-mnist", "fashion_mnist"):
+    if check_data_source(data) == "fashion-mnist":
         return load_fashion_mnist(split)
-    if not Path(data).exists():
-        raise FileNotFoundError(f"--data {data!r} is neither 'fashion-mnist' nor an existing folder")
     return ImageFolderDataset(data, split, stored_size(resolution, eval_crop), skip_bad_files,
                               class_names)
 

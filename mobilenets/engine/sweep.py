@@ -18,21 +18,37 @@ from mobilenets.models.registry import ARCHS, config_name, get_spec, variant_nam
 #: The CSV columns. ``arch`` came with MobileNetV2: CSVs without it are MobileNet V1 sweeps.
 FIELDS = ["label", "arch", "width_mult", "resolution", "seed", "madds", "params", "top1", "top5", "epochs",
           "train_seconds", "model_path"]
+#: Columns a sweep CSV may lack (older sweeps): ``arch`` (V1), ``seed`` (0), the rest unused.
+OPTIONAL_FIELDS = ("label", "arch", "seed", "model_path")
 
 
 def read_rows(path: str | os.PathLike) -> list[dict]:
-    """Rows of a sweep CSV, numbers parsed."""
+    """Rows of a sweep CSV, numbers parsed ([] if the file does not exist).
+
+    Raises:
+        ValueError: naming the file and what is wrong: columns of ``FIELDS`` missing (but
+            ``OPTIONAL_FIELDS``), or a cell that is not a number.
+    """
     path = Path(path)
     if not path.is_file():
         return []
-    rows = list(read_csv(path, dicts=True, what="sweep CSV"))
-    for r in rows:
+    reader = read_csv(path, dicts=True, what="sweep CSV")
+    missing = [k for k in FIELDS if k not in OPTIONAL_FIELDS and k not in (reader.fieldnames or ())]
+    if missing:
+        raise ValueError(f"{path} is not a sweep CSV written by `mobilenets sweep`: it lacks the "
+                         f"columns {', '.join(missing)}")
+    rows = list(reader)
+    for line, r in enumerate(rows, start=2):
         r["arch"] = r.get("arch") or "mobilenet_v1"
-        r["seed"] = int(r.get("seed") or 0)  # CSVs before seeds: one run per point, seed 0
-        for k in ("width_mult", "top1", "top5", "epochs", "train_seconds"):
-            r[k] = float(r[k])
-        for k in ("resolution", "madds", "params"):
-            r[k] = int(r[k])
+        r["seed"] = r.get("seed") or "0"  # CSVs before seeds: one run per point, seed 0
+        try:
+            for k, kind in (*((k, float) for k in ("width_mult", "top1", "top5", "epochs",
+                                                   "train_seconds")),
+                            *((k, int) for k in ("resolution", "madds", "params", "seed"))):
+                r[k] = kind(r[k])
+        except (TypeError, ValueError):
+            raise ValueError(f"{path} line {line}: column {k} holds {r[k]!r}, not a number"
+                             ) from None
     return rows
 
 
@@ -67,21 +83,27 @@ def run_sweep(base: TrainConfig, width_mults=(1.0, 0.75, 0.5, 0.25),
         The CSV rows (one per point and seed), with Mult-Adds and parameters profiled at 10
         classes.
     """
-    if not width_mults or not resolutions or not seeds:
-        raise ValueError("width_mults, resolutions and seeds must not be empty")
+    for name, values in (("width_mults", width_mults), ("resolutions", resolutions),
+                         ("seeds", seeds)):
+        if not values:
+            raise ValueError(f"{name} must not be empty")
+        if len(set(values)) < len(values):
+            raise ValueError(f"{name} must not repeat a value, got {list(values)}")
     out = Path(out_dir)
     csv_path = out / "sweep.csv"
-    rows = read_rows(csv_path)
     arch = get_spec(base.model).arch
     tag = "" if arch == "mobilenet_v1" else arch.rsplit("_", 1)[-1]  # "v2"; V1 keeps old names
     prefix = f"{tag}_" if tag else ""
+    # Every point's recipe is checked before the first is trained: a bad alpha or seed fails now,
+    # not hours later.
+    points = [(a, r, s, replace(base, width_mult=float(a), resolution=r, seed=s, out_dir=str(
+        out / f"{prefix}a{a:g}_r{r}{f'_s{s}' if s else ''}")).validate())
+        for a in width_mults for r in resolutions for s in seeds]
+    rows = read_rows(csv_path)
     done = {(r["arch"], r["width_mult"], r["resolution"], r["seed"]) for r in rows}
-    for alpha, res, seed in ((a, r, s) for a in width_mults for r in resolutions for s in seeds):
+    for alpha, res, seed, cfg in points:
         if (arch, float(alpha), int(res), int(seed)) in done:
             continue
-        suffix = f"_s{seed}" if seed else ""
-        cfg = replace(base, width_mult=float(alpha), resolution=int(res), seed=int(seed),
-                      out_dir=str(out / f"{prefix}a{alpha:g}_r{res}{suffix}"))
         result = train(cfg, resume=True)
         prof = profile_model(ARCHS[arch](width_mult=alpha, num_classes=len(
             result["val"]["per_class"]), output_stride=base.output_stride), (3, res, res))

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobilenets.engine.config import RunConfig, config_from_preset
+from mobilenets.engine.config import RunConfig, check_seed, config_from_preset
 from mobilenets.engine.data import (AUGMENTATIONS, BatchTransform, dataset_labels, iterate_batches,
                                     labeled_subset, limit_dataset, open_dataset, subset_dataset,
                                     unlabel_dataset)
@@ -75,6 +75,7 @@ class TrainConfig(RunConfig):
         """
         super().validate()
         get_spec(self.model)
+        check_seed("label_seed", self.label_seed)
         if self.resolution is not None and self.resolution < 32:
             raise ValueError(f"resolution must be an integer >= 32, got {self.resolution!r}")
         if self.output_stride not in (8, 16, 32):
@@ -263,6 +264,11 @@ def evaluate(model: nn.Module, dataset, transform: BatchTransform, batch_size: i
         if flip_test:
             logits = (logits + model(x.flip(3)).float()) / 2
         logits = logits.cpu()
+        if logits.shape[1] != len(dataset.class_names):  # checked on the first batch
+            raise ValueError(f"the model has {logits.shape[1]} classes and the data "
+                             f"{len(dataset.class_names)} ({', '.join(dataset.class_names[:3])}"
+                             f"{', ...' if len(dataset.class_names) > 3 else ''}): evaluate it "
+                             "on data with the model's classes (--data)")
         acc.update(logits, labels, F.cross_entropy(logits, labels, reduction="none"))
     model.train(was_training)
     if d.world_size > 1:

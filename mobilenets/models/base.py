@@ -204,10 +204,20 @@ class MobileNetBase(nn.Module):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Class probabilities: the softmax of the logits, in eval mode."""
+        """Class probabilities: the softmax of the logits, in eval mode.
+
+        Raises:
+            ValueError: if some are not finite (NaN or infinite: weights that overflow float32),
+                rather than returning them as probabilities.
+        """
         was_training = self.training
         self.eval()
         try:
-            return torch.softmax(self.forward(x), dim=1)
+            probs = torch.softmax(self.forward(x), dim=1)
         finally:
             self.train(was_training)
+        bad = int((~probs.isfinite()).any(dim=1).sum())
+        if bad:
+            raise ValueError(f"the model's outputs are not finite (NaN or infinite) for {bad} of "
+                             f"{len(probs)} images: its weights overflow float32")
+        return probs

@@ -2,10 +2,15 @@
 (``registry.load_model`` rebuilds any of them).
 
 Loading never unpickles anything, and every write is atomic (``fileio.atomic_path``), so a
-killed process never leaves a half-written file.
+killed process never leaves a half-written file. The metadata also holds a checksum of the
+tensors (``tensors_checksum``), checked on every read: a file damaged since it was written (a
+flipped bit, a bad copy) is refused, naming it. Files without one (written before checksums, or
+by other tools) still load. The class names a file stores must match its class count, checked
+on every write and read.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -18,6 +23,49 @@ from torch import nn
 from mobilenets.fileio import atomic_path, check_regular_file, note_input
 
 FORMAT_VERSION = "1"
+#: The metadata key of ``tensors_checksum``.
+CHECKSUM_KEY = "checksum"
+
+
+def tensors_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """``"sha256:HEX"`` over every tensor's name, dtype, shape and bytes, in name order: the
+    checksum ``save_model`` stores and ``read_model_file`` checks.
+
+    Args:
+        tensors: A state dict.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        digest.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def check_class_names(config: dict, extra: dict, source: str) -> None:
+    """Refuse metadata whose ``class_names`` are not one string per class of the model.
+
+    Args:
+        config: The model's config (``num_classes``; a model without its top has no classes to
+            check).
+        extra: The metadata stored beside it (``class_names``: absent or None is fine).
+        source: The file, for the message.
+
+    Raises:
+        ValueError: naming ``source``, the names' count and the model's.
+    """
+    names = extra.get("class_names")
+    if names is None:
+        return
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{source}: its class_names must be a list of strings, got "
+                         f"{str(names)[:80]}")
+    count = config.get("num_classes")
+    if config.get("include_top", True) and isinstance(count, int) and len(names) != count:
+        raise ValueError(f"{source}: its metadata lists {len(names)} class "
+                         f"name{'s' if len(names) != 1 else ''} for a model "
+                         f"with {count} classes: the file was edited or damaged; write it again "
+                         "with one name per class")
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
@@ -30,13 +78,18 @@ def save_model(model: nn.Module, path: str | os.PathLike, extra: dict | None = N
 
     Returns:
         The path written.
+
+    Raises:
+        ValueError: if the model has no config, or ``extra["class_names"]`` is not one name per
+            class (``check_class_names``).
     """
     config = getattr(model, "config", None)
     if not isinstance(config, dict):
         raise ValueError("model has no config dict: save_model needs a model built by mobilenets")
+    check_class_names(config, extra or {}, str(path))
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {"format": "mobilenets", "version": FORMAT_VERSION, "config": json.dumps(config),
-                "extra": json.dumps(extra or {})}
+                "extra": json.dumps(extra or {}), CHECKSUM_KEY: tensors_checksum(tensors)}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return Path(path)
@@ -50,8 +103,9 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tens
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if it is not a readable mobilenets safetensors file, or its metadata is not
-            what ``save_model`` writes (names the file).
+        ValueError: if it is not a readable mobilenets safetensors file, its metadata is not
+            what ``save_model`` writes, its class names do not match its class count, or its
+            tensors do not match the checksum stored with them (names the file).
     """
     path = check_regular_file(path, "model file")
     note_input(path)
@@ -68,6 +122,12 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tens
                          "(no model config in its metadata); use `mobilenets convert` for "
                          "timm or Keras weights")
     config, extra = (_metadata_dict(path, metadata, key) for key in ("config", "extra"))
+    stored = metadata.get(CHECKSUM_KEY)
+    if stored is not None and stored != tensors_checksum(state):
+        raise ValueError(f"{path} is damaged: its weights do not match the checksum stored when "
+                         "it was written (a changed byte: a bad copy, download or disk); copy or "
+                         "write it again")
+    check_class_names(config, extra, str(path))
     return config, state, extra
 
 
@@ -95,7 +155,8 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], so
         max_listed: How many mismatches of each kind the error lists. Default 5.
 
     Raises:
-        ValueError: on missing or unexpected keys or shape mismatches.
+        ValueError: on missing or unexpected keys, shape mismatches, or weights that are not
+            finite (NaN or infinite: a diverged training or a damaged file).
     """
     own = model.state_dict()
     missing = [k for k in own if k not in state]
@@ -110,4 +171,9 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], so
             problems.append(f"{len(items)} {title}: {listed}")
     if problems:
         raise ValueError(f"weights in {source} do not fit the model: " + " | ".join(problems))
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise ValueError(f"{source} holds weights that are not finite (NaN or infinite) in "
+                         f"{len(bad)} of {len(state)} tensors, e.g. {', '.join(bad[:3])}: the "
+                         "training diverged or the file is damaged")
     model.load_state_dict(state, strict=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilenets.fileio import atomic_path, save_png
+from mobilenets.resources import check_fits
 
 #: The object classes; category id = index + 1 (0 is the background in the semantic masks).
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "ring", "cross")
@@ -34,6 +35,9 @@ BACKGROUNDS: tuple[str, ...] = ("flat", "gradient", "texture")
 
 #: Least share of an object's pixels that must stay visible once later objects are drawn over it.
 MIN_VISIBLE = 0.5
+#: Memory ``make_scene`` takes per pixel of a scene at its peak, a lower bound: float64
+#: coordinate grids, a candidate object's rotated coordinates and masks, the image.
+SCENE_BYTES_PER_PIXEL = 100
 
 
 @dataclass
@@ -251,10 +255,14 @@ def write_dataset(out_dir, num_images: int, cfg: SceneConfig) -> Path:
         file last, so its presence marks a complete data set.
 
     Raises:
-        ValueError: if ``num_images`` < 1.
+        ValueError: if ``num_images`` < 1, or a scene of ``cfg.image_size`` cannot fit in the
+            memory available (``resources.check_fits``; refused before drawing).
     """
     if int(num_images) < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
+    size = int(cfg.image_size)
+    check_fits(SCENE_BYTES_PER_PIXEL * size ** 2, f"--image-size {size} (one scene of {size} x "
+               f"{size} pixels)", "use a smaller --image-size")
     out = Path(out_dir)
     images, annotations = [], []
     for i in range(int(num_images)):
