@@ -106,6 +106,16 @@ def test_training_logs_every_log_every_steps(tmp_path):
     lines = log.getvalue().splitlines()
     assert [line.split(" epoch")[0] for line in lines] == ["step 3/7", "step 6/7", "step 7/7"]
     assert "\r" not in log.getvalue()
+    # An epoch's line stays within 100 columns, however many digits a slow run's seconds take.
+    record = {"epoch": 3, "step": 7, "lr": 1.033e-06, "train_loss": 1.145, "seconds": 331.7,
+              "val_top1": 72.2, "val_top5": 99.5, "val_loss": 0.7696}
+    log.seek(0)
+    log.truncate()
+    run_log.epoch(record, [record])
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2 and max(map(len, lines)) <= 100, lines
+    assert " ".join(line.strip() for line in lines).endswith("val_top5 99.5, val_loss 0.7696")
+    assert json.loads((tmp_path / "metrics.jsonl").read_text()) == record
 
 
 def test_evaluation_prints_lines_not_bars_into_a_log(model_file, data, capsys):

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TextIO, TypeVar
 
-from mobilenets.fileio import write_text
+from mobilenets.fileio import TABLE_WIDTH, write_text
 
 T = TypeVar("T")
 
@@ -154,10 +154,20 @@ class RunLog:
                     self.tb.add_scalar(k, v, record["step"])
             self.tb.flush()
         if self.cfg.progress:
-            shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items()  # the file has all
-                              if k not in ("epoch", "step", "eval_seconds")
-                              and isinstance(v, (int, float)))
-            self.progress.write(f"epoch {record['epoch']:g}: {shown}")
+            # One "name value" per field the file has, within TABLE_WIDTH columns as every
+            # report (a slow run's seconds take more digits): continued lines are indented.
+            lines = [f"epoch {record['epoch']:g}:"]
+            for k, v in record.items():
+                if k in ("epoch", "step", "eval_seconds") or not isinstance(v, (int, float)):
+                    continue
+                part, first = f"{k} {v:.4g}", lines[-1].endswith(":")
+                if len(lines[-1]) + len(part) + 3 > TABLE_WIDTH:
+                    lines[-1] += "" if first else ","
+                    lines.append("  " + part)
+                else:
+                    lines[-1] += (" " if first else ", ") + part
+            for line in lines:
+                self.progress.write(line)
 
     def close(self) -> None:
         self.progress.close()
