@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from mobilenets.cli import main
-from mobilenets.engine.metrics import (average_precision, average_precision_per_column,
-                                       mean_average_precision, tar_at_far)
 from mobilenets.tasks.faces.data import load_attribute_csv, load_identity_csv, load_pairs_csv
 from mobilenets.tasks.faces.make_data import (ATTRIBUTES, PIXEL_ATTRIBUTES, distinct_sources,
                                               make_attribute_data, make_embedding_data,
                                               pixel_cosine_features)
+from mobilenets.tasks.faces.metrics import (average_precision, average_precision_per_column,
+                                         mean_average_precision, tar_at_far)
 from mobilenets.tasks.faces.model import EmbeddingNet, build_backbone
 from mobilenets.tasks.faces.train import faces_config
 

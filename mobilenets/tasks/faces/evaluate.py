@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mobilenets.engine.data import BatchTransform, stored_size
-from mobilenets.engine.metrics import average_precision_per_column, tar_at_far
+from mobilenets.tasks.faces.metrics import average_precision_per_column, tar_at_far
 from mobilenets.models.registry import load_model
 from mobilenets.tasks.faces.data import (MultiLabelDataset, data_csv, load_attribute_csv,
                                          load_identity_csv, load_pairs_csv)

@@ -12,7 +12,7 @@ from torch import nn
 from mobilenets.engine.config import config_from_preset
 from mobilenets.engine.data import stored_size
 from mobilenets.engine.loop import fit, write_run_outputs
-from mobilenets.engine.metrics import tar_at_far
+from mobilenets.tasks.faces.metrics import tar_at_far
 from mobilenets.engine.train import TrainConfig, train_augment
 from mobilenets.models.base import check_positive_int
 from mobilenets.models.registry import load_model
