@@ -325,7 +325,7 @@ def cmd_layers(args) -> None:
 # -------------------------------------------------------------------------------------- train
 
 def cmd_train(args) -> None:
-    from mobilenets.engine.train import make_config, train
+    from mobilenets.tasks.classification.train import make_config, train
 
     torch.set_num_threads(args.threads)
     info = machine()

@@ -41,8 +41,9 @@ import torch.nn.functional as F
 from mobilenets.deploy.machine import cpu_info, machine_line
 from mobilenets.engine.data import BatchTransform, limit_dataset, load_fashion_mnist
 from mobilenets.engine.loop import fit
-from mobilenets.engine.train import build_model, evaluate, make_config, train_augment
 from mobilenets.fileio import write_json, write_text
+from mobilenets.tasks.classification.train import (build_model, evaluate, make_config,
+                                                   train_augment)
 
 THRESHOLDS = (90.0, 92.0, 93.0)
 TRAIN_IMAGES = 60_000

@@ -7,7 +7,7 @@ import sys
 import torch
 
 import mobilenets.engine.loop as L
-import mobilenets.engine.train as T
+import mobilenets.tasks.classification.train as T
 
 out = sys.argv[1]
 writes = []

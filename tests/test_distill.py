@@ -12,12 +12,12 @@ import mobilenets as M
 from mobilenets.cli import main
 from mobilenets.engine.data import (FASHION_MNIST_ROOT, BatchTransform, TensorImageDataset,
                                     labeled_subset)
-from mobilenets.engine.distill import (distill, distillation_loss, embedding_loss,
-                                       make_distill_config, sigmoid_emulation_loss,
-                                       soft_target_loss, teacher_outputs)
 from mobilenets.engine.loop import load_checkpoint
-from mobilenets.engine.sweep import compare_runs
-from mobilenets.engine.train import make_config, open_splits
+from mobilenets.tasks.classification.sweep import compare_runs
+from mobilenets.tasks.classification.train import make_config, open_splits
+from mobilenets.tasks.distillation.train import (distill, distillation_loss, embedding_loss,
+                                                 make_distill_config, sigmoid_emulation_loss,
+                                                 soft_target_loss, teacher_outputs)
 
 needs_data = pytest.mark.skipif(not (FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").exists(),
                                 reason="Debian's dataset-fashion-mnist is not installed")

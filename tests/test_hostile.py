@@ -461,7 +461,7 @@ def test_training_learns_on_every_kernel(tmp_path, mkldnn, threads):
     many times is fitted (the loss falls far), whatever the rounding."""
     from mobilenets.engine.data import TensorImageDataset
     from mobilenets.engine.loop import fit
-    from mobilenets.engine.train import make_config, train_augment
+    from mobilenets.tasks.classification.train import make_config, train_augment
 
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(16) % 2

@@ -95,7 +95,7 @@ def test_progress_is_lines_off_a_terminal_and_a_bar_on_one():
 
 
 def test_training_logs_every_log_every_steps(tmp_path):
-    from mobilenets.engine.train import make_config
+    from mobilenets.tasks.classification.train import make_config
 
     log = io.StringIO()
     cfg = make_config("smoke", out_dir=str(tmp_path), log_every=3, progress=True)
@@ -133,7 +133,7 @@ def test_evaluation_prints_lines_not_bars_into_a_log(model_file, data, capsys):
 def test_a_file_that_is_not_a_teacher_cache_is_never_overwritten(model_file, data, tmp_path,
                                                                    capsys):
     from mobilenets.engine.data import BatchTransform, open_dataset
-    from mobilenets.engine.distill import teacher_outputs
+    from mobilenets.tasks.distillation.train import teacher_outputs
 
     weights = tmp_path / "weights.pth"
     torch.save({"w": torch.ones(3)}, weights)
@@ -345,7 +345,7 @@ def _scripted_run(out: Path, losses: list[float], resume: bool = False, epochs: 
     """The one training loop on 8 images in steps of 4 (2 a epoch), its loss scripted (the
     weights do not matter): ``losses[i]`` is the loss of this session's i-th step."""
     from mobilenets.engine.data import TensorImageDataset
-    from mobilenets.engine.train import make_config, train_augment
+    from mobilenets.tasks.classification.train import make_config, train_augment
 
     cfg = make_config("smoke", out_dir=str(out), batch_size=4, epochs=epochs, checkpoint_every=1,
                       eval_every_epoch=False, dropout=0.0)

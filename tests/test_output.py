@@ -120,7 +120,8 @@ def test_train_writes_curves_and_one_report_predict_draws(capsys, tmp_path):
 
 
 def test_plot_helpers_reject_bad_input(tmp_path):
-    from mobilenets.engine.plots import plot_prediction, plot_training_curves
+    from mobilenets.engine.plots import plot_training_curves
+    from mobilenets.tasks.classification.figures import plot_prediction
 
     with pytest.raises(ValueError, match="history is empty"):
         plot_training_curves([], tmp_path / "c.png")

@@ -7,8 +7,10 @@ import pytest
 from matplotlib.figure import Figure
 
 from mobilenets.engine import plots
-from mobilenets.engine.plots import (loglinear_fit, pareto_frontier, plot_accuracy_vs_madds,
-                                     plot_accuracy_vs_params, plot_frontier)
+from mobilenets.engine.plots import pareto_frontier, plot_frontier
+from mobilenets.tasks.classification import figures
+from mobilenets.tasks.classification.figures import (loglinear_fit, plot_accuracy_vs_madds,
+                                                     plot_accuracy_vs_params)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -176,7 +178,7 @@ def test_figure_4_with_seeds_fits_the_means_and_draws_a_band(tmp_path):
     # Each paper point twice, 1 point above and below: the means are the paper's numbers.
     rows = [{**r, "seed": s, "top1": r["top1"] + d} for r in PAPER_ROWS
             for s, d in ((0, -1.0), (1, 1.0))]
-    merged = plots.mean_over_seeds(rows)
+    merged = figures.mean_over_seeds(rows)
     assert len(merged) == len(PAPER_ROWS)
     assert [m["top1"] for m in merged] == pytest.approx([r["top1"] for r in PAPER_ROWS])
     assert {m["seeds"] for m in merged} == {2} and merged[0]["top1_std"] == pytest.approx(2 ** 0.5)
@@ -185,6 +187,6 @@ def test_figure_4_with_seeds_fits_the_means_and_draws_a_band(tmp_path):
     assert fit == pytest.approx(loglinear_fit([r["madds"] / 1e6 for r in PAPER_ROWS],
                                               [r["top1"] for r in PAPER_ROWS]))
     lx = np.log10([r["madds"] / 1e6 for r in PAPER_ROWS])
-    band = plots.loglinear_band([r["madds"] / 1e6 for r in PAPER_ROWS],
+    band = figures.loglinear_band([r["madds"] / 1e6 for r in PAPER_ROWS],
                                 [r["top1"] for r in PAPER_ROWS], fit[0], fit[1], lx)
     assert (band > 0).all() and band.argmin() == np.abs(lx - lx.mean()).argmin()  # narrowest mid

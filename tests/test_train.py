@@ -14,7 +14,7 @@ import mobilenets as M
 from mobilenets.engine.data import FASHION_MNIST_ROOT
 from mobilenets.engine.loop import DivergedError, load_checkpoint
 from mobilenets.engine.optim import RMSpropTF, param_groups
-from mobilenets.engine.train import make_config, train
+from mobilenets.tasks.classification.train import make_config, train
 
 needs_data = pytest.mark.skipif(not (FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").exists(),
                                 reason="Debian's dataset-fashion-mnist is not installed")
@@ -154,12 +154,13 @@ def test_finetune_frozen_body_changes_only_the_classifier(tmp_path):
 
 @needs_data
 def test_sweep_writes_csv_and_figures(tmp_path, capsys):
-    from mobilenets.engine.sweep import read_rows, run_sweep
+    from mobilenets.engine.results import read_sweep_rows
+    from mobilenets.tasks.classification.sweep import run_sweep
 
     base = make_config("smoke", limit_train=64, limit_val=64, epochs=1)
     rows = run_sweep(base, (0.5, 0.25), (32,), tmp_path)
     assert [r["label"] for r in rows] == ["mobilenet_v1_0.5_32", "mobilenet_v1_0.25_32"]
-    assert rows[0]["madds"] > rows[1]["madds"] and read_rows(tmp_path / "sweep.csv") == rows
+    assert rows[0]["madds"] > rows[1]["madds"] and read_sweep_rows(tmp_path / "sweep.csv") == rows
     for name in ("figure4_accuracy_vs_madds.png", "figure5_accuracy_vs_params.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert run_sweep(base, (0.5, 0.25), (32,), tmp_path) == rows  # finished points are skipped
@@ -210,7 +211,7 @@ def test_fast_preset_is_the_papers_model_at_32():
 
 @needs_data
 def test_holdout_trains_without_the_validation_images(tmp_path):
-    from mobilenets.engine.train import open_splits
+    from mobilenets.tasks.classification.train import open_splits
 
     cfg = make_config("smoke", holdout=1000, limit_train=None, limit_val=None)
     train_set, val_set, _ = open_splits(cfg)

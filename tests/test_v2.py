@@ -376,7 +376,7 @@ def test_v2_train_eval_predict_finetune_compare(capsys, tmp_path):
 
 @needs_data
 def test_sweep_arch_v2_next_to_an_old_v1_csv(capsys, tmp_path):
-    from mobilenets.engine.sweep import read_rows
+    from mobilenets.engine.results import read_sweep_rows
 
     (tmp_path / "sweep.csv").write_text(  # a V1 sweep written before the arch column existed
         "label,width_mult,resolution,madds,params,top1,top5,epochs,train_seconds,model_path\n"
@@ -384,14 +384,14 @@ def test_sweep_arch_v2_next_to_an_old_v1_csv(capsys, tmp_path):
     argv = ["sweep", "--preset", "smoke", "--arch", "v2", "--width-mults", "0.35",
             "--resolutions", "32", "--limit-train", "32", "--limit-val", "32", "--out", str(tmp_path)]
     assert main(argv) == 0
-    rows = read_rows(tmp_path / "sweep.csv")
+    rows = read_sweep_rows(tmp_path / "sweep.csv")
     assert [(r["label"], r["arch"]) for r in rows] == [("0.25-32", "mobilenet_v1"),
                                                       ("mobilenet_v2_0.35_32", "mobilenet_v2")]
     assert M.load_model(rows[1]["model_path"]).config["arch"] == "mobilenet_v2"
     assert rows[1]["params"] == profile_model(MobileNetV2(0.35, num_classes=10),
                                               (3, 32, 32)).total_params
     assert (tmp_path / "v2_a0.35_r32" / "model.safetensors").exists()
-    assert main(argv) == 0 and read_rows(tmp_path / "sweep.csv") == rows  # done: skipped
+    assert main(argv) == 0 and read_sweep_rows(tmp_path / "sweep.csv") == rows  # done: skipped
     assert main(argv[:-2] + ["--model", "mobilenet_v1_0.25_128"]) == 2  # --arch disagrees
 
 

@@ -15,7 +15,7 @@ from mobilenets.models.registry import ARCH_ALIASES
 def cmd_train(args) -> None:
     from mobilenets.engine.loop import init_distributed
     from mobilenets.engine.metrics import format_report
-    from mobilenets.engine.train import check_init_model, train
+    from mobilenets.tasks.classification.train import check_init_model, train
 
     cfg = config_from_args(args)
     if cfg.init_from and args.model:
@@ -33,7 +33,7 @@ def cmd_train(args) -> None:
 
 def cmd_eval(args) -> None:
     from mobilenets.engine.metrics import format_report
-    from mobilenets.engine.train import evaluate
+    from mobilenets.tasks.classification.train import evaluate
     from mobilenets.models.registry import load_model
 
     model = load_model(args.model_file, kind="classifier")
@@ -76,7 +76,7 @@ def cmd_predict(args) -> None:
                                            for v, i in zip(top.values[n], top.indices[n])]}
                  for n, p in enumerate(paths)]
         if args.output_dir:  # each image beside its top-k labels, as PNG
-            from mobilenets.engine.plots import plot_prediction
+            from mobilenets.tasks.classification.figures import plot_prediction
 
             for r, image in zip(batch, images):
                 png = Path(args.output_dir) / f"{Path(r['image']).stem}_top{k}.png"
@@ -97,7 +97,7 @@ def cmd_predict(args) -> None:
 def cmd_sweep(args) -> None:
     from dataclasses import replace
 
-    from mobilenets.engine.sweep import run_sweep
+    from mobilenets.tasks.classification.sweep import run_sweep
     from mobilenets.models.registry import arch_name, get_spec
 
     cfg = config_from_args(args)
@@ -115,13 +115,13 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    from mobilenets.engine.sweep import compare_runs
+    from mobilenets.tasks.classification.sweep import compare_runs
 
     write_rows(compare_runs(args.runs, args.mean), args.format, args.output, args.wide)
 
 
 def cmd_distill(args) -> None:
-    from mobilenets.engine.distill import run_distill
+    from mobilenets.tasks.distillation.train import run_distill
 
     if not Path(args.teacher).is_file():
         raise FileNotFoundError(f"--teacher {args.teacher}: file not found")
@@ -157,8 +157,8 @@ def add_classifier_arguments(parser) -> None:
 
 def add_arguments(sub) -> None:
     """Add this module's commands to the ``mobilenets`` subparsers ``sub``."""
-    from mobilenets.engine.distill import DISTILL_PRESETS
-    from mobilenets.engine.train import PRESETS
+    from mobilenets.tasks.classification.train import PRESETS
+    from mobilenets.tasks.distillation.train import DISTILL_PRESETS
 
     s = add_parser(sub, "train", help="train with the paper's recipe (torchrun for several "
                    "processes)")

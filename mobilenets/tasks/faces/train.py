@@ -1,5 +1,5 @@
 """Training the face models (sections 4.5 and 4.7) through ``engine.loop.fit``: the 1.0
-teachers on the labels, and the students distilled from them (``engine.distill``)."""
+teachers on the labels, and the students distilled from them (``tasks.distillation.train``)."""
 from __future__ import annotations
 
 import os
@@ -12,13 +12,13 @@ from torch import nn
 from mobilenets.engine.config import config_from_preset
 from mobilenets.engine.data import stored_size
 from mobilenets.engine.loop import fit, write_run_outputs
-from mobilenets.tasks.faces.metrics import tar_at_far
-from mobilenets.engine.train import TrainConfig, train_augment
 from mobilenets.models.base import check_positive_int
 from mobilenets.models.registry import load_model
+from mobilenets.tasks.classification.train import TrainConfig, train_augment
 from mobilenets.tasks.faces.data import limit_splits, open_attribute_data, open_identity_data
 from mobilenets.tasks.faces.evaluate import (attribute_names, cost, evaluate_attributes,
                                              evaluate_verification)
+from mobilenets.tasks.faces.metrics import tar_at_far
 from mobilenets.tasks.faces.model import EmbeddingNet, IdentityClassifier, build_backbone
 
 
@@ -47,8 +47,8 @@ def recipes() -> dict:
     ``embeddings-teacher``, ``embeddings-student``."""
     from dataclasses import asdict, replace
 
-    from mobilenets.engine.distill import DistillConfig
-    from mobilenets.engine.train import PRESETS
+    from mobilenets.tasks.classification.train import PRESETS
+    from mobilenets.tasks.distillation.train import DistillConfig
 
     # The Fashion-MNIST recipe (the paper's RMSprop, train.PRESETS) at 32 pixels, the smallest
     # input the models take (Fashion-MNIST is 28x28), so every run fits a small CPU.
@@ -82,8 +82,8 @@ def faces_config(recipe: str, **overrides):
 
     Args:
         recipe: ``"attributes-teacher"`` (a ``TrainConfig``), ``"attributes-student"`` and
-            ``"embeddings-student"`` (``distill.DistillConfig``), ``"embeddings-teacher"``
-            (``EmbeddingTrainConfig``).
+            ``"embeddings-student"`` (``tasks.distillation.train.DistillConfig``),
+            ``"embeddings-teacher"`` (``EmbeddingTrainConfig``).
         **overrides: Fields of that config class.
 
     Returns:
@@ -154,7 +154,7 @@ def distill_attributes(cfg, data_dir: str | os.PathLike, teacher: str | os.PathL
     against the teacher's probabilities; labels used only with ``cfg.hard_weight`` > 0).
 
     Args:
-        cfg: A ``distill.DistillConfig`` with ``loss="sigmoid"``
+        cfg: A ``DistillConfig`` with ``loss="sigmoid"``
             (``faces_config("attributes-student", ...)``).
         data_dir: The attribute folder.
         teacher: The teacher's model file (from ``train_attributes``).
@@ -167,7 +167,7 @@ def distill_attributes(cfg, data_dir: str | os.PathLike, teacher: str | os.PathL
         ValueError: if ``cfg.loss`` is not "sigmoid" or the teacher's attributes differ from
             the data's.
     """
-    from mobilenets.engine.distill import distill
+    from mobilenets.tasks.distillation.train import distill
 
     cfg.validate()
     if cfg.loss != "sigmoid":
@@ -235,7 +235,7 @@ def distill_embeddings(cfg, data_dir: str | os.PathLike, teacher: str | os.PathL
     ``unlabeled.csv`` images by the squared distance of the embeddings: the paper's section 4.7.
 
     Args:
-        cfg: A ``distill.DistillConfig`` with ``loss="embedding"``
+        cfg: A ``DistillConfig`` with ``loss="embedding"``
             (``faces_config("embeddings-student", ...)``).
         data_dir: The identity folder.
         teacher: The teacher's model file (from ``train_embeddings``).
@@ -246,7 +246,7 @@ def distill_embeddings(cfg, data_dir: str | os.PathLike, teacher: str | os.PathL
         ``distill``'s summary with ``tar`` (percent at ``far``), the context rates, ``madds_m``,
         ``params_m``.
     """
-    from mobilenets.engine.distill import distill
+    from mobilenets.tasks.distillation.train import distill
 
     cfg.validate()
     if cfg.loss != "embedding":

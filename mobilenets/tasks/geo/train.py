@@ -1,5 +1,5 @@
 """Training a PlaNet geolocator: a MobileNet classifying photos into geocells, trained by
-``engine.train.train`` on the photos linked into one folder per cell."""
+``tasks.classification.train.train`` on the photos linked into one folder per cell."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mobilenets.engine.loop import init_distributed, lock_run_folder
-from mobilenets.engine.train import PRESETS, TrainConfig, train
+from mobilenets.tasks.classification.train import PRESETS, TrainConfig, train
 from mobilenets.tasks.geo.cells import GeocellConfig, Geocells, build_geocells
 from mobilenets.tasks.geo.data import photo_coordinates, read_geo_csv, write_cell_imagefolder
 

@@ -15,6 +15,10 @@ are kept, optionally in a cache file that is reused while the teacher and the im
 same; ``teacher_mode="online"`` instead runs it on every augmented batch. Training reuses
 ``engine.loop.fit``: the paper's optimizer (no weight decay on depthwise filters), the learning-rate
 schedule, batched seeded augmentation, atomic checkpoints and resume, ``summary.json``.
+
+A task of its own, not a part of classification: ``mobilenets distill`` distils classifiers, and
+the face models (``tasks.faces``) distil attribute classifiers and embedding networks with the same
+``distill``. Its config extends classification's ``TrainConfig`` (model, data, augmentation).
 """
 from __future__ import annotations
 
@@ -30,10 +34,11 @@ from torch import Tensor, nn
 
 from mobilenets.engine.data import BatchTransform, TensorImageDataset, iterate_batches
 from mobilenets.engine.loop import Dist, fit, init_distributed, lock_run_folder, write_run_outputs
-from mobilenets.engine.train import (PRESETS, TrainConfig, build_model, evaluate, open_splits,
-                                     train_augment, write_labeled_subset)
 from mobilenets.fileio import atomic_path, check_regular_file
 from mobilenets.models.registry import load_model
+from mobilenets.tasks.classification.train import (PRESETS, TrainConfig, build_model, evaluate,
+                                                   open_splits, train_augment,
+                                                   write_labeled_subset)
 
 LOSSES = ("soft", "sigmoid", "embedding")
 TEACHER_MODES = ("precomputed", "online")
@@ -215,16 +220,17 @@ class DistillConfig(TrainConfig):
         return self
 
 
-#: ``mobilenets distill``'s recipes: the training presets (``train.PRESETS``) as distillation
-#: runs, writing to ``runs/distill`` by default.
+#: ``mobilenets distill``'s recipes: classification's presets (``tasks.classification.train.PRESETS``)
+#: as distillation runs, writing to ``runs/distill`` by default.
 DISTILL_PRESETS: dict[str, DistillConfig] = {
     name: DistillConfig(**{**asdict(cfg), "out_dir": "runs/distill"})
     for name, cfg in PRESETS.items()}
 
 
 def make_distill_config(base: TrainConfig | None = None, **overrides) -> DistillConfig:
-    """A ``DistillConfig`` from a ``TrainConfig`` (e.g. ``train.make_config("fashion-mnist")``)
-    with fields replaced; unknown names raise ``ValueError`` naming them.
+    """A ``DistillConfig`` from a ``TrainConfig`` (e.g. classification's
+    ``make_config("fashion-mnist")``) with fields replaced; unknown names raise ``ValueError``
+    naming them.
 
     Args:
         base: The training recipe to start from. Default: ``TrainConfig()`` (the paper's).
@@ -400,7 +406,7 @@ def distill(cfg: DistillConfig, student: nn.Module, teacher: nn.Module | None, t
         train_set: Training images with targets as above (uint8 images, ``BatchTransform``
             augments them at ``cfg.input_size``).
         val_set: Validation images; for ``"soft"`` with class ids, evaluated each epoch and at
-            the end with ``train.evaluate`` (top-1, top-5). Default: none.
+            the end with classification's ``evaluate`` (top-1, top-5). Default: none.
         evaluate_fn: ``evaluate_fn(model) -> dict`` replacing that evaluation (e.g. an emulation
             measure for attributes or embeddings); its numeric entries go into each epoch's
             record (prefixed ``val_``) and into the summary. Default: the one above for
@@ -521,7 +527,7 @@ def run_distill(cfg: DistillConfig, resume: bool = False) -> dict:
     ``cfg.data`` (Fashion-MNIST or an ImageFolder), as ``mobilenets distill`` does.
 
     With ``cfg.label_fraction`` F < 1 the labels of a fixed, seeded, class-balanced share F of
-    the training images are kept (``train.labeled_subset``; the same images as ``mobilenets
+    the training images are kept (``engine.data.labeled_subset``; the same images as ``mobilenets
     train --label-fraction F`` with the same ``label_seed``) and the rest become unlabeled
     (teacher term only); the subset is recorded in ``out_dir/labeled_subset.json``.
 
