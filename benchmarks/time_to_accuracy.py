@@ -116,7 +116,7 @@ def run_entrant(name: str, epochs: int, out_dir: str, limit: int | None = None) 
                                                       label_smoothing=cfg.label_smoothing))
     run = fit(cfg, model, train_set, loss_fn, epoch_eval, augment=train_augment(cfg))
     curve, evals = [], 0.0
-    for rec in run["history"]:
+    for rec in run.history:
         evals += rec.get("eval_seconds", 0.0)
         curve.append({"epoch": rec["epoch"], "train_seconds": round(rec["seconds"] - evals, 1),
                       "test_top1": rec["test_top1"]})
@@ -127,7 +127,7 @@ def run_entrant(name: str, epochs: int, out_dir: str, limit: int | None = None) 
     return {"entrant": name, "epochs": epochs, "curve": curve, "seconds_to": reached,
             "best_top1": max(c["test_top1"] for c in curve),
             "final_top1": curve[-1]["test_top1"],
-            "images_per_second": round(run["images_per_second"], 1)}
+            "images_per_second": round(run.images_per_second, 1)}
 
 
 def markdown(result: dict) -> str:

@@ -4,7 +4,7 @@ import signal
 import time
 from pathlib import Path
 
-from mobilenets.engine.loop import load_checkpoint
+from mobilenets.engine.runfolder import load_checkpoint
 
 
 def kill_at_first_checkpoint(process, checkpoint: Path, timeout: float = 300) -> int:

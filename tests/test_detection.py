@@ -143,13 +143,13 @@ def test_train_eval_resume_and_predictions(synth, tmp_path):
     cfg = make_detect_config("smoke", train_data=str(synth[0]), val_data=str(synth[1]),
                              out_dir=str(tmp_path / "run"))
     result = train_detector(cfg)
-    final = result["final"]
+    final = result.last_epoch
     assert final["step"] == 4 and {"AP", "AP50", "AP75", "AP_small"} <= set(final)
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line) for line in lines] == result["history"]
+    assert [json.loads(line) for line in lines] == result.history
     with pytest.raises(ValueError, match="resume"):
         train_detector(cfg)
-    assert train_detector(cfg, resume=True)["history"] == result["history"]  # already done
+    assert train_detector(cfg, resume=True).history == result.history  # already done
     with pytest.raises(ValueError, match="lr"):
         train_detector(make_detect_config("smoke", train_data=str(synth[0]), lr=0.5,
                                           out_dir=str(tmp_path / "run")), resume=True)
@@ -184,7 +184,7 @@ def test_resume_after_a_kill_gives_the_same_weights(synth, tmp_path, monkeypatch
     whole = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
     again = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
     assert all(torch.equal(whole["model"][k], again["model"][k]) for k in whole["model"])
-    assert resumed["history"][0]["train_loss"] == pytest.approx(whole["history"][0]["train_loss"])
+    assert resumed.history[0]["train_loss"] == pytest.approx(whole["history"][0]["train_loss"])
 
 
 def test_onnx_export_parity(tmp_path):

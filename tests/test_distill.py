@@ -12,7 +12,7 @@ import mobilenets as M
 from mobilenets.cli import main
 from mobilenets.engine.data import (FASHION_MNIST_ROOT, BatchTransform, TensorImageDataset,
                                     labeled_subset)
-from mobilenets.engine.loop import load_checkpoint
+from mobilenets.engine.runfolder import load_checkpoint
 from mobilenets.tasks.classification.sweep import compare_runs
 from mobilenets.tasks.classification.train import make_config, open_splits
 from mobilenets.tasks.distillation.train import (distill, distillation_loss, embedding_loss,
@@ -144,11 +144,11 @@ def test_few_distill_steps_lower_the_loss_with_unlabeled_images(tmp_path):
     labels[::2] = -1  # half unlabeled
     ds = TensorImageDataset(images, labels, [str(i) for i in range(10)])
     val = TensorImageDataset(_images(16, seed=5), torch.arange(16) % 10, ds.class_names)
-    summary = distill(_cfg(tmp_path, eval_crop=1.0), _Tiny(10), teacher, ds, val)
+    run = distill(_cfg(tmp_path, eval_crop=1.0), _Tiny(10), teacher, ds, val)
     history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(history) == 6 and history[-1]["train_loss"] < 0.7 * history[0]["train_loss"]
-    assert summary["labeled_images"] == 32 and summary["unlabeled_images"] == 32
-    assert "top1" in summary and "val_top1" in history[0]
+    assert run.summary["labeled_images"] == 32 and run.summary["unlabeled_images"] == 32
+    assert "top1" in run.metrics and "val_top1" in history[0]
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["steps"] == 24 and saved["distill_loss"] == "soft" and "model" not in saved
     assert (tmp_path / "model.safetensors").is_file()  # plain safetensors for a config-less module
@@ -171,12 +171,13 @@ def test_any_module_attribute_and_embedding_distillation(tmp_path, loss, mode):
     targets = torch.randint(0, 2, (48, 5)).float()
     targets[::3] = float("nan")
     ds = _MultiLabel(_images(48), targets)
-    summary = distill(_cfg(tmp_path, loss=loss, teacher_mode=mode, epochs=4, num_workers=0),
+    run = distill(_cfg(tmp_path, loss=loss, teacher_mode=mode, epochs=4, num_workers=0),
                       _Tiny(5), _Tiny(5).eval(), ds, _MultiLabel(_images(16, 3), targets[:16]))
     history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert history[-1]["val_emulation_loss"] < history[0]["val_emulation_loss"]
-    assert summary["emulation_loss"] == pytest.approx(history[-1]["val_emulation_loss"], rel=1e-4)
+    assert run.metrics["emulation_loss"] == pytest.approx(history[-1]["val_emulation_loss"],
+                                                          rel=1e-4)
 
 
 def test_resume_reaches_the_same_weights(tmp_path):
@@ -189,7 +190,7 @@ def test_resume_reaches_the_same_weights(tmp_path):
         torch.manual_seed(1)
         return M.MobileNetV1(width_mult=0.25, num_classes=10, dropout=0.2)
 
-    full = distill(_cfg(tmp_path / "full", epochs=2), student(), teacher, ds)["model"]
+    full = distill(_cfg(tmp_path / "full", epochs=2), student(), teacher, ds).model
     interrupted, calls = student(), [0]
 
     def stop_at_step_7(module, inputs):
@@ -205,12 +206,12 @@ def test_resume_reaches_the_same_weights(tmp_path):
     assert not (tmp_path / "cut" / "model.safetensors").exists()
     val = TensorImageDataset(_images(16, seed=4), torch.arange(16) % 10, ds.class_names)
     resumed = distill(_cfg(tmp_path / "cut", epochs=2), student(), teacher, ds, val, resume=True)
-    assert resumed["steps"] == 8
+    assert resumed.steps == 8
     row = compare_runs([tmp_path / "cut"])[0]  # `mobilenets compare` reads distillation runs
-    assert row["model"] == "mobilenet_v1_0.25_32" and row["top1"] == resumed["top1"]
+    assert row["model"] == "mobilenet_v1_0.25_32" and row["top1"] == resumed.metrics["top1"]
     saved = M.load_model(tmp_path / "cut" / "model.safetensors").state_dict()
     for k, v in full.state_dict().items():
-        torch.testing.assert_close(v, resumed["model"].state_dict()[k], atol=1e-5, rtol=1e-5, msg=k)
+        torch.testing.assert_close(v, resumed.model.state_dict()[k], atol=1e-5, rtol=1e-5, msg=k)
         torch.testing.assert_close(v, saved[k], atol=1e-5, rtol=1e-5, msg=k)
 
 

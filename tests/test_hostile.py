@@ -33,7 +33,7 @@ from killing import kill_at_first_checkpoint
 from PIL import Image
 
 from mobilenets.engine.data import ImageFolderDataset, load_image
-from mobilenets.engine.loop import load_checkpoint, lock_run_folder, release_run_folder
+from mobilenets.engine.runfolder import load_checkpoint, lock_run_folder, release_run_folder
 from mobilenets.fileio import command_inputs, write_json
 from mobilenets.models.modelfile import save_model
 from mobilenets.models.registry import create_model, load_model
@@ -120,8 +120,9 @@ def test_a_run_folder_belongs_to_one_process(data, tmp_path, capsys):
     out = tmp_path / "run"
     owner = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-         "from mobilenets.engine.loop import lock_run_folder; lock_run_folder(Path(sys.argv[1]));"
-         " print('locked', flush=True); time.sleep(300)", str(out)],
+         "from mobilenets.engine.runfolder import lock_run_folder; "
+         "lock_run_folder(Path(sys.argv[1])); print('locked', flush=True); time.sleep(300)",
+         str(out)],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert owner.stdout.readline().strip() == "locked"
@@ -481,7 +482,7 @@ def test_training_learns_on_every_kernel(tmp_path, mkldnn, threads):
     finally:
         torch.set_num_threads(old)
         release_run_folder(tmp_path)
-    losses = [h["train_loss"] for h in result["history"]]
+    losses = [h["train_loss"] for h in result.history]
     assert sum(losses[-3:]) / 3 < 0.5 * losses[0], losses
 
 

@@ -24,8 +24,9 @@ import torch
 from conftest import assert_one_clear_line, make_image_folder, run_cli
 
 from mobilenets.engine.loop import (DIVERGENCE_FACTOR, DivergedError, NonFiniteLossError,
-                                    check_loss, fit, load_checkpoint, release_run_folder)
+                                    check_loss, fit)
 from mobilenets.engine.progress import Progress, RunLog
+from mobilenets.engine.runfolder import load_checkpoint, release_run_folder
 from mobilenets.fileio import atomic_files
 from mobilenets.models.modelfile import save_model
 from mobilenets.models.registry import create_model, load_model
@@ -373,7 +374,7 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp_path):
         _scripted_run(out, [600.0], resume=True)
     # A loss that falls, or rises within the factor, is a run like any other.
     result = _scripted_run(tmp_path / "fine", [5.0, 9.0, 400.0, 1.0], epochs=2)
-    assert result["steps"] == 4
+    assert result.steps == 4
 
 
 @pytest.fixture(scope="module")

@@ -185,9 +185,9 @@ def test_train_resume_eval_predict_and_cost(scenes, tmp_path, monkeypatch, capsy
     cfg = make_seg_config("smoke", data=str(scenes / "train"), val_data=str(scenes / "val"),
                               out_dir=str(tmp_path / "full"), epochs=2, batch_size=8)
     full = train_segmenter(cfg)
-    assert full["steps"] == 4 and len(full["history"]) == 2
-    assert 0 <= full["val"]["miou"] <= 100 and full["val"]["pixels"] == 4 * 32 * 32
-    assert [p["name"] for p in full["val"]["per_class"]] == ["background", *CLASSES]
+    assert full.steps == 4 and len(full.history) == 2
+    assert 0 <= full.metrics["miou"] <= 100 and full.evaluation["pixels"] == 4 * 32 * 32
+    assert [p["name"] for p in full.evaluation["per_class"]] == ["background", *CLASSES]
     saved = json.loads((tmp_path / "full" / "eval.json").read_text())
     assert saved["model"]["output_stride"] == 16 and saved["model"]["resolution"] == 32
 
@@ -208,8 +208,8 @@ def test_train_resume_eval_predict_and_cost(scenes, tmp_path, monkeypatch, capsy
     monkeypatch.setattr(loop, "save_checkpoint", real_save)
     resumed = train_segmenter(part, resume=True)
     assert "resumed from" in capsys.readouterr().out
-    for k, v in full["model"].state_dict().items():
-        assert torch.allclose(resumed["model"].state_dict()[k], v, rtol=1e-5, atol=1e-6), k
+    for k, v in full.model.state_dict().items():
+        assert torch.allclose(resumed.model.state_dict()[k], v, rtol=1e-5, atol=1e-6), k
 
     model_file = str(tmp_path / "full" / "model.safetensors")
     model = load_model(model_file, kind="segmenter")

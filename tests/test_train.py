@@ -12,8 +12,9 @@ from killing import kill_at_first_checkpoint
 
 import mobilenets as M
 from mobilenets.engine.data import FASHION_MNIST_ROOT
-from mobilenets.engine.loop import DivergedError, load_checkpoint
+from mobilenets.engine.loop import DivergedError
 from mobilenets.engine.optim import RMSpropTF, param_groups
+from mobilenets.engine.runfolder import load_checkpoint
 from mobilenets.tasks.classification.train import make_config, train
 
 needs_data = pytest.mark.skipif(not (FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").exists(),
@@ -64,15 +65,15 @@ def test_few_steps_loss_falls_and_run_folder(tmp_path):
     cfg = make_config("smoke", out_dir=str(tmp_path), limit_train=32, batch_size=32, epochs=20,
                       optimizer="sgd", lr=0.1, flip=False, min_crop_area=1.0, dropout=0.0)
     result = train(cfg)
-    losses = [h["train_loss"] for h in result["history"]]
+    losses = [h["train_loss"] for h in result.history]
     assert len(losses) == 20 and sum(losses[-3:]) / 3 < 0.8 * losses[0], losses
-    assert result["val"]["num_samples"] == 128 and 0 <= result["val"]["top1"] <= 100
+    assert result.evaluation["num_samples"] == 128 and 0 <= result.metrics["top1"] <= 100
     assert {p.name for p in tmp_path.iterdir()} >= {"checkpoint.pt", "config.json", "metrics.jsonl",
                                                     "model.safetensors", "eval.json"}
     assert not list(tmp_path.glob("*.tmp"))
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 20
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert ckpt["step"] == result["steps"] and {"model", "optimizer", "scheduler"} <= set(ckpt)
+    assert ckpt["step"] == result.steps and {"model", "optimizer", "scheduler"} <= set(ckpt)
     model = M.load_model(tmp_path / "model.safetensors")
     assert model.config["num_classes"] == 10 and model.config["resolution"] == 32
 
@@ -130,7 +131,7 @@ def test_ddp_two_processes(tmp_path):
     single = train(make_config("smoke", out_dir=str(tmp_path / "single"), limit_train=512,
                                limit_val=64, epochs=6, batch_size=32, lr=0.05,
                                min_crop_area=1.0, flip=False))
-    single_losses = [h["train_loss"] for h in single["history"]]
+    single_losses = [h["train_loss"] for h in single.history]
     assert ddp_losses[-1] < ddp_losses[0] - 0.4 and single_losses[-1] < single_losses[0] - 0.4
     # Averaged over the last 3 epochs: single runs of 16 steps an epoch differ by ~0.2 in the last
     # epoch's loss from summation order alone, and DDP's BN sees 16 images instead of 32.
@@ -141,10 +142,10 @@ def test_ddp_two_processes(tmp_path):
 @needs_data
 def test_finetune_frozen_body_changes_only_the_classifier(tmp_path):
     base = train(make_config("smoke", out_dir=str(tmp_path / "base"), limit_train=64, epochs=1))
-    cfg = make_config("smoke", out_dir=str(tmp_path / "ft"), init_from=base["model_path"],
+    cfg = make_config("smoke", out_dir=str(tmp_path / "ft"), init_from=base.model_path,
                       freeze_body=True, limit_train=128, epochs=1, lr=0.05)
-    tuned = train(cfg)["model"].state_dict()
-    before = M.load_model(base["model_path"]).state_dict()
+    tuned = train(cfg).model.state_dict()
+    before = M.load_model(base.model_path).state_dict()
     for k, v in before.items():
         if k.startswith("classifier."):
             assert not torch.equal(v, tuned[k])
@@ -221,6 +222,6 @@ def test_holdout_trains_without_the_validation_images(tmp_path):
     cfg = make_config("fast", holdout=64, limit_train=512, limit_val=None, epochs=1,
                       batch_size=32, width_mult=0.25, out_dir=str(tmp_path), progress=False)
     result = train(cfg)
-    assert result["val"]["num_samples"] == 64 and result["steps"] == 16
+    assert result.evaluation["num_samples"] == 64 and result.steps == 16
     lrs = [json.loads(x)["lr"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert lrs[-1] < 0.2 * 0.05  # the last step's lr: near the end of the cosine

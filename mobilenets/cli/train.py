@@ -13,7 +13,7 @@ from mobilenets.models.registry import ARCH_ALIASES
 
 
 def cmd_train(args) -> None:
-    from mobilenets.engine.loop import init_distributed
+    from mobilenets.engine.distributed import init_distributed
     from mobilenets.engine.metrics import format_report
     from mobilenets.tasks.classification.train import check_init_model, train
 
@@ -22,12 +22,12 @@ def cmd_train(args) -> None:
         check_init_model(args.model, cfg.init_from)
     result = train(cfg, resume=args.resume)
     if init_distributed().main:  # under torchrun, one report
-        report = format_report(result["val"])
+        report = format_report(result.evaluation)
         write_text(Path(cfg.out_dir) / "eval_report.txt", report)  # the run's one evaluation
         print(report)
-        print(f"{result['steps']} steps ({result['epochs']:.2f} epochs) in "
-              f"{result['train_seconds']:.0f} s, {result['images_per_second']:.0f} images/s")
-        print(f"wrote {result['model_path']}\n  and beside it eval_report.txt (the report above), "
+        print(f"{result.steps} steps ({result.epochs:.2f} epochs) in "
+              f"{result.session_seconds:.0f} s, {result.images_per_second:.0f} images/s")
+        print(f"wrote {result.model_path}\n  and beside it eval_report.txt (the report above), "
               "curves.png, metrics.jsonl")
 
 
@@ -125,11 +125,12 @@ def cmd_distill(args) -> None:
 
     if not Path(args.teacher).is_file():
         raise FileNotFoundError(f"--teacher {args.teacher}: file not found")
-    s = run_distill(config_from_args(args), resume=args.resume)
+    run = run_distill(config_from_args(args), resume=args.resume)
+    s = run.summary
     top1 = f"top-1 {s['top1']:.2f}%, " if "top1" in s else ""
     print(f"{top1}{s['steps']} steps ({s['epochs']:.2f} epochs) in {s['train_seconds']:.0f} s; "
           f"{s['labeled_images']} labeled + {s['unlabeled_images']} unlabeled images; "
-          f"model: {s['model_path']}")
+          f"model: {run.model_path}")
 
 
 def add_classifier_arguments(parser) -> None:

@@ -64,14 +64,14 @@ def run_sweep(base: TrainConfig, width_mults=(1.0, 0.75, 0.5, 0.25),
             continue
         result = train(cfg, resume=True)
         prof = profile_model(ARCHS[arch](width_mult=alpha, num_classes=len(
-            result["val"]["per_class"]), output_stride=base.output_stride), (3, res, res))
+            result.evaluation["per_class"]), output_stride=base.output_stride), (3, res, res))
         rows.append({"label": variant_name(base.model, alpha, res), "arch": arch,
                      "width_mult": float(alpha),
                      "resolution": int(res), "seed": int(seed), "madds": prof.total_madds,
-                     "params": prof.total_params, "top1": result["val"]["top1"],
-                     "top5": result["val"]["top5"], "epochs": result["epochs"],
-                     "train_seconds": round(result["train_seconds"], 1),
-                     "model_path": result["model_path"]})
+                     "params": prof.total_params, "top1": result.metrics["top1"],
+                     "top5": result.metrics["top5"], "epochs": result.epochs,
+                     "train_seconds": round(result.session_seconds, 1),
+                     "model_path": result.model_path})
         write_sweep_rows(csv_path, rows)
     fit = plot_accuracy_vs_madds(rows, out / "figure4_accuracy_vs_madds.png",
                                  title="Accuracy vs Mult-Adds (Figure 4)")

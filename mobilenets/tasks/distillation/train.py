@@ -33,7 +33,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mobilenets.engine.data import BatchTransform, TensorImageDataset, iterate_batches
-from mobilenets.engine.loop import Dist, fit, init_distributed, lock_run_folder, write_run_outputs
+from mobilenets.engine.distributed import Dist, init_distributed
+from mobilenets.engine.loop import fit, write_run_outputs
+from mobilenets.engine.results import RunResult
+from mobilenets.engine.runfolder import lock_run_folder
 from mobilenets.fileio import atomic_path, check_regular_file
 from mobilenets.models.registry import load_model
 from mobilenets.tasks.classification.train import (PRESETS, TrainConfig, build_model, evaluate,
@@ -387,11 +390,11 @@ def _to_teacher_output(loss: str, out: Tensor) -> Tensor:
 
 def distill(cfg: DistillConfig, student: nn.Module, teacher: nn.Module | None, train_set,
             val_set=None, evaluate_fn=None, resume: bool = False,
-            summary_extra: dict | None = None) -> dict:
+            summary_extra: dict | None = None) -> RunResult:
     """Train `student` (any module: images -> logits or embeddings) to emulate `teacher`. `train_set`
     yields (image, target); for "soft", target = class index or -1 for an unlabeled image; for
     "sigmoid", a float vector (NaN = unlabeled); for "embedding", targets are ignored. Resumable
-    (checkpoint in cfg.out_dir), writes summary.json; returns the summary dict.
+    (checkpoint in cfg.out_dir), writes summary.json; returns the run.
 
     For ``"sigmoid"`` the teacher's raw outputs are taken as logits and passed through a sigmoid
     (the teacher's probabilities are what the student emulates).
@@ -415,11 +418,11 @@ def distill(cfg: DistillConfig, student: nn.Module, teacher: nn.Module | None, t
         summary_extra: More JSON-serialisable facts for the summary. Default: none.
 
     Returns:
-        The summary (also in ``summary.json``): the final evaluation's numbers, ``steps``,
-        ``epochs``, ``train_seconds``, ``images_per_second_last_session``, ``world_size``,
-        ``distill_loss`` (cfg.loss), ``temperature``, ``hard_weight``, ``labeled_images``,
-        ``unlabeled_images``, ``teacher_mode``, ``model_path``, any ``summary_extra``; and
-        ``model``, the trained student (not in the file).
+        A ``RunResult``: ``metrics`` the final evaluation's numbers, ``model`` the trained
+        student, and ``summary`` (``summary.json``): those numbers, ``steps``, ``epochs``,
+        ``train_seconds``, ``images_per_second_last_session``, ``world_size``, ``distill_loss``
+        (cfg.loss), ``temperature``, ``hard_weight``, ``labeled_images``, ``unlabeled_images``,
+        ``teacher_mode``, any ``summary_extra``.
 
     Raises:
         ValueError: on a bad config, no usable teacher, or teacher/student output sizes that
@@ -468,18 +471,15 @@ def distill(cfg: DistillConfig, student: nn.Module, teacher: nn.Module | None, t
     counts = _label_counts(cfg.loss, train_set)
     run = fit(cfg, student, train_set, loss_fn, epoch_eval, augment=train_augment(cfg),
               num_workers=cfg.num_workers, d=d, resume=resume, desc="distill")
-    final = run["model"]
-    result = evaluate_fn(final) if evaluate_fn else {}
-    summary = {**_numbers(result), **run["summary"], "distill_loss": cfg.loss,
+    result = evaluate_fn(run.model) if evaluate_fn else {}
+    summary = {**_numbers(result), **run.summary, "distill_loss": cfg.loss,
                "temperature": cfg.temperature, "hard_weight": cfg.hard_weight, **counts,
                "teacher_mode": cfg.teacher_mode, **(summary_extra or {})}
-    extra = {"class_names": getattr(train_set, "class_names", None)}
+    metadata = {"class_names": getattr(train_set, "class_names", None)}
     if "top1" in result:
-        extra["val_top1"] = result["top1"]
-    summary["model_path"] = str(write_run_outputs(
-        cfg, final, summary, d, eval_result=result or None, extra=extra))
-    summary["model"] = final  # not in summary.json: the trained module, for the caller
-    return summary
+        metadata["val_top1"] = result["top1"]
+    return write_run_outputs(cfg, run, summary, d, metrics=_numbers(result),
+                             evaluation=result or None, metadata=metadata)
 
 
 def _numbers(result: dict) -> dict:
@@ -522,7 +522,7 @@ def _default_evaluate(cfg: DistillConfig, teacher, teacher_tf, val_set, d: Dist)
     return emulation
 
 
-def run_distill(cfg: DistillConfig, resume: bool = False) -> dict:
+def run_distill(cfg: DistillConfig, resume: bool = False) -> RunResult:
     """Distil ``cfg.teacher`` (our .safetensors) into a fresh ``cfg.model`` student on
     ``cfg.data`` (Fashion-MNIST or an ImageFolder), as ``mobilenets distill`` does.
 
@@ -536,7 +536,8 @@ def run_distill(cfg: DistillConfig, resume: bool = False) -> dict:
         resume: Continue from ``cfg.out_dir/checkpoint.pt`` if it exists.
 
     Returns:
-        ``distill``'s summary, plus ``labeled_subset_sha256`` with a label fraction.
+        ``distill``'s ``RunResult``; its summary holds ``teacher`` and, with a label fraction,
+        ``labeled_subset_sha256``.
 
     Raises:
         ValueError: if ``cfg.teacher`` is unset or its outputs do not fit the data (for

@@ -3,7 +3,7 @@ teachers on the labels, and the students distilled from them (``tasks.distillati
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +12,7 @@ from torch import nn
 from mobilenets.engine.config import config_from_preset
 from mobilenets.engine.data import stored_size
 from mobilenets.engine.loop import fit, write_run_outputs
+from mobilenets.engine.results import RunResult
 from mobilenets.models.base import check_positive_int
 from mobilenets.models.registry import load_model
 from mobilenets.tasks.classification.train import TrainConfig, train_augment
@@ -104,15 +105,16 @@ def _check_far(pairs, far: float) -> None:
     tar_at_far(torch.zeros(1), torch.zeros(int((~pairs[2]).sum())), far)
 
 
-def _finish(cfg, model: nn.Module, run_summary: dict, result: dict, extra: dict) -> dict:
-    summary = {**{k: v for k, v in result.items() if isinstance(v, (int, float))},
-               **cost(model, cfg.input_size), **run_summary}
-    summary["model_path"] = str(write_run_outputs(cfg, model, summary, eval_result=result,
-                                                  extra=extra))
-    return summary
+def _finish(cfg, run: RunResult, facts: dict, result: dict, metadata: dict) -> RunResult:
+    """Write the run's outputs: its summary is the evaluation's numbers, the model's cost, the
+    run's facts and ``facts``."""
+    metrics = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+    summary = {**metrics, **cost(run.model, cfg.input_size), **run.summary, **facts}
+    return write_run_outputs(cfg, run, summary, metrics=metrics, evaluation=result,
+                             metadata=metadata)
 
 
-def train_attributes(cfg, data_dir: str | os.PathLike, resume: bool = False) -> dict:
+def train_attributes(cfg, data_dir: str | os.PathLike, resume: bool = False) -> RunResult:
     """Train a multi-label MobileNet (one sigmoid per attribute) on ``train.csv``'s labels: the
     attribute teacher (binary cross-entropy, mean over attributes and images).
 
@@ -123,9 +125,9 @@ def train_attributes(cfg, data_dir: str | os.PathLike, resume: bool = False) -> 
         resume: Continue from ``cfg.out_dir/checkpoint.pt`` if it exists.
 
     Returns:
-        The summary (also ``summary.json``): ``mean_ap`` on ``test.csv`` (percent),
-        ``madds_m``, ``params_m``, steps, seconds, ``model_path``; ``eval.json`` holds the AP
-        of every attribute.
+        The ``RunResult``; its summary (``summary.json``) holds ``mean_ap`` on ``test.csv``
+        (percent), ``madds_m``, ``params_m``, steps, seconds; ``eval.json`` (``evaluation``)
+        the AP of every attribute.
     """
     cfg.validate()
     torch.manual_seed(cfg.seed)
@@ -141,14 +143,13 @@ def train_attributes(cfg, data_dir: str | os.PathLike, resume: bool = False) -> 
 
     run = fit(cfg, model, train_set, loss_fn, epoch_eval, augment=train_augment(cfg),
               resume=resume)
-    result = evaluate_attributes(run["model"], test_set, cfg.input_size, cfg.eval_crop)
-    return _finish(cfg, run["model"], {**run["summary"], "trained_on": "labels",
-                                       "labeled_images": len(train_set)},
+    result = evaluate_attributes(run.model, test_set, cfg.input_size, cfg.eval_crop)
+    return _finish(cfg, run, {"trained_on": "labels", "labeled_images": len(train_set)},
                    result, {"class_names": train_set.attribute_names, "data": str(data_dir)})
 
 
 def distill_attributes(cfg, data_dir: str | os.PathLike, teacher: str | os.PathLike,
-                       resume: bool = False) -> dict:
+                       resume: bool = False) -> RunResult:
     """Distil an attribute teacher into a (smaller) MobileNet on ``train.csv`` and
     ``unlabeled.csv`` images: the paper's section 4.5 (per-attribute sigmoid cross-entropy
     against the teacher's probabilities; labels used only with ``cfg.hard_weight`` > 0).
@@ -161,7 +162,8 @@ def distill_attributes(cfg, data_dir: str | os.PathLike, teacher: str | os.PathL
         resume: Continue from ``cfg.out_dir/checkpoint.pt`` if it exists.
 
     Returns:
-        ``distill``'s summary with ``mean_ap`` on ``test.csv``, ``madds_m``, ``params_m``.
+        ``distill``'s ``RunResult``, its summary with ``mean_ap`` on ``test.csv``, ``madds_m``,
+        ``params_m``.
 
     Raises:
         ValueError: if ``cfg.loss`` is not "sigmoid" or the teacher's attributes differ from
@@ -181,16 +183,15 @@ def distill_attributes(cfg, data_dir: str | os.PathLike, teacher: str | os.PathL
         raise ValueError(f"teacher {teacher} predicts {names}, but the data has "
                          f"{train_set.attribute_names}")
     student = build_backbone(cfg, include_top=True, num_classes=len(names))
-    summary = distill(cfg, student, teacher_model, train_set, resume=resume,
-                      evaluate_fn=lambda m: evaluate_attributes(m, test_set, cfg.input_size,
-                                                                cfg.eval_crop),
-                      summary_extra={"teacher": str(teacher), "trained_on": "teacher",
-                                     **cost(student, cfg.input_size)})
-    return summary
+    return distill(cfg, student, teacher_model, train_set, resume=resume,
+                   evaluate_fn=lambda m: evaluate_attributes(m, test_set, cfg.input_size,
+                                                             cfg.eval_crop),
+                   summary_extra={"teacher": str(teacher), "trained_on": "teacher",
+                                  **cost(student, cfg.input_size)})
 
 
 def train_embeddings(cfg: EmbeddingTrainConfig, data_dir: str | os.PathLike,
-                     resume: bool = False, far: float = 1e-4) -> dict:
+                     resume: bool = False, far: float = 1e-4) -> RunResult:
     """Train the embedding teacher: an ``EmbeddingNet`` classifying ``train.csv``'s identities
     through an ``IdentityClassifier`` (cross-entropy); the classifier is dropped at the end.
 
@@ -202,8 +203,9 @@ def train_embeddings(cfg: EmbeddingTrainConfig, data_dir: str | os.PathLike,
             negative pairs).
 
     Returns:
-        The summary: ``tar`` (percent, at the false accept rate ``far`` on ``pairs.csv``),
-        the context rates of ``evaluate_verification``, ``madds_m``, ``params_m``, steps, seconds, ``model_path``.
+        The ``RunResult`` of the embedder (the classifier dropped); its summary holds ``tar``
+        (percent, at the false accept rate ``far`` on ``pairs.csv``), the context rates of
+        ``evaluate_verification``, ``madds_m``, ``params_m``, steps, seconds.
     """
     cfg.validate()
     torch.manual_seed(cfg.seed)
@@ -223,14 +225,14 @@ def train_embeddings(cfg: EmbeddingTrainConfig, data_dir: str | os.PathLike,
 
     run = fit(cfg, net, train_set, loss_fn, lambda m: {"val_tar": verify(m)["tar"]},
               augment=train_augment(cfg), resume=resume)
-    final = run["model"][0]
-    return _finish(cfg, final, {**run["summary"], "trained_on": "identities",
-                                "identities": len(train_set.class_names)},
-                   verify(final), {"data": str(data_dir)})
+    run = replace(run, model=run.model[0])
+    return _finish(cfg, run, {"trained_on": "identities",
+                              "identities": len(train_set.class_names)},
+                   verify(run.model), {"data": str(data_dir)})
 
 
 def distill_embeddings(cfg, data_dir: str | os.PathLike, teacher: str | os.PathLike,
-                       resume: bool = False, far: float = 1e-4) -> dict:
+                       resume: bool = False, far: float = 1e-4) -> RunResult:
     """Distil an embedding teacher into a (smaller) ``EmbeddingNet`` on ``train.csv`` and
     ``unlabeled.csv`` images by the squared distance of the embeddings: the paper's section 4.7.
 
@@ -243,8 +245,8 @@ def distill_embeddings(cfg, data_dir: str | os.PathLike, teacher: str | os.PathL
         far: False accept rate of the evaluation. Default 1e-4 (Table 14).
 
     Returns:
-        ``distill``'s summary with ``tar`` (percent at ``far``), the context rates, ``madds_m``,
-        ``params_m``.
+        ``distill``'s ``RunResult``, its summary with ``tar`` (percent at ``far``), the context
+        rates, ``madds_m``, ``params_m``.
     """
     from mobilenets.tasks.distillation.train import distill
 
