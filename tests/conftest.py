@@ -7,10 +7,22 @@ rounding (the project's machines are AVX2-only and AVX-512 with VNNI and BF16):
 
 The same through the environment: ``MOBILENETS_TEST_THREADS=1``, ``MOBILENETS_TEST_MKLDNN=0``.
 The default run changes nothing.
+
+Tests that read the real Fashion-MNIST carry ``@pytest.mark.needs_data``: they are skipped, with
+the reason in the summary, where ``bash scripts/setup.sh`` could not install it. Helpers shared by
+test modules live in ``helpers.py`` (and the peer-library reference models in ``references.py``);
+test modules never import from each other.
 """
 import os
 
+import pytest
 import torch
+
+from mobilenets.engine.data import FASHION_MNIST_ROOT
+
+#: The files of the library's default Fashion-MNIST root (Debian's dataset-fashion-mnist).
+FASHION_MNIST_FILES = [f"{split}-{kind}-idx{dims}-ubyte.gz" for split in ("train", "t10k")
+                       for kind, dims in (("images", 3), ("labels", 1))]
 
 
 def pytest_addoption(parser):
@@ -27,6 +39,19 @@ def pytest_configure(config):
         os.environ["OMP_NUM_THREADS"] = str(threads)
     if config.getoption("--no-mkldnn") or os.environ.get("MOBILENETS_TEST_MKLDNN") == "0":
         torch.backends.mkldnn.enabled = False
+    config.addinivalue_line("markers", "needs_data: reads Fashion-MNIST from the library's "
+                            "default root (skipped where it is not installed)")
+
+
+def pytest_collection_modifyitems(config, items):
+    missing = [f for f in FASHION_MNIST_FILES if not (FASHION_MNIST_ROOT / f).is_file()]
+    if not missing:
+        return
+    skip = pytest.mark.skip(reason=f"Fashion-MNIST is not installed: {FASHION_MNIST_ROOT / missing[0]}"
+                                   " is missing (bash scripts/setup.sh installs it)")
+    for item in items:
+        if item.get_closest_marker("needs_data"):
+            item.add_marker(skip)
 
 
 def pytest_report_header(config):
