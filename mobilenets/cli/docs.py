@@ -47,6 +47,7 @@ API: dict[str, tuple[str, ...]] = {
         "mobilenets.tasks.classification.train.train",
         "mobilenets.tasks.classification.train.evaluate",
         "mobilenets.engine.loop.fit", "mobilenets.engine.loop.write_run_outputs",
+        "mobilenets.engine.results.RunResult",
         "mobilenets.engine.data.open_dataset", "mobilenets.engine.data.BatchTransform",
         "mobilenets.engine.metrics.format_report",
         "mobilenets.tasks.classification.sweep.run_sweep",

@@ -221,7 +221,8 @@ def fit(cfg: RunConfig, model: nn.Module, train_set, loss_fn: Callable, epoch_ev
     try:
         run = TrainingRun(cfg, model, train_set, d, out)
         run.start(resume, on_fresh_start)
-        return run.train(loss_fn, epoch_eval, augment, collate, num_workers, module_in_train, desc)
+        return run.train(loss_fn, epoch_eval=epoch_eval, augment=augment, collate=collate,
+                         num_workers=num_workers, module_in_train=module_in_train, desc=desc)
     except BaseException:
         if d.main:
             release_run_folder(out)
@@ -379,9 +380,10 @@ class TrainingRun:
         self.loss_sum = torch.zeros(2)
         return record
 
-    def train(self, loss_fn: Callable, epoch_eval: Callable | None, augment: Callable,
-              collate: Callable | None, num_workers: int,
-              module_in_train: Callable[[nn.Module], None] | None, desc: str) -> RunResult:
+    def train(self, loss_fn: Callable, *, augment: Callable, epoch_eval: Callable | None = None,
+              collate: Callable | None = None, num_workers: int = 0,
+              module_in_train: Callable[[nn.Module], None] | None = None,
+              desc: str = "train") -> RunResult:
         """Train from ``self.step`` to the run's last step (``fit``'s arguments); return
         ``result()``."""
         cfg, d = self.cfg, self.d
