@@ -125,10 +125,7 @@ def plot_accuracy_vs_madds(rows: Sequence[Mapping], path: str | os.PathLike,
             for a suffix matplotlib cannot write.
     """
     path = check_figure_path(path)
-    rows = mean_over_seeds(check_rows(rows, ("width_mult", "resolution", "madds", "top1"),
-                                       positive=("madds",)))
-    xs = [float(rows[i]["madds"]) / 1e6 for i in range(len(rows))]
-    ys = [float(rows[i]["top1"]) for i in range(len(rows))]
+    rows, xs, ys = _accuracy_points(rows, "madds")
     fig, ax = new_axes()
     _scatter_groups(ax, rows, xs, ys, "width_mult", lambda v: f"α = {format_alpha(v)}")
     if any(r["seeds"] > 1 for r in rows):
@@ -147,9 +144,17 @@ def plot_accuracy_vs_madds(rows: Sequence[Mapping], path: str | os.PathLike,
             ax.fill_between(10 ** lx, a + b * lx - band, a + b * lx + band, color="0.6",
                             alpha=0.25, zorder=0, label="95% confidence band of the fit")
     finish_axes(ax, "Mult-Adds (millions, log scale)", "Top-1 accuracy (%)",
-            title or "Accuracy vs Mult-Adds", log_x=True)
+                title or "Accuracy vs Mult-Adds", log_x=True)
     save_figure(fig, path)
     return a, b, r2
+
+
+def _accuracy_points(rows: Sequence[Mapping], x_key: str) -> tuple[list, list, list]:
+    """Figures 4 and 5's points: the rows checked (``x_key`` positive) and averaged over seeds,
+    their ``x_key`` in millions and their top-1."""
+    rows = mean_over_seeds(check_rows(rows, ("width_mult", "resolution", x_key, "top1"),
+                                      positive=(x_key,)))
+    return rows, [float(r[x_key]) / 1e6 for r in rows], [float(r["top1"]) for r in rows]
 
 
 def loglinear_band(xs: Sequence[float], ys: Sequence[float], a: float, b: float, at_log10):
@@ -188,14 +193,11 @@ def plot_accuracy_vs_params(rows: Sequence[Mapping], path: str | os.PathLike,
             for a suffix matplotlib cannot write.
     """
     path = check_figure_path(path)
-    rows = mean_over_seeds(check_rows(rows, ("width_mult", "resolution", "params", "top1"),
-                                       positive=("params",)))
-    xs = [float(rows[i]["params"]) / 1e6 for i in range(len(rows))]
-    ys = [float(rows[i]["top1"]) for i in range(len(rows))]
+    rows, xs, ys = _accuracy_points(rows, "params")
     fig, ax = new_axes()
     _scatter_groups(ax, rows, xs, ys, "resolution", lambda v: f"{v:g} px")
     finish_axes(ax, "Parameters (millions, log scale)", "Top-1 accuracy (%)",
-            title or "Accuracy vs parameters", log_x=True)
+                title or "Accuracy vs parameters", log_x=True)
     return save_figure(fig, path)
 
 
