@@ -47,6 +47,7 @@ def images(n: int = 32, seed: int = 1) -> torch.Tensor:
     return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.numerics
 def test_verify_refuses_a_file_that_computes_something_else():
     model = tiny()
 
@@ -83,6 +84,7 @@ def test_missing_extra_names_the_pip_command():
         require("litert", "no_such_module_for_this_test")
 
 
+@pytest.mark.numerics
 def test_executorch_fp32_int8_and_portable_fallback(tmp_path):
     pytest.importorskip("executorch")
     model = tiny()
@@ -125,6 +127,7 @@ def test_executorch_fp32_int8_and_portable_fallback(tmp_path):
     assert any(op == "Convert (NC)" for op, _ in ops)  # int8: the quantize after float layers
 
 
+@pytest.mark.numerics
 def test_litert_int8_nhwc_runner_quantizes_its_io(tmp_path):
     pytest.importorskip("litert_torch")
     model = tiny()
@@ -140,6 +143,7 @@ def test_litert_int8_nhwc_runner_quantizes_its_io(tmp_path):
     assert out.dtype == torch.float32 and out.shape == (3, 1000)
 
 
+@pytest.mark.numerics
 def test_openvino_fp32_and_bf16(tmp_path):
     if not available("openvino"):  # not importorskip: a bare import sends OpenVINO's telemetry
         pytest.skip("openvino not installed")
@@ -183,6 +187,7 @@ def test_openvino_export_sends_no_telemetry(tmp_path):
     assert out == ["openvino.tools.ovc.telemetry_stub"] * 2
 
 
+@pytest.mark.numerics
 def test_cli_export_litert_evaluates_and_refuses_bad_options(capsys, tmp_path):
     pytest.importorskip("litert_torch")
     out = tmp_path / "run"
