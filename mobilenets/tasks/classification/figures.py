@@ -124,10 +124,8 @@ def plot_accuracy_vs_madds(rows: Sequence[Mapping], path: str | os.PathLike,
         ValueError: for empty ``rows``, naming a missing key or a bad value, or naming ``path``
             for a suffix matplotlib cannot write.
     """
-    path = check_figure_path(path)
-    rows, xs, ys = _accuracy_points(rows, "madds")
-    fig, ax = new_axes()
-    _scatter_groups(ax, rows, xs, ys, "width_mult", lambda v: f"α = {format_alpha(v)}")
+    path, rows, xs, ys, fig, ax = _accuracy_figure(rows, path, "madds", "width_mult",
+                                                   lambda v: f"α = {format_alpha(v)}")
     if any(r["seeds"] > 1 for r in rows):
         ax.errorbar(xs, ys, yerr=[r["top1_std"] for r in rows], fmt="none", ecolor="0.3",
                     elinewidth=0.8, capsize=2, zorder=1)
@@ -149,12 +147,17 @@ def plot_accuracy_vs_madds(rows: Sequence[Mapping], path: str | os.PathLike,
     return a, b, r2
 
 
-def _accuracy_points(rows: Sequence[Mapping], x_key: str) -> tuple[list, list, list]:
-    """Figures 4 and 5's points: the rows checked (``x_key`` positive) and averaged over seeds,
-    their ``x_key`` in millions and their top-1."""
+def _accuracy_figure(rows: Sequence[Mapping], path, x_key: str, group_key: str, legend):
+    """Figures 4 and 5 up to their own marks: ``path`` checked, the rows checked (``x_key``
+    positive) and averaged over seeds, their points (``x_key`` in millions, top-1) scattered in
+    groups of ``group_key``. Returns ``(path, rows, xs, ys, fig, ax)``."""
+    path = check_figure_path(path)
     rows = mean_over_seeds(check_rows(rows, ("width_mult", "resolution", x_key, "top1"),
                                       positive=(x_key,)))
-    return rows, [float(r[x_key]) / 1e6 for r in rows], [float(r["top1"]) for r in rows]
+    xs, ys = [float(r[x_key]) / 1e6 for r in rows], [float(r["top1"]) for r in rows]
+    fig, ax = new_axes()
+    _scatter_groups(ax, rows, xs, ys, group_key, legend)
+    return path, rows, xs, ys, fig, ax
 
 
 def loglinear_band(xs: Sequence[float], ys: Sequence[float], a: float, b: float, at_log10):
@@ -192,10 +195,8 @@ def plot_accuracy_vs_params(rows: Sequence[Mapping], path: str | os.PathLike,
         ValueError: for empty ``rows``, naming a missing key or a bad value, or naming ``path``
             for a suffix matplotlib cannot write.
     """
-    path = check_figure_path(path)
-    rows, xs, ys = _accuracy_points(rows, "params")
-    fig, ax = new_axes()
-    _scatter_groups(ax, rows, xs, ys, "resolution", lambda v: f"{v:g} px")
+    path, rows, xs, ys, fig, ax = _accuracy_figure(rows, path, "params", "resolution",
+                                                   lambda v: f"{v:g} px")
     finish_axes(ax, "Parameters (millions, log scale)", "Top-1 accuracy (%)",
                 title or "Accuracy vs parameters", log_x=True)
     return save_figure(fig, path)
