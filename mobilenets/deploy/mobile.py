@@ -205,7 +205,7 @@ def export_mobile(model: nn.Module, path: str | os.PathLike, fmt: str, *,
     except (ValueError, OSError):  # ours (ExportError, MissingExtraError) or the file system's
         raise
     except Exception as e:  # inside a tool-chain: one line naming it, not its stack
-        from mobilenets.deploy.convert import short_error
+        from mobilenets.deploy.weights import short_error
 
         raise ExportError(f"{fmt} export of {path.name} failed in the {runtime} tool-chain "
                           f"({short_error(e)}); nothing written") from None
