@@ -31,6 +31,9 @@ Usage (repository root):
     .venv/bin/python benchmarks/phones.py accuracy --model-file runs/fm/model.safetensors
     .venv/bin/python benchmarks/phones.py latency --threads 2 --ort-spinning on
     .venv/bin/python benchmarks/phones.py pick --threads 2
+
+``latency`` and ``accuracy`` take ``--tag NAME`` to write ``phones_latency_1t_NAME.md`` (and
+``.json``): another machine's figures beside these.
 """
 from __future__ import annotations
 
@@ -49,8 +52,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from mobilenets.deploy.bench import (PRECISIONS, SPIN_PAUSE_S, calibration_images,  # noqa: E402
-                                     check_backends, gemm_rates, installed_backends,
+from mobilenets.deploy.backends import BACKENDS, check_backends, installed_backends  # noqa: E402
+from mobilenets.deploy.bench import (SPIN_PAUSE_S, calibration_images, gemm_rates,  # noqa: E402
                                      model_from_spec, ort_matmul, prepare_backend,
                                      time_interleaved)
 from mobilenets.deploy.machine import machine_info, machine_line  # noqa: E402
@@ -84,7 +87,7 @@ def timed_rows(jobs: list[tuple[str, str, torch.nn.Module]], threads: int, round
         calib = {}
         for i, (label, backend, model) in enumerate(jobs):
             shape = (3, model.config.get("resolution", 224), model.config.get("resolution", 224))
-            if PRECISIONS.get(backend) == "int8" and shape not in calib:
+            if BACKENDS[backend].precision == "int8" and shape not in calib:
                 calib[shape] = calibration_images("fashion-mnist", shape, 64)
             work = Path(tmp) / str(i)
             work.mkdir()
@@ -103,7 +106,7 @@ def timed_rows(jobs: list[tuple[str, str, torch.nn.Module]], threads: int, round
             wall = time_interleaved(prepared, x, rounds, iters, cpu=cpu, load=load,
                                     pause=SPIN_PAUSE_S if ort_spinning else 0.0)
             runs.append([{"model": meta[k][0], "backend": meta[k][1],
-                          "precision": PRECISIONS.get(meta[k][1], "fp32"),
+                          "precision": BACKENDS[meta[k][1]].precision,
                           "wall_ms": round(statistics.median(wall[k]) * 1e3, 3),
                           "cpu_ms": round(statistics.median(cpu[k]) * 1e3, 3),
                           "cpu_wall": round(statistics.median(cpu[k])
@@ -136,7 +139,10 @@ def table(rows: list[dict]) -> str:
     return "```\n" + render_table(rows, width=None) + "\n```"
 
 
-def save(name: str, data: dict, md: str) -> None:
+def save(name: str, data: dict, md: str, tag: str | None = None) -> None:
+    """``benchmarks/results/phones_<name>[_<tag>].json`` and ``.md`` (a tag keeps another
+    machine's results beside these)."""
+    name = f"{name}_{tag}" if tag else name
     write_json(RESULTS / f"phones_{name}.json", data)
     write_text(RESULTS / f"phones_{name}.md", md)
     print(md)
@@ -149,9 +155,9 @@ def cmd_latency(args) -> None:
     # torch.compile too by default: torch's fastest fp32 (frozen, pre-packed weights).
     backends = [b for b in check_backends(args.backends or "all,compile") if b != "eager"]
     ours = model_from_spec({"name": "mobilenet_v1_1.0_224"})
-    timm = peer_model("timm", ours)
+    timm = peer_model(ours)
     jobs = [("ours", b, ours) for b in backends]
-    jobs += [("timm", b, timm) for b in backends if PRECISIONS.get(b, "fp32") == "fp32"]
+    jobs += [("timm", b, timm) for b in backends if BACKENDS[b].precision == "fp32"]
     mach = machine_info(args.threads)
     torch.set_num_threads(args.threads)
     rates = gemm_rates(args.threads)
@@ -164,7 +170,8 @@ def cmd_latency(args) -> None:
     runs = timed_rows(jobs, args.threads, args.rounds, args.iters, mach["ort_spinning"],
                       gemm=True, repeats=args.repeats, gap_s=args.gap_s)
     latency_report({"machine": mach, "floor_ms": floor_ms, "madds": madds, "rounds": args.rounds,
-                    "iters": args.iters, "gap_s": args.gap_s, "runs": runs}, " ".join(sys.argv))
+                    "iters": args.iters, "gap_s": args.gap_s, "runs": runs, "tag": args.tag},
+                   " ".join(sys.argv))
 
 
 def latency_checks(rows: list[dict], madds: int, key: str, best_floor_ms: float
@@ -257,7 +264,7 @@ def latency_report(data: dict, command: str) -> None:
         f"# Phone runtimes: 1.0 MobileNet-224, batch 1, {threads} thread(s)", "",
         machine_line(mach), "", intro, "", table(rows), "", "## Targets", "", table(checks)])
     save(f"latency_{threads}t", {**data, "command": command,
-                                 "checks": [c for c, _ in judged]}, md)
+                                 "checks": [c for c, _ in judged]}, md, data.get("tag"))
 
 
 def cmd_table4(args) -> None:
@@ -282,8 +289,7 @@ def cmd_table4(args) -> None:
 
 def cmd_accuracy(args) -> None:
     from mobilenets.cli.common import eval_split, inference_extra
-    from mobilenets.deploy.mobile import MOBILE_FORMATS, export_mobile
-    from mobilenets.deploy.onnx_export import calibration_batches, quantize_int8
+    from mobilenets.deploy.onnx_export import calibration_batches
     from mobilenets.deploy.runtimes import load_runner
     from mobilenets.engine.train import evaluate
     from mobilenets.models.registry import load_model
@@ -307,13 +313,11 @@ def cmd_accuracy(args) -> None:
              "top1_agreement": 100.0, "met (drop < 0.3)": ""}]
     with tempfile.TemporaryDirectory(prefix="phones-acc-") as tmp:
         for fmt in check_backends(args.formats):
-            path = Path(tmp) / f"m{MOBILE_FORMATS.get(fmt, ('', '', '.onnx'))[2]}"
+            backend = BACKENDS[fmt]
+            path = Path(tmp) / f"m{backend.suffix}"
             print(f"exporting {fmt}", file=sys.stderr, flush=True)
-            if fmt == "int8":
-                quantize_int8(model, path, calibration, float_layers=args.float_layers)
-            else:
-                export_mobile(model, path, fmt, calibration=calibration,
-                              float_layers=args.float_layers)
+            backend.export(model, path, calibration,
+                           **backend.accepted({"float_layers": args.float_layers}))
             top1 = run(fmt, load_runner(path))
             agree = float((torch.cat(preds[fmt]) == torch.cat(preds["fp32"])).float().mean())
             rows.append({"format": fmt, "top1": top1, "drop": round(rows[0]["top1"] - top1, 2),
@@ -324,7 +328,7 @@ def cmd_accuracy(args) -> None:
         f"# int8 accuracy on {len(ds)} test images ({args.model_file})", "", machine_line(mach),
         "", f"Command: `{' '.join(sys.argv)}`; calibration: 512 training images; float layers "
         f"{args.float_layers} + the classifier.", "", table(rows)])
-    save("accuracy", {"command": " ".join(sys.argv), "machine": mach, "rows": rows}, md)
+    save("accuracy", {"command": " ".join(sys.argv), "machine": mach, "rows": rows}, md, args.tag)
 
 
 def cmd_pick(args) -> None:
@@ -350,6 +354,10 @@ def cmd_pick(args) -> None:
                   "rows": rows}, md)
 
 
+TAG_HELP = ("appended to the results' file names (phones_latency_1t_TAG.md): another machine's "
+            "results beside the others (default: none)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -365,6 +373,7 @@ def main() -> None:
     s.add_argument("--from-json", help="recompute the targets of a saved phones_latency_*.json")
     s.add_argument("--ort-spinning", choices=("on", "off"), default="off",
                    help="ONNX Runtime's idle threads spin (its fastest setting on an idle machine)")
+    s.add_argument("--tag", help=TAG_HELP)
     s.set_defaults(func=cmd_latency)
     s = sub.add_parser("table4")
     s.add_argument("--backends", default="litert,litert-int8,executorch")
@@ -376,6 +385,7 @@ def main() -> None:
     s.add_argument("--formats", default="executorch-int8,litert-int8,int8")
     s.add_argument("--float-layers", type=int, default=2)
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--tag", help=TAG_HELP)
     s.set_defaults(func=cmd_accuracy)
     s = sub.add_parser("pick")
     s.add_argument("--backends", default="all", help="default: every installed backend but eager")
