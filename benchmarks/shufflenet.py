@@ -9,10 +9,11 @@ Three parts, each writing ``benchmarks/results/shufflenet_<part>.json`` and ``.m
     MobileNetV2 1.0 / 1.4 (the pairs of similar Mult-Adds: 292M vs 325M and 301M; 524M vs 569M and
     582M), on every backend ``mobilenets.deploy.backends`` registers but the architecture-specific
     peers (``BACKENDS`` but those with a ``peer_of``: eager, torch, compile, onnx fp32, int8, the
-    phone runtimes, and any runtime added there later), all (model, backend) pairs prepared with ``bench.prepare_backend`` and timed in
-    one interleaved run (``bench.time_interleaved``), so machine noise hits all alike. Two
-    controls isolate the slow path: ShuffleNet 1.5x with g = 1 (Table 1's widths for one group:
-    dense 1x1 convolutions, no shuffle, 308M) and ShuffleNet 1.5x g = 3 with its shuffles removed
+    phone runtimes, and any runtime added there later), all (model, backend) pairs prepared with
+    ``bench.prepare_backend`` and timed in one interleaved run (``bench.time_interleaved``), so
+    machine noise hits all alike. Two controls isolate the slow path: ShuffleNet 1.5x with g = 1
+    (Table 1's widths for one group: dense 1x1 convolutions, no shuffle, 308M) and ShuffleNet 1.5x
+    g = 3 with its shuffles removed
     (the same convolutions and Mult-Adds, a different function: a timing control only).
 ``layers``
     Where the time goes, per layer type: ONNX Runtime's per-kernel times (its profiler, fp32 and
@@ -191,7 +192,8 @@ def latency_table(rows: list[dict], peers: dict[str, list[str]]) -> list[str]:
 
 def cmd_latency(args) -> None:
     torch.set_num_threads(args.threads)
-    backends = args.backends.split(",") if args.backends else [b.name for b in BACKENDS.values() if not b.peer_of]
+    backends = (args.backends.split(",") if args.backends
+                else [b.name for b in BACKENDS.values() if not b.peer_of])
     info = machine()
     info["matmul_gflops"] = round(matmul_gflops(), 1)
     models = [(label, build(name, variant), (3, 224, 224)) for label, name, variant in LATENCY_MODELS]

@@ -160,8 +160,6 @@ def test_openvino_int8_is_one_record(tmp_path):
     """OpenVINO int8 is one record of ``deploy.backends``: OpenVINO runs our int8 ONNX with its own
     int8 kernels, verified against torch like every int8 export, and the commands that read the
     registry offer it (``--backends all``, ``export --format``, ``--float-layers auto``)."""
-    if not available("openvino"):  # not importorskip: a bare import sends OpenVINO's telemetry
-        pytest.skip("openvino not installed")
     from mobilenets.deploy.backends import export_formats, installed_backends
     from mobilenets.deploy.tune import int8_formats
 
@@ -184,7 +182,8 @@ def test_openvino_int8_is_one_record(tmp_path):
     with pytest.raises(ValueError, match="needs calibration"):
         backend.export(model, tmp_path / "never.xml")
     assert not [p for p in tmp_path.iterdir() if "never" in p.name]  # nothing written
-    assert {"openvino-int8"} <= set(installed_backends()) & set(export_formats()) & set(int8_formats())
+    offered = set(installed_backends()) & set(export_formats()) & set(int8_formats())
+    assert "openvino-int8" in offered
 
 
 def test_openvino_export_sends_no_telemetry(tmp_path):

@@ -133,7 +133,8 @@ class Backend:
         Args:
             path: The file ``export`` wrote (backends with a ``suffix``).
             model: The float model (the torch backends and the eager peers).
-            threads: Threads of the runtime. Default: torch's thread count.
+            threads: Threads of the runtime. Default: the runtime's (torch's thread count;
+                ExecuTorch: its process-wide pool as it is, ``runtimes.executorch_threads``).
             ort_spinning: ONNX Runtime only: its idle threads spin between calls
                 (``onnx_export.ort_session``). Default False.
 
@@ -146,7 +147,7 @@ class Backend:
             raise ValueError(f"{self.name} runs in torch: give the model")
         if model is not None:
             self.check_arch(model_arch(model))
-        return self.run(self, path, model, threads or torch.get_num_threads(), ort_spinning)
+        return self.run(self, path, model, threads, ort_spinning)
 
 
 def no_grad(module: Callable) -> Callable:
@@ -193,8 +194,8 @@ def _write_int8(b, model, path, calibration, resolution, **options) -> ExportRep
 
 
 def _write_mobile(b, model, path, calibration, resolution, **options) -> ExportReport:
-    return export_mobile(model, path, b.runtime, precision=b.precision, resolution=resolution,
-                         calibration=calibration, **options)
+    return export_mobile(model, path, b.name, resolution=resolution, calibration=calibration,
+                         **options)
 
 
 def _run_eager(b, path, model, threads, ort_spinning) -> Callable:
@@ -214,7 +215,6 @@ def _run_ort(b, path, model, threads, ort_spinning) -> Callable:
 
 
 def _run_file(b, path, model, threads, ort_spinning) -> Callable:
-    # Explicit threads: ExecuTorch's process-wide pool refuses another size, never ignores it.
     return no_grad(load_runner(path, threads=threads, runtime=b.runtime))
 
 
@@ -284,6 +284,14 @@ def eager_peer(arch: str) -> str | None:
     """The eager peer latencies of ``arch`` are compared with (``BenchRow.vs_peer``), if any."""
     return next((b.name for b in BACKENDS.values()
                  if b.peer_of == arch and b.runtime == "torch"), None)
+
+
+def fp32_backend(name: str) -> str | None:
+    """Our fp32 backend on the runtime of backend ``name`` (``int8`` -> ``onnx``,
+    ``openvino-int8`` -> ``openvino``): what its speed-up is measured against."""
+    runtime = get_backend(name).runtime
+    return next((b.name for b in BACKENDS.values() if b.runtime == runtime
+                 and b.precision == "fp32" and not b.peer_of), None)
 
 
 def export_formats() -> tuple[str, ...]:

@@ -128,7 +128,9 @@ def load_backend(name: str, model: nn.Module, shape: tuple[int, int, int], path:
     """
     t0 = time.perf_counter()
     backend = get_backend(name)
-    run = backend.load(path, model.eval(), ort_spinning=ort_spinning)
+    # Explicit threads: ExecuTorch's process-wide pool refuses another size, never ignores it.
+    run = backend.load(path, model.eval(), threads=torch.get_num_threads(),
+                       ort_spinning=ort_spinning)
     prepared = Prepared(name, run, backend.channels_last, path)
     prepared.run(prepared_input(prepared, torch.randn(1, *shape)))
     prepared.setup_s = time.perf_counter() - t0

@@ -143,22 +143,23 @@ def _check_delegation(delegation: dict, path: Path, allow_portable: bool, runtim
                           "--allow-portable to write it anyway")
 
 
-def export_mobile(model: nn.Module, path: str | os.PathLike, runtime: str, *,
-                  precision: str = "fp32", resolution: int | None = None,
-                  calibration: list[torch.Tensor] | None = None, float_layers: int = 2,
-                  float_classifier: bool = True, nhwc: bool = False, allow_portable: bool = False,
-                  tolerance: float = 1e-4, min_top1_agreement: float = 0.9,
-                  check_inputs: torch.Tensor | None = None) -> ExportReport:
+def export_mobile(model: nn.Module, path: str | os.PathLike, fmt: str, *,
+                  resolution: int | None = None, calibration: list[torch.Tensor] | None = None,
+                  float_layers: int = 2, float_classifier: bool = True, nhwc: bool = False,
+                  allow_portable: bool = False, tolerance: float = 1e-4,
+                  min_top1_agreement: float = 0.9, check_inputs: torch.Tensor | None = None
+                  ) -> ExportReport:
     """Export ``model`` to a phone/edge runtime, verified against torch, written atomically.
 
-    The backends of these runtimes (``backends.BACKENDS``: ``executorch``, ``litert-int8``,
-    ``openvino-bf16``, ...) call this with their runtime and precision.
+    The phone backends of ``backends.BACKENDS`` (``executorch``, ``litert-int8``,
+    ``openvino-bf16``, ...) write their files with this, ``fmt`` being their name.
 
     Args:
         model: The float torch model (eval mode is used; the model is not changed).
         path: Destination file (``.pte``, ``.tflite``; OpenVINO: ``.xml``, its ``.bin`` beside).
-        runtime: ``"executorch"``, ``"litert"`` or ``"openvino"``.
-        precision: ``"fp32"`` (default) or ``"int8"``; OpenVINO also ``"bf16"``.
+        fmt: The runtime, with its precision appended where it is not fp32 (``mobile_formats``):
+            ``"executorch"``, ``"executorch-int8"``, ``"litert"``, ``"litert-int8"``,
+            ``"openvino"``, ``"openvino-int8"`` or ``"openvino-bf16"``.
         resolution: Input size (square). Default: the model's, else 224.
         calibration: int8: real preprocessed batches (N, C, H, W) of the user's data.
         float_layers: int8: the first N conv blocks stay fp32. Default 2.
@@ -171,20 +172,18 @@ def export_mobile(model: nn.Module, path: str | os.PathLike, runtime: str, *,
             only (fp32, bf16).
 
     Returns:
-        An ``ExportReport`` with the check's figures, the delegation and the file's I/O; its
-        ``format`` is the backend's name (``runtime``, or ``runtime-precision`` below fp32).
+        An ``ExportReport`` with the check's figures, the delegation and the file's I/O.
 
     Raises:
         MissingExtraError: if the runtime's extra is not installed (one line, the pip command).
         ExportError: if the check fails or ops fall off the delegate (nothing is written).
-        ValueError: for a bad ``runtime``, ``precision``, option or calibration batch.
+        ValueError: for a bad ``fmt``, option or calibration batch.
     """
-    if runtime not in EXPORTERS:
-        raise ValueError(f"runtime must be one of {', '.join(EXPORTERS)}, got {runtime!r}")
-    build, precisions = EXPORTERS[runtime]
-    if precision not in precisions:
-        raise ValueError(f"{runtime} exports {', '.join(precisions)}, not {precision!r}")
-    fmt = runtime if precision == "fp32" else f"{runtime}-{precision}"
+    if fmt not in mobile_formats():
+        raise ValueError(f"--format must be one of {', '.join(mobile_formats())}, got {fmt!r}")
+    runtime, _, precision = fmt.partition("-")
+    precision = precision or "fp32"
+    build = EXPORTERS[runtime][0]
     if nhwc and runtime != "litert":
         raise ValueError("--nhwc is for LiteRT only (ExecuTorch falls off XNNPACK with NHWC input)")
     shape = input_shape(model, resolution)
@@ -339,4 +338,10 @@ def _report(path: Path, checked: dict, delegation: dict, io: dict) -> ExportRepo
 
 #: The exporters of this module by runtime, and the precisions each writes.
 EXPORTERS = {"executorch": (_executorch, ("fp32", "int8")), "litert": (_litert, ("fp32", "int8")),
-             "openvino": (_openvino, ("fp32", "bf16", "int8"))}
+             "openvino": (_openvino, ("fp32", "int8", "bf16"))}
+
+
+def mobile_formats() -> tuple[str, ...]:
+    """``export_mobile``'s formats: each runtime of ``EXPORTERS``, with the precision appended
+    where it is not fp32 (``executorch-int8``): the names of their backends."""
+    return tuple(r if p == "fp32" else f"{r}-{p}" for r, (_, ps) in EXPORTERS.items() for p in ps)

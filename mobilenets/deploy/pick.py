@@ -1,7 +1,8 @@
 """``pick``: the most accurate MobileNet within a latency, size and compute budget, with latency
 measured on this machine for every runtime and precision asked for (``backends.BACKENDS``:
 torch, ONNX Runtime fp32/int8, ExecuTorch, LiteRT, OpenVINO fp32/int8/bf16), all timed
-interleaved in one run; and the accuracy-against-measured-latency frontier, one curve per runtime/precision.
+interleaved in one run; and the accuracy-against-measured-latency frontier, one curve per
+runtime/precision.
 
 No library draws this frontier, and it matters: on some CPUs int8 is slower than fp32, on
 others 3x faster, and the runtimes differ by up to 2x on the same file.
@@ -93,8 +94,8 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
         latency_ms: Largest median batch-1 latency allowed, in ms (> 0). Default: no limit.
         max_params: Largest parameter count (conv + FC weights, the paper's count). Default none.
         max_madds: Largest Mult-Adds per image. Default none.
-        backend: Where latency is measured: a name from ``backends.BACKENDS`` (not a peer), a list of
-            them or a comma-separated string (``"onnx,int8,litert,litert-int8"``; ``"all"``:
+        backend: Where latency is measured: a name from ``backends.BACKENDS`` (not a peer), a
+            list of them or a comma-separated string (``"onnx,int8,litert,litert-int8"``; ``"all"``:
             every backend installed). Every candidate is timed on each. Default ``"onnx"``.
         accuracy_csv: A ``mobilenets sweep`` CSV to take candidates and accuracy from; default the
             registered ImageNet variants of ``arch`` (see ``candidates``).
