@@ -3,8 +3,9 @@
 Sub-commands, each writing ``benchmarks/results/phones_<name>.json`` and ``.md``; a benchmark,
 not a test: it reports what is met and what is not, and asserts nothing.
 
-``latency``   1.0 MobileNet-224, batch 1, on every installed runtime and precision, with timm's
-              MobileNet V1 on every fp32 runtime, all interleaved in one process. Targets: fp32
+``latency``   1.0 MobileNet-224 (or another V1, ``--model``), batch 1, on every installed
+              runtime and precision, with timm's MobileNet V1 on every fp32 runtime, all
+              interleaved in one process. Targets: fp32
               within 1.15x the machine's fp32 floor (2 x Mult-Adds at the best measured fp32
               GEMM rate, ``bench.gemm_rates``: torch's MKL or ONNX Runtime's MLAS, whichever is
               faster here), no slower than the same runtime on timm's model (the same graph
@@ -52,7 +53,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from mobilenets.deploy.backends import BACKENDS, check_backends, installed_backends  # noqa: E402
+from mobilenets.deploy.backends import (BACKENDS, check_backends, fp32_backend,  # noqa: E402
+                                        installed_backends)
 from mobilenets.deploy.bench import (SPIN_PAUSE_S, calibration_images, gemm_rates,  # noqa: E402
                                      model_from_spec, ort_matmul, prepare_backend,
                                      time_interleaved)
@@ -154,7 +156,7 @@ def cmd_latency(args) -> None:
         return latency_report(data, data["command"])
     # torch.compile too by default: torch's fastest fp32 (frozen, pre-packed weights).
     backends = [b for b in check_backends(args.backends or "all,compile") if b != "eager"]
-    ours = model_from_spec({"name": "mobilenet_v1_1.0_224"})
+    ours = model_from_spec({"name": args.model})
     timm = peer_model(ours)
     jobs = [("ours", b, ours) for b in backends]
     jobs += [("timm", b, timm) for b in backends if BACKENDS[b].precision == "fp32"]
@@ -164,13 +166,15 @@ def cmd_latency(args) -> None:
     mach.update(gemm_gflops=rates, matmul_gflops=max(rates.values()))
     from mobilenets.cost.profiler import profile_model
 
-    madds = profile_model(ours, (3, 224, 224)).total_madds
+    res = ours.config["resolution"]
+    madds = profile_model(ours, (3, res, res)).total_madds
     floor_ms = 2 * madds / max(rates.values()) / 1e6
     mach["ort_spinning"] = args.ort_spinning == "on"
     runs = timed_rows(jobs, args.threads, args.rounds, args.iters, mach["ort_spinning"],
                       gemm=True, repeats=args.repeats, gap_s=args.gap_s)
     latency_report({"machine": mach, "floor_ms": floor_ms, "madds": madds, "rounds": args.rounds,
-                    "iters": args.iters, "gap_s": args.gap_s, "runs": runs, "tag": args.tag},
+                    "iters": args.iters, "gap_s": args.gap_s, "runs": runs, "tag": args.tag,
+                    "model": args.model},
                    " ".join(sys.argv))
 
 
@@ -203,7 +207,7 @@ def latency_checks(rows: list[dict], madds: int, key: str, best_floor_ms: float
                 check["met"] = check["met"] or p >= 0.05
             checks.append(check)
         elif r["precision"] == "int8":
-            fp32 = {"int8": "onnx"}.get(b, b.replace("-int8", ""))
+            fp32 = fp32_backend(b)
             if ("ours", fp32) in by:
                 ratio = r[key] / by[("ours", fp32)][key]
                 checks.append({"target": f"{b}: int8 / our {fp32} fp32, {what} <= 0.35",
@@ -261,7 +265,8 @@ def latency_report(data: dict, command: str) -> None:
                            "median": round(statistics.median(values), 3),
                            "met": f"{met} of {len(runs)}"})
     md = "\n".join([
-        f"# Phone runtimes: 1.0 MobileNet-224, batch 1, {threads} thread(s)", "",
+        f"# Phone runtimes: {data.get('model', 'mobilenet_v1_1.0_224')}, batch 1, "
+        f"{threads} thread(s)", "",
         machine_line(mach), "", intro, "", table(rows), "", "## Targets", "", table(checks)])
     save(f"latency_{threads}t", {**data, "command": command,
                                  "checks": [c for c, _ in judged]}, md, data.get("tag"))
@@ -365,6 +370,8 @@ def main() -> None:
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--rounds", type=int, default=10)
     s.add_argument("--iters", type=int, default=10)
+    s.add_argument("--model", default="mobilenet_v1_1.0_224",
+                   help="the MobileNet V1 variant timed (registered name; default 1.0-224)")
     s.add_argument("--backends", help="default: all installed and compile "
                    f"({', '.join(installed_backends())}, compile)")
     s.add_argument("--repeats", type=int, default=1,
