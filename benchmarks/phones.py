@@ -108,7 +108,8 @@ def timed_rows(jobs: list[tuple[str, str, torch.nn.Module]], threads: int, round
             wall = time_interleaved(prepared, x, rounds, iters, cpu=cpu, load=load,
                                     pause=SPIN_PAUSE_S if ort_spinning else 0.0)
             runs.append([{"model": meta[k][0], "backend": meta[k][1],
-                          "precision": BACKENDS[meta[k][1]].precision,
+                          "precision": ("fp32" if meta[k][0] == "gemm"
+                                        else BACKENDS[meta[k][1]].precision),
                           "wall_ms": round(statistics.median(wall[k]) * 1e3, 3),
                           "cpu_ms": round(statistics.median(cpu[k]) * 1e3, 3),
                           "cpu_wall": round(statistics.median(cpu[k])
