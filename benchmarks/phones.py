@@ -3,8 +3,9 @@
 Sub-commands, each writing ``benchmarks/results/phones_<name>.json`` and ``.md``; a benchmark,
 not a test: it reports what is met and what is not, and asserts nothing.
 
-``latency``   1.0 MobileNet-224, batch 1, on every installed runtime and precision, with timm's
-              MobileNet V1 on every fp32 runtime, all interleaved in one process. Targets: fp32
+``latency``   1.0 MobileNet-224 (or another V1, ``--model``), batch 1, on every installed
+              runtime and precision, with timm's MobileNet V1 on every fp32 runtime, all
+              interleaved in one process. Targets: fp32
               within 1.15x the machine's fp32 floor (2 x Mult-Adds at the best measured fp32
               GEMM rate, ``bench.gemm_rates``: torch's MKL or ONNX Runtime's MLAS, whichever is
               faster here), no slower than the same runtime on timm's model (the same graph
@@ -31,6 +32,9 @@ Usage (repository root):
     .venv/bin/python benchmarks/phones.py accuracy --model-file runs/fm/model.safetensors
     .venv/bin/python benchmarks/phones.py latency --threads 2 --ort-spinning on
     .venv/bin/python benchmarks/phones.py pick --threads 2
+
+``latency`` and ``accuracy`` take ``--tag NAME`` to write ``phones_latency_1t_NAME.md`` (and
+``.json``): another machine's figures beside these.
 """
 from __future__ import annotations
 
@@ -49,8 +53,9 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from mobilenets.deploy.bench import (PRECISIONS, SPIN_PAUSE_S, calibration_images,  # noqa: E402
-                                     check_backends, gemm_rates, installed_backends,
+from mobilenets.deploy.backends import (BACKENDS, check_backends, fp32_backend,  # noqa: E402
+                                        installed_backends)
+from mobilenets.deploy.bench import (SPIN_PAUSE_S, calibration_images, gemm_rates,  # noqa: E402
                                      model_from_spec, ort_matmul, prepare_backend,
                                      time_interleaved)
 from mobilenets.deploy.machine import machine_info, machine_line  # noqa: E402
@@ -84,7 +89,7 @@ def timed_rows(jobs: list[tuple[str, str, torch.nn.Module]], threads: int, round
         calib = {}
         for i, (label, backend, model) in enumerate(jobs):
             shape = (3, model.config.get("resolution", 224), model.config.get("resolution", 224))
-            if PRECISIONS.get(backend) == "int8" and shape not in calib:
+            if BACKENDS[backend].precision == "int8" and shape not in calib:
                 calib[shape] = calibration_images("fashion-mnist", shape, 64)
             work = Path(tmp) / str(i)
             work.mkdir()
@@ -103,7 +108,8 @@ def timed_rows(jobs: list[tuple[str, str, torch.nn.Module]], threads: int, round
             wall = time_interleaved(prepared, x, rounds, iters, cpu=cpu, load=load,
                                     pause=SPIN_PAUSE_S if ort_spinning else 0.0)
             runs.append([{"model": meta[k][0], "backend": meta[k][1],
-                          "precision": PRECISIONS.get(meta[k][1], "fp32"),
+                          "precision": ("fp32" if meta[k][0] == "gemm"
+                                        else BACKENDS[meta[k][1]].precision),
                           "wall_ms": round(statistics.median(wall[k]) * 1e3, 3),
                           "cpu_ms": round(statistics.median(cpu[k]) * 1e3, 3),
                           "cpu_wall": round(statistics.median(cpu[k])
@@ -136,7 +142,10 @@ def table(rows: list[dict]) -> str:
     return "```\n" + render_table(rows, width=None) + "\n```"
 
 
-def save(name: str, data: dict, md: str) -> None:
+def save(name: str, data: dict, md: str, tag: str | None = None) -> None:
+    """``benchmarks/results/phones_<name>[_<tag>].json`` and ``.md`` (a tag keeps another
+    machine's results beside these)."""
+    name = f"{name}_{tag}" if tag else name
     write_json(RESULTS / f"phones_{name}.json", data)
     write_text(RESULTS / f"phones_{name}.md", md)
     print(md)
@@ -148,23 +157,26 @@ def cmd_latency(args) -> None:
         return latency_report(data, data["command"])
     # torch.compile too by default: torch's fastest fp32 (frozen, pre-packed weights).
     backends = [b for b in check_backends(args.backends or "all,compile") if b != "eager"]
-    ours = model_from_spec({"name": "mobilenet_v1_1.0_224"})
-    timm = peer_model("timm", ours)
+    ours = model_from_spec({"name": args.model})
+    timm = peer_model(ours)
     jobs = [("ours", b, ours) for b in backends]
-    jobs += [("timm", b, timm) for b in backends if PRECISIONS.get(b, "fp32") == "fp32"]
+    jobs += [("timm", b, timm) for b in backends if BACKENDS[b].precision == "fp32"]
     mach = machine_info(args.threads)
     torch.set_num_threads(args.threads)
     rates = gemm_rates(args.threads)
     mach.update(gemm_gflops=rates, matmul_gflops=max(rates.values()))
     from mobilenets.cost.profiler import profile_model
 
-    madds = profile_model(ours, (3, 224, 224)).total_madds
+    res = ours.config["resolution"]
+    madds = profile_model(ours, (3, res, res)).total_madds
     floor_ms = 2 * madds / max(rates.values()) / 1e6
     mach["ort_spinning"] = args.ort_spinning == "on"
     runs = timed_rows(jobs, args.threads, args.rounds, args.iters, mach["ort_spinning"],
                       gemm=True, repeats=args.repeats, gap_s=args.gap_s)
     latency_report({"machine": mach, "floor_ms": floor_ms, "madds": madds, "rounds": args.rounds,
-                    "iters": args.iters, "gap_s": args.gap_s, "runs": runs}, " ".join(sys.argv))
+                    "iters": args.iters, "gap_s": args.gap_s, "runs": runs, "tag": args.tag,
+                    "model": args.model},
+                   " ".join(sys.argv))
 
 
 def latency_checks(rows: list[dict], madds: int, key: str, best_floor_ms: float
@@ -196,7 +208,7 @@ def latency_checks(rows: list[dict], madds: int, key: str, best_floor_ms: float
                 check["met"] = check["met"] or p >= 0.05
             checks.append(check)
         elif r["precision"] == "int8":
-            fp32 = {"int8": "onnx"}.get(b, b.replace("-int8", ""))
+            fp32 = fp32_backend(b)
             if ("ours", fp32) in by:
                 ratio = r[key] / by[("ours", fp32)][key]
                 checks.append({"target": f"{b}: int8 / our {fp32} fp32, {what} <= 0.35",
@@ -254,10 +266,11 @@ def latency_report(data: dict, command: str) -> None:
                            "median": round(statistics.median(values), 3),
                            "met": f"{met} of {len(runs)}"})
     md = "\n".join([
-        f"# Phone runtimes: 1.0 MobileNet-224, batch 1, {threads} thread(s)", "",
+        f"# Phone runtimes: {data.get('model', 'mobilenet_v1_1.0_224')}, batch 1, "
+        f"{threads} thread(s)", "",
         machine_line(mach), "", intro, "", table(rows), "", "## Targets", "", table(checks)])
     save(f"latency_{threads}t", {**data, "command": command,
-                                 "checks": [c for c, _ in judged]}, md)
+                                 "checks": [c for c, _ in judged]}, md, data.get("tag"))
 
 
 def cmd_table4(args) -> None:
@@ -282,8 +295,7 @@ def cmd_table4(args) -> None:
 
 def cmd_accuracy(args) -> None:
     from mobilenets.cli.common import eval_split, inference_extra
-    from mobilenets.deploy.mobile import MOBILE_FORMATS, export_mobile
-    from mobilenets.deploy.onnx_export import calibration_batches, quantize_int8
+    from mobilenets.deploy.onnx_export import calibration_batches
     from mobilenets.deploy.runtimes import load_runner
     from mobilenets.tasks.classification.train import evaluate
     from mobilenets.models.registry import load_model
@@ -307,13 +319,11 @@ def cmd_accuracy(args) -> None:
              "top1_agreement": 100.0, "met (drop < 0.3)": ""}]
     with tempfile.TemporaryDirectory(prefix="phones-acc-") as tmp:
         for fmt in check_backends(args.formats):
-            path = Path(tmp) / f"m{MOBILE_FORMATS.get(fmt, ('', '', '.onnx'))[2]}"
+            backend = BACKENDS[fmt]
+            path = Path(tmp) / f"m{backend.suffix}"
             print(f"exporting {fmt}", file=sys.stderr, flush=True)
-            if fmt == "int8":
-                quantize_int8(model, path, calibration, float_layers=args.float_layers)
-            else:
-                export_mobile(model, path, fmt, calibration=calibration,
-                              float_layers=args.float_layers)
+            backend.export(model, path, calibration,
+                           **backend.accepted({"float_layers": args.float_layers}))
             top1 = run(fmt, load_runner(path))
             agree = float((torch.cat(preds[fmt]) == torch.cat(preds["fp32"])).float().mean())
             rows.append({"format": fmt, "top1": top1, "drop": round(rows[0]["top1"] - top1, 2),
@@ -324,7 +334,7 @@ def cmd_accuracy(args) -> None:
         f"# int8 accuracy on {len(ds)} test images ({args.model_file})", "", machine_line(mach),
         "", f"Command: `{' '.join(sys.argv)}`; calibration: 512 training images; float layers "
         f"{args.float_layers} + the classifier.", "", table(rows)])
-    save("accuracy", {"command": " ".join(sys.argv), "machine": mach, "rows": rows}, md)
+    save("accuracy", {"command": " ".join(sys.argv), "machine": mach, "rows": rows}, md, args.tag)
 
 
 def cmd_pick(args) -> None:
@@ -350,6 +360,10 @@ def cmd_pick(args) -> None:
                   "rows": rows}, md)
 
 
+TAG_HELP = ("appended to the results' file names (phones_latency_1t_TAG.md): another machine's "
+            "results beside the others (default: none)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -357,6 +371,8 @@ def main() -> None:
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--rounds", type=int, default=10)
     s.add_argument("--iters", type=int, default=10)
+    s.add_argument("--model", default="mobilenet_v1_1.0_224",
+                   help="the MobileNet V1 variant timed (registered name; default 1.0-224)")
     s.add_argument("--backends", help="default: all installed and compile "
                    f"({', '.join(installed_backends())}, compile)")
     s.add_argument("--repeats", type=int, default=1,
@@ -365,6 +381,7 @@ def main() -> None:
     s.add_argument("--from-json", help="recompute the targets of a saved phones_latency_*.json")
     s.add_argument("--ort-spinning", choices=("on", "off"), default="off",
                    help="ONNX Runtime's idle threads spin (its fastest setting on an idle machine)")
+    s.add_argument("--tag", help=TAG_HELP)
     s.set_defaults(func=cmd_latency)
     s = sub.add_parser("table4")
     s.add_argument("--backends", default="litert,litert-int8,executorch")
@@ -376,6 +393,7 @@ def main() -> None:
     s.add_argument("--formats", default="executorch-int8,litert-int8,int8")
     s.add_argument("--float-layers", type=int, default=2)
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--tag", help=TAG_HELP)
     s.set_defaults(func=cmd_accuracy)
     s = sub.add_parser("pick")
     s.add_argument("--backends", default="all", help="default: every installed backend but eager")

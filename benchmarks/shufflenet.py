@@ -7,12 +7,13 @@ Three parts, each writing ``benchmarks/results/shufflenet_<part>.json`` and ``.m
 ``latency``
     Batch-1 latency at 224x224 of ShuffleNet 1.5x and 2x (g = 3) beside MobileNet V1 0.75 / 1.0 and
     MobileNetV2 1.0 / 1.4 (the pairs of similar Mult-Adds: 292M vs 325M and 301M; 524M vs 569M and
-    582M), on every backend ``mobilenets.deploy.bench`` offers but the architecture-specific peers
-    (``BACKENDS`` minus ``PEERS``: eager, torch, compile, onnx fp32, int8, and any runtime added
-    there later), all (model, backend) pairs prepared with ``bench.prepare_backend`` and timed in
-    one interleaved run (``bench.time_interleaved``), so machine noise hits all alike. Two
-    controls isolate the slow path: ShuffleNet 1.5x with g = 1 (Table 1's widths for one group:
-    dense 1x1 convolutions, no shuffle, 308M) and ShuffleNet 1.5x g = 3 with its shuffles removed
+    582M), on every backend ``mobilenets.deploy.backends`` registers but the architecture-specific
+    peers (``BACKENDS`` but those with a ``peer_of``: eager, torch, compile, onnx fp32, int8, the
+    phone runtimes, and any runtime added there later), all (model, backend) pairs prepared with
+    ``bench.prepare_backend`` and timed in one interleaved run (``bench.time_interleaved``), so
+    machine noise hits all alike. Two controls isolate the slow path: ShuffleNet 1.5x with g = 1
+    (Table 1's widths for one group: dense 1x1 convolutions, no shuffle, 308M) and ShuffleNet 1.5x
+    g = 3 with its shuffles removed
     (the same convolutions and Mult-Adds, a different function: a timing control only).
 ``layers``
     Where the time goes, per layer type: ONNX Runtime's per-kernel times (its profiler, fp32 and
@@ -55,10 +56,10 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from mobilenets.cost.profiler import profile_model  # noqa: E402
-from mobilenets.deploy.bench import (BACKENDS, calibration_images,  # noqa: E402
+from mobilenets.deploy.backends import BACKENDS  # noqa: E402
+from mobilenets.deploy.bench import (calibration_images,  # noqa: E402
                                      prepare_backend, time_interleaved)
 from mobilenets.deploy.machine import cpu_info, matmul_gflops, percentile  # noqa: E402
-from mobilenets.deploy.peers import PEERS  # noqa: E402
 from mobilenets.deploy.onnx_export import export_onnx, fold_batchnorm, quantize_int8  # noqa: E402
 from mobilenets.fileio import atomic_path  # noqa: E402
 from mobilenets.models.layers import ChannelShuffle, Pool2d  # noqa: E402
@@ -191,7 +192,8 @@ def latency_table(rows: list[dict], peers: dict[str, list[str]]) -> list[str]:
 
 def cmd_latency(args) -> None:
     torch.set_num_threads(args.threads)
-    backends = args.backends.split(",") if args.backends else [b for b in BACKENDS if b not in PEERS]
+    backends = (args.backends.split(",") if args.backends
+                else [b.name for b in BACKENDS.values() if not b.peer_of])
     info = machine()
     info["matmul_gflops"] = round(matmul_gflops(), 1)
     models = [(label, build(name, variant), (3, 224, 224)) for label, name, variant in LATENCY_MODELS]

@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import torch  # noqa: E402
 
 from mobilenets.cost.profiler import profile_model  # noqa: E402
+from mobilenets.deploy.backends import BACKENDS  # noqa: E402
 from mobilenets.deploy.bench import calibration_images  # noqa: E402
 from mobilenets.deploy.machine import machine_info, machine_line  # noqa: E402
-from mobilenets.deploy.mobile import export_mobile  # noqa: E402
 from mobilenets.deploy.onnx_export import input_shape  # noqa: E402
 from mobilenets.deploy.runtimes import ExecuTorchRunner, executorch_threads, require  # noqa: E402
 from mobilenets.fileio import write_json, write_text  # noqa: E402
@@ -95,9 +95,10 @@ def measure(variant: str, runs: int, workdir: Path) -> dict:
     for r in profile_model(model, shape).rows:
         madds[r.kind] += r.madds
     files = {"fp32": workdir / f"{variant}.pte", "int8": workdir / f"{variant}.int8.pte"}
-    export_mobile(model, files["fp32"], "executorch")
-    export_mobile(model, files["int8"], "executorch-int8", min_top1_agreement=0.0,
-                  calibration=calibration_images("fashion-mnist", shape, 64))
+    BACKENDS["executorch"].export(model, files["fp32"])
+    BACKENDS["executorch-int8"].export(model, files["int8"],
+                                       calibration_images("fashion-mnist", shape, 64),
+                                       min_top1_agreement=0.0)
     times = {}
     for k, f in files.items():
         ops, delegate_us = operator_times(f, shape, runs, workdir)

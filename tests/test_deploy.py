@@ -7,7 +7,8 @@ from torch import nn
 
 import mobilenets as M
 from mobilenets.deploy import onnx_export as deploy
-from mobilenets.deploy.bench import bench, check_backends
+from mobilenets.deploy.backends import check_backends
+from mobilenets.deploy.bench import bench
 from mobilenets.deploy.onnx_export import (ExportError, OnnxModule, export_onnx, fold_batchnorm,
                                            quantize_int8)
 from mobilenets.deploy.peers import timm_mobilenet_v1

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from mobilenets.cli import main
-from mobilenets.deploy.mobile import bf16_supported, export_mobile, verify
+from mobilenets.deploy.backends import BACKENDS
+from mobilenets.deploy.mobile import bf16_supported, verify
 from mobilenets.deploy.onnx_export import ExportError
 from mobilenets.deploy.quantize import float_module_names, keep_float
 from mobilenets.deploy.runtimes import MissingExtraError, load_runner, require
@@ -87,15 +88,16 @@ def test_missing_extra_names_the_pip_command():
 @pytest.mark.numerics
 def test_executorch_fp32_int8_and_portable_fallback(tmp_path):
     model = tiny()
-    report = export_mobile(model, tmp_path / "m.pte", "executorch")
+    report = BACKENDS["executorch"].export(model, tmp_path / "m.pte")
     assert report.delegation["outside"] == {} and report.delegation["delegated_ops"] > 20
     assert report.max_abs_diff <= report.tolerance and report.logit_scale >= 1
     runner = load_runner(tmp_path / "m.pte")
     x = images(2)
     torch.testing.assert_close(runner(x), model(x), rtol=0, atol=1e-4 * report.logit_scale)
 
-    q = export_mobile(model, tmp_path / "q.pte", "executorch-int8", calibration=[images(32, s)
-                      for s in (2, 3)], check_inputs=images(), min_top1_agreement=0.5)
+    q = BACKENDS["executorch-int8"].export(model, tmp_path / "q.pte",
+                                           [images(32, s) for s in (2, 3)],
+                                           check_inputs=images(), min_top1_agreement=0.5)
     assert q.top1_agreement >= 0.5 and q.delegation["outside"] == {}
     assert q.float_modules == ["features.0", "features.1.dw", "classifier"]
     assert q.bytes < report.bytes  # int8 weights
@@ -109,9 +111,9 @@ def test_executorch_fp32_int8_and_portable_fallback(tmp_path):
             return torch.log_softmax(self.net(x), 1)
 
     with pytest.raises(ExportError, match="log_softmax.*--allow-portable"):
-        export_mobile(LogSoftmax(), tmp_path / "p.pte", "executorch")
+        BACKENDS["executorch"].export(LogSoftmax(), tmp_path / "p.pte")
     assert not (tmp_path / "p.pte").exists() and len(list(tmp_path.iterdir())) == 2
-    slow = export_mobile(LogSoftmax(), tmp_path / "p.pte", "executorch", allow_portable=True)
+    slow = BACKENDS["executorch"].export(LogSoftmax(), tmp_path / "p.pte", allow_portable=True)
     assert "aten._log_softmax.default" in slow.delegation["outside"]
 
     # benchmarks/xnnpack_layers.py: ExecuTorch's event tracer times every XNNPACK operator, and
@@ -130,9 +132,9 @@ def test_executorch_fp32_int8_and_portable_fallback(tmp_path):
 def test_litert_int8_nhwc_runner_quantizes_its_io(tmp_path):
     model = tiny()
     calibration = [images(32, s) for s in (2, 3)]
-    report = export_mobile(model, tmp_path / "q.tflite", "litert-int8", calibration=calibration,
-                           nhwc=True, float_layers=0, float_classifier=False,
-                           check_inputs=images(), min_top1_agreement=0.5)
+    report = BACKENDS["litert-int8"].export(model, tmp_path / "q.tflite", calibration, nhwc=True,
+                                            float_layers=0, float_classifier=False,
+                                            check_inputs=images(), min_top1_agreement=0.5)
     assert report.delegation["outside"] == {} and report.io["layout"] == "NHWC"
     # All layers int8: the file takes and returns int8; the runner hides it.
     assert report.io["input"]["dtype"] == "int8" and report.io["output"]["dtype"] == "int8"
@@ -144,18 +146,58 @@ def test_litert_int8_nhwc_runner_quantizes_its_io(tmp_path):
 @pytest.mark.numerics
 def test_openvino_fp32_and_bf16(tmp_path):
     model = tiny()
-    report = export_mobile(model, tmp_path / "m.xml", "openvino")
+    report = BACKENDS["openvino"].export(model, tmp_path / "m.xml")
     assert report.max_abs_diff <= report.tolerance
     assert all(k.endswith(":f32") for k in report.delegation["runtime_precisions"])
     assert (tmp_path / "m.bin").is_file()
     if bf16_supported():
-        b = export_mobile(model, tmp_path / "b.xml", "openvino-bf16", check_inputs=images(),
-                          min_top1_agreement=0.5)
+        b = BACKENDS["openvino-bf16"].export(model, tmp_path / "b.xml", check_inputs=images(),
+                                             min_top1_agreement=0.5)
         assert any(k.endswith(":bf16") for k in b.delegation["runtime_precisions"])
         assert load_runner(tmp_path / "b.xml").precision == "bf16"
     else:
         with pytest.raises(ExportError, match="avx512_bf16"):
-            export_mobile(model, tmp_path / "b.xml", "openvino-bf16")
+            BACKENDS["openvino-bf16"].export(model, tmp_path / "b.xml")
+
+
+@pytest.mark.numerics
+def test_openvino_int8_is_one_record(tmp_path):
+    """OpenVINO int8 is one record of ``deploy.backends``: OpenVINO runs our int8 ONNX with its own
+    int8 kernels, verified against torch like every int8 export, and the commands that read the
+    registry offer it (``--backends all``, ``export --format``, ``--float-layers auto``)."""
+    from mobilenets.deploy.backends import export_formats, installed_backends
+    from mobilenets.deploy.tune import int8_formats
+
+    model, backend = tiny(), BACKENDS["openvino-int8"]
+    calibration = [images(32, s) for s in (2, 3)]
+    report = backend.export(model, tmp_path / "q.xml", calibration, check_inputs=images(),
+                            min_top1_agreement=0.5)
+    assert report.format == "openvino-int8" and report.top1_agreement >= 0.5
+    assert report.float_modules == ["features.0", "features.1.dw", "classifier"]
+    # Table 1's 27 convolutions (the stem, 13 depthwise, 13 pointwise) run in int8 but the two
+    # kept float; the classifier stays fp32.
+    ran = report.delegation["runtime_precisions"]
+    assert sum(n for k, n in ran.items() if k in ("Convolution:u8", "Convolution:i8")) == 25
+    assert ran.get("Convolution:f32") == 2 and ran.get("FullyConnected:f32") == 1
+    # The peer: ONNX Runtime runs the same QDQ graph (the int8 backend, same calibration). Both
+    # compute the int8 layers in integers, so they differ only in rounding, far below the
+    # logits' scale, and pick the same classes.
+    BACKENDS["int8"].export(model, tmp_path / "q.onnx", calibration, check_inputs=images(),
+                            min_top1_agreement=0.5)
+    x = images(16, 5)
+    with torch.no_grad():
+        ours, peer, ref = backend.load(tmp_path / "q.xml")(x), BACKENDS["int8"].load(
+            tmp_path / "q.onnx")(x), model(x)
+    assert ours.shape == ref.shape == (16, 1000)
+    assert float((ours - peer).abs().max()) <= 0.1 * float(ref.abs().max())
+    assert float((ours.argmax(1) == peer.argmax(1)).float().mean()) >= 0.9
+    with pytest.raises(ExportError, match="agrees with the float model on only"):
+        backend.export(model, tmp_path / "never.xml", calibration, min_top1_agreement=1.01)
+    with pytest.raises(ValueError, match="needs calibration"):
+        backend.export(model, tmp_path / "never.xml")
+    assert not [p for p in tmp_path.iterdir() if "never" in p.name]  # nothing written
+    offered = set(installed_backends()) & set(export_formats()) & set(int8_formats())
+    assert "openvino-int8" in offered
 
 
 def test_openvino_export_sends_no_telemetry(tmp_path):

@@ -37,25 +37,31 @@ DEFAULT_FLOAT_LAYERS = 2
 DEFAULT_CALIBRATION_IMAGES = 512
 
 
+#: ``export``'s flags that only some formats take: the export option each sets (a format takes
+#: the flag when its backend takes the option), or "calibration" (the int8 formats).
+FORMAT_FLAGS = (("--nhwc", "nhwc"), ("--float-layers", "float_layers"),
+                ("--int8-classifier", "float_classifier"), ("--per-tensor", "per_channel"),
+                ("--calibration-images", "calibration"), ("--no-fold-bn", "fold_bn"))
+
+
 def cmd_export(args) -> None:
     import torch
 
-    from mobilenets.deploy.mobile import MOBILE_FORMATS, export_mobile
-    from mobilenets.deploy.onnx_export import calibration_batches, export_onnx, quantize_int8
-    from mobilenets.deploy.tune import INT8_FORMATS
+    from mobilenets.deploy.backends import BACKENDS, export_formats
+    from mobilenets.deploy.onnx_export import calibration_batches
     from mobilenets.models.modelfile import save_model
     from mobilenets.models.registry import load_model
 
-    quantized = args.format in INT8_FORMATS
+    backend = BACKENDS.get(args.format)  # None: safetensors, our own file
+    given = {"--nhwc": args.nhwc, "--float-layers": args.float_layers is not None,
+             "--int8-classifier": args.int8_classifier, "--per-tensor": args.per_tensor,
+             "--calibration-images": args.calibration_images is not None,
+             "--no-fold-bn": args.no_fold_bn}
     # Options of other formats are refused, not ignored, before any work.
-    for flag, given, formats in (
-            ("--nhwc", args.nhwc, ("litert", "litert-int8")),
-            ("--float-layers", args.float_layers is not None, INT8_FORMATS),
-            ("--int8-classifier", args.int8_classifier, INT8_FORMATS),
-            ("--per-tensor", args.per_tensor, ("int8",)),
-            ("--calibration-images", args.calibration_images is not None, INT8_FORMATS),
-            ("--no-fold-bn", args.no_fold_bn, ("onnx",))):
-        if given and args.format not in formats:
+    for flag, option in FORMAT_FLAGS:
+        formats = [f for f in export_formats() if option in BACKENDS[f].options
+                   or option == "calibration" and BACKENDS[f].precision == "int8"]
+        if given[flag] and args.format not in formats:
             raise ValueError(f"{flag} is for --format {', '.join(formats[:-1])}"
                              f"{' or ' if len(formats) > 1 else ''}{formats[-1]}, not "
                              f"--format {args.format}")
@@ -63,28 +69,7 @@ def cmd_export(args) -> None:
         args.float_layers = DEFAULT_FLOAT_LAYERS
     model, extra = model_for_export(args.model, args.resolution)
     out = Path(args.output)
-    calibration = None
-    if quantized:
-        calib_set, tf = eval_split(model.config, extra, args.data, "train", None)
-        calibration = calibration_batches(calib_set, tf, args.calibration_images
-                                          or DEFAULT_CALIBRATION_IMAGES)
-    if args.float_layers == "auto":
-        args.float_layers = _auto_float_layers(model, args, calibration)
-    if args.format in MOBILE_FORMATS:
-        report = export_mobile(model, out, args.format, calibration=calibration,
-                               float_layers=args.float_layers,
-                               float_classifier=not args.int8_classifier, nhwc=args.nhwc,
-                               allow_portable=args.allow_portable, tolerance=args.tolerance,
-                               min_top1_agreement=args.min_agreement)
-    elif args.format == "onnx":
-        report = export_onnx(model, out, tolerance=args.tolerance, fold_bn=not args.no_fold_bn,
-                             extra=extra)
-    elif args.format == "int8":
-        report = quantize_int8(model, out, calibration, per_channel=not args.per_tensor,
-                               extra=extra, min_top1_agreement=args.min_agreement,
-                               float_layers=args.float_layers,
-                               float_classifier=not args.int8_classifier)
-    else:
+    if backend is None:
         save_model(model, out, extra=extra)
         x = torch.randn(2, model.config.get("in_channels", 3), *(2 * [model.config.get("resolution", 224)]))
         with torch.no_grad():
@@ -93,6 +78,18 @@ def cmd_export(args) -> None:
             raise ValueError(f"{out} reloads with different outputs (max |diff| {diff:.3g})")
         print(f"{out} (safetensors): reloaded outputs identical")
         return
+    calibration = None
+    if backend.precision == "int8":
+        calib_set, tf = eval_split(model.config, extra, args.data, "train", None)
+        calibration = calibration_batches(calib_set, tf, args.calibration_images
+                                          or DEFAULT_CALIBRATION_IMAGES)
+    if args.float_layers == "auto":
+        args.float_layers = _auto_float_layers(model, args, calibration)
+    options = {"tolerance": args.tolerance, "min_top1_agreement": args.min_agreement,
+               "fold_bn": not args.no_fold_bn, "per_channel": not args.per_tensor,
+               "float_layers": args.float_layers, "float_classifier": not args.int8_classifier,
+               "nhwc": args.nhwc, "allow_portable": args.allow_portable, "extra": extra}
+    report = backend.export(model, out, calibration, **backend.accepted(options))
     print("\n".join(wrap_text(report.summary())))
     if args.evaluate:
         _evaluate_export(model, extra, out, args)
@@ -234,17 +231,17 @@ def cmd_pick(args) -> None:
 
 def add_arguments(sub) -> None:
     """Add this module's commands to the ``mobilenets`` subparsers ``sub``."""
-    from mobilenets.deploy.bench import BACKENDS
-    from mobilenets.deploy.mobile import MOBILE_FORMATS
-    from mobilenets.deploy.peers import PEERS
+    from mobilenets.deploy.backends import BACKENDS, export_formats
 
+    # The tool-chains beyond ONNX Runtime, each an extra: "executorch*, litert*, ...".
+    extras = list(dict.fromkeys(BACKENDS[f].extra for f in export_formats()
+                                if BACKENDS[f].extra not in (None, "export")))
     s = add_parser(sub, "export", help="ONNX, ExecuTorch, LiteRT, OpenVINO (fp32, int8, bf16) or "
                    "safetensors, verified against torch")
     s.add_argument("model", help="our .safetensors file, or a registered name (fresh weights)")
-    s.add_argument("--format", choices=("onnx", "int8", *MOBILE_FORMATS, "safetensors"),
-                   default="onnx", help="what to write: int8 is ONNX int8; executorch and "
-                   "litert need pip install 'mobilenets[executorch]' / '[litert]', openvino "
-                   "'[openvino]'")
+    s.add_argument("--format", choices=(*export_formats(), "safetensors"), default="onnx",
+                   help="what to write: int8 is ONNX int8; " + ", ".join(f"{x}*" for x in extras)
+                   + " need pip install " + ", ".join(f"'mobilenets[{x}]'" for x in extras))
     s.add_argument("--output", required=True, help="file to write (atomically, after the check)")
     s.add_argument("--resolution", type=int, help="input size (default: the model's)")
     s.add_argument("--tolerance", type=float, default=1e-4,
@@ -283,8 +280,9 @@ def add_arguments(sub) -> None:
     s.add_argument("--resolution", type=int, help="input size (default: each model's)")
     s.add_argument("--backends", help=f"comma-separated, from: all (every one installed), "
                    f"{', '.join(BACKENDS)} (default: "
-                   "all but compile, with the model's peers: "
-                   + ", ".join(f"{p} for {a}" for p, a in PEERS.items()) + ")")
+                   + ", ".join(b.name for b in BACKENDS.values() if b.default and not b.peer_of)
+                   + " and the model's peers: " + ", ".join(
+                       f"{b.name} for {b.peer_of}" for b in BACKENDS.values() if b.peer_of) + ")")
     s.add_argument("--batch", type=int, default=32, help="batch of the throughput measurement")
     s.add_argument("--threads", type=int, default=2, help="threads of every backend")
     s.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
@@ -303,7 +301,8 @@ def add_arguments(sub) -> None:
     s.add_argument("--max-madds", type=float, help="Mult-Adds budget per image (default: none)")
     s.add_argument("--backend", default="onnx", help="where to measure: one backend or several, "
                    "comma-separated (e.g. onnx,int8,litert,litert-int8), or all (every one "
-                   "installed); each candidate is timed on each, interleaved")
+                   "installed); each candidate is timed on each, interleaved; from: " + ", ".join(
+                       b.name for b in BACKENDS.values() if not b.peer_of))
     s.add_argument("--accuracy", help="a sweep.csv: choose among its models, by its accuracy "
                    "(default: the registered variants, by the paper's ImageNet top-1)")
     s.add_argument("--arch", choices=sorted({*ARCH_ALIASES, *ARCHS}),

@@ -63,6 +63,7 @@ API: dict[str, tuple[str, ...]] = {
         "mobilenets.engine.plots.plot_frontier",
     ),
     "Deployment": (
+        "mobilenets.deploy.backends.Backend", "mobilenets.deploy.backends.get_backend",
         "mobilenets.deploy.onnx_export.fold_batchnorm", "mobilenets.deploy.onnx_export.export_onnx",
         "mobilenets.deploy.onnx_export.quantize_int8", "mobilenets.deploy.onnx_export.OnnxModule",
         "mobilenets.deploy.mobile.export_mobile", "mobilenets.deploy.runtimes.load_runner",
@@ -235,6 +236,26 @@ def _signature(kind: str, obj) -> str:
     return f"{kind} {obj.__name__}(\n" + "".join(f"    {x},\n" for x in parts) + f"){ret}"
 
 
+def backends_table() -> list[str]:
+    """The backends of ``deploy.backends.BACKENDS``, one row each (docs/api.md, under
+    ``Backend``)."""
+    from mobilenets.deploy.backends import BACKENDS
+
+    lines = ["Every backend (`mobilenets.deploy.backends.BACKENDS`; `export --format` writes those "
+             "with a file that are no peer, `--backends all` takes those in `all` that this "
+             "machine supports):", "",
+             "| backend | runtime | precision | extra | file | peer of | in `all` | what it is |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| `{b.name}` | {b.runtime} | {b.precision} | {b.extra or '-'} | {b.suffix or '-'} "
+              f"| {b.peer_of or '-'} | {'yes' if b.in_all else 'no'} | {b.description} |"
+              for b in BACKENDS.values()]
+    return lines + [""]
+
+
+#: Generated tables shown after an API entry: the registry each record type fills.
+TABLES = {"mobilenets.deploy.backends.Backend": backends_table}
+
+
 def api_entry(dotted: str) -> list[str]:
     """One object's section of docs/api.md."""
     obj = _resolve(dotted)
@@ -252,6 +273,8 @@ def api_entry(dotted: str) -> list[str]:
                 "(factory)" if f.default_factory is not dataclasses.MISSING else "(required)")
             note = notes.get(f.name, "").replace("|", "\\|")
             out.append(f"| `{f.name}` | `{default!r}` | {_inline(note)} |")
+    if dotted in TABLES:
+        out += ["", *TABLES[dotted]()]
     return out + [""]
 
 

@@ -3,25 +3,15 @@ peers (MobileNet V1: timm eager, ONNX Runtime on timm's export; MobileNetV2: tor
 measured in one process and interleaved so that machine noise hits every backend alike (the
 model picker built on it is ``deploy.pick``).
 
-Backends (``BACKENDS``):
-    eager      our model as built: torch eager, NCHW, BatchNorm as separate layers
-    torch      BN folded into the convolutions, channels_last, inference_mode
-    compile    ``torch`` plus ``torch.compile`` with Inductor's freezing (slow to start: it
-               compiles on first call)
-    onnx       ONNX Runtime, fp32, on our export (BN folded, full graph optimisation)
-    int8       ONNX Runtime on our int8 static-quantized export (QDQ, per-channel weights)
-    executorch, executorch-int8   ExecuTorch + XNNPACK on our export (``deploy.mobile``)
-    litert, litert-int8           LiteRT (XNNPACK delegate) on our export
-    openvino, openvino-bf16       OpenVINO's CPU plugin, fp32 or bf16 (CPUs with AVX512_BF16)
-    timm       peer: timm's MobileNet V1 with the same alpha, eager
-    timm-onnx  peer: ONNX Runtime on timm's model exported the same way
-    torchvision  peer (MobileNetV2): torchvision's mobilenet_v2 with the same alpha, eager
-
-The phone runtimes need their extras (``pip install 'mobilenets[executorch]'``, ...);
-``--backends all`` takes every backend installed. Honesty: every row carries the process CPU time
-per call beside the wall time and the load average during the timing (``honesty_warnings``);
-ONNX Runtime's thread spinning is set explicitly (``ort_spinning``, off unless asked for: many
-sessions take turns on the same cores, and the idle ones' spinning threads slow the timed one).
+The backends are the records of ``deploy.backends.BACKENDS`` (``mobilenets bench --help`` lists
+them): ours in torch (``eager``, ``torch``: BN folded, channels_last; ``compile``), ONNX Runtime
+fp32 and int8 on our export, the phone runtimes (ExecuTorch, LiteRT, OpenVINO; their extras:
+``pip install 'mobilenets[executorch]'``, ...), and the peers (``timm``, ``timm-onnx``,
+``torchvision``). ``--backends all`` takes every backend installed. Honesty: every row carries the
+process CPU time per call beside the wall time and the load average during the timing
+(``honesty_warnings``); ONNX Runtime's thread spinning is set explicitly (``ort_spinning``, off
+unless asked for: many sessions take turns on the same cores, and the idle ones' spinning threads
+slow the timed one).
 
 Each row also carries the analytic memory of its variant beside the measured peak RSS: the weights
 and the peak live activations of one image at fp32 (``mobilenets.cost.memory.trace_memory``).
@@ -36,148 +26,71 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
+from mobilenets.deploy.backends import (BACKENDS, check_backends, default_backends, eager_peer,
+                                        get_backend)
 from mobilenets.deploy.machine import (machine_info, matmul_gflops, percentile, restores_threads,
                                        timed)
-from mobilenets.deploy.onnx_export import (OnnxModule, calibration_batches, export_onnx,
-                                           fold_batchnorm, quantize_int8)
-from mobilenets.deploy.peers import EAGER_PEER, PEERS, check_peer, peer_model
-
-BACKENDS = {
-    "eager": "torch eager, NCHW, BN separate (our model as built)",
-    "torch": "torch, BN folded, channels_last, inference_mode",
-    "compile": "torch, BN folded, channels_last, torch.compile with freezing",
-    "onnx": "ONNX Runtime fp32 on our export",
-    "int8": "ONNX Runtime int8 (static, per-channel) on our export",
-    "executorch": "ExecuTorch fp32, XNNPACK delegate",
-    "executorch-int8": "ExecuTorch int8 (PT2E static, per-channel), XNNPACK delegate",
-    "litert": "LiteRT fp32, XNNPACK delegate",
-    "litert-int8": "LiteRT int8 (PT2E static, per-channel), XNNPACK delegate",
-    "openvino": "OpenVINO fp32, CPU plugin",
-    "openvino-bf16": "OpenVINO bf16, CPU plugin (AVX512_BF16 or AMX CPUs)",
-    "timm": "peer: timm MobileNet V1, eager",
-    "timm-onnx": "peer: ONNX Runtime fp32 on timm's export",
-    "torchvision": "peer: torchvision MobileNetV2, eager",
-}
-_OURS = ("eager", "torch", "onnx", "int8")
-#: The backends on the phone runtimes (export formats of ``deploy.mobile``) and their extras.
-MOBILE_BACKENDS = {"executorch": "executorch", "executorch-int8": "executorch",
-                   "litert": "litert", "litert-int8": "litert", "openvino": "openvino",
-                   "openvino-bf16": "openvino"}
-#: The precision each backend computes in (the rest: fp32).
-PRECISIONS = {"int8": "int8", "executorch-int8": "int8", "litert-int8": "int8",
-              "openvino-bf16": "bf16"}
-
-
-def installed_backends() -> tuple[str, ...]:
-    """Our backends (but ``compile``) and every phone-runtime backend whose extra is installed
-    (``openvino-bf16`` only on CPUs with bf16 arithmetic): what ``--backends all`` means."""
-    from mobilenets.deploy.mobile import bf16_supported
-    from mobilenets.deploy.runtimes import available
-
-    return _OURS + tuple(b for b, extra in MOBILE_BACKENDS.items() if available(extra)
-                         and (b != "openvino-bf16" or bf16_supported()))
-
-
-def default_backends(arch: str = "mobilenet_v1") -> tuple[str, ...]:
-    """Our backends but ``compile``, and the peers of ``arch`` (a key of ``registry.ARCHS``)."""
-    return _OURS + tuple(p for p, a in PEERS.items() if a == arch)
-
-
-DEFAULT_BACKENDS = default_backends("mobilenet_v1")
-
-
-def check_backends(names) -> list[str]:
-    """Validate backend names (a list or a comma-separated string); ``ValueError`` names the bad one."""
-    if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
-    names = [b for n in names for b in (installed_backends() if n == "all" else [n])]
-    if not names:
-        raise ValueError("--backends must name at least one backend")
-    for n in names:
-        if n not in BACKENDS:
-            raise ValueError(f"unknown backend {n!r}; known: all, {', '.join(BACKENDS)}")
-    return list(dict.fromkeys(names))
+from mobilenets.deploy.onnx_export import OnnxModule, calibration_batches
+from mobilenets.deploy.peers import PEER_MODELS
 
 
 @dataclass
 class Prepared:
-    """A backend made ready to time: ``run(x)`` computes logits; ``files`` are its model files."""
+    """A backend made ready to time: ``run(x)`` computes logits; ``path`` is its model file."""
 
     name: str
     run: Callable[[torch.Tensor], torch.Tensor]
     channels_last: bool = False
-    files: dict = field(default_factory=dict)
+    path: str | None = None
     setup_s: float = 0.0
 
 
-#: Backends whose model is a file written by ``export_backend`` (the others run in torch).
-FILE_BACKENDS = ("onnx", "timm-onnx", "int8", *MOBILE_BACKENDS)
-
-
 def export_backend(name: str, model: nn.Module, shape: tuple[int, int, int], workdir: Path,
-                   calibration: list[torch.Tensor] | None = None) -> dict:
+                   calibration: list[torch.Tensor] | None = None) -> str | None:
     """Write the model file of backend ``name`` for ``model`` (float, eval) at input ``shape`` =
-    (C, H, W) into ``workdir``; ``{}`` for the backends that run in torch.
+    (C, H, W) into ``workdir`` (``Backend.export``); its path, or None for the backends that run
+    in torch.
 
     The costly half of ``prepare_backend``, and the half that can run in another process
-    (``export_backends``): it returns plain paths, ``{"onnx": ...}`` or ``{"model": ...}``.
-    ``int8`` and the ``*-int8`` backends need ``calibration`` batches of real images.
+    (``export_backends``). The int8 backends need ``calibration`` batches of real images.
     """
-    model = model.eval()
-    workdir = Path(workdir)
-    if name in ("onnx", "timm-onnx"):
-        src = peer_model(name, model) if name == "timm-onnx" else model
-        path = workdir / f"{name}.onnx"
-        export_onnx(src, path, resolution=shape[1])
-        return {"onnx": str(path)}
-    if name == "int8":
-        if not calibration:
-            raise ValueError("the int8 backends need calibration images")
-        path = workdir / "int8.onnx"
-        # Latency only: fresh (untrained) weights make top-1 agreement meaningless, so no minimum.
-        quantize_int8(model, path, calibration, resolution=shape[1], min_top1_agreement=0.0)
-        return {"onnx": str(path)}
-    if name in MOBILE_BACKENDS:
-        from mobilenets.deploy.mobile import MOBILE_FORMATS, export_mobile
-
-        path = workdir / f"{name}{MOBILE_FORMATS[name][2]}"
-        # Latency only: agreement on fresh weights means nothing, so no minimum.
-        export_mobile(model, path, name, resolution=shape[1], calibration=calibration,
-                      min_top1_agreement=0.0)
-        return {"model": str(path)}
-    check_backends([name])
-    return {}
+    backend = get_backend(name)
+    if backend.suffix is None:
+        return None
+    path = Path(workdir) / f"{name}{backend.suffix}"
+    # Latency only: agreement on fresh (untrained) weights means nothing, so no minimum.
+    backend.export(model.eval(), path, calibration, resolution=shape[1],
+                   **backend.accepted({"min_top1_agreement": 0.0}))
+    return str(path)
 
 
-def _export_in_worker(job: tuple) -> dict:
+def _export_in_worker(job: tuple) -> str | None:
     torch.set_num_threads(1)  # one export per core: the workers share the machine
     return export_backend(*job)
 
 
 def export_backends(jobs: list[tuple], workers: int = 1,
-                    done: Callable[[int, dict], None] | None = None) -> list[dict]:
+                    done: Callable[[int, str | None], None] | None = None) -> list[str | None]:
     """``export_backend(*job)`` for every job, in ``workers`` processes at once (one thread each).
 
     Exports are single-threaded Python and tool-chain work (tracing, lowering, calibration), so
-    they scale with processes, not threads. ``done(i, files)`` is called as each job finishes.
+    they scale with processes, not threads. ``done(i, path)`` is called as each job finishes.
     Workers are spawned (forked ones hang in the tool-chains' thread pools), so, as with torch's
     DataLoader, a calling script needs the ``if __name__ == "__main__":`` guard; without it the
     workers die at start and the exports run here, one after another, with a warning.
-    Returns the files of each job, in the jobs' order.
+    Returns the file of each job (None for the torch backends), in the jobs' order.
     """
-    say = done or (lambda i, files: None)
+    say = done or (lambda i, path: None)
     jobs = list(jobs)
     results: list = [None] * len(jobs)
-    todo = [i for i, job in enumerate(jobs) if job[0] in FILE_BACKENDS]
-    for i in set(range(len(jobs))) - set(todo):
-        results[i] = {}
+    todo = [i for i, job in enumerate(jobs) if get_backend(job[0]).suffix]
     if workers <= 1 or len(todo) <= 1:
         for i in todo:
             results[i] = export_backend(*jobs[i])
@@ -206,34 +119,19 @@ def export_backends(jobs: list[tuple], workers: int = 1,
     return results
 
 
-def load_backend(name: str, model: nn.Module, shape: tuple[int, int, int], files: dict,
+def load_backend(name: str, model: nn.Module, shape: tuple[int, int, int], path: str | None,
                  ort_spinning: bool = True) -> Prepared:
-    """Backend ``name`` ready to time, from the ``files`` that ``export_backend`` wrote (``{}``
-    for the torch backends), with its first call made (compilation, ORT's arena set-up).
+    """Backend ``name`` ready to time (``Backend.load``), from the file ``export_backend`` wrote
+    (None for the torch backends), with its first call made (compilation, ORT's arena set-up).
 
     ``ort_spinning=False`` stops ONNX Runtime's idle threads from spinning (see ``ort_session``).
     """
     t0 = time.perf_counter()
-    model = model.eval()
-    cl = False
-    if name == "eager":
-        run = _no_grad(model)
-    elif name in ("torch", "compile"):
-        folded = fold_batchnorm(model).to(memory_format=torch.channels_last)
-        run = frozen_compile(folded) if name == "compile" else _no_grad(folded)
-        cl = True
-    elif name in ("onnx", "timm-onnx", "int8"):
-        run = OnnxModule(files["onnx"], spinning=ort_spinning)
-    elif name in MOBILE_BACKENDS:
-        from mobilenets.deploy.runtimes import load_runner
-
-        # Explicit threads: ExecuTorch's process-wide pool refuses another size, never ignores it.
-        run = _no_grad(load_runner(files["model"], threads=torch.get_num_threads()))
-    elif name in ("timm", "torchvision"):
-        run = _no_grad(peer_model(name, model))
-    else:
-        check_backends([name])
-    prepared = Prepared(name, run, cl, dict(files))
+    backend = get_backend(name)
+    # Explicit threads: ExecuTorch's process-wide pool refuses another size, never ignores it.
+    run = backend.load(path, model.eval(), threads=torch.get_num_threads(),
+                       ort_spinning=ort_spinning)
+    prepared = Prepared(name, run, backend.channels_last, path)
     prepared.run(prepared_input(prepared, torch.randn(1, *shape)))
     prepared.setup_s = time.perf_counter() - t0
     return prepared
@@ -248,41 +146,10 @@ def prepare_backend(name: str, model: nn.Module, shape: tuple[int, int, int], wo
     Runtime's idle threads from spinning (see ``ort_session``).
     """
     t0 = time.perf_counter()
-    files = export_backend(name, model, shape, workdir, calibration)
-    prepared = load_backend(name, model, shape, files, ort_spinning)
+    path = export_backend(name, model, shape, workdir, calibration)
+    prepared = load_backend(name, model, shape, path, ort_spinning)
     prepared.setup_s = time.perf_counter() - t0
     return prepared
-
-
-def _no_grad(module: nn.Module) -> Callable:
-    def run(x):
-        with torch.inference_mode():
-            return module(x)
-    return run
-
-
-def frozen_compile(module: nn.Module) -> Callable:
-    """``torch.compile`` with Inductor's freezing, for inference: the weights become constants,
-    packed once for oneDNN's convolutions instead of reordered on every call (1.0-224, batch 1,
-    one Zen 5 thread: 7.8 ms against 14.2 ms for ``torch``, in
-    benchmarks/results/phones_latency_1t.md). Freezing is a global Inductor setting that Dynamo
-    reads when it traces (``torch.compile(options=...)`` comes too late), so it is switched on
-    around the calls that compile: the first with each input layout, not for the process, and
-    not around every call (entering the patch costs ~20 us)."""
-    import torch._inductor.config as inductor_config
-
-    compiled, traced = torch.compile(module, dynamic=False), set()
-
-    def run(x):
-        layout = (x.shape, x.stride(), x.dtype)  # what makes Dynamo compile again
-        with torch.no_grad():
-            if layout in traced:
-                return compiled(x)
-            with inductor_config.patch(freezing=True):
-                out = compiled(x)
-            traced.add(layout)
-            return out
-    return run
 
 
 def prepared_input(p: Prepared, x: torch.Tensor) -> torch.Tensor:
@@ -404,11 +271,12 @@ def honesty_warnings(rows: list[BenchRow], machine: dict) -> list[str]:
     return lines
 
 
-def peak_memory(backend: str, spec: dict, onnx_file: str | None, threads: int) -> dict:
-    """Peak RSS of a fresh process that loads ``backend`` and runs batch 1 (in a subprocess, so
-    every backend starts from the same state). Returns MB: the peak while loading and running the
-    model, and that peak above the process's RSS after its imports (torch, ONNX Runtime)."""
-    job = {"backend": backend, "spec": spec, "onnx": onnx_file, "threads": threads}
+def peak_memory(backend: str, spec: dict, path: str | None, threads: int) -> dict:
+    """Peak RSS of a fresh process that loads ``backend`` (its file ``path``, or the model of
+    ``spec`` for the torch backends) and runs batch 1 (in a subprocess, so every backend starts
+    from the same state). Returns MB: the peak while loading and running the model, and that
+    peak above the process's RSS after its imports (torch, ONNX Runtime)."""
+    job = {"backend": backend, "spec": spec, "path": path, "threads": threads}
     out = subprocess.run([sys.executable, "-m", "mobilenets.deploy.bench", json.dumps(job)],
                          capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
@@ -429,25 +297,22 @@ def _memory_worker(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     import onnxruntime  # noqa: F401  (counted in the baseline, like torch)
 
-    if job["backend"] in PEERS:  # the peer's library too: its imports are not the model's memory
-        importlib.import_module("torchvision.models" if job["backend"] == "torchvision" else "timm")
+    backend = get_backend(job["backend"])
+    if backend.peer_of:  # the peer's library too: its imports are not the model's memory
+        importlib.import_module(PEER_MODELS[backend.peer_of][0])
 
     shape = tuple(job["spec"]["shape"])
     x = torch.randn(1, *shape)
+    if backend.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     # Importing torch peaks far above what it keeps; reset the high-water mark so the peak
     # measured is that of loading and running the model (Linux: clear_refs 5 resets VmHWM).
     base = _status_mb("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-    if job["onnx"]:  # an exported file (.onnx, .pte, .tflite, .xml)
-        from mobilenets.deploy.runtimes import load_runner
-
-        run = load_runner(job["onnx"], threads=job["threads"])
-    else:
-        model = model_from_spec(job["spec"])
-        run = prepare_backend(job["backend"], model, shape, Path(tempfile.gettempdir())).run
-        if job["backend"] in ("torch", "compile"):
-            x = x.contiguous(memory_format=torch.channels_last)
+    # An exported file (.onnx, .pte, .tflite, .xml), or the model for the torch backends.
+    model = None if job["path"] else model_from_spec(job["spec"])
+    run = backend.load(job["path"], model, threads=job["threads"])
     for _ in range(5):
         run(x)
     peak = _status_mb("VmHWM")
@@ -508,7 +373,7 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
     Args:
         specs: Models, each ``{"name": registered name}`` or ``{"model_file": our .safetensors}``,
             with optional ``"resolution"`` (default: the model's).
-        backends: Names from ``BACKENDS``. Default: ``default_backends`` of each model's
+        backends: Names from ``backends.BACKENDS``. Default: ``default_backends`` of each model's
             architecture (all but ``compile``, with that architecture's peers). A peer that does
             not exist for a model's architecture is a ``ValueError``, raised before any timing.
         batch: Batch of the throughput measurement, >= 1. Default 32.
@@ -539,12 +404,12 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
         arch = model.config.get("arch", "mobilenet_v1")
         names = check_backends(backends if backends is not None else default_backends(arch))
         for b in names:
-            check_peer(b, arch)
+            get_backend(b).check_arch(arch)
         per_model.append(names)
     for name, value in (("batch", batch), ("threads", threads), ("rounds", rounds), ("iters", iters)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if any(PRECISIONS.get(b) == "int8" for names in per_model for b in names):
+    if any(BACKENDS[b].precision == "int8" for names in per_model for b in names):
         check_data_source(calibration_data, "--calibration-data")  # before any timing
     say = progress or (lambda s: None)
     torch.set_num_threads(threads)
@@ -571,7 +436,7 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
                     round(trace_memory(model, shape, 4, fuse=inference_ops()).peak_bytes / mib, 3),
                     round(trace_memory(model, shape, 4).peak_bytes / mib, 3))
         calibration = None
-        if any(PRECISIONS.get(b) == "int8" for b in backends):
+        if any(BACKENDS[b].precision == "int8" for b in backends):
             calibration = calibration_images(calibration_data, shape, 256)
         with tempfile.TemporaryDirectory(prefix="mobilenets-bench-") as tmp:
             prepared = []
@@ -592,10 +457,9 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
             if memory:
                 for p in prepared:
                     say(f"{variant}: peak memory of {p.name}")
-                    mem[p.name] = peak_memory(p.name, {**spec, "shape": list(shape)},
-                                              p.files.get("onnx") or p.files.get("model"),
+                    mem[p.name] = peak_memory(p.name, {**spec, "shape": list(shape)}, p.path,
                                               threads)
-        peer = EAGER_PEER.get(model.config.get("arch", "mobilenet_v1"))
+        peer = eager_peer(model.config.get("arch", "mobilenet_v1"))
         peer_ms = statistics.median(lat[peer]) * 1e3 if peer in lat else None
         for p in prepared:
             ms = statistics.median(lat[p.name]) * 1e3
@@ -607,7 +471,7 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
                 m.get("peak_rss_mb"), m.get("above_baseline_mb"), *analytic,
                 peer if peer_ms else None, round(ms / peer_ms, 3) if peer_ms else None,
                 round(2 * madds / gflops / 1e6, 2), madds, round(p.setup_s, 1),
-                PRECISIONS.get(p.name, "fp32"), round(cpu_ms, 3), round(cpu_ms / ms, 2),
+                BACKENDS[p.name].precision, round(cpu_ms, 3), round(cpu_ms / ms, 2),
                 round(max(load), 2)))
     return rows, machine
 

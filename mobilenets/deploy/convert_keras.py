@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mobilenets.deploy.convert import (HDF5_MAGIC, LAST_CHANNELS, NUM_BLOCKS, NUM_V2_BLOCKS,
+from mobilenets.deploy.weights import (HDF5_MAGIC, LAST_CHANNELS, NUM_BLOCKS, NUM_V2_BLOCKS,
                                        ZIP_MAGIC, build_loaded, existing_file, infer_v2_width_mult,
                                        infer_width_mult, short_error)
 from mobilenets.models.mobilenet_v1 import V1_STEM_CHANNELS, MobileNetV1, scale_channels

@@ -1,12 +1,13 @@
 """Exports to the runtimes phones and edge devices use, each verified against torch before it is
 written: ExecuTorch (``.pte``, XNNPACK delegate), LiteRT (``.tflite``, via ``litert-torch``), and
-OpenVINO IR (``.xml`` + ``.bin``; fp32, or bf16 on CPUs with AVX512_BF16/AMX).
+OpenVINO IR (``.xml`` + ``.bin``; fp32, int8, or bf16 on CPUs with AVX512_BF16/AMX).
 
 Every export:
 
 1. folds BatchNorm (``fold_batchnorm``); for int8, quantizes with PT2E (``deploy.quantize``:
    per-channel int8 weights, int8 activations calibrated on real images of the user's data, the
-   first ``float_layers`` blocks and the classifier left fp32);
+   first ``float_layers`` blocks and the classifier left fp32; OpenVINO reads the int8 ONNX of
+   ``onnx_export.quantize_int8``, the same policy);
 2. lowers and checks that every op runs in the fast delegate (XNNPACK): an op left to ExecuTorch's
    portable kernels or outside LiteRT's delegate is an ``ExportError`` unless
    ``allow_portable=True``;
@@ -24,27 +25,20 @@ import contextlib
 import copy
 import os
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from mobilenets.deploy.onnx_export import ExportError, ExportReport, fold_batchnorm, input_shape
+from mobilenets.deploy.onnx_export import (ExportError, ExportReport, fold_batchnorm, input_shape,
+                                           quantize_int8)
 from mobilenets.deploy.quantize import float_module_names, pt2e_quantize
 from mobilenets.deploy.runtimes import (ExecuTorchRunner, LiteRTRunner, OpenVINORunner,
                                         litert_delegation, require, toolchain_output)
 from mobilenets.fileio import atomic_files, atomic_path
 
-#: ``mobilenets export --format`` values of this module: (runtime, precision, file suffix).
-MOBILE_FORMATS = {
-    "executorch": ("executorch", "fp32", ".pte"),
-    "executorch-int8": ("executorch", "int8", ".pte"),
-    "litert": ("litert", "fp32", ".tflite"),
-    "litert-int8": ("litert", "int8", ".tflite"),
-    "openvino": ("openvino", "fp32", ".xml"),
-    "openvino-bf16": ("openvino", "bf16", ".xml"),
-}
 #: The ISA flags (``/proc/cpuinfo``) with which OpenVINO's CPU plugin computes in bf16.
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -157,11 +151,15 @@ def export_mobile(model: nn.Module, path: str | os.PathLike, fmt: str, *,
                   ) -> ExportReport:
     """Export ``model`` to a phone/edge runtime, verified against torch, written atomically.
 
+    The phone backends of ``backends.BACKENDS`` (``executorch``, ``litert-int8``,
+    ``openvino-bf16``, ...) write their files with this, ``fmt`` being their name.
+
     Args:
         model: The float torch model (eval mode is used; the model is not changed).
         path: Destination file (``.pte``, ``.tflite``; OpenVINO: ``.xml``, its ``.bin`` beside).
-        fmt: A key of ``MOBILE_FORMATS``: ``"executorch"``, ``"executorch-int8"``, ``"litert"``,
-            ``"litert-int8"``, ``"openvino"`` or ``"openvino-bf16"``.
+        fmt: The runtime, with its precision appended where it is not fp32 (``mobile_formats``):
+            ``"executorch"``, ``"executorch-int8"``, ``"litert"``, ``"litert-int8"``,
+            ``"openvino"``, ``"openvino-int8"`` or ``"openvino-bf16"``.
         resolution: Input size (square). Default: the model's, else 224.
         calibration: int8: real preprocessed batches (N, C, H, W) of the user's data.
         float_layers: int8: the first N conv blocks stay fp32. Default 2.
@@ -181,9 +179,11 @@ def export_mobile(model: nn.Module, path: str | os.PathLike, fmt: str, *,
         ExportError: if the check fails or ops fall off the delegate (nothing is written).
         ValueError: for a bad ``fmt``, option or calibration batch.
     """
-    if fmt not in MOBILE_FORMATS:
-        raise ValueError(f"--format must be one of {', '.join(MOBILE_FORMATS)}, got {fmt!r}")
-    runtime, precision, _ = MOBILE_FORMATS[fmt]
+    if fmt not in mobile_formats():
+        raise ValueError(f"--format must be one of {', '.join(mobile_formats())}, got {fmt!r}")
+    runtime, _, precision = fmt.partition("-")
+    precision = precision or "fp32"
+    build = EXPORTERS[runtime][0]
     if nhwc and runtime != "litert":
         raise ValueError("--nhwc is for LiteRT only (ExecuTorch falls off XNNPACK with NHWC input)")
     shape = input_shape(model, resolution)
@@ -195,17 +195,16 @@ def export_mobile(model: nn.Module, path: str | os.PathLike, fmt: str, *,
         if check_inputs is None:
             check_inputs = calibration[0]
     path = Path(path)
-    build = {"executorch": _executorch, "litert": _litert, "openvino": _openvino}[runtime]
     try:
         with toolchain_output():  # converters' logs and warnings: a failure is our one line
-            report = build(reference, path, shape, precision, calibration, floats, nhwc,
-                           allow_portable, dict(tolerance=tolerance,
-                                                min_top1_agreement=min_top1_agreement,
-                                                check_inputs=check_inputs))
+            report = build(reference, path, shape, precision, calibration,
+                           (floats, float_layers, float_classifier), nhwc, allow_portable,
+                           dict(tolerance=tolerance, min_top1_agreement=min_top1_agreement,
+                                check_inputs=check_inputs))
     except (ValueError, OSError):  # ours (ExportError, MissingExtraError) or the file system's
         raise
     except Exception as e:  # inside a tool-chain: one line naming it, not its stack
-        from mobilenets.deploy.convert import short_error
+        from mobilenets.deploy.weights import short_error
 
         raise ExportError(f"{fmt} export of {path.name} failed in the {runtime} tool-chain "
                           f"({short_error(e)}); nothing written") from None
@@ -213,8 +212,9 @@ def export_mobile(model: nn.Module, path: str | os.PathLike, fmt: str, *,
     return report
 
 
-def _executorch(reference, path, shape, precision, calibration, floats, nhwc, allow_portable,
-                check) -> ExportReport:
+def _executorch(reference, path, shape, precision, calibration, float_policy, nhwc,
+                allow_portable, check) -> ExportReport:
+    floats = float_policy[0]
     require("executorch")
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
@@ -244,8 +244,9 @@ def _executorch(reference, path, shape, precision, calibration, floats, nhwc, al
     return _report(path, checked, delegation, io)
 
 
-def _litert(reference, path, shape, precision, calibration, floats, nhwc, allow_portable,
+def _litert(reference, path, shape, precision, calibration, float_policy, nhwc, allow_portable,
             check) -> ExportReport:
+    floats = float_policy[0]
     litert_torch = require("litert")
     require("litert", "ai_edge_litert.interpreter")
     m = fold_batchnorm(reference)
@@ -287,8 +288,8 @@ def bf16_supported(flags: list[str] | None = None) -> bool:
     return any(f in flags for f in BF16_FLAGS)
 
 
-def _openvino(reference, path, shape, precision, calibration, floats, nhwc, allow_portable,
-              check) -> ExportReport:
+def _openvino(reference, path, shape, precision, calibration, float_policy, nhwc,
+              allow_portable, check) -> ExportReport:
     ov = require("openvino")
     if path.suffix != ".xml":
         raise ValueError(f"--output of an OpenVINO export must end in .xml (its weights go to "
@@ -296,21 +297,33 @@ def _openvino(reference, path, shape, precision, calibration, floats, nhwc, allo
     if precision == "bf16" and not bf16_supported():
         raise ExportError("bf16 needs a CPU with avx512_bf16 or amx_bf16 (else OpenVINO "
                           "computes in fp32); this one has neither: export openvino (fp32)")
-    ov_model = ov.convert_model(fold_batchnorm(reference), example_input=torch.randn(1, *shape),
-                                input=[-1, *shape])
-    # The CPU plugin computes in bf16 by default where it can: store the precision we mean.
-    ov_model.set_rt_info("bf16" if precision == "bf16" else "f32",
-                         ["runtime_options", "INFERENCE_PRECISION_HINT"])
-    # The .xml and .bin change as one (fileio.atomic_files): no kill leaves a new .bin beside
-    # an old .xml.
-    with atomic_files(path, [".bin"]) as work:
-        xml = work / path.name
-        ov.save_model(ov_model, str(xml), compress_to_fp16=False)  # default: fp16 weights
-        runner = OpenVINORunner(xml)
-        checked = verify(reference, runner, shape, quantized=precision != "fp32",
-                         name=f"OpenVINO export {path.name}", **check)
-        delegation = {"runtime_precisions": runner.runtime_precisions()}
-        del runner
+    with tempfile.TemporaryDirectory(prefix="mobilenets-openvino-") as tmp:
+        if precision == "int8":
+            # OpenVINO reads our int8 ONNX (``quantize_int8``: QDQ, per-channel weights, the same
+            # float layers) and runs its quantized layers with its own int8 kernels: as fast as
+            # quantizing with NNCF here, without another package (docs/deployment.md).
+            _, float_layers, float_classifier = float_policy
+            source = Path(tmp) / "int8.onnx"
+            quantize_int8(reference, source, calibration, shape[1], min_top1_agreement=0.0,
+                          float_layers=float_layers, float_classifier=float_classifier)
+            ov_model = ov.convert_model(str(source))
+        else:
+            ov_model = ov.convert_model(fold_batchnorm(reference),
+                                        example_input=torch.randn(1, *shape), input=[-1, *shape])
+        # The CPU plugin computes in bf16 by default where it can: store the precision we mean
+        # (int8: the layers left float compute in fp32, as in ONNX Runtime's int8).
+        ov_model.set_rt_info("bf16" if precision == "bf16" else "f32",
+                             ["runtime_options", "INFERENCE_PRECISION_HINT"])
+        # The .xml and .bin change as one (fileio.atomic_files): no kill leaves a new .bin
+        # beside an old .xml.
+        with atomic_files(path, [".bin"]) as work:
+            xml = work / path.name
+            ov.save_model(ov_model, str(xml), compress_to_fp16=False)  # default: fp16 weights
+            runner = OpenVINORunner(xml)
+            checked = verify(reference, runner, shape, quantized=precision != "fp32",
+                             name=f"OpenVINO export {path.name}", **check)
+            delegation = {"runtime_precisions": runner.runtime_precisions()}
+            del runner
     report = _report(path, checked, delegation, {"layout": "NCHW"})
     report.bytes += path.with_suffix(".bin").stat().st_size
     return report
@@ -321,3 +334,14 @@ def _report(path: Path, checked: dict, delegation: dict, io: dict) -> ExportRepo
                         (1, checked["checked"]), checked["top1_agreement"],
                         path.stat().st_size, delegation=delegation, io=io,
                         logit_scale=checked["logit_scale"])
+
+
+#: The exporters of this module by runtime, and the precisions each writes.
+EXPORTERS = {"executorch": (_executorch, ("fp32", "int8")), "litert": (_litert, ("fp32", "int8")),
+             "openvino": (_openvino, ("fp32", "int8", "bf16"))}
+
+
+def mobile_formats() -> tuple[str, ...]:
+    """``export_mobile``'s formats: each runtime of ``EXPORTERS``, with the precision appended
+    where it is not fp32 (``executorch-int8``): the names of their backends."""
+    return tuple(r if p == "fp32" else f"{r}-{p}" for r, (_, ps) in EXPORTERS.items() for p in ps)

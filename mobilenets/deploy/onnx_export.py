@@ -59,6 +59,11 @@ def input_shape(model: nn.Module, resolution: int | None = None) -> tuple[int, i
     return (int(config.get("in_channels", 3)), res, res)
 
 
+def model_arch(model: nn.Module) -> str:
+    """The ``arch`` of ``model``'s config (MobileNet V1 when it has none)."""
+    return (getattr(model, "config", None) or {}).get("arch", "mobilenet_v1")
+
+
 def ort_session(path: str | os.PathLike, threads: int | None = None,
                 optimization: str = "all", spinning: bool = True):
     """An ONNX Runtime CPU session for ``path``.
@@ -145,7 +150,8 @@ class ExportReport:
 
     Attributes:
         path: The file written.
-        format: ``"onnx"``, ``"onnx-int8"``, ``"safetensors"`` or a ``mobile.MOBILE_FORMATS`` key.
+        format: ``"onnx"``, ``"onnx-int8"``, ``"safetensors"`` or a phone backend's name
+            (``backends.BACKENDS``: ``"executorch-int8"``, ``"openvino"``, ...).
         max_abs_diff: Largest |exported - torch| over the check inputs (logits).
         tolerance: The limit it was held to: the largest allowed |diff| (fp32), or the least
             share of top-1 agreement with the float model (int8, bf16).

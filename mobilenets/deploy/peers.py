@@ -1,14 +1,11 @@
-"""The peers our models are timed against (``deploy.bench``): timm's MobileNet V1 and
-torchvision's MobileNetV2, built fresh (no weights are downloaded) with our model's width and class
-count, so that the same graph can be compared runtime by runtime."""
+"""The peers our models are timed against (the peer backends of ``deploy.backends``): timm's
+MobileNet V1 and torchvision's MobileNetV2, built fresh (no weights are downloaded) with our
+model's width and class count, so that the same graph can be compared runtime by runtime."""
 from __future__ import annotations
 
 from torch import nn
 
-#: The peer backends and the one architecture each exists for.
-PEERS = {"timm": "mobilenet_v1", "timm-onnx": "mobilenet_v1", "torchvision": "mobilenet_v2"}
-#: The eager peer each architecture's latencies are compared with (``BenchRow.vs_peer``).
-EAGER_PEER = {"mobilenet_v1": "timm", "mobilenet_v2": "torchvision"}
+from mobilenets.deploy.onnx_export import model_arch
 
 
 def timm_mobilenet_v1(width_mult: float, num_classes: int = 1000) -> nn.Module:
@@ -34,19 +31,23 @@ def torchvision_mobilenet_v2(width_mult: float, num_classes: int = 1000) -> nn.M
     return mobilenet_v2(weights=None, width_mult=width_mult, num_classes=num_classes)
 
 
-def check_peer(backend: str, arch: str) -> None:
-    """``ValueError`` if ``backend`` is a peer that does not exist for ``arch``, naming the one that
-    does (timm has MobileNet V1, torchvision MobileNetV2)."""
-    if backend in PEERS and PEERS[backend] != arch:
-        raise ValueError(f"the {backend!r} peer exists for {PEERS[backend]} only, not {arch}; "
-                         f"compare {arch} with {EAGER_PEER[arch]!r}")
+#: The peer library of each architecture: the module it lives in (imported before a memory
+#: measurement, so that the library's import is not counted as the model's memory) and the
+#: builder of its model, ``(width_mult, num_classes) -> model``.
+PEER_MODELS = {"mobilenet_v1": ("timm", timm_mobilenet_v1),
+               "mobilenet_v2": ("torchvision.models", torchvision_mobilenet_v2)}
 
 
-def peer_model(backend: str, model: nn.Module) -> nn.Module:
-    """The peer ``backend``'s model with ``model``'s width and class count, in eval mode."""
-    cfg = getattr(model, "config", {}) or {}
-    check_peer(backend, cfg.get("arch", "mobilenet_v1"))
-    build = torchvision_mobilenet_v2 if backend == "torchvision" else timm_mobilenet_v1
-    peer = build(cfg.get("width_mult", 1.0), cfg.get("num_classes", 1000))
+def peer_model(model: nn.Module) -> nn.Module:
+    """The peer library's model of ``model``'s architecture with its width and class count, in
+    eval mode.
+
+    Raises:
+        ValueError: if no peer library has that architecture.
+    """
+    cfg, arch = getattr(model, "config", {}) or {}, model_arch(model)
+    if arch not in PEER_MODELS:
+        raise ValueError(f"no peer library has {arch}; peers exist for {', '.join(PEER_MODELS)}")
+    peer = PEER_MODELS[arch][1](cfg.get("width_mult", 1.0), cfg.get("num_classes", 1000))
     peer.config = {"resolution": cfg.get("resolution", 224)}
     return peer.eval()

@@ -1,7 +1,8 @@
 """``pick``: the most accurate MobileNet within a latency, size and compute budget, with latency
-measured on this machine for every runtime and precision asked for (``bench.BACKENDS``: torch,
-ONNX Runtime fp32/int8, ExecuTorch, LiteRT, OpenVINO fp32/bf16), all timed interleaved in one
-run; and the accuracy-against-measured-latency frontier, one curve per runtime/precision.
+measured on this machine for every runtime and precision asked for (``backends.BACKENDS``:
+torch, ONNX Runtime fp32/int8, ExecuTorch, LiteRT, OpenVINO fp32/int8/bf16), all timed
+interleaved in one run; and the accuracy-against-measured-latency frontier, one curve per
+runtime/precision.
 
 No library draws this frontier, and it matters: on some CPUs int8 is slower than fp32, on
 others 3x faster, and the runtimes differ by up to 2x on the same file.
@@ -15,11 +16,10 @@ from typing import Callable
 
 import torch
 
-from mobilenets.deploy.bench import (PRECISIONS, SPIN_PAUSE_S, calibration_images, check_backends,
-                                     export_backends, load_backend, model_from_spec,
-                                     time_interleaved)
+from mobilenets.deploy.backends import BACKENDS, check_backends
+from mobilenets.deploy.bench import (SPIN_PAUSE_S, calibration_images, export_backends,
+                                     load_backend, model_from_spec, time_interleaved)
 from mobilenets.deploy.machine import restores_threads, usable_cores
-from mobilenets.deploy.peers import PEERS
 
 #: Calibration images of pick's int8 exports (latency only: ``export`` calibrates on 512).
 PICK_CALIBRATION = 16
@@ -94,8 +94,8 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
         latency_ms: Largest median batch-1 latency allowed, in ms (> 0). Default: no limit.
         max_params: Largest parameter count (conv + FC weights, the paper's count). Default none.
         max_madds: Largest Mult-Adds per image. Default none.
-        backend: Where latency is measured: a name from ``BACKENDS`` (not a peer), a list of
-            them or a comma-separated string (``"onnx,int8,litert,litert-int8"``; ``"all"``:
+        backend: Where latency is measured: a name from ``backends.BACKENDS`` (not a peer), a
+            list of them or a comma-separated string (``"onnx,int8,litert,litert-int8"``; ``"all"``:
             every backend installed). Every candidate is timed on each. Default ``"onnx"``.
         accuracy_csv: A ``mobilenets sweep`` CSV to take candidates and accuracy from; default the
             registered ImageNet variants of ``arch`` (see ``candidates``).
@@ -139,7 +139,7 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
         raise ValueError(f"--export-workers must be an integer >= 1, got {export_workers!r}")
     backends = check_backends(backend)
     for b in backends:
-        if b in PEERS:
+        if BACKENDS[b].peer_of:
             raise ValueError(f"--backend {b!r} is a peer; pick measures our own backends")
     say = progress or (lambda s: None)
     torch.set_num_threads(threads)
@@ -156,7 +156,7 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
             prof = profile_model(model, shape)
             cand.pop("arch_kwargs", None)
             calibration = None
-            if any(PRECISIONS.get(b) == "int8" for b in backends):
+            if any(BACKENDS[b].precision == "int8" for b in backends):
                 # Latency only (int8 rows carry the fp32 top-1): the scales do not change the
                 # kernels' speed, and 16 images calibrate 1.6x faster than 64.
                 calibration = calibration_images(calibration_data, shape, PICK_CALIBRATION)
@@ -164,7 +164,7 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
                 workdir = Path(tmp) / f"{i}-{b}"
                 workdir.mkdir()
                 jobs.append((b, model, shape, workdir, calibration))
-                rows.append({**cand, "backend": b, "precision": PRECISIONS.get(b, "fp32"),
+                rows.append({**cand, "backend": b, "precision": BACKENDS[b].precision,
                              "params": prof.layer_params, "madds": prof.total_madds,
                              "key": f"{cand['label']}@{b}"})
         workers = export_workers or usable_cores()

@@ -39,13 +39,14 @@ from mobilenets.deploy.onnx_export import ExportError, OnnxModule, check_input
 
 #: The optional extras: the modules each provides, and what to install.
 EXTRAS = {
+    "export": ("onnxruntime", "ONNX Runtime (onnx, onnxruntime, onnxscript)"),
     "executorch": ("executorch", "ExecuTorch"),
     "litert": ("litert_torch", "LiteRT (litert-torch and ai-edge-litert)"),
     "openvino": ("openvino", "OpenVINO"),
 }
 #: The module each extra needs, where it is not the first one (``require(extra, module)``).
-_RUNTIME_MODULES = {"litert": "ai_edge_litert.interpreter", "openvino": "openvino",
-                    "executorch": "executorch.runtime"}
+_RUNTIME_MODULES = {"export": "onnxruntime", "litert": "ai_edge_litert.interpreter",
+                    "openvino": "openvino", "executorch": "executorch.runtime"}
 
 
 #: Environment variables that keep the tool-chains' own logging to errors; read when their

@@ -20,14 +20,15 @@ from typing import Callable
 import torch
 from torch import nn
 
+from mobilenets.deploy.backends import BACKENDS
 from mobilenets.deploy.bench import Prepared, time_interleaved
 from mobilenets.deploy.machine import cpu_info, restores_threads
-from mobilenets.deploy.mobile import MOBILE_FORMATS, export_mobile
-from mobilenets.deploy.onnx_export import quantize_int8
-from mobilenets.deploy.runtimes import load_runner
 
-#: The int8 formats ``float_layers`` applies to: ONNX Runtime's and the PT2E ones.
-INT8_FORMATS = ("int8", "executorch-int8", "litert-int8")
+
+def int8_formats() -> tuple[str, ...]:
+    """The backends ``float_layers`` applies to: the int8 ones (ONNX Runtime's, the PT2E ones,
+    OpenVINO's)."""
+    return tuple(b.name for b in BACKENDS.values() if "float_layers" in b.options)
 
 
 @restores_threads
@@ -40,7 +41,8 @@ def choose_float_layers(model: nn.Module, fmt: str, calibration: list[torch.Tens
 
     Args:
         model: The float model (its ``config["resolution"]`` is the input size).
-        fmt: ``"int8"`` (ONNX Runtime), ``"executorch-int8"`` or ``"litert-int8"``.
+        fmt: An int8 backend (``int8_formats``): ``"int8"`` (ONNX Runtime),
+            ``"executorch-int8"``, ``"litert-int8"`` or ``"openvino-int8"``.
         calibration: Real preprocessed batches of the user's data.
         candidates: The ``float_layers`` values to try. Default 0, 1, 2.
         float_classifier: Keep the classifier fp32 in every candidate. Default True.
@@ -60,9 +62,9 @@ def choose_float_layers(model: nn.Module, fmt: str, calibration: list[torch.Tens
     Raises:
         ValueError: for another ``fmt`` or no candidate.
     """
-    if fmt not in INT8_FORMATS:
-        raise ValueError(f"--float-layers auto is for int8 formats ({', '.join(INT8_FORMATS)}), "
-                         f"not {fmt!r}")
+    if fmt not in int8_formats():
+        raise ValueError(f"--float-layers auto is for int8 formats ({', '.join(int8_formats())}"
+                         f"), not {fmt!r}")
     if not candidates:
         raise ValueError("give at least one float_layers candidate")
     if threads:
@@ -71,21 +73,15 @@ def choose_float_layers(model: nn.Module, fmt: str, calibration: list[torch.Tens
     res = model.config.get("resolution", 224)
     x = torch.randn(1, model.config.get("in_channels", 3), res, res)
     check_inputs = calibration[0] if check_inputs is None else check_inputs
-    rows, prepared = [], []
+    rows, prepared, backend = [], [], BACKENDS[fmt]
     with tempfile.TemporaryDirectory(prefix="mobilenets-tune-") as tmp:
         for n in candidates:
             say(f"float_layers {n}: exporting {fmt}")
-            path = Path(tmp) / f"f{n}{MOBILE_FORMATS.get(fmt, ('', '', '.onnx'))[2]}"
-            if fmt == "int8":
-                report = quantize_int8(model, path, calibration, min_top1_agreement=0.0,
-                                       float_layers=n, float_classifier=float_classifier,
-                                       check_inputs=check_inputs)
-            else:
-                report = export_mobile(model, path, fmt, calibration=calibration,
-                                       float_layers=n, float_classifier=float_classifier,
-                                       min_top1_agreement=0.0, check_inputs=check_inputs)
-            runner = load_runner(path)
-            prepared.append(Prepared(str(n), _no_grad(runner)))
+            path = Path(tmp) / f"f{n}{backend.suffix}"
+            report = backend.export(model, path, calibration, min_top1_agreement=0.0,
+                                    float_layers=n, float_classifier=float_classifier,
+                                    check_inputs=check_inputs)
+            prepared.append(Prepared(str(n), backend.load(path)))
             rows.append({"float_layers": n, "top1_agreement": report.top1_agreement})
         say(f"timing {len(prepared)} candidates, {rounds} rounds x {iters} calls")
         cpu: dict = {}
@@ -102,9 +98,3 @@ def choose_float_layers(model: nn.Module, fmt: str, calibration: list[torch.Tens
         row["chosen"] = row is choice
     return choice["float_layers"], rows
 
-
-def _no_grad(module: nn.Module) -> Callable:
-    def run(x):
-        with torch.no_grad():
-            return module(x)
-    return run
