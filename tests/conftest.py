@@ -8,17 +8,24 @@ rounding (the project's machines are AVX2-only and AVX-512 with VNNI and BF16):
 The same through the environment: ``MOBILENETS_TEST_THREADS=1``, ``MOBILENETS_TEST_MKLDNN=0``.
 The default run changes nothing.
 
-Helpers that several test modules use live here too (``from conftest import ...``): test modules
-never import from each other. Fixtures for testing the command line: ``cli`` runs a command in
-this process, ``refused`` asserts the answer to bad input (one line naming the parameter or file,
-exit status 2).
+Tests that read the real Fashion-MNIST carry ``@pytest.mark.needs_data``: they are skipped, with
+the reason in the summary, where ``bash scripts/setup.sh`` could not install it. Helpers shared by
+test modules live in ``helpers.py`` (and the peer-library reference models in ``references.py``);
+test modules never import from each other. Fixtures for testing the command line: ``cli`` runs a
+command in this process, ``refused`` asserts the answer to bad input (one line naming the
+parameter or file, exit status 2).
 """
 import os
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from helpers import assert_one_clear_line, run_cli
+
+from mobilenets.engine.data import FASHION_MNIST_ROOT
+
+#: The files of the library's default Fashion-MNIST root (Debian's dataset-fashion-mnist).
+FASHION_MNIST_FILES = [f"{split}-{kind}-idx{dims}-ubyte.gz" for split in ("train", "t10k")
+                       for kind, dims in (("images", 3), ("labels", 1))]
 
 
 def pytest_addoption(parser):
@@ -35,6 +42,19 @@ def pytest_configure(config):
         os.environ["OMP_NUM_THREADS"] = str(threads)
     if config.getoption("--no-mkldnn") or os.environ.get("MOBILENETS_TEST_MKLDNN") == "0":
         torch.backends.mkldnn.enabled = False
+    config.addinivalue_line("markers", "needs_data: reads Fashion-MNIST from the library's "
+                            "default root (skipped where it is not installed)")
+
+
+def pytest_collection_modifyitems(config, items):
+    missing = [f for f in FASHION_MNIST_FILES if not (FASHION_MNIST_ROOT / f).is_file()]
+    if not missing:
+        return
+    skip = pytest.mark.skip(reason=f"Fashion-MNIST is not installed: {FASHION_MNIST_ROOT / missing[0]}"
+                                   " is missing (bash scripts/setup.sh installs it)")
+    for item in items:
+        if item.get_closest_marker("needs_data"):
+            item.add_marker(skip)
 
 
 def pytest_report_header(config):
@@ -42,43 +62,7 @@ def pytest_report_header(config):
             f"mkldnn {'on' if torch.backends.mkldnn.enabled else 'off'}")
 
 
-# --------------------------------------------------------------------------- shared helpers
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    """``mobilenets ARGV`` in this process: (exit status, stdout, stderr). Arguments may be paths
-    or numbers."""
-    from mobilenets.cli import main
-
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_clear_line(code, err, *named):
-    """Exit status 2, one error line (no traceback, no usage block) naming each of ``named``."""
-    assert code == 2, err
-    assert "Traceback" not in err and "usage:" not in err, err
-    assert len([line for line in err.splitlines() if ": error: " in line]) == 1, err
-    for n in named:
-        assert str(n) in err, err
-
-
-def make_image_folder(root: Path, classes: int = 2, per_class: int = 32, val_per_class: int = 4,
-                      size: int = 40, seed: int = 0) -> Path:
-    """An ImageFolder of noisy PNGs, each class around its own colour."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", per_class), ("val", val_per_class)):
-        for c in range(classes):
-            folder = root / split / f"class{c}"
-            folder.mkdir(parents=True, exist_ok=True)
-            base = np.array([60 + 120 * (c % 2), 60 + 60 * (c % 3), 200 - 120 * (c % 2)])
-            for i in range(n):
-                img = np.clip(base + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(img).save(folder / f"{i:03d}.png")
-    return root
-
+# --------------------------------------------------------------------------- fixtures
 
 @pytest.fixture
 def cli(capsys):

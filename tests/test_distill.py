@@ -10,18 +10,13 @@ from torch.utils.data import Dataset
 
 import mobilenets as M
 from mobilenets.cli import main
-from mobilenets.engine.data import (FASHION_MNIST_ROOT, BatchTransform, TensorImageDataset,
-                                    labeled_subset)
+from mobilenets.engine.data import BatchTransform, TensorImageDataset, labeled_subset
 from mobilenets.engine.distill import (distill, distillation_loss, embedding_loss,
                                        make_distill_config, sigmoid_emulation_loss,
                                        soft_target_loss, teacher_outputs)
 from mobilenets.engine.loop import load_checkpoint
 from mobilenets.engine.sweep import compare_runs
 from mobilenets.engine.train import make_config, open_splits
-
-needs_data = pytest.mark.skipif(not (FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").exists(),
-                                reason="Debian's dataset-fashion-mnist is not installed")
-
 
 # --------------------------------------------------------------------------- losses
 
@@ -226,7 +221,7 @@ def test_labeled_subset_is_seeded_and_class_balanced():
         labeled_subset(labels, 0.0)
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_train_and_distill_hold_back_the_same_labels():
     cfg = make_config("smoke", limit_train=400, label_fraction=0.25, label_seed=2)
     kept, _, a = open_splits(cfg, drop_unlabeled=True)
@@ -261,7 +256,7 @@ def test_cli_errors_name_the_parameter(capsys, tmp_path, teacher_file, extra, me
     assert err.startswith("mobilenets distill: error:") and message in err, err
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_cli_teacher_classes_must_match_the_data(capsys, tmp_path, teacher_file):
     argv = ["distill", "--preset", "smoke", "--out", str(tmp_path), "--teacher", teacher_file]
     assert main(argv) == 2 and "has 5 classes but --data 'fashion-mnist' has 10" in capsys.readouterr().err

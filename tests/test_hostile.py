@@ -27,9 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_clear_line, make_image_folder
-from conftest import run_cli as run
-from killing import kill_at_first_checkpoint
+from helpers import assert_one_clear_line, kill_at_first_checkpoint, make_image_folder, run_cli
 from PIL import Image
 
 from mobilenets.engine.data import ImageFolderDataset, load_image
@@ -96,9 +94,9 @@ def _train_process(data, out, workers, *extra):
 
 
 def test_resume_after_kill_9_is_exact_on_imagefolder_with_dropout(data, tmp_path, capsys):
-    code, _, err = run(capsys, *train_args(data, tmp_path / "full", "--limit-train", "64",
-                                           "--epochs", "2", "--set", "dropout=0.5",
-                                           "--set", "checkpoint_every=2"))
+    code, _, err = run_cli(capsys, *train_args(data, tmp_path / "full", "--limit-train", "64",
+                                               "--epochs", "2", "--set", "dropout=0.5",
+                                               "--set", "checkpoint_every=2"))
     assert code == 0, err
     full = load_model(tmp_path / "full" / "model.safetensors").state_dict()
     for workers in (0, 2):
@@ -125,13 +123,13 @@ def test_a_run_folder_belongs_to_one_process(data, tmp_path, capsys):
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert owner.stdout.readline().strip() == "locked"
-        code, _, err = run(capsys, *train_args(data, out))
+        code, _, err = run_cli(capsys, *train_args(data, out))
         assert_one_clear_line(code, err, out, f"process {owner.pid}")
         assert not (out / "config.json").exists()  # nothing of the second run was written
     finally:
         owner.kill()
         owner.wait()
-    code, _, err = run(capsys, *train_args(data, out))  # the dead owner's lock is taken over
+    code, _, err = run_cli(capsys, *train_args(data, out))  # the dead owner's lock is taken over
     assert code == 0, err
     # The same process may take its own folder again; another folder is independent.
     lock_run_folder(tmp_path / "mine")
@@ -143,15 +141,16 @@ def test_a_run_folder_belongs_to_one_process(data, tmp_path, capsys):
 
 def test_no_command_writes_over_its_input(model_file, tmp_path, capsys):
     before = model_file.read_bytes()
-    code, _, err = run(capsys, "distill", "--teacher", model_file, "--teacher-cache", model_file,
-                       "--out", tmp_path / "d")
+    code, _, err = run_cli(capsys, "distill", "--teacher", model_file, "--teacher-cache",
+                           model_file, "--out", tmp_path / "d")
     assert_one_clear_line(code, err, model_file, "--teacher")
-    code, _, err = run(capsys, "export", model_file, "--format", "safetensors", "--output",
-                       model_file)
+    code, _, err = run_cli(capsys, "export", model_file, "--format", "safetensors", "--output",
+                           model_file)
     assert_one_clear_line(code, err, "input")
     link = tmp_path / "link.safetensors"  # another name for the same file is caught too
     link.symlink_to(model_file)
-    code, _, err = run(capsys, "export", model_file, "--format", "safetensors", "--output", link)
+    code, _, err = run_cli(capsys, "export", model_file, "--format", "safetensors", "--output",
+                           link)
     assert_one_clear_line(code, err, "input")
     assert model_file.read_bytes() == before
     # Inputs read on the way (a model file named nowhere on the command line) count too.
@@ -173,43 +172,43 @@ def test_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, capsys, monkeypa
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     monkeypatch.setattr("mobilenets.fileio.os.fsync", full)
-    code, _, err = run(capsys, "models", "--pattern", "*0.25_128", "--format", "csv",
-                       "--output", target)
+    code, _, err = run_cli(capsys, "models", "--pattern", "*0.25_128", "--format", "csv",
+                           "--output", target)
     assert_one_clear_line(code, err, "no space left", target)
     assert target.read_text() == "old\n" and not list(tmp_path.glob(".*.tmp"))
 
 
 def test_output_folder_and_out_file(model_file, tmp_path, capsys):
-    code, _, err = run(capsys, "models", "--pattern", "*0.25_128", "--output", tmp_path)
+    code, _, err = run_cli(capsys, "models", "--pattern", "*0.25_128", "--output", tmp_path)
     assert_one_clear_line(code, err, tmp_path, "folder")
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("x")
-    code, _, err = run(capsys, *train_args(make_image_folder(tmp_path / "d", per_class=8),
-                                           not_a_folder))
+    code, _, err = run_cli(capsys, *train_args(make_image_folder(tmp_path / "d", per_class=8),
+                                               not_a_folder))
     assert_one_clear_line(code, err, not_a_folder, "is a file")
 
 
 def test_non_finite_loss_is_one_line(data, tmp_path, capsys):
-    code, _, err = run(capsys, *train_args(data, tmp_path / "nan", "--lr", "1e30", "--epochs",
-                                           "8", "--set", "checkpoint_every=1"))
+    code, _, err = run_cli(capsys, *train_args(data, tmp_path / "nan", "--lr", "1e30", "--epochs",
+                                               "8", "--set", "checkpoint_every=1"))
     assert_one_clear_line(code, err, "loss became", "lower lr")
 
 
 def test_resume_with_another_class_count(tmp_path, capsys):
     data = make_image_folder(tmp_path / "data", per_class=8)
     out = tmp_path / "run"
-    code, _, err = run(capsys, *train_args(data, out, "--limit-train", "16"))
+    code, _, err = run_cli(capsys, *train_args(data, out, "--limit-train", "16"))
     assert code == 0, err
     make_image_folder(tmp_path / "data", classes=3, per_class=8)  # a third class appears
-    code, _, err = run(capsys, *train_args(data, out, "--limit-train", "16", "--resume"))
+    code, _, err = run_cli(capsys, *train_args(data, out, "--limit-train", "16", "--resume"))
     assert_one_clear_line(code, err, out / "checkpoint.pt", "class count")
 
 
 def test_sizes_that_cannot_fit_are_refused_before_allocating(data, model_file, tmp_path, capsys):
-    code, _, err = run(capsys, *train_args(data, tmp_path / "w", "--width-mult", "1000"))
+    code, _, err = run_cli(capsys, *train_args(data, tmp_path / "w", "--width-mult", "1000"))
     assert_one_clear_line(code, err, "width_mult 1000", "needs about")
     image = data / "val" / "class0" / "000.png"
-    code, _, err = run(capsys, "predict", model_file, image, "--resolution", "100000")
+    code, _, err = run_cli(capsys, "predict", model_file, image, "--resolution", "100000")
     assert_one_clear_line(code, err, "resolution 100000", "needs about")
     # A model file whose config asks for terabytes is refused before the model is built.
     from safetensors.torch import load_file, safe_open, save_file
@@ -219,10 +218,10 @@ def test_sizes_that_cannot_fit_are_refused_before_allocating(data, model_file, t
     huge = tmp_path / "huge.safetensors"
     save_file(load_file(str(model_file)), str(huge), metadata={
         **meta, "config": json.dumps({**json.loads(meta["config"]), "width_mult": 1000.0})})
-    code, _, err = run(capsys, "predict", huge, image)
+    code, _, err = run_cli(capsys, "predict", huge, image)
     assert_one_clear_line(code, err, huge, "needs about")
     # profile only counts: it answers for any size, on the meta device.
-    code, out, err = run(capsys, "profile", "--width-mult", "1000", "--format", "json")
+    code, out, err = run_cli(capsys, "profile", "--width-mult", "1000", "--format", "json")
     assert code == 0 and json.loads(out)["totals"]["params"] > 1e12, err
 
 
@@ -237,14 +236,14 @@ def test_wrong_metadata_in_our_model_file(model_file, tmp_path, capsys):
                    json.dumps({"arch": ["mobilenet_v1"]})):
         bad = tmp_path / "bad.safetensors"
         save_file(load_file(str(model_file)), str(bad), metadata={**meta, "config": config})
-        code, _, err = run(capsys, "predict", bad, image)
+        code, _, err = run_cli(capsys, "predict", bad, image)
         assert_one_clear_line(code, err, bad)
 
 
 def test_decompression_bomb_in_predict(model_file, tmp_path, capsys):
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(png_bytes(40_000, 40_000, zlib.compress(b"")))  # 1.6e9 pixels
-    code, _, err = run(capsys, "predict", model_file, bomb)
+    code, _, err = run_cli(capsys, "predict", model_file, bomb)
     assert_one_clear_line(code, err, bomb, "decompression bomb")
 
 
@@ -252,8 +251,8 @@ def test_errors_in_data_loading_workers_are_one_line(tmp_path, capsys):
     data = make_image_folder(tmp_path / "d", per_class=8, val_per_class=1)
     bad = data / "train" / "class1" / "bad.png"
     bad.write_bytes(png_bytes(8, 8, b"not zlib data"))  # passes verify(), fails to decode
-    code, _, err = run(capsys, *train_args(data, tmp_path / "run", "--limit-train", "17",
-                                           "--batch-size", "17", "--set", "num_workers=2"))
+    code, _, err = run_cli(capsys, *train_args(data, tmp_path / "run", "--limit-train", "17",
+                                               "--batch-size", "17", "--set", "num_workers=2"))
     assert_one_clear_line(code, err, bad)
     assert len(err.strip().splitlines()) == 1
 
@@ -262,7 +261,7 @@ def test_a_bug_says_it_is_one(capsys, monkeypatch):
     def broken(args):
         return {}["missing"]
     monkeypatch.setattr("mobilenets.cli.models.cmd_models", broken)
-    code, _, err = run(capsys, "models")
+    code, _, err = run_cli(capsys, "models")
     assert code == 1 and "internal error" in err and "Traceback" in err
 
 
@@ -333,16 +332,17 @@ def test_csv_encodings(tmp_path):
     (["train", "--set", "random_erasing=1.5"], "random_erasing"),
 ])
 def test_nonsense_values_name_the_parameter(capsys, argv, flag):
-    code, _, err = run(capsys, *argv)
+    code, _, err = run_cli(capsys, *argv)
     assert_one_clear_line(code, err, flag)
 
 
 def test_float_layers_and_finetune_model(data, model_file, tmp_path, capsys):
-    code, _, err = run(capsys, "export", model_file, "--format", "int8", "--float-layers", "99",
-                       "--data", data, "--calibration-images", "8", "--output", tmp_path / "q.onnx")
+    code, _, err = run_cli(capsys, "export", model_file, "--format", "int8", "--float-layers", "99",
+                           "--data", data, "--calibration-images", "8", "--output",
+                           tmp_path / "q.onnx")
     assert_one_clear_line(code, err, "--float-layers 99", "convolutions")
-    code, _, err = run(capsys, "finetune", "--init", model_file, "--model",
-                       "mobilenet_v1_1.0_224", "--data", data, "--out", tmp_path / "ft")
+    code, _, err = run_cli(capsys, "finetune", "--init", model_file, "--model",
+                           "mobilenet_v1_1.0_224", "--data", data, "--out", tmp_path / "ft")
     assert_one_clear_line(code, err, "--model mobilenet_v1_1.0_224", "--init", "width_mult")
 
 
@@ -386,7 +386,7 @@ def test_coco_schema_names_the_record(tmp_path, change, message):
 
 def test_coco_errors_reach_the_command_line(tmp_path, capsys):
     path = _coco(tmp_path, images=[{"id": 1, "file_name": "a.png", "width": 32, "height": 32}] * 2)
-    code, _, err = run(capsys, "detect", "train", path, "--out", tmp_path / "run")
+    code, _, err = run_cli(capsys, "detect", "train", path, "--out", tmp_path / "run")
     assert_one_clear_line(code, err, path, "duplicate image id 1")
 
 
@@ -397,7 +397,8 @@ def test_unsafe_checkpoint_message_does_not_advise_unsafe_loading(tmp_path, caps
 
     evil = tmp_path / "evil.pth"
     torch.save({"x": argparse.Namespace(a=1)}, evil)  # an object a safe load refuses
-    code, _, err = run(capsys, "convert", evil, tmp_path / "out.safetensors", "--source", "timm")
+    code, _, err = run_cli(capsys, "convert", evil, tmp_path / "out.safetensors", "--source",
+                           "timm")
     assert_one_clear_line(code, err, evil, "may be unsafe")
     assert "weights_only" not in err
     with pytest.raises(ValueError, match="may be unsafe") as info:
@@ -410,7 +411,7 @@ def test_broken_json_names_its_file(tmp_path, capsys):
     run_dir.mkdir()
     (run_dir / "config.json").write_text('{"model": "mobilenet_v1_0.25_128",')
     write_json(run_dir / "eval.json", {"top1": 1.0})
-    code, _, err = run(capsys, "compare", run_dir)
+    code, _, err = run_cli(capsys, "compare", run_dir)
     assert_one_clear_line(code, err, run_dir / "config.json", "not valid JSON")
 
 
@@ -444,8 +445,8 @@ def test_predict_streams_in_batches(model_file, tmp_path, capsys, monkeypatch):
     for i in range(7):
         images.append(tmp_path / f"{i}.png")
         Image.new("RGB", (40, 40), (i * 30, 0, 0)).save(images[-1])
-    code, out, err = run(capsys, "predict", model_file, *images, "--batch-size", "3",
-                         "--top-k", "1", "--format", "json")
+    code, out, err = run_cli(capsys, "predict", model_file, *images, "--batch-size", "3",
+                             "--top-k", "1", "--format", "json")
     rows = json.loads(out)
     assert code == 0 and seen == [3, 3, 1], err
     assert [r["image"] for r in rows] == [str(p) for p in images]
@@ -500,15 +501,13 @@ KERAS_SIZES = [  # app, alpha, built for (None: any size), include_top, sizes co
                          ids=[f"{c[0]}-{c[2] or 'any'}" for c in KERAS_SIZES])
 def test_keras_import_reproduces_every_size_its_source_accepts(app, alpha, built, top, sizes,
                                                                 tmp_path):
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    pytest.importorskip("keras")
-    from test_convert import FEATURE_MAP_TOL, TOL, _keras_forward, _keras_reference
+    from references import FEATURE_MAP_TOL, TOL, assert_meaningful, keras_forward, keras_reference
 
     from mobilenets.deploy.convert import convert
     from mobilenets.models.registry import build_from_config
 
-    ref_model = _keras_reference(alpha, built or 64, include_top=top, classes=10, app=app,
-                                 any_size=built is None)
+    ref_model = keras_reference(alpha, built or 64, include_top=top, classes=10, app=app,
+                                any_size=built is None)
     path = tmp_path / "m.keras"
     ref_model.save(path)
     model = load_model(convert(path, tmp_path / "m.safetensors"))
@@ -517,8 +516,8 @@ def test_keras_import_reproduces_every_size_its_source_accepts(app, alpha, built
     wrong.load_state_dict(model.state_dict())
     for size in sizes:
         x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(size))
-        ref = _keras_forward(ref_model, x)
-        assert np.abs(ref[0] - ref[1]).max() > 1e-2  # the output depends on the input
+        ref = keras_forward(ref_model, x)
+        assert_meaningful(ref)
         with torch.no_grad():
             out, off = model(x).numpy(), wrong(x).numpy()
         assert out.shape == ref.shape, (size, out.shape, ref.shape)

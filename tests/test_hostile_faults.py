@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import assert_one_clear_line, make_image_folder, run_cli
+from helpers import assert_one_clear_line, make_image_folder, run_cli
 
 from mobilenets.engine.loop import (DIVERGENCE_FACTOR, DivergedError, NonFiniteLossError,
                                     check_loss, fit, load_checkpoint, release_run_folder)

@@ -8,16 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from killing import kill_at_first_checkpoint
+from helpers import kill_at_first_checkpoint
 
 import mobilenets as M
-from mobilenets.engine.data import FASHION_MNIST_ROOT
 from mobilenets.engine.loop import DivergedError, load_checkpoint
 from mobilenets.engine.optim import RMSpropTF, param_groups
 from mobilenets.engine.train import make_config, train
 
-needs_data = pytest.mark.skipif(not (FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").exists(),
-                                reason="Debian's dataset-fashion-mnist is not installed")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -56,7 +53,7 @@ def test_config_errors_name_the_field():
         make_config("smoke", model="mobilenet_v9")
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_few_steps_loss_falls_and_run_folder(tmp_path):
     # One batch of 32 images, seen 20 times without augmentation: the loop must fit it. The
     # margin is wide (the loss falls to 0.3-0.6 of the first epoch's on AVX2 and AVX-512, one or
@@ -84,7 +81,7 @@ def _run_train(out, extra=()):
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_resume_after_kill_9_reaches_the_same_weights(tmp_path):
     full = _run_train(tmp_path / "full")
     assert full.wait(timeout=300) == 0, full.stdout.read()
@@ -101,7 +98,7 @@ def test_resume_after_kill_9_reaches_the_same_weights(tmp_path):
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-5, msg=k)
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
     cfg = make_config("smoke", out_dir=str(tmp_path), lr=1e30, checkpoint_every=1, epochs=8)
     with pytest.raises(DivergedError, match="last good checkpoint is .*checkpoint.pt"):
@@ -110,7 +107,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_ddp_two_processes(tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -138,7 +135,7 @@ def test_ddp_two_processes(tmp_path):
     assert abs(late(ddp_losses) - late(single_losses)) < 0.4, (ddp_losses, single_losses)
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_finetune_frozen_body_changes_only_the_classifier(tmp_path):
     base = train(make_config("smoke", out_dir=str(tmp_path / "base"), limit_train=64, epochs=1))
     cfg = make_config("smoke", out_dir=str(tmp_path / "ft"), init_from=base["model_path"],
@@ -152,7 +149,7 @@ def test_finetune_frozen_body_changes_only_the_classifier(tmp_path):
             torch.testing.assert_close(v, tuned[k], msg=k)  # weights and BN statistics frozen
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_sweep_writes_csv_and_figures(tmp_path, capsys):
     from mobilenets.engine.sweep import read_rows, run_sweep
 
@@ -208,7 +205,7 @@ def test_fast_preset_is_the_papers_model_at_32():
         make_config("fast", output_stride=4)
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_holdout_trains_without_the_validation_images(tmp_path):
     from mobilenets.engine.train import open_splits
 
