@@ -245,11 +245,17 @@ DEVICE_FORMAT = "mobilenets-device/1"
 
 def form_terms(form: str, count: int) -> tuple[str, ...]:
     """The terms a fit of ``form`` uses with ``count`` measurements: ``"auto"`` takes the first
-    ``count`` of ``LADDER`` (at most all of them); the other forms all their terms.
+    ``count`` of ``LADDER`` (at most all of them); the other forms all their terms; a tuple of
+    ``TERMS`` names is its own form.
 
     Raises:
         ValueError: for an unknown form.
     """
+    if isinstance(form, (tuple, list)):
+        if not form or any(t not in TERMS for t in form) or len(set(form)) < len(form):
+            raise ValueError(f"form must name distinct terms of {', '.join(TERMS)}, got "
+                             f"{form!r}")
+        return tuple(form)
     if form not in FORMS:
         raise ValueError(f"form must be one of {', '.join(FORMS)}, got {form!r}")
     return FORMS[form][:max(count, 1)] if form == "auto" else FORMS[form]
@@ -269,7 +275,7 @@ def fit_device(profiles: list[Profile], latencies_ms: list[float], *, names: lis
         profiles: The measured models' profiles (``profile_model``), one per measurement.
         latencies_ms: Their measured latencies in ms, each finite and > 0.
         names: The models' names, for ``fitted_on``. Default: each profile's ``model``.
-        form: A key of ``FORMS``. Default ``"auto"``.
+        form: A key of ``FORMS``, or a tuple of ``TERMS`` names. Default ``"auto"``.
         precision: ``"fp32"``, ``"int8"`` or ``"bf16"`` (``ELEMENT_BYTES``). Default fp32.
         name: The device's name. Default ``"device"``.
         **about: ``backend``, ``threads``, ``source``, ``machine``: stored as given.
@@ -294,11 +300,11 @@ def fit_device(profiles: list[Profile], latencies_ms: list[float], *, names: lis
                          f"{latencies_ms[bad[0]]!r}")
     distinct = len(set(names))
     terms = form_terms(form, distinct)
-    if distinct < max(len(terms), 2 if form == "auto" else 1):
-        need = max(len(terms), 2)
+    need = max(len(terms), 2 if form == "auto" else 1)
+    if distinct < need:
         raise ValueError(f"{distinct} model{'s' if distinct != 1 else ''} measured, but the "
-                         f"{form} latency model has {need} coefficients: measure at least "
-                         f"{need} different models")
+                         f"{form if isinstance(form, str) else 'custom'} latency model has "
+                         f"{need} coefficients: measure at least {need} different models")
     rows = [model_terms(p, ELEMENT_BYTES[precision]) for p in profiles]
     x = design(rows, terms)
     scale = np.abs(x).max(axis=0)
@@ -308,7 +314,7 @@ def fit_device(profiles: list[Profile], latencies_ms: list[float], *, names: lis
     fitted = [{"model": n, "measured_ms": round(float(m), 4), "predicted_ms": round(float(p), 4),
                "residual_pct": round(100 * (p / m - 1), 2)}
               for n, m, p in zip(names, y, predicted)]
-    return Device(name, precision, form, list(terms),
+    return Device(name, precision, form if isinstance(form, str) else "custom", list(terms),
                   {t: float(v) for t, v in zip(terms, theta)}, fitted, **about)
 
 
@@ -367,13 +373,37 @@ def variant_model(name: str, meta: bool = True):
         model.config.update(resolution=int(match.group(3)), name=str(name))
         return model.eval()
     with device:
-        return create_model(spec.name).eval()
+        model = create_model(spec.name).eval()
+    model.config.setdefault("resolution", spec.resolution)
+    model.config["name"] = spec.name
+    return model
 
 
-def variant_profile(name: str, resolution: int | None = None) -> Profile:
-    """``profile_model`` of ``variant_model(name)`` at its resolution (or ``resolution``)."""
+def variant_profile(name, resolution: int | None = None) -> Profile:
+    """``profile_model`` of ``variant_model(name)`` (or of ``name`` itself, a model that
+    ``variant_model`` built) at its resolution (or ``resolution``)."""
     from mobilenets.cost.profiler import profile_model
 
-    model = variant_model(name)
+    model = variant_model(name) if isinstance(name, str) else name
     res = int(resolution or model.config.get("resolution") or 224)
-    return profile_model(model, (model.config.get("in_channels", 3), res, res), name=str(name))
+    return profile_model(model, (model.config.get("in_channels", 3), res, res),
+                         name=str(model.config.get("name", name)))
+
+
+def read_device(path) -> Device:
+    """The ``Device`` a device file (``mobilenets latency fit``'s DEVICE.json) holds.
+
+    Raises:
+        FileNotFoundError: if it does not exist.
+        ValueError: naming the file for anything that is not such a file.
+    """
+    from mobilenets.fileio import read_json
+
+    return Device.from_dict(read_json(path, "device file"), source=f"device file {path}")
+
+
+def write_device(device: Device, path) -> None:
+    """Write ``device`` to ``path`` (JSON, atomically): what ``read_device`` reads."""
+    from mobilenets.fileio import write_json
+
+    write_json(path, device.to_dict())

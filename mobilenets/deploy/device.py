@@ -22,6 +22,7 @@ import shlex
 import statistics
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import torch
@@ -41,25 +42,55 @@ KIT_RUNS = 50
 
 
 # --------------------------------------------------------------------------- backends
-# The two places that touch deploy.bench's backend machinery (kept small so that a backend
-# registry can replace them).
+
+def backend_api() -> SimpleNamespace:
+    """The backends as this module uses them: the one place that reads ``deploy.bench``'s
+    backend table and machinery, so that a backend registry replaces this function alone.
+
+    Returns:
+        A namespace: ``names`` (every backend), ``installed()``, ``check(names)`` (validates,
+        expands ``all``), ``precision(b)`` (``"fp32"``, ``"int8"`` or ``"bf16"``), ``suffix(b)``
+        (the suffix of the file ``b`` runs; None for the torch backends and the peers),
+        ``export(jobs, workers, done)`` (``bench.export_backends``), ``load(b, model, shape,
+        files)`` (a ``bench.Prepared``), ``time(prepared, inputs, rounds, iters, cpu, load)``
+        (``bench.time_interleaved``) and ``calibration(data, shape, count)``.
+    """
+    from mobilenets.deploy import bench
+    from mobilenets.deploy.mobile import MOBILE_FORMATS
+    from mobilenets.deploy.peers import PEERS
+
+    def suffix(backend: str) -> str | None:
+        if backend not in bench.FILE_BACKENDS or backend in PEERS:
+            return None
+        return MOBILE_FORMATS[backend][2] if backend in MOBILE_FORMATS else ".onnx"
+
+    return SimpleNamespace(
+        names=tuple(bench.BACKENDS), installed=bench.installed_backends,
+        check=bench.check_backends, precision=lambda b: bench.PRECISIONS.get(b, "fp32"),
+        suffix=suffix, export=bench.export_backends,
+        load=lambda b, model, shape, files: bench.load_backend(b, model, shape, files,
+                                                               ort_spinning=False),
+        time=bench.time_interleaved, calibration=bench.calibration_images)
+
 
 def backend_precision(backend: str) -> str:
-    """``"fp32"``, ``"int8"`` or ``"bf16"``: what ``backend`` computes in."""
-    from mobilenets.deploy.bench import PRECISIONS, check_backends
+    """``"fp32"``, ``"int8"`` or ``"bf16"``: what ``backend`` computes in.
 
-    check_backends([backend])
-    return PRECISIONS.get(backend, "fp32")
+    Raises:
+        ValueError: for an unknown backend.
+    """
+    api = backend_api()
+    api.check([backend])
+    return api.precision(backend)
 
 
 def export_for(jobs: list[tuple[str, str, Path]], calibration_data: str, workers: int = 1,
                done: Callable[[int, dict], None] | None = None) -> list[tuple]:
-    """Export ``(backend, model name, folder)`` jobs (fresh weights, seed 0) with
-    ``deploy.bench``'s verified exporters, ``workers`` processes at once; int8 backends calibrate
-    on 16 images of ``calibration_data`` (latency only). Returns ``(backend, model, shape,
-    files)`` per job: what ``timed_runs`` loads."""
-    from mobilenets.deploy.bench import calibration_images, export_backends
-
+    """Export ``(backend, model name, folder)`` jobs (fresh weights, seed 0), ``workers``
+    processes at once, each file verified against torch; int8 backends calibrate on 16 images
+    of ``calibration_data`` (latency only). Returns ``(backend, model, shape, files)`` per job:
+    what ``timed_runs`` loads."""
+    api = backend_api()
     calibration, models, prepared = {}, {}, []
     for backend, name, folder in jobs:
         if name not in models:
@@ -67,12 +98,12 @@ def export_for(jobs: list[tuple[str, str, Path]], calibration_data: str, workers
         model = models[name]
         res = int(model.config.get("resolution", 224))
         shape = (model.config.get("in_channels", 3), res, res)
-        if backend_precision(backend) == "int8" and shape not in calibration:
-            calibration[shape] = calibration_images(calibration_data, shape, 16)
+        int8 = api.precision(backend) == "int8"
+        if int8 and shape not in calibration:
+            calibration[shape] = api.calibration(calibration_data, shape, 16)
         prepared.append((backend, model, shape, Path(folder),
-                         calibration.get(shape) if backend_precision(backend) == "int8"
-                         else None))
-    files = export_backends(prepared, workers, done=done)
+                         calibration.get(shape) if int8 else None))
+    files = api.export(prepared, workers, done=done)
     return [(job[0], job[1], job[2], f) for job, f in zip(prepared, files)]
 
 
@@ -80,16 +111,15 @@ def timed_runs(exported: list[tuple], keys: list[str], rounds: int, iters: int) 
     """Load every ``export_for`` result and time them all interleaved (``bench.time_interleaved``,
     torch's current thread count). Returns ``{key: {"latency_ms": median wall, "cpu_ms":
     median process CPU time per call, "load": highest 1-minute load average}}``."""
-    from mobilenets.deploy.bench import load_backend, time_interleaved
-
+    api = backend_api()
     prepared, inputs = [], {}
     for (backend, model, shape, files), key in zip(exported, keys):
-        p = load_backend(backend, model, shape, files, ort_spinning=False)
+        p = api.load(backend, model, shape, files)
         p.name = key
         prepared.append(p)
         inputs[key] = torch.randn(1, *shape)
     cpu, load = {}, []
-    samples = time_interleaved(prepared, inputs, rounds, iters, cpu=cpu, load=load)
+    samples = api.time(prepared, inputs, rounds, iters, cpu=cpu, load=load)
     top = round(max(load), 2) if load else None
     return {k: {"latency_ms": round(statistics.median(v) * 1e3, 4),
                 "cpu_ms": round(statistics.median(cpu[k]) * 1e3, 4), "load": top}
@@ -98,11 +128,25 @@ def timed_runs(exported: list[tuple], keys: list[str], rounds: int, iters: int) 
 
 # --------------------------------------------------------------------------- the kit
 
+def spanning(points: list[tuple[float, float]], count: int) -> list[int]:
+    """The indices of ``count`` of ``points`` ((width, resolution) pairs) that span them best:
+    the largest first, then each time the point farthest (in log width and log resolution, each
+    scaled to [0, 1] over the points) from those already chosen: the corners, then the middle."""
+    coords = [(math.log(w), math.log(r)) for w, r in points]
+    lo = [min(c[i] for c in coords) for i in (0, 1)]
+    span = [max(max(c[i] for c in coords) - lo[i], 1e-9) for i in (0, 1)]
+    scaled = [tuple((c[i] - lo[i]) / span[i] for i in (0, 1)) for c in coords]
+    chosen = [max(range(len(points)), key=lambda i: scaled[i])]
+    while len(chosen) < min(count, len(points)):
+        chosen.append(max((i for i in range(len(points)) if i not in chosen),
+                          key=lambda i: min(math.dist(scaled[i], scaled[j]) for j in chosen)))
+    return chosen
+
+
 def calibration_set(arch: str = "v1", count: int = DEFAULT_KIT_SIZE) -> list[str]:
-    """The ``count`` registered variants of ``arch`` that span its width and resolution best:
-    the largest first, then each time the variant farthest (in log width and log resolution,
-    each scaled to [0, 1] over the grid) from those already chosen: the grid's corners, then its
-    middle. For ShuffleNet, the g = 3 grid (the one with several resolutions).
+    """The ``count`` registered variants of ``arch`` that span its width and resolution best
+    (``spanning``): what a kit exports. For ShuffleNet, the g = 3 grid (the one with several
+    resolutions).
 
     Raises:
         ValueError: for an unknown ``arch``, or ``count`` < 2 or more than the grid holds.
@@ -116,36 +160,25 @@ def calibration_set(arch: str = "v1", count: int = DEFAULT_KIT_SIZE) -> list[str
     if isinstance(count, bool) or not isinstance(count, int) or not 2 <= count <= len(grid):
         raise ValueError(f"--count must be an integer from 2 to {len(grid)} (the {arch} "
                          f"variants), got {count!r}")
-    coords = [(math.log(s.kwargs["width_mult"]), math.log(s.resolution)) for s in grid]
-    lo = [min(c[i] for c in coords) for i in (0, 1)]
-    span = [max(max(c[i] for c in coords) - lo[i], 1e-9) for i in (0, 1)]
-    points = [tuple((c[i] - lo[i]) / span[i] for i in (0, 1)) for c in coords]
-    chosen = [max(range(len(grid)), key=lambda i: points[i])]
-    while len(chosen) < count:
-        chosen.append(max((i for i in range(len(grid)) if i not in chosen),
-                          key=lambda i: min(math.dist(points[i], points[j]) for j in chosen)))
+    chosen = spanning([(s.kwargs["width_mult"], s.resolution) for s in grid], count)
     return [grid[i].name for i in chosen]
 
 
 def kit_file(model: str, backend: str) -> str:
     """The file name of ``model`` exported for ``backend`` in a kit: ``{model}_{backend}{suffix}``
     (``model_of_file`` reads it back)."""
-    from mobilenets.deploy.mobile import MOBILE_FORMATS
-
-    suffix = MOBILE_FORMATS[backend][2] if backend in MOBILE_FORMATS else ".onnx"
-    return f"{model}_{backend}{suffix}"
+    return f"{model}_{backend}{backend_api().suffix(backend) or ''}"
 
 
 def model_of_file(path: str) -> tuple[str, str | None]:
     """(model name, backend or None) of a file a kit wrote (``kit_file``), from its path as a
     benchmark tool printed it."""
-    from mobilenets.deploy.bench import BACKENDS
-
+    api = backend_api()
     stem = Path(str(path).replace("\\", "/")).name
-    for suffix in (".tflite", ".pte", ".onnx", ".xml"):
+    for suffix in {api.suffix(b) for b in api.names} - {None}:
         if stem.endswith(suffix):
             stem = stem[:-len(suffix)]
-    for backend in sorted(BACKENDS, key=len, reverse=True):
+    for backend in sorted(api.names, key=len, reverse=True):
         if stem.endswith("_" + backend):
             return stem[:-len(backend) - 1], backend
     return stem, None
@@ -166,8 +199,7 @@ def bench_command(backend: str, file: str, threads: int, runs: int = KIT_RUNS) -
     if backend.startswith("executorch"):
         return (f"adb push {shlex.quote(file)} {DEVICE_DIR}/ && adb shell "
                 f"{DEVICE_DIR}/xnn_executor_runner --model_path={shlex.quote(on_device)} "
-                f"--num_executions={runs} --cpu_threads={threads} --print_output=none "
-                f"> {out} 2>&1")
+                f"--num_executions={runs} --cpu_threads={threads} > {out} 2>&1")
     if backend.startswith("openvino"):
         hint = " -infer_precision bf16" if backend.endswith("bf16") else ""
         return (f"benchmark_app -m {shlex.quote(file)} -d CPU -hint latency -nthreads "
@@ -201,13 +233,11 @@ def make_kit(backend: str, output_dir: str, arch: str = "v1", count: int = DEFAU
         ValueError: for a backend that writes no file (``eager``, ``torch``...), a peer, an
             existing ``output_dir``, a bad ``count`` or ``threads``.
     """
-    from mobilenets.deploy.bench import FILE_BACKENDS
-    from mobilenets.deploy.peers import PEERS
-
+    api = backend_api()
     precision = backend_precision(backend)
-    if backend not in FILE_BACKENDS or backend in PEERS:
+    if api.suffix(backend) is None:
         raise ValueError(f"--backend {backend!r} writes no model file to run on a device; "
-                         f"choose one of {', '.join(b for b in FILE_BACKENDS if b not in PEERS)}")
+                         f"choose one of {', '.join(b for b in api.names if api.suffix(b))}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"--threads must be an integer >= 1, got {threads!r}")
     if Path(output_dir).exists():
@@ -264,8 +294,7 @@ def read_measurements(paths: list[str], backend: str | None = None) -> list[dict
             model, a latency that is not a finite number > 0, a bad thread count, an unknown
             backend, or measurements of several backends or thread counts.
     """
-    from mobilenets.deploy.bench import BACKENDS
-
+    known = backend_api().names
     rows: list[dict] = []
     for path in paths:
         text = read_text(path, "measurements file")
@@ -287,9 +316,9 @@ def read_measurements(paths: list[str], backend: str | None = None) -> list[dict
             raise ValueError(f"{', '.join(map(str, paths))} hold measurements of several "
                              f"{what} ({', '.join(seen)}){hint}")
     for r in rows:
-        if r["backend"] is not None and r["backend"] not in BACKENDS:
+        if r["backend"] is not None and r["backend"] not in known:
             raise ValueError(f"{r['where']}: unknown backend {r['backend']!r}; known: "
-                             f"{', '.join(BACKENDS)}")
+                             f"{', '.join(known)}")
     return rows
 
 

@@ -2,9 +2,10 @@
 
 - LiteRT's (TensorFlow Lite's) ``benchmark_model`` (``tensorflow/lite/tools/benchmark``): each
   run logs ``Graph: [FILE]``, ``Num threads: [N]`` and, at its end, ``Inference timings in us:
-  Init: ..., First inference: ..., Warmup (avg): ..., Inference (avg): X`` (older builds:
-  ``Average inference timings in us: Warmup: ..., Init: ..., no stats: X``); the lines may carry
-  an ``INFO:`` prefix. The latency is the mean of the regular runs, X.
+  Init: ..., First inference: ..., Warmup (avg): ..., Inference (avg): X`` (older builds, and
+  the Android benchmark app in logcat: ``Average inference timings in us: Warmup: ..., Init:
+  ..., Inference: X``); the lines may carry a prefix (``INFO:``, logcat's). The latency is the
+  mean of the regular runs, X.
 - ExecuTorch's ``executor_runner`` (``examples/portable/executor_runner``; XNNPACK's
   ``xnn_executor_runner`` is the same program): each run logs ``Model file FILE is loaded.``,
   ``Resetting threadpool with num threads = N``, one ``Iteration i of n: X ms`` per execution
@@ -21,24 +22,24 @@ import re
 import statistics
 from dataclasses import dataclass
 
-#: A log line's prefix that the tools may print (``INFO: ``, ExecuTorch's ``I 00:00:00.1 ...]``).
-_PREFIX = r"^(?:INFO:\s*|[DIWEF] \d\d:\d\d:\d\d\.\d+ executorch:[^\]]*\]\s*)?"
+#: Where each tool's lines say what matters; searched anywhere in a line, so that the prefixes
+#: the tools and logcat put before them (``INFO:``, ``I 00:00:00.1 executorch:...]``) do not
+#: matter.
 _NUMBER = r"([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)"
 _LITERT = {
-    "start": re.compile(_PREFIX + r"STARTING!"),
-    "graph": re.compile(_PREFIX + r"Graph: \[(.*)\]"),
-    "threads": re.compile(_PREFIX + r"Num threads: \[(-?\d+)\]"),
-    "stats": re.compile(_PREFIX + r"count=(\d+) .*\bavg=" + _NUMBER),
-    "timings": re.compile(_PREFIX + r"Inference timings in us: .*Inference \(avg\): " + _NUMBER),
-    "old_timings": re.compile(_PREFIX + r"Average inference timings in us: .*no stats: "
+    "start": re.compile(r"\bSTARTING!"),
+    "graph": re.compile(r"\bGraph: \[(.*)\]"),
+    "threads": re.compile(r"\bNum threads: \[(-?\d+)\]"),
+    "stats": re.compile(r"\bcount=(\d+) .*\bavg=" + _NUMBER),
+    "timings": re.compile(r"\bInference timings in us: .*Inference \(avg\): " + _NUMBER),
+    "old_timings": re.compile(r"\bAverage inference timings in us: .*\b(?:Inference|no stats): "
                               + _NUMBER),
 }
 _EXECUTORCH = {
-    "threads": re.compile(_PREFIX + r"Resetting threadpool with num threads = (-?\d+)"),
-    "model": re.compile(_PREFIX + r"Model file (.*) is loaded\."),
-    "iteration": re.compile(_PREFIX + r"Iteration \d+ of \d+: " + _NUMBER + " ms"),
-    "done": re.compile(_PREFIX + r"Model executed successfully (\d+) time\(s\) in " + _NUMBER
-                       + " ms"),
+    "threads": re.compile(r"\bResetting threadpool with num threads = (-?\d+)"),
+    "model": re.compile(r"\bModel file (.*) is loaded\."),
+    "iteration": re.compile(r"\bIteration \d+ of \d+: " + _NUMBER + " ms"),
+    "done": re.compile(r"\bModel executed successfully (\d+) time\(s\) in " + _NUMBER + " ms"),
 }
 
 
