@@ -19,6 +19,9 @@ benchmark, not a test: it reports what is met and what is not, and asserts nothi
               of held-out V1 within +-10% on every backend, Spearman >= 0.97, V2 and ShuffleNet
               median error <= 15%. The repeats' spread is reported too: no predictor can beat the
               measurement's own noise.
+``published`` The same evaluation on published phone figures, no timing: TensorFlow Lite's hosted
+              models page (``tensorflow/lite/g3doc/guide/hosted_models.md``, 2018-2019): the 16
+              V1 variants float and 8-bit, and V2 1.0-224, on a Pixel 2, one large core.
 ``pick``      Wall time of ``pick --predict 4`` against the exhaustive ``pick`` over the 16 V1
               variants x the backends, same budget, and whether they chose the same model (or
               one within 5% of its latency). Target: <= 60 s on 2 cores.
@@ -29,6 +32,7 @@ Usage (repository root):
 
     .venv/bin/python benchmarks/latency_model.py measure --threads 1 --repeats 2
     .venv/bin/python benchmarks/latency_model.py evaluate
+    .venv/bin/python benchmarks/latency_model.py published
     .venv/bin/python benchmarks/latency_model.py pick --threads 1 --latency-ms 5
 """
 from __future__ import annotations
@@ -117,6 +121,7 @@ def cmd_measure(args) -> None:
     md = "\n".join([
         f"# Batch-1 latency of {len(names)} models x {', '.join(backends)} (latency model data)",
         "", machine_line(mach), "",
+        f"Load average after: {mach['load_after']}. "
         f"Command: `{' '.join(sys.argv)}`: {seconds:.0f} s ({export_s:.0f} s exporting); "
         f"{args.repeats} repeat(s) of {args.rounds} rounds x {args.iters} calls, "
         f"{args.threads} thread(s). cpu_ms: process CPU time per call (median); wall_ms "
@@ -160,14 +165,16 @@ def scores(measured: list[float], predicted: list[float]) -> dict:
             "spearman": round(spearman(measured, predicted), 3) if len(errors) > 2 else None}
 
 
-def cmd_evaluate(args) -> None:
-    data = read_json(args.timings)
-    rows, backends = data["rows"], list(dict.fromkeys(r["backend"] for r in data["rows"]))
-    measured = {(r["model"], r["backend"]): r[args.figure] for r in rows}
+def evaluate(rows: list[dict], figure: str, ks: list[int]) -> tuple[list[dict], list[dict]]:
+    """Per backend and K: the three predictors fitted on ``calibration_set('v1', K)`` and scored
+    on each family's other models (``scores``); and, for K = 4 and the layer model, every
+    prediction and the coefficients."""
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    measured = {(r["model"], r["backend"]): r[figure] for r in rows}
     profiles = {n: variant_profile(n) for n in {r["model"] for r in rows}}
     results, detail = [], []
     for backend in backends:
-        for k in args.k:
+        for k in ks:
             fit_on = calibration_set("v1", k)
             for form in FORMS:
                 device = fit_device([profiles[n] for n in fit_on],
@@ -175,6 +182,8 @@ def cmd_evaluate(args) -> None:
                                     precision=backend_precision(backend), name=backend)
                 for family, names in FAMILIES.items():
                     held = [n for n in names if n not in fit_on and (n, backend) in measured]
+                    if not held:
+                        continue
                     m = [measured[n, backend] for n in held]
                     p = [device.predict_ms(profiles[n]) for n in held]
                     results.append({"backend": backend, "K": k, "predictor": FORM_NAMES[form],
@@ -187,8 +196,15 @@ def cmd_evaluate(args) -> None:
                 if k == 4 and form == "auto":
                     detail.append({"backend": backend, "model": "(coefficients)",
                                    "measured_ms": None, "predicted_ms": None, "error_pct": None,
-                                   **{"coefficients": {t: round(v, 6) for t, v in
-                                                       device.coefficients.items()}}})
+                                   "coefficients": {t: round(v, 6) for t, v in
+                                                    device.coefficients.items()}})
+    return results, detail
+
+
+def cmd_evaluate(args) -> None:
+    data = read_json(args.timings)
+    backends = list(dict.fromkeys(r["backend"] for r in data["rows"]))
+    results, detail = evaluate(data["rows"], args.figure, args.k)
     targets = []
     for backend in backends:
         def get(family):
@@ -219,6 +235,47 @@ def cmd_evaluate(args) -> None:
                            for r in detail if r["measured_ms"] is not None], width=None))])
     save("evaluate", {"timings": str(args.timings), "figure": args.figure, "machine": mach,
                       "targets": targets, "results": results, "detail": detail}, md)
+    print(md)
+
+
+# --------------------------------------------------------------------------- published
+
+#: TensorFlow Lite's hosted models page (tensorflow/lite/g3doc/guide/hosted_models.md, models of
+#: 2018-02-22 and 2018-08-02): ms on a Pixel 2, one large core, per (alpha, resolution) of V1,
+#: floating point ("litert") and 8-bit quantized ("litert-int8"); and V2 1.0-224.
+PIXEL2 = {
+    "litert": {(0.25, 128): 6.2, (0.25, 160): 8.6, (0.25, 192): 12.1, (0.25, 224): 16.2,
+               (0.5, 128): 18.1, (0.5, 160): 26.8, (0.5, 192): 35.6, (0.5, 224): 47.6,
+               (0.75, 128): 34.6, (0.75, 160): 51.3, (0.75, 192): 71.7, (0.75, 224): 95.7,
+               (1.0, 128): 57.4, (1.0, 160): 86.0, (1.0, 192): 118.6, (1.0, 224): 160.1,
+               "mobilenet_v2_1.0_224": 117.0},
+    "litert-int8": {(0.25, 128): 3.7, (0.25, 160): 5.5, (0.25, 192): 7.9, (0.25, 224): 10.4,
+                    (0.5, 128): 8.8, (0.5, 160): 13.0, (0.5, 192): 18.3, (0.5, 224): 24.7,
+                    (0.75, 128): 16.2, (0.75, 160): 24.3, (0.75, 192): 33.8,
+                    (0.75, 224): 45.4, (1.0, 128): 24.9, (1.0, 160): 37.4, (1.0, 192): 51.9,
+                    (1.0, 224): 70.2, "mobilenet_v2_1.0_224": 80.3},
+}
+
+
+def published_rows() -> list[dict]:
+    """``PIXEL2`` as timing rows (``measure``'s shape)."""
+    return [{"model": k if isinstance(k, str) else f"mobilenet_v1_{k[0]}_{k[1]}",
+             "backend": b, "cpu_ms": ms} for b, table in PIXEL2.items() for k, ms in table.items()]
+
+
+def cmd_published(args) -> None:
+    rows = published_rows()
+    results, detail = evaluate(rows, "cpu_ms", args.k)
+    md = "\n".join([
+        "# The latency model on published phone figures: Pixel 2, one large core, TF Lite", "",
+        "No timing here: the figures are TensorFlow Lite's hosted models page "
+        "(`tensorflow/lite/g3doc/guide/hosted_models.md`): the 16 MobileNet V1 variants, float "
+        "(`litert`) and 8-bit quantized (`litert-int8`), and MobileNetV2 1.0-224, on a Pixel 2 "
+        "with one large core. Fitted on `calibration_set('v1', K)`; everything else predicted.",
+        "", code(render_table(results, width=None)), "", "## K = 4, layer model: each prediction",
+        "", code(render_table([r for r in detail if r["measured_ms"] is not None], width=None))])
+    save("published", {"source": "tensorflow/lite/g3doc/guide/hosted_models.md (Pixel 2, "
+                        "one large core)", "results": results, "detail": detail}, md)
     print(md)
 
 
@@ -284,6 +341,9 @@ def main() -> None:
     s.add_argument("--figure", choices=("cpu_ms", "wall_ms"), default="cpu_ms")
     s.add_argument("--k", type=lambda t: [int(v) for v in t.split(",")], default=[2, 4, 6])
     s.set_defaults(func=cmd_evaluate)
+    s = sub.add_parser("published")
+    s.add_argument("--k", type=lambda t: [int(v) for v in t.split(",")], default=[2, 4, 6])
+    s.set_defaults(func=cmd_published)
     s = sub.add_parser("pick")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--backends", default="onnx,int8,eager")

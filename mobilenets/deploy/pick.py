@@ -117,7 +117,8 @@ def candidate_model(cand: dict, meta: bool = False) -> torch.nn.Module:
 
 def candidate_rows(models: list[dict], backends: list[str]) -> list[dict]:
     """One row per (candidate, backend): the candidate's fields, ``backend``, ``precision``,
-    ``params``, ``madds`` and its ``profile`` (``profile_model``, at its resolution)."""
+    ``params``, ``madds`` and its ``profile`` (``profile_model``, at its resolution); ``finish``
+    drops the profile and the candidate's build arguments."""
     from mobilenets.cost.profiler import profile_model
 
     rows = []
@@ -126,7 +127,7 @@ def candidate_rows(models: list[dict], backends: list[str]) -> list[dict]:
         prof = profile_model(model, (model.config.get("in_channels", 3),) + (cand["resolution"],) * 2,
                              name=cand["label"])
         for b in backends:
-            rows.append({**{k: v for k, v in cand.items() if k != "arch_kwargs"}, "backend": b,
+            rows.append({**cand, "backend": b,
                          "precision": PRECISIONS.get(b, "fp32"), "params": prof.layer_params,
                          "madds": prof.total_madds, "profile": prof})
     return rows
@@ -215,6 +216,7 @@ def finish(rows: list[dict], choice: dict, plot: str | None, latency_ms, x_label
     ``plot_frontier`` group per backend and source), return (rows, choice)."""
     for row in rows:
         row.pop("profile", None)
+        row.pop("arch_kwargs", None)
     if plot:
         from mobilenets.engine.plots import plot_frontier
 
