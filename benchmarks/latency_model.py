@@ -51,8 +51,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from mobilenets.cost.latency import fit_device, variant_profile  # noqa: E402
-from mobilenets.deploy.device import (backend_precision, calibration_set, export_for,  # noqa: E402
-                                      timed_runs)
+from mobilenets.deploy.device import (backend_precision, calibration_set,  # noqa: E402
+                                      measure_models)
 from mobilenets.deploy.machine import machine_info, machine_line  # noqa: E402
 from mobilenets.fileio import read_json, render_table, write_json, write_text  # noqa: E402
 from mobilenets.models.registry import list_models  # noqa: E402
@@ -84,36 +84,15 @@ def code(text: str) -> str:
 # --------------------------------------------------------------------------- measure
 
 def cmd_measure(args) -> None:
-    import tempfile
-
     backends = args.backends.split(",")
     names = V1 + UNREGISTERED + V2 + SHUFFLENET
     mach = machine_info(args.threads)
     t0 = time.perf_counter()
-    torch.set_num_threads(args.threads)
-    repeats = []
-    with tempfile.TemporaryDirectory(prefix="latency-model-") as work:
-        jobs = [(b, n, Path(work) / f"{i}-{j}") for i, n in enumerate(names)
-                for j, b in enumerate(backends)]
-        for job in jobs:
-            job[2].mkdir()
-        keys = [f"{n}@{b}" for b, n, _ in jobs]
-        print(f"exporting {len(jobs)} model x backend pairs", file=sys.stderr, flush=True)
-        exported = export_for(jobs, "fashion-mnist", args.export_workers,
-                              done=lambda i, f: print(f"exported {keys[i]}", file=sys.stderr,
-                                                      flush=True) if f else None)
-        export_s = time.perf_counter() - t0
-        for r in range(args.repeats):
-            print(f"timing, repeat {r + 1} of {args.repeats}", file=sys.stderr, flush=True)
-            repeats.append(timed_runs(exported, keys, args.rounds, args.iters))
-    rows = []
-    for b, n, _ in jobs:
-        k = f"{n}@{b}"
-        cpu = [rep[k]["cpu_ms"] for rep in repeats]
-        rows.append({"model": n, "backend": b, "cpu_ms": round(statistics.median(cpu), 4),
-                     "wall_ms": round(statistics.median(rep[k]["latency_ms"]
-                                                        for rep in repeats), 4),
-                     "repeats_cpu_ms": cpu})
+    rows = measure_models(names, backends, args.threads, args.rounds, args.iters,
+                          progress=lambda s: print(s, file=sys.stderr, flush=True),
+                          workers=args.export_workers, repeats=args.repeats)
+    rows = [{"model": r["model"], "backend": r["backend"], "cpu_ms": r["cpu_ms"],
+             "wall_ms": r["latency_ms"], "repeats_cpu_ms": r["repeats_cpu_ms"]} for r in rows]
     mach["load_after"] = round(os.getloadavg()[0], 2)
     seconds = time.perf_counter() - t0
     spread = {b: statistics.median(abs(max(r["repeats_cpu_ms"]) / min(r["repeats_cpu_ms"]) - 1)
@@ -122,7 +101,7 @@ def cmd_measure(args) -> None:
         f"# Batch-1 latency of {len(names)} models x {', '.join(backends)} (latency model data)",
         "", machine_line(mach), "",
         f"Load average after: {mach['load_after']}. "
-        f"Command: `{' '.join(sys.argv)}`: {seconds:.0f} s ({export_s:.0f} s exporting); "
+        f"Command: `{' '.join(sys.argv)}`: {seconds:.0f} s; "
         f"{args.repeats} repeat(s) of {args.rounds} rounds x {args.iters} calls, "
         f"{args.threads} thread(s). cpu_ms: process CPU time per call (median); wall_ms "
         "beside it. Median spread between repeats (max/min - 1): "

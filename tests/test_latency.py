@@ -298,3 +298,14 @@ def test_pick_predict_times_a_few_and_confirms_its_choice(cli, refused, tmp_path
     assert (tmp_path / "frontier.png").stat().st_size > 0
     refused(["pick", "--predict", 1, "--latency-ms", 8], "--predict")
     refused(["pick", "--predict", 0, "--latency-ms", 8], "--predict")
+
+
+def test_measure_fits_this_machine_as_a_device(tmp_path, cli):
+    out = tmp_path / "here.json"
+    code, _, err = cli("latency", "measure", "--backend", "eager", "--count", 2, "--rounds", 1,
+                       "--output", out)
+    assert code == 0, err
+    device = read_device(out)
+    assert device.backend == "eager" and device.threads == 1 and device.machine["cpu"]
+    assert [r["model"] for r in device.fitted_on] == calibration_set("v1", 2)
+    assert all(r["measured_ms"] > 0 and r["wall_ms"] > 0 for r in device.fitted_on)

@@ -422,13 +422,15 @@ def fit_measurements(paths: list[str], backend: str | None = None, form: str = "
 def measure_models(names: list[str], backends: list[str], threads: int = 1, rounds: int = 5,
                    iters: int = 5, calibration_data: str = "fashion-mnist",
                    progress: Callable[[str], None] | None = None,
-                   workers: int | None = None) -> list[dict]:
+                   workers: int | None = None, repeats: int = 1) -> list[dict]:
     """Time every model on every backend on this machine: exports (``workers`` processes),
-    then all of them interleaved in ``rounds`` rounds of ``iters`` calls at ``threads`` threads.
+    then all of them interleaved in ``rounds`` rounds of ``iters`` calls at ``threads`` threads,
+    ``repeats`` times over the same files.
 
     Returns:
         One dict per (model, backend): ``model``, ``backend``, ``latency_ms`` (median wall),
-        ``cpu_ms`` (median process CPU time per call), ``load`` (highest load average).
+        ``cpu_ms`` (median process CPU time per call; both the median over the repeats),
+        ``load`` (highest load average) and ``repeats_cpu_ms`` (each repeat's ``cpu_ms``).
     """
     from mobilenets.deploy.machine import restores_threads, usable_cores
 
@@ -446,9 +448,21 @@ def measure_models(names: list[str], backends: list[str], threads: int = 1, roun
             say(f"exporting {len(jobs)} model(s) x backend(s)")
             exported = export_for(jobs, calibration_data, workers or usable_cores(),
                                   done=lambda i, f: say(f"exported {keys[i]}") if f else None)
-            say(f"timing {len(jobs)}: {rounds} rounds x {iters} calls, {threads} thread(s)")
-            timed = timed_runs(exported, keys, rounds, iters)
-        return [{"model": n, "backend": b, **timed[f"{n}@{b}"]} for b, n, _ in jobs]
+            timed = []
+            for r in range(repeats):
+                say(f"timing {len(jobs)}: {rounds} rounds x {iters} calls, {threads} "
+                    f"thread(s), repeat {r + 1} of {repeats}")
+                timed.append(timed_runs(exported, keys, rounds, iters))
+        rows = []
+        for b, n, _ in jobs:
+            runs = [t[f"{n}@{b}"] for t in timed]
+            rows.append({"model": n, "backend": b,
+                         "latency_ms": statistics.median(t["latency_ms"] for t in runs),
+                         "cpu_ms": statistics.median(t["cpu_ms"] for t in runs),
+                         "load": max((t["load"] for t in runs if t["load"] is not None),
+                                     default=None),
+                         "repeats_cpu_ms": [t["cpu_ms"] for t in runs]})
+        return rows
 
     return run()
 
