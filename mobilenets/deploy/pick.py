@@ -5,6 +5,11 @@ run; and the accuracy-against-measured-latency frontier, one curve per runtime/p
 
 No library draws this frontier, and it matters: on some CPUs int8 is slower than fp32, on
 others 3x faster, and the runtimes differ by up to 2x on the same file.
+
+Two ways to time less: ``pick_predicted`` times a few candidates per backend here and predicts
+the rest with the per-layer latency model (``cost.latency``), then confirms its choice by timing
+it and its frontier neighbours; ``pick_device`` times nothing and chooses by the latency a
+device file (``mobilenets latency fit``) predicts for a phone this machine never sees.
 """
 from __future__ import annotations
 
