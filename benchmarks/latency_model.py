@@ -48,8 +48,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
-
 from mobilenets.cost.latency import fit_device, variant_profile  # noqa: E402
 from mobilenets.deploy.device import (backend_precision, calibration_set,  # noqa: E402
                                       measure_models)

@@ -33,7 +33,6 @@ measurements it was given, and what they were.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -261,7 +260,8 @@ def form_terms(form: str, count: int) -> tuple[str, ...]:
     return FORMS[form][:max(count, 1)] if form == "auto" else FORMS[form]
 
 
-def fit_device(profiles: list[Profile], latencies_ms: list[float], *, names: list[str] | None = None,
+def fit_device(profiles: list[Profile], latencies_ms: list[float], *,
+               names: list[str] | None = None,
                form: str = "auto", precision: str = "fp32", name: str = "device",
                **about) -> Device:
     """Fit a device's coefficients to measured batch-1 latencies of a few models.
@@ -319,11 +319,10 @@ def fit_device(profiles: list[Profile], latencies_ms: list[float], *, names: lis
 
 
 def variant_model(name: str, meta: bool = True):
-    """A classifier built from a registered
-    name, timm's name for one, an unregistered point of a registered grid named as the registry
-    names them (``"mobilenet_v1_0.6_200"``, ``"mobilenet_v2_1.2_256"``,
-    ``"shufflenet_v1_g8_0.75_160"``: ``{prefix}_{alpha}_{resolution}``), or one of our model
-    files (``.safetensors``; its config, not its weights, is read).
+    """A classifier built from a registered name, timm's name for one, an unregistered point of
+    a registered grid named as the registry names them (``{prefix}_{alpha}_{resolution}``:
+    ``"mobilenet_v1_0.6_200"``, ``"mobilenet_v2_1.2_256"``, ``"shufflenet_v1_g8_0.75_160"``),
+    or one of our model files (``.safetensors``; its config, not its weights, is read).
 
     Args:
         name: The name or file.

@@ -268,7 +268,7 @@ def make_kit(backend: str, output_dir: str, arch: str = "v1", count: int = DEFAU
         write_json(tmp / "manifest.json", manifest)
         write_text(tmp / "commands.sh", "\n".join(
             ["#!/bin/sh", f"# Time each model of the kit on the device ({backend}, {threads} "
-             "thread(s)); then:", f"#   {manifest['fit']}", "set -e",
+             "thread(s)); then:", f"#   {manifest['fit']}", "set -e", 'cd "$(dirname "$0")"',
              *(m["command"] for m in models)]))
         write_text(tmp / "measurements.csv", "\n".join(
             ["model,latency_ms,backend,threads", *(f"{m['model']},,{backend},{threads}"

@@ -129,7 +129,8 @@ def candidate_rows(models: list[dict], backends: list[str]) -> list[dict]:
     rows = []
     for cand in models:
         model = candidate_model(cand, meta=True)
-        prof = profile_model(model, (model.config.get("in_channels", 3),) + (cand["resolution"],) * 2,
+        res = cand["resolution"]
+        prof = profile_model(model, (model.config.get("in_channels", 3), res, res),
                              name=cand["label"])
         for b in backends:
             rows.append({**cand, "backend": b,
@@ -283,8 +284,8 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
             or no candidate fits (the message names the fastest).
     """
     check_budgets(latency_ms, max_params, max_madds)
-    if export_workers is not None and (isinstance(export_workers, bool)
-                                       or not isinstance(export_workers, int) or export_workers < 1):
+    if export_workers is not None and (isinstance(export_workers, bool) or not isinstance(
+            export_workers, int) or export_workers < 1):
         raise ValueError(f"--export-workers must be an integer >= 1, got {export_workers!r}")
     backends = check_pick_backends(backend)
     rows = candidate_rows(candidates(accuracy_csv, arch), backends)
