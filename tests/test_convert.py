@@ -79,6 +79,7 @@ KERAS_CASES = [
 ]
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("alpha,res,fmt,include_top,classes,background", KERAS_CASES,
                          ids=[f"a{c[0]}-r{c[1]}-{c[2]}-{'top' if c[3] else 'notop'}"
                               f"{'-bg' if c[5] else ''}" for c in KERAS_CASES])
@@ -99,7 +100,7 @@ def test_keras_equivalence(alpha, res, fmt, include_top, classes, background, tm
     assert out.shape == ref.shape
     assert_meaningful(ref)
     diff = max_diff(out, ref)
-    print(f"keras {fmt} alpha={alpha} res={res}: max abs diff {diff:.2e}")
+    print(f"keras {fmt} alpha={alpha} res={res}: max diff {diff:.2e}")
     if include_top:
         assert diff < TOL
     else:
@@ -107,6 +108,7 @@ def test_keras_equivalence(alpha, res, fmt, include_top, classes, background, tm
         assert max_diff(out.mean(axis=(2, 3)), ref.mean(axis=(2, 3))) < TOL
 
 
+@pytest.mark.numerics
 def test_keras_padding_matters(tmp_path):
     """The equivalence tests can tell: symmetric padding gives clearly different logits."""
     ref_model = keras_reference(0.25, 128)
@@ -161,6 +163,7 @@ def timm100():
     return _timm_reference("mobilenetv1_100", 160)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("name,res,ext", [("mobilenetv1_100", 160, ".pth"),
                                           ("mobilenetv1_125", 128, ".safetensors")])
 def test_timm_equivalence(name, res, ext, timm100, tmp_path):
@@ -174,10 +177,11 @@ def test_timm_equivalence(name, res, ext, timm100, tmp_path):
     assert model.width_mult == {"mobilenetv1_100": 1.0, "mobilenetv1_125": 1.25}[name]
     assert model.config["activation"] == "relu6" and model.config["padding"] == "symmetric"
     diff = _check_against(ref_model, model, res)
-    print(f"timm {name}{ext} res={res}: max abs diff {diff:.2e}")
+    print(f"timm {name}{ext} res={res}: max diff {diff:.2e}")
     assert diff < TOL
 
 
+@pytest.mark.numerics
 def test_timm_wrapped_checkpoints(timm100, tmp_path):
     """A state dict passed directly, and timm training checkpoints wrapping it (DataParallel's
     ``module.`` prefix included)."""
@@ -190,6 +194,7 @@ def test_timm_wrapped_checkpoints(timm100, tmp_path):
     assert _check_against(timm100, load_timm_mobilenet_v1(wrapped), 160) < TOL
 
 
+@pytest.mark.numerics
 def test_timm_1001_classes_background():
     """A 1001-way (TF-Slim) head: with background_class=True, logit 0 is dropped; without, it is
     an ordinary 1001-class model."""
@@ -198,7 +203,7 @@ def test_timm_1001_classes_background():
     model = load_timm_mobilenet_v1(state, background_class=True)
     assert model.num_classes == 1000 and model.classifier.out_features == 1001
     diff = _check_against(ref_model, model, 128, drop_background=True)
-    print(f"timm 1001-class background: max abs diff {diff:.2e}")
+    print(f"timm 1001-class background: max diff {diff:.2e}")
     assert diff < TOL
     plain = load_timm_mobilenet_v1(state)
     assert plain.num_classes == 1001 and not plain.background_class
@@ -263,6 +268,7 @@ def test_truncated_keras_files(tmp_path):
 
 # -------------------------------------------------------------------------------------- convert
 
+@pytest.mark.numerics
 def test_convert_round_trip(timm100, tmp_path):
     src = tmp_path / "timm.safetensors"
     save_file({k: v.contiguous() for k, v in timm100.state_dict().items()}, str(src))
@@ -282,6 +288,7 @@ def test_convert_round_trip(timm100, tmp_path):
         convert(src, tmp_path / "x.safetensors", source="onnx")
 
 
+@pytest.mark.numerics
 def test_convert_keras_auto(tmp_path):
     ref_model = keras_reference(0.25, 128, seed=3)
     src = _save_keras(ref_model, "weights.h5", tmp_path)
@@ -305,6 +312,7 @@ def _torchvision_reference(width_mult: float, res: int, num_classes: int = 1000,
     return _calibrated(model, res, head=lambda m: m.classifier[1])
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("width_mult,res,ext", [(0.5, 96, ".pth"), (1.4, 64, ".safetensors")])
 def test_torchvision_v2_equivalence(width_mult, res, ext, tmp_path):
     ref_model = _torchvision_reference(width_mult, res, num_classes=10)
@@ -318,7 +326,7 @@ def test_torchvision_v2_equivalence(width_mult, res, ext, tmp_path):
     assert model.width_mult == width_mult and model.num_classes == 10
     assert model.config["padding"] == "symmetric" and model.config["bn_eps"] == 1e-5
     diff = _check_against(ref_model, model, res)
-    print(f"torchvision mobilenet_v2 width_mult={width_mult}{ext} res={res}: max abs diff "
+    print(f"torchvision mobilenet_v2 width_mult={width_mult}{ext} res={res}: max diff "
           f"{diff:.2e}")
     assert diff < TOL
     # convert() finds the format itself and its output rebuilds the same model.
@@ -344,6 +352,7 @@ def keras_v2():
     return keras_reference(0.35, 64, classes=10, app="MobileNetV2")
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("fmt", ["keras", "weights.h5", "keras2_weights.h5"])
 def test_keras_v2_equivalence(fmt, keras_v2, tmp_path):
     path = _save_keras(keras_v2, fmt, tmp_path)
@@ -357,7 +366,7 @@ def test_keras_v2_equivalence(fmt, keras_v2, tmp_path):
     assert_meaningful(ref)
     with torch.no_grad():
         diff = max_diff(model.eval()(x).numpy(), ref)
-    print(f"keras MobileNetV2 {fmt} alpha=0.35 res=64: max abs diff {diff:.2e}")
+    print(f"keras MobileNetV2 {fmt} alpha=0.35 res=64: max diff {diff:.2e}")
     assert diff < TOL
     # Symmetric padding gives clearly different logits: the comparison can tell.
     wrong = build_from_config({**model.config, "padding": "symmetric"}).eval()
@@ -366,6 +375,7 @@ def test_keras_v2_equivalence(fmt, keras_v2, tmp_path):
         assert max_diff(wrong(x).numpy(), ref) > 10 * TOL
 
 
+@pytest.mark.numerics
 def test_keras_v2_headless_legacy_h5(tmp_path):
     ref_model = keras_reference(0.5, 96, include_top=False, seed=2, app="MobileNetV2")
     path = _save_keras(ref_model, "full.h5", tmp_path)
@@ -379,7 +389,7 @@ def test_keras_v2_headless_legacy_h5(tmp_path):
     assert out.shape == ref.shape == (2, 1280, 3, 3)
     assert_meaningful(ref)
     diff = max_diff(out, ref)
-    print(f"keras MobileNetV2 headless full.h5 alpha=0.5 res=96: max abs diff {diff:.2e}")
+    print(f"keras MobileNetV2 headless full.h5 alpha=0.5 res=96: max diff {diff:.2e}")
     assert diff < FEATURE_MAP_TOL
     assert max_diff(out.mean(axis=(2, 3)), ref.mean(axis=(2, 3))) < TOL
     with pytest.raises(ValueError, match="not a Keras Applications MobileNet:"):

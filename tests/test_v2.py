@@ -57,6 +57,7 @@ def test_table2_block_by_block():
     assert model.dropout.p == 0.2
 
 
+@pytest.mark.numerics
 def test_residual_adds_the_input():
     block = InvertedResidual(8, 8, 1, 6).eval()
     x = torch.randn(2, 8, 9, 9)
@@ -151,6 +152,7 @@ def test_output_stride_by_dilation(output_stride, size):
     assert [i for i, c in enumerate(dws) if c.stride[0] == 2] == strided
 
 
+@pytest.mark.numerics
 def test_tf_same_padding_changes_the_result():
     # Training mode: BN normalises with the batch's statistics (fresh running statistics and
     # torchvision's init shrink eval-mode activations to ~1e-7).
@@ -421,6 +423,7 @@ def test_sweep_arch_v2_next_to_an_old_v1_csv(capsys, tmp_path):
     assert main(argv[:-2] + ["--model", "mobilenet_v1_0.25_128"]) == 2  # --arch disagrees
 
 
+@pytest.mark.numerics
 def test_fold_batchnorm_and_export_of_inverted_residuals(tmp_path):
     from mobilenets.deploy.onnx_export import OnnxModule, export_onnx, fold_batchnorm
 
