@@ -18,7 +18,8 @@ import os
 import sys
 import traceback
 
-from mobilenets.cli import deploy, detect, faces, finegrained, geo, models, segment, train
+from mobilenets.cli import (deploy, detect, faces, finegrained, geo, latency, models, segment,
+                            train)
 from mobilenets.cli.common import DefaultsFormatter, Parser, harden_numeric_flags
 
 #: What ``mobilenets --help`` says first, and last.
@@ -29,7 +30,7 @@ EPILOG = ("`mobilenets COMMAND --help` shows a command's options; docs/cli.md li
           "field.")
 
 #: The command groups, in the order ``mobilenets --help`` lists them.
-GROUPS = (models, train, deploy, detect, segment, finegrained, geo, faces)
+GROUPS = (models, train, deploy, latency, detect, segment, finegrained, geo, faces)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -202,30 +202,56 @@ def cmd_bench(args) -> None:
 
 def cmd_pick(args) -> None:
     from mobilenets.deploy.machine import machine_info, machine_line
-    from mobilenets.deploy.pick import pick
+    from mobilenets.deploy.pick import pick, pick_device, pick_predicted
 
-    progress(machine_line(machine_info(args.threads)))
-    rows, choice = pick(args.latency_ms, args.max_params, args.max_madds, args.backend,
-                        args.accuracy, args.threads, rounds=args.rounds, plot=args.plot,
-                        arch=args.arch, progress=progress, export_workers=args.export_workers,
-                        ort_spinning=args.ort_spinning == "on")
-    keys = ("label", "backend", "precision", "top1", "accuracy_source", "latency_ms", "cpu_ms",
-            "params", "madds", "fits", "chosen")
-    table = [{k: r[k] for k in keys} for r in sorted(rows, key=lambda r: r["latency_ms"])]
+    budgets = dict(latency_ms=args.latency_ms, max_params=args.max_params,
+                   max_madds=args.max_madds, accuracy_csv=args.accuracy, arch=args.arch,
+                   plot=args.plot)
+    timing = dict(backend=args.backend, threads=args.threads, rounds=args.rounds,
+                  progress=progress, export_workers=args.export_workers,
+                  ort_spinning=args.ort_spinning == "on")
+    if args.device:
+        from mobilenets.cost.latency import read_device
+
+        given = [f for f, v in (("--predict", args.predict), ("--backend", args.backend),
+                                ("--rounds", args.rounds), ("--threads", args.threads),
+                                ("--export-workers", args.export_workers)) if v is not None]
+        if given:
+            raise ValueError(f"{given[0]} times models on this machine; --device "
+                             f"{args.device} predicts them, nothing timed: give one or the other")
+        device = read_device(args.device)
+        progress(f"device: {device.name} ({device.backend or device.precision}; "
+                 f"{device.residual_summary()})")
+        rows, choice = pick_device(device, **budgets)
+    else:
+        timing.update(backend=args.backend or "onnx", threads=args.threads or 2,
+                      rounds=args.rounds or 5)
+        progress(machine_line(machine_info(timing["threads"])))
+        if args.predict is not None:
+            rows, choice = pick_predicted(args.predict, **budgets, **timing)
+        else:
+            rows, choice = pick(**budgets, **timing)
+    keys = ("label", "backend", "precision", "top1", "accuracy_source", "latency_ms", "source",
+            "cpu_ms", "params", "madds", "fits", "chosen")
+    table = [{k: r.get(k, "measured" if k == "source" else None) for k in keys}
+             for r in sorted(rows, key=lambda r: r["latency_ms"])]
     if args.format == "json":
-        write_output(json.dumps({"choice": choice, "candidates": table}, indent=2), args.output)
+        write_output(json.dumps({"choice": {k: v for k, v in choice.items()},
+                                 "candidates": table}, indent=2), args.output)
         return
     if args.format == "table":  # millions, and a mark for the fitting and the chosen rows
         table = [{"model": r["label"], "backend": r["backend"], "top1": r["top1"],
                   "source": r["accuracy_source"], "latency_ms": r["latency_ms"],
-                  "cpu_ms": r["cpu_ms"], "params_m": round(r["params"] / 1e6, 2),
+                  "latency": r["source"], "cpu_ms": r["cpu_ms"],
+                  "params_m": round(r["params"] / 1e6, 2),
                   "madds_m": round(r["madds"] / 1e6, 1),
                   "fits": "chosen" if r["chosen"] else "yes" if r["fits"] else "no"}
                  for r in table]
     write_rows(table, args.format, args.output, args.wide)
     print(f"pick: {choice['label']} on {choice['backend']} (top-1 {choice['top1']}%, "
-          f"{choice['accuracy_source']}; {choice['latency_ms']:.2f} ms, "
-          f"{choice['params'] / 1e6:.2f}M params, {choice['madds'] / 1e6:.0f}M Mult-Adds)"
+          f"{choice['accuracy_source']}; {choice['latency_ms']:.2f} ms "
+          f"{choice.get('source', 'measured')}, {choice['params'] / 1e6:.2f}M params, "
+          f"{choice['madds'] / 1e6:.0f}M Mult-Adds)"
           + (f"; frontier: {args.plot}" if args.plot else ""))
 
 
@@ -299,19 +325,25 @@ def add_arguments(sub) -> None:
     s.add_argument("--max-params", type=float,
                    help="parameter budget, conv + FC weights (default: none)")
     s.add_argument("--max-madds", type=float, help="Mult-Adds budget per image (default: none)")
-    s.add_argument("--backend", default="onnx", help="where to measure: one backend or several, "
-                   "comma-separated (e.g. onnx,int8,litert,litert-int8), or all (every one "
-                   "installed); each candidate is timed on each, interleaved; from: " + ", ".join(
+    s.add_argument("--backend", help="where to measure: one backend or several, comma-separated "
+                   "(e.g. onnx,int8,litert,litert-int8), or all (every one installed); each "
+                   "candidate is timed on each, interleaved (default: onnx); from: " + ", ".join(
                        b.name for b in BACKENDS.values() if not b.peer_of))
+    s.add_argument("--device", metavar="DEVICE.json", help="choose by the latency predicted "
+                   "for a device fitted by `mobilenets latency fit` or `measure`: nothing is "
+                   "timed (default: time on this machine)")
+    s.add_argument("--predict", type=int, metavar="K", help="time K candidates per backend "
+                   "here, predict the rest with a latency model fitted on them, then time the "
+                   "chosen one and its frontier neighbours to confirm (default: time all)")
     s.add_argument("--accuracy", help="a sweep.csv: choose among its models, by its accuracy "
                    "(default: the registered variants, by the paper's ImageNet top-1)")
     s.add_argument("--arch", choices=sorted({*ARCH_ALIASES, *ARCHS}),
                    help="choose among MobileNet v1's, v2's or ShuffleNet's registered variants "
                    "(with --accuracy: that architecture's rows; default v1)")
-    s.add_argument("--threads", type=int, default=2, help="threads of the backend")
-    s.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
-    s.add_argument("--plot", help="write the accuracy vs measured latency frontier (PNG; "
-                   "default: none)")
+    s.add_argument("--threads", type=int, help="threads of the backend (default: 2)")
+    s.add_argument("--rounds", type=int, help="interleaved timing rounds (default: 5)")
+    s.add_argument("--plot", help="write the accuracy vs latency frontier, measured and "
+                   "predicted points apart (PNG; default: none)")
     s.add_argument("--export-workers", type=int, help="processes writing the candidates' files "
                    "at once (default: the usable cores)")
     s.add_argument("--ort-spinning", choices=("on", "off"), default="off",

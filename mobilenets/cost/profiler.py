@@ -7,6 +7,10 @@ count multiply-accumulates per image (the forward pass runs on a batch of one im
 applied to many crops of it, like a detector's box head, counts them all), as the paper does: biases, BatchNorm, activations and
 element-wise additions cost nothing. Operations called as functions (``F.linear``, ``x @ w``)
 are not seen by hooks and are not counted.
+
+The same pass also lists the operations that cost no Mult-Adds but move whole activations
+(``Profile.data_ops``: MobileNetV2's residual additions, ShuffleNet's concatenations and channel
+shuffles), which latency depends on (``cost.latency``); Table 1 and 2 leave them out.
 """
 from __future__ import annotations
 
@@ -15,11 +19,16 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from mobilenets.fileio import TABLE_WIDTH, render_table
 
 _POOLS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.AdaptiveMaxPool2d, nn.MaxPool2d)
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
+#: Functions that move whole activations without Mult-Adds, by the kind their rows get.
+DATA_OPS = {"add": "Add", "__add__": "Add", "cat": "Concat", "concat": "Concat",
+            "concatenate": "Concat", "channel_shuffle": "Channel Shuffle",
+            "native_channel_shuffle": "Channel Shuffle"}
 
 
 @dataclass
@@ -36,6 +45,8 @@ class LayerCost:
         madds: Multiply-accumulates per image.
         params: Parameters of this layer (weights and bias); 0 for a module already counted.
         bias_params: The bias part of ``params``.
+        stride: The layer's stride (1 for fully connected layers and global pools).
+        groups: The convolution's groups (``input channels`` for a depthwise layer; 1 else).
     """
 
     name: str
@@ -47,6 +58,8 @@ class LayerCost:
     madds: int
     params: int
     bias_params: int = 0
+    stride: int = 1
+    groups: int = 1
 
 
 @dataclass
@@ -59,12 +72,16 @@ class Profile:
         rows: The layers in execution order.
         total_params: Every parameter of the model (BatchNorm included), as timm and
             torchvision count them.
+        data_ops: The operations between layers that move whole activations and cost no
+            Mult-Adds (kind ``"Add"``, ``"Concat"`` or ``"Channel Shuffle"``; ``input_shape`` is
+            one input's), in execution order; not part of Table 1 or 2.
     """
 
     model: str
     input_size: tuple[int, int, int]
     rows: list[LayerCost] = field(default_factory=list)
     total_params: int = 0
+    data_ops: list[LayerCost] = field(default_factory=list)
 
     @property
     def total_madds(self) -> int:
@@ -225,15 +242,29 @@ def profile_model(model: nn.Module, input_size=(3, 224, 224), name: str | None =
             counted.add(id(module))
             params = sum(p.numel() for p in module.parameters(recurse=False))
             bias = module.bias.numel() if getattr(module, "bias", None) is not None else 0
+        stride = getattr(module, "stride", 1)
+        stride = stride[0] if isinstance(stride, (tuple, list)) else stride
         prof.rows.append(LayerCost(names.get(module, "?"), label, kind, filt, in_shape, out_shape,
-                                   int(madds), int(params), int(bias)))
+                                   int(madds), int(params), int(bias), int(stride or 1),
+                                   int(getattr(module, "groups", 1))))
 
     handles = [m.register_forward_hook(hook) for m in model.modules()
                if isinstance(m, (*_CONVS, nn.Linear, *_POOLS))]
+    where: list[str] = []  # the modules being run, innermost last: a data op's name
+
+    def enter(module, inputs) -> None:
+        where.append(names.get(module, "?"))
+
+    def leave(module, inputs, output) -> None:
+        if where:
+            where.pop()
+
+    for m in model.modules():
+        handles += [m.register_forward_pre_hook(enter), m.register_forward_hook(leave)]
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _DataOps(prof.data_ops, where):
             if example_input is None:
                 param = next(model.parameters(), None)
                 kwargs = {"device": param.device} if param is not None else {}
@@ -244,3 +275,28 @@ def profile_model(model: nn.Module, input_size=(3, 224, 224), name: str | None =
             h.remove()
         model.train(was_training)
     return prof
+
+
+class _DataOps(TorchFunctionMode):
+    """Records every call of a ``DATA_OPS`` function on activations (4-D tensors of one image)
+    as a ``LayerCost`` row of ``rows``, named after the innermost module running (``where``)."""
+
+    def __init__(self, rows: list[LayerCost], where: list[str]):
+        super().__init__()
+        self.rows, self.where = rows, where
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        kind = DATA_OPS.get(getattr(func, "__name__", ""))
+        first = args[0] if args else None
+        if kind == "Concat" and isinstance(first, (list, tuple)) and first:
+            first = first[0]
+        if (kind and isinstance(first, torch.Tensor) and isinstance(out, torch.Tensor)
+                and first.ndim == out.ndim == 4 and out.shape[0] == 1
+                and (kind != "Add" or (isinstance(args[1], torch.Tensor)
+                                       and args[1].shape == first.shape))):
+            stride = first.shape[-1] // out.shape[-1] if out.shape[-1] else 1
+            label = f"{kind} / s{max(stride, 1)}"
+            self.rows.append(LayerCost(self.where[-1] if self.where else "?", label, kind, "",
+                                       _as_hwc(first), _as_hwc(out), 0, 0))
+        return out

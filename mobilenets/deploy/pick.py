@@ -6,6 +6,11 @@ runtime/precision.
 
 No library draws this frontier, and it matters: on some CPUs int8 is slower than fp32, on
 others 3x faster, and the runtimes differ by up to 2x on the same file.
+
+Two ways to time less: ``pick_predicted`` times a few candidates per backend here and predicts
+the rest with the per-layer latency model (``cost.latency``), then confirms its choice by timing
+it and its frontier neighbours; ``pick_device`` times nothing and chooses by the latency a
+device file (``mobilenets latency fit``) predicts for a phone this machine never sees.
 """
 from __future__ import annotations
 
@@ -79,6 +84,159 @@ def candidates(accuracy_csv: str | None = None, arch: str | None = None) -> list
     return out
 
 
+def check_budgets(latency_ms=None, max_params=None, max_madds=None) -> None:
+    """``ValueError`` unless at least one budget is given and each given one is a number > 0."""
+    budgets = {"latency_ms": latency_ms, "max_params": max_params, "max_madds": max_madds}
+    if all(v is None for v in budgets.values()):
+        raise ValueError("give at least one budget: --latency-ms, --max-params or --max-madds")
+    for k, v in budgets.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
+            raise ValueError(f"--{k.replace('_', '-')} must be a number > 0, got {v!r}")
+
+
+def check_pick_backends(backend) -> list[str]:
+    """``backends.check_backends`` of ``backend``, refusing the peers (pick measures ours)."""
+    backends = check_backends(backend)
+    for b in backends:
+        if BACKENDS[b].peer_of:
+            raise ValueError(f"--backend {b!r} is a peer; pick measures our own backends")
+    return backends
+
+
+def candidate_model(cand: dict, meta: bool = False) -> torch.nn.Module:
+    """The model of a ``candidates`` entry, with ``config["resolution"]`` set; on the meta
+    device (shapes only: enough to profile) with ``meta``."""
+    import contextlib
+
+    from mobilenets.models.registry import ARCHS, meta_device
+
+    meta = meta and "model_file" not in cand  # a file's weights load for real
+    with meta_device() if meta else contextlib.nullcontext():
+        if "model_file" in cand or "name" in cand:
+            model = model_from_spec(cand)
+        else:
+            model = ARCHS[cand["arch"]](**cand["arch_kwargs"]).eval()
+    model.config["resolution"] = cand["resolution"]
+    return model
+
+
+def candidate_rows(models: list[dict], backends: list[str]) -> list[dict]:
+    """One row per (candidate, backend): the candidate's fields, ``backend``, ``precision``,
+    ``params``, ``madds`` and its ``profile`` (``profile_model``, at its resolution); ``finish``
+    drops the profile and the candidate's build arguments."""
+    from mobilenets.cost.profiler import profile_model
+
+    rows = []
+    for cand in models:
+        model = candidate_model(cand, meta=True)
+        res = cand["resolution"]
+        prof = profile_model(model, (model.config.get("in_channels", 3), res, res),
+                             name=cand["label"])
+        for b in backends:
+            rows.append({**cand, "backend": b,
+                         "precision": BACKENDS[b].precision, "params": prof.layer_params,
+                         "madds": prof.total_madds, "profile": prof})
+    return rows
+
+
+@restores_threads
+def measure_rows(rows: list[dict], threads: int = 2, rounds: int = 5, iters: int = 5,
+                 calibration_data: str = "fashion-mnist",
+                 progress: Callable[[str], None] | None = None,
+                 export_workers: int | None = None, ort_spinning: bool = False) -> None:
+    """Time every row (``candidate_rows``) on its backend on this machine, all interleaved:
+    sets ``latency_ms`` (median wall), ``cpu_ms`` (median process CPU time per call) and
+    ``source`` = ``"measured"``."""
+    if not rows:
+        return
+    say = progress or (lambda s: None)
+    torch.set_num_threads(threads)
+    jobs, inputs, calibration = [], {}, {}
+    with tempfile.TemporaryDirectory(prefix="mobilenets-pick-") as tmp:
+        models = {}
+        for i, row in enumerate(rows):
+            if row["label"] not in models:
+                models[row["label"]] = candidate_model(row)
+            model = models[row["label"]]
+            shape = (model.config.get("in_channels", 3), row["resolution"], row["resolution"])
+            if BACKENDS[row["backend"]].precision == "int8" and shape not in calibration:
+                # Latency only (int8 rows carry the fp32 top-1): the scales do not change the
+                # kernels' speed, and 16 images calibrate 1.6x faster than 64.
+                calibration[shape] = calibration_images(calibration_data, shape,
+                                                        PICK_CALIBRATION)
+            workdir = Path(tmp) / str(i)
+            workdir.mkdir()
+            jobs.append((row["backend"], model, shape, workdir,
+                         calibration.get(shape) if BACKENDS[row["backend"]].precision == "int8"
+                         else None))
+        keys = [f"{r['label']}@{r['backend']}" for r in rows]
+        workers = export_workers or usable_cores()
+        say(f"exporting {len(jobs)} candidates x backends in {workers} process(es)")
+        files = export_backends(jobs, workers, done=lambda i, f: say(
+            f"exported {keys[i]}") if f else None)
+        prepared = []
+        for job, key, f in zip(jobs, keys, files):
+            say(f"loading {key}")
+            p = load_backend(job[0], job[1], job[2], f, ort_spinning)
+            p.name = key
+            prepared.append(p)
+            inputs[key] = torch.randn(1, *job[2])
+        say(f"timing {len(prepared)} candidates x backends, {rounds} rounds x {iters} calls")
+        cpu = {}
+        samples = time_interleaved(prepared, inputs, rounds, iters, cpu=cpu,
+                                   pause=SPIN_PAUSE_S if ort_spinning else 0.0)
+    for row, key in zip(rows, keys):
+        row["latency_ms"] = round(statistics.median(samples[key]) * 1e3, 3)
+        row["cpu_ms"] = round(statistics.median(cpu[key]) * 1e3, 3)
+        row["source"] = "measured"
+
+
+def choose(rows: list[dict], latency_ms=None, max_params=None, max_madds=None) -> dict:
+    """Mark every row's ``fits`` and ``chosen``; return the chosen row: the most accurate that
+    fits (the faster on a tie).
+
+    Raises:
+        ValueError: if no row fits (the message names the fastest).
+    """
+    for row in rows:
+        row["fits"] = ((latency_ms is None or row["latency_ms"] <= latency_ms)
+                       and (max_params is None or row["params"] <= max_params)
+                       and (max_madds is None or row["madds"] <= max_madds))
+    fitting = [r for r in rows if r["fits"]]
+    if not fitting:
+        fastest = min(rows, key=lambda r: r["latency_ms"])
+        raise ValueError(f"no candidate fits the budget; the fastest is {fastest['label']} on "
+                         f"{fastest['backend']} at {fastest['latency_ms']:.2f} ms "
+                         f"({fastest.get('source', 'measured')}), "
+                         f"{fastest['params'] / 1e6:.2f}M params, "
+                         f"{fastest['madds'] / 1e6:.0f}M Mult-Adds")
+    choice = max(fitting, key=lambda r: (r["top1"], -r["latency_ms"]))
+    for row in rows:
+        row["chosen"] = row is choice
+    return choice
+
+
+def finish(rows: list[dict], choice: dict, plot: str | None, latency_ms, x_label: str,
+           title: str) -> tuple[list[dict], dict]:
+    """Drop the profiles, draw the frontier (predicted and measured points marked apart: a
+    ``plot_frontier`` group per backend and source), return (rows, choice)."""
+    for row in rows:
+        row.pop("profile", None)
+        row.pop("arch_kwargs", None)
+    if plot:
+        from mobilenets.engine.plots import plot_frontier
+
+        sources = {r.get("source", "measured") for r in rows}
+        for row in rows:
+            row["curve"] = (f"{row['backend']} ({row.get('source', 'measured')})"
+                            if len(sources) > 1 else row["backend"])
+        plot_frontier(rows, plot, "latency_ms", x_label, budget=latency_ms, group_key="curve",
+                      title=title)
+        for row in rows:
+            row.pop("curve")
+    return rows, choice
+
+
 @restores_threads
 def pick(latency_ms: float | None = None, max_params: float | None = None,
          max_madds: float | None = None, backend="onnx", accuracy_csv: str | None = None,
@@ -125,84 +283,131 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
         ValueError: if no budget is given, a budget is not > 0, a backend is unknown or a peer,
             or no candidate fits (the message names the fastest).
     """
-    from mobilenets.cost.profiler import profile_model
-    from mobilenets.models.registry import ARCHS
-
-    budgets = {"latency_ms": latency_ms, "max_params": max_params, "max_madds": max_madds}
-    if all(v is None for v in budgets.values()):
-        raise ValueError("give at least one budget: --latency-ms, --max-params or --max-madds")
-    for k, v in budgets.items():
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
-            raise ValueError(f"--{k.replace('_', '-')} must be a number > 0, got {v!r}")
-    if export_workers is not None and (isinstance(export_workers, bool)
-                                       or not isinstance(export_workers, int) or export_workers < 1):
+    check_budgets(latency_ms, max_params, max_madds)
+    if export_workers is not None and (isinstance(export_workers, bool) or not isinstance(
+            export_workers, int) or export_workers < 1):
         raise ValueError(f"--export-workers must be an integer >= 1, got {export_workers!r}")
-    backends = check_backends(backend)
-    for b in backends:
-        if BACKENDS[b].peer_of:
-            raise ValueError(f"--backend {b!r} is a peer; pick measures our own backends")
-    say = progress or (lambda s: None)
-    torch.set_num_threads(threads)
-    models = candidates(accuracy_csv, arch)
-    rows, jobs, inputs = [], [], {}
-    with tempfile.TemporaryDirectory(prefix="mobilenets-pick-") as tmp:
-        for i, cand in enumerate(models):
-            if "model_file" in cand or "name" in cand:
-                model = model_from_spec(cand)
-            else:
-                model = ARCHS[cand["arch"]](**cand["arch_kwargs"]).eval()
-            model.config["resolution"] = cand["resolution"]
-            shape = (model.config.get("in_channels", 3), cand["resolution"], cand["resolution"])
-            prof = profile_model(model, shape)
-            cand.pop("arch_kwargs", None)
-            calibration = None
-            if any(BACKENDS[b].precision == "int8" for b in backends):
-                # Latency only (int8 rows carry the fp32 top-1): the scales do not change the
-                # kernels' speed, and 16 images calibrate 1.6x faster than 64.
-                calibration = calibration_images(calibration_data, shape, PICK_CALIBRATION)
-            for b in backends:
-                workdir = Path(tmp) / f"{i}-{b}"
-                workdir.mkdir()
-                jobs.append((b, model, shape, workdir, calibration))
-                rows.append({**cand, "backend": b, "precision": BACKENDS[b].precision,
-                             "params": prof.layer_params, "madds": prof.total_madds,
-                             "key": f"{cand['label']}@{b}"})
-        workers = export_workers or usable_cores()
-        say(f"exporting {len(jobs)} candidates x backends in {workers} process(es)")
-        files = export_backends(jobs, workers, done=lambda i, f: say(
-            f"exported {rows[i]['key']}") if f else None)
-        prepared = []
-        for job, row, f in zip(jobs, rows, files):
-            say(f"loading {row['key']}")
-            p = load_backend(job[0], job[1], job[2], f, ort_spinning)
-            p.name = row["key"]
-            prepared.append(p)
-            inputs[p.name] = torch.randn(1, *job[2])
-        say(f"timing {len(prepared)} candidates x backends, {rounds} rounds x {iters} calls")
-        cpu = {}
-        samples = time_interleaved(prepared, inputs, rounds, iters, cpu=cpu,
-                                   pause=SPIN_PAUSE_S if ort_spinning else 0.0)
-    for row in rows:
-        key = row.pop("key")
-        row["latency_ms"] = round(statistics.median(samples[key]) * 1e3, 3)
-        row["cpu_ms"] = round(statistics.median(cpu[key]) * 1e3, 3)
-        row["fits"] = ((latency_ms is None or row["latency_ms"] <= latency_ms)
-                       and (max_params is None or row["params"] <= max_params)
-                       and (max_madds is None or row["madds"] <= max_madds))
-    if plot:
-        from mobilenets.engine.plots import plot_frontier
+    backends = check_pick_backends(backend)
+    rows = candidate_rows(candidates(accuracy_csv, arch), backends)
+    measure_rows(rows, threads, rounds, iters, calibration_data, progress, export_workers,
+                 ort_spinning)
+    choice = choose(rows, latency_ms, max_params, max_madds)
+    return finish(rows, choice, plot, latency_ms, f"Measured latency (ms), batch 1, {threads} "
+                  "thread(s)", "Accuracy vs latency on this machine, per runtime and precision")
 
-        plot_frontier(rows, plot, "latency_ms", f"Measured latency (ms), batch 1, {threads} "
-                      f"thread(s)", budget=latency_ms, group_key="backend",
-                      title="Accuracy vs latency on this machine, per runtime and precision")
-    fitting = [r for r in rows if r["fits"]]
-    if not fitting:
-        fastest = min(rows, key=lambda r: r["latency_ms"])
-        raise ValueError(f"no candidate fits the budget; the fastest is {fastest['label']} on "
-                         f"{fastest['backend']} at {fastest['latency_ms']:.2f} ms, "
-                         f"{fastest['params'] / 1e6:.2f}M params, "
-                         f"{fastest['madds'] / 1e6:.0f}M Mult-Adds")
-    choice = max(fitting, key=lambda r: (r["top1"], -r["latency_ms"]))
+
+def pick_device(device, latency_ms: float | None = None, max_params: float | None = None,
+                max_madds: float | None = None, accuracy_csv: str | None = None,
+                arch: str | None = None, plot: str | None = None) -> tuple[list[dict], dict]:
+    """``pick`` on a device it never sees: every candidate's latency predicted by ``device``'s
+    fitted coefficients (``cost.latency.Device``, from ``mobilenets latency fit`` or
+    ``measure``), nothing timed.
+
+    Args:
+        device: A ``Device``.
+        latency_ms, max_params, max_madds, accuracy_csv, arch, plot: As ``pick``; the plot's
+            latencies are the predicted ones.
+
+    Returns:
+        (rows, choice) as ``pick``'s, one row per candidate on ``device.backend`` (or
+        ``device.name``), ``latency_ms`` predicted, ``source`` = ``"predicted"``, no ``cpu_ms``.
+
+    Raises:
+        ValueError: as ``pick``.
+    """
+    check_budgets(latency_ms, max_params, max_madds)
+    label = device.backend or device.name
+    rows = candidate_rows(candidates(accuracy_csv, arch), [label])
     for row in rows:
-        row["chosen"] = row is choice
-    return rows, choice
+        row.update(precision=device.precision, source="predicted", cpu_ms=None,
+                   latency_ms=round(device.predict_ms(row["profile"]), 3))
+    choice = choose(rows, latency_ms, max_params, max_madds)
+    return finish(rows, choice, plot, latency_ms, f"Predicted latency (ms) on {device.name}",
+                  f"Accuracy vs predicted latency: {device.name}")
+
+
+def frontier_neighbours(rows: list[dict], choice: dict, max_params=None,
+                        max_madds=None) -> list[dict]:
+    """The chosen row and its neighbours on the accuracy-against-latency frontier of the rows
+    within the size budgets (``engine.plots.pareto_frontier``): the frontier points just faster
+    and just slower than it, the ones a wrong prediction would have chosen instead."""
+    from mobilenets.engine.plots import pareto_frontier
+
+    sized = [r for r in rows if (max_params is None or r["params"] <= max_params)
+             and (max_madds is None or r["madds"] <= max_madds)]
+    front = pareto_frontier(sized, "latency_ms")
+    at = next((i for i, r in enumerate(front) if r is choice), None)
+    if at is None:
+        return [choice]
+    return front[max(at - 1, 0):at + 2]
+
+
+#: How many times ``pick_predicted`` re-chooses after timing a choice and its neighbours.
+CONFIRM_ROUNDS = 3
+
+
+def pick_predicted(predict: int, latency_ms: float | None = None, max_params: float | None = None,
+                   max_madds: float | None = None, backend="onnx",
+                   accuracy_csv: str | None = None, threads: int = 2, rounds: int = 5,
+                   iters: int = 5, plot: str | None = None,
+                   calibration_data: str = "fashion-mnist", arch: str | None = None,
+                   progress: Callable[[str], None] | None = None,
+                   export_workers: int | None = None,
+                   ort_spinning: bool = False) -> tuple[list[dict], dict]:
+    """``pick`` timing only ``predict`` candidates per backend: those that span the candidates'
+    width and resolution best (``deploy.device.spanning``) are timed here, a latency model
+    (``cost.latency.fit_device``) is fitted per backend on them and predicts the rest; then the
+    chosen one and its frontier neighbours (``frontier_neighbours``) are timed to confirm, and
+    the choice is made again, until every row it rests on was measured (at most
+    ``CONFIRM_ROUNDS`` times).
+
+    Args:
+        predict: Candidates timed per backend to fit on, >= 2.
+        Others: As ``pick``.
+
+    Returns:
+        (rows, choice) as ``pick``'s; each row's ``source`` says whether its ``latency_ms`` was
+        ``"measured"`` or ``"predicted"`` (predicted rows have no ``cpu_ms``).
+
+    Raises:
+        ValueError: as ``pick``, and for ``predict`` < 2 or more than the candidates.
+    """
+    from mobilenets.cost.latency import fit_device
+    from mobilenets.deploy.device import spanning
+
+    check_budgets(latency_ms, max_params, max_madds)
+    backends = check_pick_backends(backend)
+    models = candidates(accuracy_csv, arch)
+    if isinstance(predict, bool) or not isinstance(predict, int) or not 2 <= predict <= len(models):
+        raise ValueError(f"--predict must be an integer from 2 to {len(models)} (the "
+                         f"candidates), got {predict!r}")
+    say = progress or (lambda s: None)
+    rows = candidate_rows(models, backends)
+    timing = dict(threads=threads, rounds=rounds, iters=iters, calibration_data=calibration_data,
+                  progress=progress, export_workers=export_workers, ort_spinning=ort_spinning)
+    chosen = {models[i]["label"] for i in spanning(
+        [(m["width_mult"], m["resolution"]) for m in models], predict)}
+    measure_rows([r for r in rows if r["label"] in chosen], **timing)
+    for b in backends:
+        timed = [r for r in rows if r["backend"] == b and r.get("source") == "measured"]
+        device = fit_device([r["profile"] for r in timed], [r["latency_ms"] for r in timed],
+                            names=[r["label"] for r in timed], precision=BACKENDS[b].precision,
+                            name=f"this machine, {b}", backend=b, threads=threads)
+        say(f"{b}: fitted on {', '.join(r['label'] for r in timed)}: "
+            f"{device.residual_summary()}")
+        for r in rows:
+            if r["backend"] == b and r.get("source") != "measured":
+                r.update(latency_ms=round(device.predict_ms(r["profile"]), 3), cpu_ms=None,
+                         source="predicted")
+    for _ in range(CONFIRM_ROUNDS):
+        choice = choose(rows, latency_ms, max_params, max_madds)
+        todo = [r for r in frontier_neighbours(rows, choice, max_params, max_madds)
+                if r["source"] == "predicted"]
+        if not todo:
+            break
+        say(f"confirming: {', '.join(r['label'] + '@' + r['backend'] for r in todo)}")
+        measure_rows(todo, **timing)
+    choice = choose(rows, latency_ms, max_params, max_madds)
+    return finish(rows, choice, plot, latency_ms, f"Latency (ms), batch 1, {threads} thread(s): "
+                  f"{predict} per backend timed, the rest predicted",
+                  "Accuracy vs latency on this machine: measured and predicted")
