@@ -19,6 +19,7 @@ import csv
 import io
 import math
 import shlex
+import shutil
 import statistics
 import tempfile
 from pathlib import Path
@@ -82,10 +83,10 @@ def backend_precision(backend: str) -> str:
 
 
 def export_for(jobs: list[tuple[str, str, Path]], calibration_data: str, workers: int = 1,
-               done: Callable[[int, dict], None] | None = None) -> list[tuple]:
+               done: Callable[[int, str | None], None] | None = None) -> list[tuple]:
     """Export ``(backend, model name, folder)`` jobs (fresh weights, seed 0), ``workers``
     processes at once, each file verified against torch; int8 backends calibrate on 16 images
-    of ``calibration_data`` (latency only). Returns ``(backend, model, shape, files)`` per job:
+    of ``calibration_data`` (latency only). Returns ``(backend, model, shape, path)`` per job (path: None for the torch backends):
     what ``timed_runs`` loads."""
     api = backend_api()
     calibration, models, prepared = {}, {}, []
@@ -249,11 +250,13 @@ def make_kit(backend: str, output_dir: str, arch: str = "v1", count: int = DEFAU
                               done=lambda i, f: say(f"exported {names[i]} for {backend}"))
         models = []
         for (_, model, shape, files), name in zip(exported, names):
-            src = Path(files.get("onnx") or files["model"])
+            src = Path(files)
             dst = kit_file(name, backend)
-            src.replace(tmp / dst)
-            if src.suffix == ".xml":  # OpenVINO's weights travel beside the graph
-                src.with_suffix(".bin").replace((tmp / dst).with_suffix(".bin"))
+            # Copied, not moved: an OpenVINO pair is links into its hidden store
+            # (fileio.atomic_files), and its weights travel beside the graph.
+            shutil.copyfile(src, tmp / dst)
+            if src.suffix == ".xml":
+                shutil.copyfile(src.with_suffix(".bin"), (tmp / dst).with_suffix(".bin"))
             prof = variant_profile(name)
             models.append({"model": name, "file": dst, "input_shape": [1, *shape],
                            "madds": prof.total_madds, "params": prof.layer_params,
