@@ -86,8 +86,8 @@ def export_for(jobs: list[tuple[str, str, Path]], calibration_data: str, workers
                done: Callable[[int, str | None], None] | None = None) -> list[tuple]:
     """Export ``(backend, model name, folder)`` jobs (fresh weights, seed 0), ``workers``
     processes at once, each file verified against torch; int8 backends calibrate on 16 images
-    of ``calibration_data`` (latency only). Returns ``(backend, model, shape, path)`` per job (path: None for the torch backends):
-    what ``timed_runs`` loads."""
+    of ``calibration_data`` (latency only). Returns ``(backend, model, shape, path)`` per job
+    (path: None for the torch backends): what ``timed_runs`` loads."""
     api = backend_api()
     calibration, models, prepared = {}, {}, []
     for backend, name, folder in jobs:
