@@ -23,12 +23,14 @@ import shutil
 import statistics
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable
 
 import torch
 
 from mobilenets.cost.latency import Device, fit_device, variant_model, variant_profile
+from mobilenets.deploy.backends import BACKENDS, check_backends, export_formats, get_backend
+from mobilenets.deploy.bench import (calibration_images, export_backends, load_backend,
+                                     time_interleaved)
 from mobilenets.deploy.tool_output import is_tool_output, parse_tool_output
 from mobilenets.fileio import read_text, staging_dir, write_json, write_text
 
@@ -44,31 +46,11 @@ KIT_RUNS = 50
 
 # --------------------------------------------------------------------------- backends
 
-def backend_api() -> SimpleNamespace:
-    """The backends as this module uses them: the one place that reads the backend registry
-    (``deploy.backends``) and ``deploy.bench``'s export and timing machinery.
-
-    Returns:
-        A namespace: ``names`` (every backend), ``installed()``, ``check(names)`` (validates,
-        expands ``all``), ``precision(b)`` (``"fp32"``, ``"int8"`` or ``"bf16"``), ``suffix(b)``
-        (the suffix of the file ``b`` runs; None for the torch backends and the peers),
-        ``export(jobs, workers, done)`` (``bench.export_backends``), ``load(b, model, shape,
-        files)`` (a ``bench.Prepared``), ``time(prepared, inputs, rounds, iters, cpu, load)``
-        (``bench.time_interleaved``) and ``calibration(data, shape, count)``.
-    """
-    from mobilenets.deploy import backends, bench
-
-    def suffix(name: str) -> str | None:
-        b = backends.get_backend(name)
-        return None if b.peer_of else b.suffix
-
-    return SimpleNamespace(
-        names=tuple(backends.BACKENDS), installed=backends.installed_backends,
-        check=backends.check_backends, precision=lambda b: backends.get_backend(b).precision,
-        suffix=suffix, export=bench.export_backends,
-        load=lambda b, model, shape, files: bench.load_backend(b, model, shape, files,
-                                                               ort_spinning=False),
-        time=bench.time_interleaved, calibration=bench.calibration_images)
+def kit_suffix(backend: str) -> str | None:
+    """The suffix of the file ``backend`` runs on a device; None for the backends that run in
+    torch and the peers (``ValueError`` for an unknown backend)."""
+    b = get_backend(backend)
+    return None if b.peer_of else b.suffix
 
 
 def backend_precision(backend: str) -> str:
@@ -77,9 +59,8 @@ def backend_precision(backend: str) -> str:
     Raises:
         ValueError: for an unknown backend.
     """
-    api = backend_api()
-    api.check([backend])
-    return api.precision(backend)
+    check_backends([backend])
+    return get_backend(backend).precision
 
 
 def export_for(jobs: list[tuple[str, str, Path]], calibration_data: str, workers: int = 1,
@@ -88,7 +69,6 @@ def export_for(jobs: list[tuple[str, str, Path]], calibration_data: str, workers
     processes at once, each file verified against torch; int8 backends calibrate on 16 images
     of ``calibration_data`` (latency only). Returns ``(backend, model, shape, path)`` per job
     (path: None for the torch backends): what ``timed_runs`` loads."""
-    api = backend_api()
     calibration, models, prepared = {}, {}, []
     for backend, name, folder in jobs:
         if name not in models:
@@ -96,28 +76,27 @@ def export_for(jobs: list[tuple[str, str, Path]], calibration_data: str, workers
         model = models[name]
         res = int(model.config.get("resolution", 224))
         shape = (model.config.get("in_channels", 3), res, res)
-        int8 = api.precision(backend) == "int8"
+        int8 = get_backend(backend).precision == "int8"
         if int8 and shape not in calibration:
-            calibration[shape] = api.calibration(calibration_data, shape, 16)
+            calibration[shape] = calibration_images(calibration_data, shape, 16)
         prepared.append((backend, model, shape, Path(folder),
                          calibration.get(shape) if int8 else None))
-    files = api.export(prepared, workers, done=done)
-    return [(job[0], job[1], job[2], f) for job, f in zip(prepared, files)]
+    paths = export_backends(prepared, workers, done=done)
+    return [(job[0], job[1], job[2], path) for job, path in zip(prepared, paths)]
 
 
 def timed_runs(exported: list[tuple], keys: list[str], rounds: int, iters: int) -> dict:
     """Load every ``export_for`` result and time them all interleaved (``bench.time_interleaved``,
     torch's current thread count). Returns ``{key: {"latency_ms": median wall, "cpu_ms":
     median process CPU time per call, "load": highest 1-minute load average}}``."""
-    api = backend_api()
     prepared, inputs = [], {}
-    for (backend, model, shape, files), key in zip(exported, keys):
-        p = api.load(backend, model, shape, files)
+    for (backend, model, shape, path), key in zip(exported, keys):
+        p = load_backend(backend, model, shape, path, ort_spinning=False)
         p.name = key
         prepared.append(p)
         inputs[key] = torch.randn(1, *shape)
     cpu, load = {}, []
-    samples = api.time(prepared, inputs, rounds, iters, cpu=cpu, load=load)
+    samples = time_interleaved(prepared, inputs, rounds, iters, cpu=cpu, load=load)
     top = round(max(load), 2) if load else None
     return {k: {"latency_ms": round(statistics.median(v) * 1e3, 4),
                 "cpu_ms": round(statistics.median(cpu[k]) * 1e3, 4), "load": top}
@@ -165,18 +144,17 @@ def calibration_set(arch: str = "v1", count: int = DEFAULT_KIT_SIZE) -> list[str
 def kit_file(model: str, backend: str) -> str:
     """The file name of ``model`` exported for ``backend`` in a kit: ``{model}_{backend}{suffix}``
     (``model_of_file`` reads it back)."""
-    return f"{model}_{backend}{backend_api().suffix(backend) or ''}"
+    return f"{model}_{backend}{kit_suffix(backend) or ''}"
 
 
 def model_of_file(path: str) -> tuple[str, str | None]:
     """(model name, backend or None) of a file a kit wrote (``kit_file``), from its path as a
     benchmark tool printed it."""
-    api = backend_api()
     stem = Path(str(path).replace("\\", "/")).name
-    for suffix in {api.suffix(b) for b in api.names} - {None}:
+    for suffix in {kit_suffix(b) for b in BACKENDS} - {None}:
         if stem.endswith(suffix):
             stem = stem[:-len(suffix)]
-    for backend in sorted(api.names, key=len, reverse=True):
+    for backend in sorted(BACKENDS, key=len, reverse=True):
         if stem.endswith("_" + backend):
             return stem[:-len(backend) - 1], backend
     return stem, None
@@ -231,11 +209,10 @@ def make_kit(backend: str, output_dir: str, arch: str = "v1", count: int = DEFAU
         ValueError: for a backend that writes no file (``eager``, ``torch``...), a peer, an
             existing ``output_dir``, a bad ``count`` or ``threads``.
     """
-    api = backend_api()
     precision = backend_precision(backend)
-    if api.suffix(backend) is None:
+    if kit_suffix(backend) is None:
         raise ValueError(f"--backend {backend!r} writes no model file to run on a device; "
-                         f"choose one of {', '.join(b for b in api.names if api.suffix(b))}")
+                         f"choose one of {', '.join(export_formats())}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"--threads must be an integer >= 1, got {threads!r}")
     if Path(output_dir).exists():
@@ -294,7 +271,7 @@ def read_measurements(paths: list[str], backend: str | None = None) -> list[dict
             model, a latency that is not a finite number > 0, a bad thread count, an unknown
             backend, or measurements of several backends or thread counts.
     """
-    known = backend_api().names
+    known = tuple(BACKENDS)
     rows: list[dict] = []
     for path in paths:
         text = read_text(path, "measurements file")
