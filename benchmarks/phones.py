@@ -83,7 +83,7 @@ def timed_rows(jobs: list[tuple[str, str, torch.nn.Module]], threads: int, round
     with tempfile.TemporaryDirectory(prefix="phones-") as tmp:
         calib = {}
         for i, (label, backend, model) in enumerate(jobs):
-            shape = (3, model.config.get("resolution", 224), model.config.get("resolution", 224))
+            shape = (3, model.config.input_size, model.config.input_size)
             if PRECISIONS.get(backend) == "int8" and shape not in calib:
                 calib[shape] = calibration_images("fashion-mnist", shape, 64)
             work = Path(tmp) / str(i)

@@ -10,6 +10,7 @@ from dataclasses import fields
 
 from mobilenets.engine.config import MAX_SEED, config_from_preset, parse_assignments
 from mobilenets.fileio import FORMATS, TABLE_WIDTH, display_text, render_table, write_text
+from mobilenets.models.config import ModelConfig
 
 
 class Parser(argparse.ArgumentParser):
@@ -270,21 +271,21 @@ def check_input_fits(model, resolution: int, batch_size: int) -> None:
     (``cost.memory.check_memory``)."""
     from mobilenets.cost.memory import check_memory
 
-    check_memory(model, (model.config.get("in_channels", 3), resolution, resolution), batch_size)
+    check_memory(model, (model.config.in_channels, resolution, resolution), batch_size)
 
 
-def eval_split(model_cfg: dict, extra: dict, data: str | None, split: str, limit: int | None,
+def eval_split(model_cfg: ModelConfig, extra: dict, data: str | None, split: str, limit: int | None,
                resolution: int | None = None, crop: float | None = None,
                skip_bad_files: bool = False):
     """(dataset, eval transform) for a model, with the data and crop it was trained with unless
     ``data``, ``resolution`` or ``crop`` say otherwise."""
     from mobilenets.engine.data import BatchTransform, limit_dataset, open_dataset
 
-    res = resolution or model_cfg.get("resolution", 224)
+    res = resolution or model_cfg.input_size
     crop = crop or extra.get("eval_crop", 0.875)
     ds = open_dataset(data or extra.get("data") or "fashion-mnist", split, res, crop,
                       skip_bad_files, extra.get("class_names"))
     if limit:
         limit_dataset(ds, limit)
     return ds, BatchTransform(res, False, eval_crop=crop,
-                              out_channels=model_cfg.get("in_channels", 3))
+                              out_channels=model_cfg.in_channels)

@@ -536,7 +536,7 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
     models = [model_from_spec(spec) for spec in specs]
     per_model = []
     for model in models:
-        arch = model.config.get("arch", "mobilenet_v1")
+        arch = model.config.arch
         names = check_backends(backends if backends is not None else default_backends(arch))
         for b in names:
             check_peer(b, arch)
@@ -562,10 +562,10 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
     rows: list[BenchRow] = []
     mib = 2 ** 20
     for spec, model, backends in zip(specs, models, per_model):
-        res = spec.get("resolution") or model.config.get("resolution", 224)
-        shape = (model.config.get("in_channels", 3), res, res)
+        res = spec.get("resolution") or model.config.input_size
+        shape = (model.config.in_channels, res, res)
         check_memory(model, shape, batch, flags="--resolution or --batch")
-        variant = spec.get("label") or config_name({**model.config, "resolution": res})
+        variant = spec.get("label") or config_name(model.config.replace(resolution=res))
         madds = profile_model(model, shape).total_madds
         analytic = (round(sum(p.numel() for p in model.parameters()) * 4 / mib, 3),
                     round(trace_memory(model, shape, 4, fuse=inference_ops()).peak_bytes / mib, 3),
@@ -595,7 +595,7 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
                     mem[p.name] = peak_memory(p.name, {**spec, "shape": list(shape)},
                                               p.files.get("onnx") or p.files.get("model"),
                                               threads)
-        peer = EAGER_PEER.get(model.config.get("arch", "mobilenet_v1"))
+        peer = EAGER_PEER.get(model.config.arch)
         peer_ms = statistics.median(lat[peer]) * 1e3 if peer in lat else None
         for p in prepared:
             ms = statistics.median(lat[p.name]) * 1e3

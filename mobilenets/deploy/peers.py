@@ -44,9 +44,9 @@ def check_peer(backend: str, arch: str) -> None:
 
 def peer_model(backend: str, model: nn.Module) -> nn.Module:
     """The peer ``backend``'s model with ``model``'s width and class count, in eval mode."""
-    cfg = getattr(model, "config", {}) or {}
-    check_peer(backend, cfg.get("arch", "mobilenet_v1"))
+    cfg = model.config
+    check_peer(backend, cfg.arch)
     build = torchvision_mobilenet_v2 if backend == "torchvision" else timm_mobilenet_v1
-    peer = build(cfg.get("width_mult", 1.0), cfg.get("num_classes", 1000))
-    peer.config = {"resolution": cfg.get("resolution", 224)}
+    peer = build(cfg.width_mult, cfg.num_classes)
+    peer.config = cfg.replace()  # the same architecture: its input size, channels, ...
     return peer.eval()

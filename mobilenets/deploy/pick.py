@@ -66,8 +66,8 @@ def candidates(accuracy_csv: str | None = None, arch: str | None = None) -> list
     arch = arch_name(arch or "v1")
     for name in list_models(f"{arch}_*"):
         spec = MODELS[name]
-        a = spec.kwargs.get("width_mult")
-        if a is None:  # V1's ablation baselines (full convolutions, shallow): not a grid point
+        a = spec.config.width_mult
+        if "width_mult" not in spec.name_fields:  # V1's ablation baselines: not a grid point
             continue
         top1, source = (spec.paper["top1"], "paper") if spec.paper else \
             (spec.released_top1, "TF-Slim release")
@@ -151,8 +151,8 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
                 model = model_from_spec(cand)
             else:
                 model = ARCHS[cand["arch"]](**cand["arch_kwargs"]).eval()
-            model.config["resolution"] = cand["resolution"]
-            shape = (model.config.get("in_channels", 3), cand["resolution"], cand["resolution"])
+            model.config.resolution = cand["resolution"]
+            shape = (model.config.in_channels, cand["resolution"], cand["resolution"])
             prof = profile_model(model, shape)
             cand.pop("arch_kwargs", None)
             calibration = None

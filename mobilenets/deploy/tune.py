@@ -39,7 +39,7 @@ def choose_float_layers(model: nn.Module, fmt: str, calibration: list[torch.Tens
     """The number of leading conv blocks to keep fp32 in ``fmt``'s int8 file, measured here.
 
     Args:
-        model: The float model (its ``config["resolution"]`` is the input size).
+        model: The float model (its ``config.resolution`` is the input size).
         fmt: ``"int8"`` (ONNX Runtime), ``"executorch-int8"`` or ``"litert-int8"``.
         calibration: Real preprocessed batches of the user's data.
         candidates: The ``float_layers`` values to try. Default 0, 1, 2.
@@ -68,8 +68,8 @@ def choose_float_layers(model: nn.Module, fmt: str, calibration: list[torch.Tens
     if threads:
         torch.set_num_threads(threads)
     say = progress or (lambda s: None)
-    res = model.config.get("resolution", 224)
-    x = torch.randn(1, model.config.get("in_channels", 3), res, res)
+    res = model.config.input_size
+    x = torch.randn(1, model.config.in_channels, res, res)
     check_inputs = calibration[0] if check_inputs is None else check_inputs
     rows, prepared = [], []
     with tempfile.TemporaryDirectory(prefix="mobilenets-tune-") as tmp:

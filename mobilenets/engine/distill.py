@@ -33,6 +33,7 @@ from mobilenets.engine.loop import Dist, fit, init_distributed, lock_run_folder,
 from mobilenets.engine.train import (PRESETS, TrainConfig, build_model, evaluate, open_splits,
                                      train_augment, write_labeled_subset)
 from mobilenets.fileio import atomic_path, check_regular_file
+from mobilenets.models.config import ModelConfig
 from mobilenets.models.registry import load_model
 
 LOSSES = ("soft", "sigmoid", "embedding")
@@ -245,8 +246,8 @@ def make_distill_config(base: TrainConfig | None = None, **overrides) -> Distill
 def _module_fingerprint(module: nn.Module) -> str:
     h = hashlib.sha256(type(module).__name__.encode())
     config = getattr(module, "config", None)
-    if isinstance(config, dict):
-        h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    if isinstance(config, ModelConfig):
+        h.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
     for name, t in module.state_dict().items():
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
@@ -369,7 +370,7 @@ def teacher_outputs(teacher: nn.Module | None, dataset, transform: BatchTransfor
 def _teacher_transform(cfg: DistillConfig, teacher: nn.Module | None) -> BatchTransform:
     res = cfg.teacher_resolution
     if res is None and teacher is not None:
-        res = (getattr(teacher, "config", None) or {}).get("resolution")
+        res = getattr(getattr(teacher, "config", None), "resolution", None)
     return BatchTransform(int(res or cfg.input_size), False, eval_crop=cfg.eval_crop)
 
 

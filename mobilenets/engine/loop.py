@@ -51,6 +51,7 @@ from mobilenets.engine.data import epoch_batches, iterate_batches
 from mobilenets.engine.optim import EMA, lr_factor, make_optimizer
 from mobilenets.engine.progress import RunLog
 from mobilenets.fileio import atomic_path, safe_torch_load, write_json
+from mobilenets.models.config import ModelConfig
 from mobilenets.models.modelfile import load_state_dict_checked, save_model
 
 #: Fields that may differ between a run and its resumption: they change how a run is watched, or
@@ -407,12 +408,13 @@ def check_batch_fits(cfg: RunConfig, model: nn.Module) -> None:
         ValueError: naming the resolution, the batch size and the memory needed.
     """
     from mobilenets.cost.memory import check_memory
-    from mobilenets.models.registry import arch_of, kind_of
+    from mobilenets.models.registry import kind_of
 
-    config = getattr(model, "config", None) or {}
+    config = getattr(model, "config", None)  # None for a module of another library
+    ours = isinstance(config, ModelConfig)
     res = getattr(cfg, "input_size", None) or getattr(cfg, "resolution", None)
-    if isinstance(res, int) and kind_of(arch_of(config)) != "detector":  # detectors resize
-        check_memory(model, (config.get("in_channels", 3), res, res), cfg.batch_size,
+    if isinstance(res, int) and not (ours and kind_of(config.arch) == "detector"):  # they resize
+        check_memory(model, (config.in_channels if ours else 3, res, res), cfg.batch_size,
                      training=True)
 
 
@@ -585,7 +587,7 @@ def write_run_outputs(cfg: RunConfig, model: nn.Module, summary: dict, d: Dist |
 def _write_run_outputs(cfg, model, summary, eval_result, extra, model_path) -> None:
     out = model_path.parent
     model = model.to(memory_format=torch.contiguous_format).cpu()
-    if isinstance(getattr(model, "config", None), dict):
+    if isinstance(getattr(model, "config", None), ModelConfig):
         save_model(model, model_path, extra={**(extra or {}), "train_config": asdict(cfg)})
     else:
         from safetensors.torch import save_file

@@ -178,7 +178,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
             model.reset_classifier(num_classes)
     else:
         model = create_model(cfg.model, num_classes=num_classes, **kwargs)
-    model.config["resolution"] = cfg.input_size
+    model.config.resolution = cfg.input_size
     if cfg.freeze_body:
         for name, p in model.named_parameters():
             p.requires_grad = name.startswith("classifier.")
@@ -193,13 +193,13 @@ def check_init_model(name: str, init_from: str | os.PathLike) -> None:
             name's settings (width_mult, block structure) differ.
     """
     from mobilenets.models.modelfile import read_model_file
-    from mobilenets.models.registry import arch_of
+    from mobilenets.models.registry import config_from_dict
 
     spec = get_spec(name)
-    config = read_model_file(init_from)[0]
-    wanted = {"arch": spec.arch, "width_mult": 1.0, **spec.kwargs}
-    found = {"arch": arch_of(config), "width_mult": 1.0, **config}
-    differ = [f"{k} {wanted[k]!r} vs {found.get(k)!r}" for k in wanted if found.get(k) != wanted[k]]
+    found = config_from_dict(read_model_file(init_from)[0], str(init_from))
+    differ = [f"{k} {getattr(spec.config, k)!r} vs {getattr(found, k, None)!r}"
+              for k in dict.fromkeys(("arch", "width_mult", *spec.name_fields))
+              if getattr(found, k, None) != getattr(spec.config, k)]
     if differ:
         raise ValueError(f"--model {name} disagrees with --init {init_from} ({'; '.join(differ)}):"
                          " leave out --model (fine-tuning keeps --init's model), or pass an --init "

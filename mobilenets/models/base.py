@@ -12,6 +12,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from mobilenets.models.config import ClassifierConfig
+
 
 def check_width_mult(width_mult) -> float:
     """Return ``width_mult`` as a float, or raise ``ValueError`` if it is not a number > 0."""
@@ -74,10 +76,15 @@ class AtrousStride:
 class MobileNetBase(nn.Module):
     """The parts of a MobileNet around its body.
 
-    A subclass sets ``self.config``, calls ``_check_args``, builds ``self.features`` (calling
-    ``_record_feature`` after each layer that ends a stage), then ``_build_head`` and
-    ``_init_weights``. ``_init_conv`` may be overridden to initialise convolutions differently.
+    A subclass names its config's class in ``config_class`` (a ``ClassifierConfig`` whose fields
+    are its constructor's arguments), sets ``self.config`` to one, calls ``_check_args``, builds
+    ``self.features`` (calling ``_record_feature`` after each layer that ends a stage), then
+    ``_build_head`` and ``_init_weights``. ``_init_conv`` may be overridden to initialise
+    convolutions differently.
     """
+
+    config_class: type[ClassifierConfig]
+    config: ClassifierConfig
 
     def _check_args(self, width_mult, num_classes, in_channels, dropout) -> None:
         self.width_mult = check_width_mult(width_mult)
@@ -139,8 +146,8 @@ class MobileNetBase(nn.Module):
         self.include_top = True
         self.background_class = background_class and num_classes > 0
         self.num_classes = num_classes
-        self.config.update(include_top=True, num_classes=num_classes,
-                           background_class=self.background_class)
+        self.config.include_top, self.config.num_classes = True, num_classes
+        self.config.background_class = self.background_class
         if num_classes == 0:
             self.classifier = nn.Identity()
             return

@@ -130,7 +130,7 @@ def train_segmenter(cfg: SegConfig, resume: bool = False) -> dict:
     model = create_segmenter(cfg.backbone, cfg.width_mult, len(names), cfg.head,
                              cfg.output_stride, cfg.init_from, cfg.aspp_rates, cfg.head_channels,
                              cfg.dropout)
-    model.config["resolution"] = int(train_set.images.shape[-1])
+    model.config.resolution = int(train_set.images.shape[-1])
     augment = SegAugment(cfg.min_scale, cfg.max_scale, cfg.flip)
 
     def loss_fn(net, x, y, indices):
