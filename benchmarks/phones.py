@@ -285,7 +285,7 @@ def cmd_accuracy(args) -> None:
     from mobilenets.deploy.mobile import MOBILE_FORMATS, export_mobile
     from mobilenets.deploy.onnx_export import calibration_batches, quantize_int8
     from mobilenets.deploy.runtimes import load_runner
-    from mobilenets.engine.train import evaluate
+    from mobilenets.tasks.classification.train import evaluate
     from mobilenets.models.registry import load_model
 
     torch.set_num_threads(args.threads)

@@ -325,7 +325,7 @@ def cmd_layers(args) -> None:
 # -------------------------------------------------------------------------------------- train
 
 def cmd_train(args) -> None:
-    from mobilenets.engine.train import make_config, train
+    from mobilenets.tasks.classification.train import make_config, train
 
     torch.set_num_threads(args.threads)
     info = machine()
@@ -342,10 +342,11 @@ def cmd_train(args) -> None:
             r = train(cfg, resume=True)  # a killed run picks up where it stopped
             # Training time over all sessions (a resumed or finished run reports its last only).
             seconds = json.loads((out / "summary.json").read_text())["train_seconds"]
-            runs.append({"model": label, "name": name, "seed": seed, "top1": round(r["val"]["top1"], 2),
+            runs.append({"model": label, "name": name, "seed": seed,
+                         "top1": round(r.metrics["top1"], 2),
                          "train_seconds": seconds, "wall_seconds": round(time.time() - t0, 1),
-                         "images_per_second": round(r["steps"] * cfg.batch_size / seconds, 1),
-                         "model_path": r["model_path"]})
+                         "images_per_second": round(r.steps * cfg.batch_size / seconds, 1),
+                         "model_path": r.model_path})
     res = args.resolution
     timed = []
     for label, name in TRAIN_MODELS:

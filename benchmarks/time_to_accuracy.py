@@ -41,8 +41,9 @@ import torch.nn.functional as F
 from mobilenets.deploy.machine import cpu_info, machine_line
 from mobilenets.engine.data import BatchTransform, limit_dataset, load_fashion_mnist
 from mobilenets.engine.loop import fit
-from mobilenets.engine.train import build_model, evaluate, make_config, train_augment
 from mobilenets.fileio import write_json, write_text
+from mobilenets.tasks.classification.train import (build_model, evaluate, make_config,
+                                                   train_augment)
 
 THRESHOLDS = (90.0, 92.0, 93.0)
 TRAIN_IMAGES = 60_000
@@ -113,7 +114,7 @@ def run_entrant(name: str, epochs: int, out_dir: str, limit: int | None = None) 
                                                       label_smoothing=cfg.label_smoothing))
     run = fit(cfg, model, train_set, loss_fn, epoch_eval, augment=train_augment(cfg))
     curve, evals = [], 0.0
-    for rec in run["history"]:
+    for rec in run.history:
         evals += rec.get("eval_seconds", 0.0)
         curve.append({"epoch": rec["epoch"], "train_seconds": round(rec["seconds"] - evals, 1),
                       "test_top1": rec["test_top1"]})
@@ -124,7 +125,7 @@ def run_entrant(name: str, epochs: int, out_dir: str, limit: int | None = None) 
     return {"entrant": name, "epochs": epochs, "curve": curve, "seconds_to": reached,
             "best_top1": max(c["test_top1"] for c in curve),
             "final_top1": curve[-1]["test_top1"],
-            "images_per_second": round(run["images_per_second"], 1)}
+            "images_per_second": round(run.images_per_second, 1)}
 
 
 def markdown(result: dict) -> str:

@@ -8,7 +8,7 @@ import torch
 
 from mobilenets.tasks.faces.data import load_identity_csv, load_pairs_csv
 from mobilenets.tasks.faces.make_data import pixel_cosine_features
-from mobilenets.engine.metrics import tar_at_far
+from mobilenets.tasks.faces.metrics import tar_at_far
 
 torch.set_num_threads(1)
 data = sys.argv[1] if len(sys.argv) > 1 else "runs/faces/identities_data"

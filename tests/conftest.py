@@ -1,84 +1,92 @@
-"""Options that run the suite on other CPU kernels, to find tests that depend on one kernel's
-rounding (the project's machines are AVX2-only and AVX-512 with VNNI and BF16):
+"""The suite on other CPU kernels. The project's machines differ (AVX2 only; AVX-512 with VNNI and
+BF16; Intel AMX), and every test must pass on all of them, so the tests whose outcome involves
+floating-point rounding carry the ``numerics`` marker and can be run on other kernels:
 
+    pytest -m numerics          # only those tests
     pytest --threads 1          # torch (and every subprocess) on one thread
-    pytest --threads 2
-    pytest --no-mkldnn          # torch.backends.mkldnn off: PyTorch's own convolution kernels
+    pytest --no-mkldnn          # torch.backends.mkldnn off, here and in every Python subprocess
 
-The same through the environment: ``MOBILENETS_TEST_THREADS=1``, ``MOBILENETS_TEST_MKLDNN=0``.
-The default run changes nothing.
+ATen's and oneDNN's instruction sets are chosen when torch loads, so they are set in the
+environment, not by an option: ``ATEN_CPU_CAPABILITY=default|avx2|avx512`` and
+``ONEDNN_MAX_CPU_ISA=AVX2|AVX512_CORE|...``. The run's header names what is in force.
+``scripts/cpu_matrix.sh`` runs the numerics tests under a designed set of these settings.
+The options also read ``MOBILENETS_TEST_THREADS=1`` and ``MOBILENETS_TEST_MKLDNN=0``. A plain
+run changes nothing.
 
-Helpers that several test modules use live here too (``from conftest import ...``): test modules
-never import from each other. Fixtures for testing the command line: ``cli`` runs a command in
-this process, ``refused`` asserts the answer to bad input (one line naming the parameter or file,
-exit status 2).
+Tests that read the real Fashion-MNIST carry ``@pytest.mark.needs_data``: they are skipped, with
+the reason in the summary, where ``bash scripts/setup.sh`` could not install it. Helpers shared by
+test modules live in ``helpers.py`` (and the peer-library reference models in ``references.py``);
+test modules never import from each other. Fixtures for testing the command line: ``cli`` runs a
+command in this process, ``refused`` asserts the answer to bad input (one line naming the
+parameter or file, exit status 2).
 """
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from helpers import assert_one_clear_line, run_cli
+
+from mobilenets.engine.data import FASHION_MNIST_ROOT
+
+#: The files of the library's default Fashion-MNIST root (Debian's dataset-fashion-mnist).
+FASHION_MNIST_FILES = [f"{split}-{kind}-idx{dims}-ubyte.gz" for split in ("train", "t10k")
+                       for kind, dims in (("images", 3), ("labels", 1))]
+
+#: Put first on PYTHONPATH under --no-mkldnn: its sitecustomize turns oneDNN off in every Python
+#: subprocess a test starts (training killed and resumed, torchrun), as in this process.
+SUBPROCESS_SITE = Path(__file__).resolve().parent / "kernels"
 
 
 def pytest_addoption(parser):
     parser.addoption("--threads", type=int, default=None,
                      help="torch threads for the whole run (OMP_NUM_THREADS for subprocesses)")
     parser.addoption("--no-mkldnn", action="store_true", default=False,
-                     help="turn torch.backends.mkldnn off for the whole run (in-process tests)")
+                     help="turn torch.backends.mkldnn off for the whole run, subprocesses included")
 
 
 def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "numerics: the outcome involves floating-point rounding (training, resume, "
+        "export parity, quantization agreement, tolerances); scripts/cpu_matrix.sh runs these "
+        "on other CPU kernels")
+    if torch.backends.cpu.get_cpu_capability().startswith("AVX512") \
+            and not torch.cpu._is_avx512_supported():
+        # ATen takes ATEN_CPU_CAPABILITY at its word and dies of SIGILL at its first AVX-512 kernel.
+        raise pytest.UsageError(f"ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY')} is "
+                                "not available on this CPU (it has no AVX-512)")
     threads = config.getoption("--threads") or os.environ.get("MOBILENETS_TEST_THREADS")
     if threads:
         torch.set_num_threads(int(threads))
         os.environ["OMP_NUM_THREADS"] = str(threads)
     if config.getoption("--no-mkldnn") or os.environ.get("MOBILENETS_TEST_MKLDNN") == "0":
         torch.backends.mkldnn.enabled = False
+        os.environ["MOBILENETS_TEST_MKLDNN"] = "0"
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(SUBPROCESS_SITE), os.environ.get("PYTHONPATH")) if p)
+    config.addinivalue_line("markers", "needs_data: reads Fashion-MNIST from the library's "
+                            "default root (skipped where it is not installed)")
+
+
+def pytest_collection_modifyitems(config, items):
+    missing = [f for f in FASHION_MNIST_FILES if not (FASHION_MNIST_ROOT / f).is_file()]
+    if not missing:
+        return
+    skip = pytest.mark.skip(reason=f"Fashion-MNIST is not installed: {FASHION_MNIST_ROOT / missing[0]}"
+                                   " is missing (bash scripts/setup.sh installs it)")
+    for item in items:
+        if item.get_closest_marker("needs_data"):
+            item.add_marker(skip)
 
 
 def pytest_report_header(config):
     return (f"torch {torch.__version__}: {torch.get_num_threads()} threads, "
-            f"mkldnn {'on' if torch.backends.mkldnn.enabled else 'off'}")
+            f"mkldnn {'on' if torch.backends.mkldnn.enabled else 'off'}, "
+            f"ATen {torch.backends.cpu.get_cpu_capability()}, "
+            f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '(the machine)')}")
 
 
-# --------------------------------------------------------------------------- shared helpers
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    """``mobilenets ARGV`` in this process: (exit status, stdout, stderr). Arguments may be paths
-    or numbers."""
-    from mobilenets.cli import main
-
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_clear_line(code, err, *named):
-    """Exit status 2, one error line (no traceback, no usage block) naming each of ``named``."""
-    assert code == 2, err
-    assert "Traceback" not in err and "usage:" not in err, err
-    assert len([line for line in err.splitlines() if ": error: " in line]) == 1, err
-    for n in named:
-        assert str(n) in err, err
-
-
-def make_image_folder(root: Path, classes: int = 2, per_class: int = 32, val_per_class: int = 4,
-                      size: int = 40, seed: int = 0) -> Path:
-    """An ImageFolder of noisy PNGs, each class around its own colour."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", per_class), ("val", val_per_class)):
-        for c in range(classes):
-            folder = root / split / f"class{c}"
-            folder.mkdir(parents=True, exist_ok=True)
-            base = np.array([60 + 120 * (c % 2), 60 + 60 * (c % 3), 200 - 120 * (c % 2)])
-            for i in range(n):
-                img = np.clip(base + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(img).save(folder / f"{i:03d}.png")
-    return root
-
+# --------------------------------------------------------------------------- fixtures
 
 @pytest.fixture
 def cli(capsys):

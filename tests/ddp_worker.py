@@ -7,7 +7,7 @@ import sys
 import torch
 
 import mobilenets.engine.loop as L
-import mobilenets.engine.train as T
+import mobilenets.tasks.classification.train as T
 
 out = sys.argv[1]
 writes = []
@@ -18,6 +18,6 @@ cfg = T.make_config("smoke", out_dir=out, limit_train=512, limit_val=64, epochs=
                     min_crop_area=1.0, flip=False)
 result = T.train(cfg)
 rank = int(os.environ["RANK"])
-torch.save(result["model"].state_dict(), f"{out}/rank{rank}_weights.pt")
+torch.save(result.model.state_dict(), f"{out}/rank{rank}_weights.pt")
 with open(f"{out}/rank{rank}.json", "w") as f:
-    json.dump({"writes": writes, "history": result["history"]}, f)
+    json.dump({"writes": writes, "history": result.history}, f)

@@ -5,15 +5,17 @@ The references are built offline (timm ``pretrained=False``, torchvision and Ker
 ``weights=None``) with
 randomised BatchNorm parameters whose running statistics are calibrated on random images, so that
 activations neither vanish nor saturate (fresh BN statistics would make every test trivial), then
-saved in each file format, converted and compared in eval mode on random inputs.
+saved in each file format, converted and compared in eval mode on random inputs. The Keras
+references and the comparison helpers are in references.py (test_hostile uses them too).
 """
-import os
-
-os.environ.setdefault("KERAS_BACKEND", "torch")
-
+import h5py
 import numpy as np
 import pytest
+import timm
 import torch
+from references import (FEATURE_MAP_TOL, TOL, assert_meaningful, keras, keras_forward,
+                        keras_reference, max_diff)  # keras: imported there, on the torch backend
+from safetensors.torch import save_file
 
 from mobilenets import load_model
 from mobilenets.deploy.convert import (convert, detect_source, load_timm_mobilenet_v1,
@@ -23,70 +25,11 @@ from mobilenets.deploy.convert_keras import (keras_arch, load_keras_mobilenet,
 from mobilenets.models.modelfile import read_model_file
 from mobilenets.models.registry import build_from_config
 
-keras = pytest.importorskip("keras")
-timm = pytest.importorskip("timm")
-h5py = pytest.importorskip("h5py")
-from safetensors.torch import save_file  # noqa: E402
-
-#: Logits (and pooled features) must agree this closely, max abs.
-TOL = 1e-4
-#: For the unpooled last feature map (include_top=False): its values reach 6 (ReLU6) and float32
-#: rounding alone moves them by ~1e-4 (our own model in float32 vs float64 differs that much), so
-#: the map is compared more loosely and its spatial mean at ``TOL``.
-FEATURE_MAP_TOL = 5e-4
-
 # Keras' torch backend converts tensors with np.array(), which NumPy 2 flags; not our concern here.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
-def _max_diff(a, b) -> float:
-    return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max())
-
-
-def _assert_meaningful(ref: np.ndarray) -> None:
-    """The reference output must depend on the input, else agreement proves little."""
-    assert np.abs(ref[0] - ref[1]).max() > 1e-2, "reference output does not depend on the input"
-
-
 # ----------------------------------------------------------------------------------------- Keras
-
-def _keras_reference(alpha: float, res: int, include_top: bool = True, classes: int = 1000,
-                     seed: int = 0, app: str = "MobileNet", any_size: bool = False):
-    """A Keras MobileNet (or ``app="MobileNetV2"``) with random, calibrated BN parameters
-    (logits out: no softmax), built for ``res`` x ``res`` inputs, or for any size
-    (``input_shape=(None, None, 3)``; calibrated at ``res``) with ``any_size``."""
-    rng = np.random.default_rng(seed)
-    keras.utils.set_random_seed(seed)
-    model = getattr(keras.applications, app)(
-        input_shape=(None, None, 3) if any_size else (res, res, 3), alpha=alpha, weights=None,
-        include_top=include_top, classes=classes, classifier_activation=None)
-    bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
-    for layer in bns:
-        c = layer.gamma.shape[0]
-        _, _, mean, var = layer.get_weights()
-        layer.set_weights([rng.uniform(0.5, 1.5, c).astype("float32"),
-                           rng.normal(0, 0.2, c).astype("float32"), mean, var])
-        layer.momentum = 0.0  # one training call sets the moving statistics to the batch's
-    model(rng.normal(size=(4, res, res, 3)).astype("float32"), training=True)
-    for layer in bns:
-        layer.momentum = 0.99
-        gamma, beta, mean, var = layer.get_weights()
-        c = gamma.shape[0]
-        layer.set_weights([gamma, beta,
-                           mean + (rng.normal(0, 0.05, c) * np.sqrt(var)).astype("float32"),
-                           var * rng.uniform(0.8, 1.25, c).astype("float32")])
-    if include_top:
-        head = model.get_layer("predictions" if app == "MobileNetV2" else "conv_preds")
-        kernel, bias = head.get_weights()
-        head.set_weights([kernel, rng.normal(0, 0.1, bias.shape).astype("float32")])
-    return model
-
-
-def _keras_forward(model, x: torch.Tensor) -> np.ndarray:
-    """Keras output for an NCHW batch, returned NCHW (feature maps) or (N, K) (logits)."""
-    out = keras.ops.convert_to_numpy(model(x.permute(0, 2, 3, 1).numpy(), training=False))
-    return out.transpose(0, 3, 1, 2) if out.ndim == 4 else out
-
 
 def _write_keras2_weights_h5(model, path) -> None:
     """A weights-only legacy .h5 laid out as Keras 2's ``save_weights`` writes it (as the files
@@ -136,43 +79,45 @@ KERAS_CASES = [
 ]
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("alpha,res,fmt,include_top,classes,background", KERAS_CASES,
                          ids=[f"a{c[0]}-r{c[1]}-{c[2]}-{'top' if c[3] else 'notop'}"
                               f"{'-bg' if c[5] else ''}" for c in KERAS_CASES])
 def test_keras_equivalence(alpha, res, fmt, include_top, classes, background, tmp_path):
-    ref_model = _keras_reference(alpha, res, include_top, classes or 1000)
+    ref_model = keras_reference(alpha, res, include_top, classes or 1000)
     path = _save_keras(ref_model, fmt, tmp_path)
     kwargs = {"background_class": True} if background else {}
     model = load_keras_mobilenet(path, **kwargs)
     assert model.width_mult == alpha
     assert model.include_top == include_top
     x = torch.randn(2, 3, res, res, generator=torch.Generator().manual_seed(1))
-    ref = _keras_forward(ref_model, x)
+    ref = keras_forward(ref_model, x)
     with torch.no_grad():
         out = model(x).numpy()
     if background:  # forward drops TF-Slim's background logit 0
         assert model.classifier.out_features == 1001 and out.shape == (2, 1000)
         ref = ref[:, 1:]
     assert out.shape == ref.shape
-    _assert_meaningful(ref)
-    diff = _max_diff(out, ref)
-    print(f"keras {fmt} alpha={alpha} res={res}: max abs diff {diff:.2e}")
+    assert_meaningful(ref)
+    diff = max_diff(out, ref)
+    print(f"keras {fmt} alpha={alpha} res={res}: max diff {diff:.2e}")
     if include_top:
         assert diff < TOL
     else:
         assert diff < FEATURE_MAP_TOL
-        assert _max_diff(out.mean(axis=(2, 3)), ref.mean(axis=(2, 3))) < TOL
+        assert max_diff(out.mean(axis=(2, 3)), ref.mean(axis=(2, 3))) < TOL
 
 
+@pytest.mark.numerics
 def test_keras_padding_matters(tmp_path):
     """The equivalence tests can tell: symmetric padding gives clearly different logits."""
-    ref_model = _keras_reference(0.25, 128)
+    ref_model = keras_reference(0.25, 128)
     model = load_keras_mobilenet(_save_keras(ref_model, "keras", tmp_path))
     wrong = build_from_config(model.config.replace(padding="symmetric")).eval()
     wrong.load_state_dict(model.state_dict())
     x = torch.randn(2, 3, 128, 128)
     with torch.no_grad():
-        assert _max_diff(wrong(x).numpy(), _keras_forward(ref_model, x)) > 10 * TOL
+        assert max_diff(wrong(x).numpy(), keras_forward(ref_model, x)) > 10 * TOL
 
 
 # ------------------------------------------------------------------------------------------ timm
@@ -201,7 +146,7 @@ def _calibrated(model, res: int, head):
     return model.eval()
 
 
-def _timm_check(ref_model, model, res, drop_background=False):
+def _check_against(ref_model, model, res, drop_background=False):
     x = torch.randn(2, 3, res, res, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref = ref_model(x).numpy()
@@ -209,8 +154,8 @@ def _timm_check(ref_model, model, res, drop_background=False):
     if drop_background:
         ref = ref[:, 1:]
     assert out.shape == ref.shape
-    _assert_meaningful(ref)
-    return _max_diff(out, ref)
+    assert_meaningful(ref)
+    return max_diff(out, ref)
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +163,7 @@ def timm100():
     return _timm_reference("mobilenetv1_100", 160)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("name,res,ext", [("mobilenetv1_100", 160, ".pth"),
                                           ("mobilenetv1_125", 128, ".safetensors")])
 def test_timm_equivalence(name, res, ext, timm100, tmp_path):
@@ -230,23 +176,25 @@ def test_timm_equivalence(name, res, ext, timm100, tmp_path):
     model = load_timm_mobilenet_v1(path)
     assert model.width_mult == {"mobilenetv1_100": 1.0, "mobilenetv1_125": 1.25}[name]
     assert model.config.activation == "relu6" and model.config.padding == "symmetric"
-    diff = _timm_check(ref_model, model, res)
-    print(f"timm {name}{ext} res={res}: max abs diff {diff:.2e}")
+    diff = _check_against(ref_model, model, res)
+    print(f"timm {name}{ext} res={res}: max diff {diff:.2e}")
     assert diff < TOL
 
 
+@pytest.mark.numerics
 def test_timm_wrapped_checkpoints(timm100, tmp_path):
     """A state dict passed directly, and timm training checkpoints wrapping it (DataParallel's
     ``module.`` prefix included)."""
     state = timm100.state_dict()
-    assert _timm_check(timm100, load_timm_mobilenet_v1(state), 160) < TOL
+    assert _check_against(timm100, load_timm_mobilenet_v1(state), 160) < TOL
     path = tmp_path / "checkpoint.pth.tar"
     torch.save({"epoch": 3, "arch": "mobilenetv1_100", "state_dict": state}, path)
-    assert _timm_check(timm100, load_timm_mobilenet_v1(path), 160) < TOL
+    assert _check_against(timm100, load_timm_mobilenet_v1(path), 160) < TOL
     wrapped = {"model": {f"module.{k}": v for k, v in state.items()}}
-    assert _timm_check(timm100, load_timm_mobilenet_v1(wrapped), 160) < TOL
+    assert _check_against(timm100, load_timm_mobilenet_v1(wrapped), 160) < TOL
 
 
+@pytest.mark.numerics
 def test_timm_1001_classes_background():
     """A 1001-way (TF-Slim) head: with background_class=True, logit 0 is dropped; without, it is
     an ordinary 1001-class model."""
@@ -254,12 +202,12 @@ def test_timm_1001_classes_background():
     state = ref_model.state_dict()
     model = load_timm_mobilenet_v1(state, background_class=True)
     assert model.num_classes == 1000 and model.classifier.out_features == 1001
-    diff = _timm_check(ref_model, model, 128, drop_background=True)
-    print(f"timm 1001-class background: max abs diff {diff:.2e}")
+    diff = _check_against(ref_model, model, 128, drop_background=True)
+    print(f"timm 1001-class background: max diff {diff:.2e}")
     assert diff < TOL
     plain = load_timm_mobilenet_v1(state)
     assert plain.num_classes == 1001 and not plain.background_class
-    assert _timm_check(ref_model, plain, 128) < TOL
+    assert _check_against(ref_model, plain, 128) < TOL
 
 
 # --------------------------------------------------------------------------------------- errors
@@ -320,6 +268,7 @@ def test_truncated_keras_files(tmp_path):
 
 # -------------------------------------------------------------------------------------- convert
 
+@pytest.mark.numerics
 def test_convert_round_trip(timm100, tmp_path):
     src = tmp_path / "timm.safetensors"
     save_file({k: v.contiguous() for k, v in timm100.state_dict().items()}, str(src))
@@ -331,16 +280,17 @@ def test_convert_round_trip(timm100, tmp_path):
     assert config["activation"] == "relu6" and config["width_mult"] == 1.0
     assert extra["source_format"] == "timm"
     model = load_model(dst)
-    assert _timm_check(timm100, model, 160) < TOL
+    assert _check_against(timm100, model, 160) < TOL
     # Our own format converts to itself.
     again = convert(dst, tmp_path / "again.safetensors")
-    assert _timm_check(timm100, load_model(again), 160) < TOL
+    assert _check_against(timm100, load_model(again), 160) < TOL
     with pytest.raises(ValueError, match="source"):
         convert(src, tmp_path / "x.safetensors", source="onnx")
 
 
+@pytest.mark.numerics
 def test_convert_keras_auto(tmp_path):
-    ref_model = _keras_reference(0.25, 128, seed=3)
+    ref_model = keras_reference(0.25, 128, seed=3)
     src = _save_keras(ref_model, "weights.h5", tmp_path)
     assert detect_source(src) == "keras"
     dst = convert(src, tmp_path / "k.safetensors")
@@ -348,7 +298,7 @@ def test_convert_keras_auto(tmp_path):
     assert model.config.padding == "keras" and model.config.bn_eps == 1e-3
     x = torch.randn(2, 3, 128, 128)
     with torch.no_grad():
-        assert _max_diff(model(x).numpy(), _keras_forward(ref_model, x)) < TOL
+        assert max_diff(model(x).numpy(), keras_forward(ref_model, x)) < TOL
 
 
 # ----------------------------------------------------------------------------------- MobileNetV2
@@ -362,6 +312,7 @@ def _torchvision_reference(width_mult: float, res: int, num_classes: int = 1000,
     return _calibrated(model, res, head=lambda m: m.classifier[1])
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("width_mult,res,ext", [(0.5, 96, ".pth"), (1.4, 64, ".safetensors")])
 def test_torchvision_v2_equivalence(width_mult, res, ext, tmp_path):
     ref_model = _torchvision_reference(width_mult, res, num_classes=10)
@@ -374,14 +325,14 @@ def test_torchvision_v2_equivalence(width_mult, res, ext, tmp_path):
     model = load_torchvision_mobilenet_v2(path)
     assert model.width_mult == width_mult and model.num_classes == 10
     assert model.config.padding == "symmetric" and model.config.bn_eps == 1e-5
-    diff = _timm_check(ref_model, model, res)
-    print(f"torchvision mobilenet_v2 width_mult={width_mult}{ext} res={res}: max abs diff "
+    diff = _check_against(ref_model, model, res)
+    print(f"torchvision mobilenet_v2 width_mult={width_mult}{ext} res={res}: max diff "
           f"{diff:.2e}")
     assert diff < TOL
     # convert() finds the format itself and its output rebuilds the same model.
     dst = convert(path, tmp_path / "ours.safetensors")
     assert read_model_file(dst)[2]["source_format"] == "torchvision"
-    assert _timm_check(ref_model, load_model(dst), res) < TOL
+    assert _check_against(ref_model, load_model(dst), res) < TOL
 
 
 def test_torchvision_v2_not_a_mobilenet_v2():
@@ -398,9 +349,10 @@ def test_torchvision_v2_not_a_mobilenet_v2():
 
 @pytest.fixture(scope="module")
 def keras_v2():
-    return _keras_reference(0.35, 64, classes=10, app="MobileNetV2")
+    return keras_reference(0.35, 64, classes=10, app="MobileNetV2")
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("fmt", ["keras", "weights.h5", "keras2_weights.h5"])
 def test_keras_v2_equivalence(fmt, keras_v2, tmp_path):
     path = _save_keras(keras_v2, fmt, tmp_path)
@@ -410,34 +362,35 @@ def test_keras_v2_equivalence(fmt, keras_v2, tmp_path):
     assert model.config.arch == "mobilenet_v2" and model.width_mult == 0.35
     assert model.config.padding == "tf_same" and model.num_classes == 10
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    ref = _keras_forward(keras_v2, x)
-    _assert_meaningful(ref)
+    ref = keras_forward(keras_v2, x)
+    assert_meaningful(ref)
     with torch.no_grad():
-        diff = _max_diff(model.eval()(x).numpy(), ref)
-    print(f"keras MobileNetV2 {fmt} alpha=0.35 res=64: max abs diff {diff:.2e}")
+        diff = max_diff(model.eval()(x).numpy(), ref)
+    print(f"keras MobileNetV2 {fmt} alpha=0.35 res=64: max diff {diff:.2e}")
     assert diff < TOL
     # Symmetric padding gives clearly different logits: the comparison can tell.
     wrong = build_from_config(model.config.replace(padding="symmetric")).eval()
     wrong.load_state_dict(model.state_dict())
     with torch.no_grad():
-        assert _max_diff(wrong(x).numpy(), ref) > 10 * TOL
+        assert max_diff(wrong(x).numpy(), ref) > 10 * TOL
 
 
+@pytest.mark.numerics
 def test_keras_v2_headless_legacy_h5(tmp_path):
-    ref_model = _keras_reference(0.5, 96, include_top=False, seed=2, app="MobileNetV2")
+    ref_model = keras_reference(0.5, 96, include_top=False, seed=2, app="MobileNetV2")
     path = _save_keras(ref_model, "full.h5", tmp_path)
     assert keras_arch(path) == "mobilenet_v2"
     model = load_keras_mobilenet_v2(path)
     assert not model.include_top and model.width_mult == 0.5
     x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(1))
-    ref = _keras_forward(ref_model, x)
+    ref = keras_forward(ref_model, x)
     with torch.no_grad():
         out = model(x).numpy()
     assert out.shape == ref.shape == (2, 1280, 3, 3)
-    _assert_meaningful(ref)
-    diff = _max_diff(out, ref)
-    print(f"keras MobileNetV2 headless full.h5 alpha=0.5 res=96: max abs diff {diff:.2e}")
+    assert_meaningful(ref)
+    diff = max_diff(out, ref)
+    print(f"keras MobileNetV2 headless full.h5 alpha=0.5 res=96: max diff {diff:.2e}")
     assert diff < FEATURE_MAP_TOL
-    assert _max_diff(out.mean(axis=(2, 3)), ref.mean(axis=(2, 3))) < TOL
+    assert max_diff(out.mean(axis=(2, 3)), ref.mean(axis=(2, 3))) < TOL
     with pytest.raises(ValueError, match="not a Keras Applications MobileNet:"):
         load_keras_mobilenet(path)  # the V1 loader names what is missing

@@ -43,15 +43,22 @@ def test_table3_from_the_formulas():
 
 
 def test_equations():
-    assert cost.conv_madds(3, 512, 512, 14) == 3 * 3 * 512 * 512 * 14 * 14
-    assert cost.separable_madds(3, 512, 512, 14) == (cost.depthwise_madds(3, 512, 14)
-                                                     + cost.pointwise_madds(512, 512, 14))
-    # Equation 7 reduces to 6 at rho = 1 and to 5 at alpha = rho = 1; cost scales ~alpha^2, rho^2.
-    assert cost.separable_madds(3, 512, 512, 14, 1.0, 1.0) == cost.separable_madds(3, 512, 512, 14)
-    assert cost.separable_madds(3, 512, 512, 14, 1.0, 0.5) == cost.separable_madds(3, 512, 512, 14) / 4
+    # Section 3's equations by hand, for one 14x14 layer of 512 -> 512 channels:
+    # (2) D_K.D_K.M.N.D_F.D_F; (4) D_K.D_K.M.D_F.D_F; (5) (4) + M.N.D_F.D_F;
+    # (7) with alpha = 0.5 and rho = 0.5: M, N -> 256 and D_F -> 7.
+    assert cost.conv_madds(3, 512, 512, 14) == 3 * 3 * 512 * 512 * 14 * 14 == 462_422_016
+    assert cost.depthwise_madds(3, 512, 14) == 3 * 3 * 512 * 14 * 14 == 903_168
+    assert cost.pointwise_madds(512, 512, 14) == 512 * 512 * 14 * 14 == 51_380_224
+    assert cost.separable_madds(3, 512, 512, 14) == 903_168 + 51_380_224
+    assert cost.separable_madds(3, 512, 512, 14, 1.0, 1.0) == 903_168 + 51_380_224
+    assert cost.separable_madds(3, 512, 512, 14, 0.5, 1.0) == 3 * 3 * 256 * 14 * 14 + 256 * 256 * 14 * 14
+    assert cost.separable_madds(3, 512, 512, 14, 0.5, 0.5) == 3 * 3 * 256 * 7 * 7 + 256 * 256 * 7 * 7
+    assert cost.separable_madds(3, 512, 512, 14, 1.0, 0.5) == (903_168 + 51_380_224) / 4
+    # Section 3.1: separable / standard = 1/N + 1/D_K^2, "8 to 9 times less computation".
     ratio = cost.separable_madds(3, 512, 512, 14) / cost.conv_madds(3, 512, 512, 14)
-    assert ratio == pytest.approx(cost.separable_cost_ratio(3, 512))
-    assert 1 / 9 < ratio < 1 / 8  # "8 to 9 times less computation"
+    assert ratio == pytest.approx(1 / 512 + 1 / 9)
+    assert cost.separable_cost_ratio(3, 512) == pytest.approx(1 / 512 + 1 / 9)
+    assert 1 / 9 < ratio < 1 / 8
     with pytest.raises(ValueError, match="alpha"):
         cost.separable_madds(3, 1, 1, 1, alpha=0)
 

@@ -5,16 +5,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import write_idx
 from PIL import Image
 
-from mobilenets.engine.data import (FASHION_MNIST_ROOT, BatchTransform, ImageFolderDataset,
-                                    epoch_batches, erase_rectangles, load_fashion_mnist, read_idx)
-
-
-def write_idx(path, array):
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
+from mobilenets.engine.data import (BatchTransform, ImageFolderDataset, epoch_batches,
+                                    erase_rectangles, load_fashion_mnist, read_idx)
 
 
 def test_idx_round_trip_and_errors(tmp_path):
@@ -41,7 +36,7 @@ def test_fashion_mnist_from_a_folder(tmp_path):
         load_fashion_mnist("test", tmp_path)
 
 
-@pytest.mark.skipif(not FASHION_MNIST_ROOT.exists(), reason="dataset-fashion-mnist not installed")
+@pytest.mark.needs_data
 def test_real_fashion_mnist():
     train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
     assert (len(train), len(test)) == (60000, 10000)
@@ -79,6 +74,7 @@ def test_image_folder_errors(tmp_path):
     assert len(ds) == 6 and len(ds.skipped) == 1 and ds.skipped[0].endswith("broken.jpg")
 
 
+@pytest.mark.numerics
 def test_eval_transform_is_a_plain_resize():
     x = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
     out = BatchTransform(56, train=False, eval_crop=1.0)(x)

@@ -27,6 +27,7 @@ def _model(width_mult=0.25, res=32, classes=10, seed=0):
     return model.eval()
 
 
+@pytest.mark.numerics
 def test_fold_batchnorm_is_the_same_function():
     model = _model()
     folded = fold_batchnorm(model)
@@ -37,6 +38,7 @@ def test_fold_batchnorm_is_the_same_function():
         torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.numerics
 def test_export_onnx_matches_torch_with_dynamic_batch(tmp_path):
     model = _model()
     path = tmp_path / "m.onnx"
@@ -53,6 +55,7 @@ def test_export_onnx_matches_torch_with_dynamic_batch(tmp_path):
         torch.testing.assert_close(session(x), model(x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.numerics
 def test_export_mismatch_is_an_error_and_writes_nothing(tmp_path, monkeypatch):
     real_export = deploy._torch_export
 
@@ -69,12 +72,13 @@ def test_export_mismatch_is_an_error_and_writes_nothing(tmp_path, monkeypatch):
     assert path.read_bytes() == b"previous export" and len(list(tmp_path.iterdir())) == 1
 
 
+@pytest.mark.numerics
 def test_quantize_int8_per_channel(tmp_path):
     model = _model(width_mult=0.5)
     calib = [torch.rand(16, 3, 32, 32) * 2 - 1 for _ in range(2)]
     path = tmp_path / "q.onnx"
     report = quantize_int8(model, path, calib, min_top1_agreement=0.0)
-    assert report.format == "onnx-int8" and 0 <= report.top1_agreement <= 1
+    assert report.format == "onnx-int8"
     proto = onnx.load(str(path))
     ops = {n.op_type for n in proto.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
@@ -104,6 +108,9 @@ def test_quantize_int8_per_channel(tmp_path):
     out = OnnxModule(path)(x)
     cos = nn.functional.cosine_similarity(out.flatten(), ref.flatten(), dim=0)
     assert cos > 0.95
+    # The report's agreement is on the first calibration batch: counted here, within one image.
+    agreement = (out.argmax(1) == ref.argmax(1)).float().mean().item()
+    assert abs(report.top1_agreement - agreement) <= 1 / len(x) + 1e-9
     with pytest.raises(ExportError, match="agrees with the float model on only"):
         quantize_int8(model, tmp_path / "never.onnx", calib, min_top1_agreement=1.01)
     assert not (tmp_path / "never.onnx").exists()
@@ -191,11 +198,18 @@ def test_pick_candidates_cover_the_grid_with_imagenet_accuracy():
     assert by["mobilenet_v1_0.75_192"]["accuracy_source"] == "TF-Slim release"
 
 
+@pytest.mark.numerics
 def test_quantize_int8_mobilenet_v2(tmp_path):
     torch.manual_seed(0)
     model = M.MobileNetV2(width_mult=0.35, num_classes=10).eval()
     model.config.resolution = 32
     calib = [torch.rand(16, 3, 32, 32) * 2 - 1]
+    # BN statistics of these images, not fresh ones (logits ~1e-9, cosine 0.97 after int8): the
+    # int8 ranges fit, and the cosine (0.9997) clears the bound whatever the int8 kernels round.
+    with torch.no_grad():
+        for _ in range(3):
+            model.train()(calib[0])
+    model.eval()
     report = quantize_int8(model, tmp_path / "v2.onnx", calib, min_top1_agreement=0.0)
     ops = {n.op_type for n in onnx.load(str(tmp_path / "v2.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Add"} <= ops  # the residual adds survive
@@ -246,6 +260,7 @@ def test_time_interleaved_pauses_between_blocks_and_times_the_gemm():
     assert len(cpu[gemm.name]) == 3 and all(0 < c < 0.05 for c in cpu[gemm.name])
 
 
+@pytest.mark.numerics
 def test_compile_backend_freezes_without_leaking_the_setting(tmp_path, monkeypatch):
     """``compile`` is torch.compile with Inductor's freezing: it computes the model's logits,
     its convolutions were rewritten by the freezing passes (oneDNN conv+ReLU fusion, which
@@ -261,7 +276,8 @@ def test_compile_backend_freezes_without_leaking_the_setting(tmp_path, monkeypat
     counters.clear()
     model = _model()
     p = prepare_backend("compile", model, (3, 32, 32), tmp_path, None)
-    assert counters["inductor"]["mkldnn_unary_fusion_matcher_count"] > 0
+    if torch.backends.mkldnn.enabled:  # not under pytest --no-mkldnn: no oneDNN, no fusion
+        assert counters["inductor"]["mkldnn_unary_fusion_matcher_count"] > 0
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         expected = model(x)

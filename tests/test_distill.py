@@ -5,26 +5,23 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_resumed_exactly
 from torch import nn
 from torch.utils.data import Dataset
 
 import mobilenets as M
 from mobilenets.cli import main
-from mobilenets.engine.data import (FASHION_MNIST_ROOT, BatchTransform, TensorImageDataset,
-                                    labeled_subset)
-from mobilenets.engine.distill import (distill, distillation_loss, embedding_loss,
-                                       make_distill_config, sigmoid_emulation_loss,
-                                       soft_target_loss, teacher_outputs)
-from mobilenets.engine.loop import load_checkpoint
-from mobilenets.engine.sweep import compare_runs
-from mobilenets.engine.train import make_config, open_splits
-
-needs_data = pytest.mark.skipif(not (FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").exists(),
-                                reason="Debian's dataset-fashion-mnist is not installed")
-
+from mobilenets.engine.data import BatchTransform, TensorImageDataset, labeled_subset
+from mobilenets.engine.runfolder import load_checkpoint
+from mobilenets.tasks.classification.sweep import compare_runs
+from mobilenets.tasks.classification.train import make_config, open_splits
+from mobilenets.tasks.distillation.train import (distill, distillation_loss, embedding_loss,
+                                                 make_distill_config, sigmoid_emulation_loss,
+                                                 soft_target_loss, teacher_outputs)
 
 # --------------------------------------------------------------------------- losses
 
+@pytest.mark.numerics
 def test_soft_target_loss_by_hand():
     s = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
     t = torch.tensor([[2.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
@@ -44,6 +41,7 @@ def test_soft_target_loss_by_hand():
         soft_target_loss(s, t[:, :2])
 
 
+@pytest.mark.numerics
 def test_sigmoid_emulation_loss_is_binary_cross_entropy():
     s = torch.tensor([[0.3, -2.0, 4.0, 0.0], [1.0, 1.0, -1.0, 2.0]])
     probs = torch.tensor([[0.9, 0.1, 1.0, 0.5], [0.0, 0.3, 0.2, 1.0]])
@@ -60,6 +58,7 @@ def test_embedding_loss_is_squared_distance():
     assert embedding_loss(a, a).item() == 0
 
 
+@pytest.mark.numerics
 def test_unlabeled_items_contribute_only_the_teacher_term():
     s, t = torch.randn(4, 5), torch.randn(4, 5)
     labels = torch.tensor([2, -1, 0, -1])
@@ -134,6 +133,7 @@ def _cfg(tmp_path, **kw):
                                         "epochs": 6, **kw})
 
 
+@pytest.mark.numerics
 def test_few_distill_steps_lower_the_loss_with_unlabeled_images(tmp_path):
     torch.manual_seed(0)
     teacher = _Tiny(10).eval()
@@ -144,11 +144,11 @@ def test_few_distill_steps_lower_the_loss_with_unlabeled_images(tmp_path):
     labels[::2] = -1  # half unlabeled
     ds = TensorImageDataset(images, labels, [str(i) for i in range(10)])
     val = TensorImageDataset(_images(16, seed=5), torch.arange(16) % 10, ds.class_names)
-    summary = distill(_cfg(tmp_path, eval_crop=1.0), _Tiny(10), teacher, ds, val)
+    run = distill(_cfg(tmp_path, eval_crop=1.0), _Tiny(10), teacher, ds, val)
     history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(history) == 6 and history[-1]["train_loss"] < 0.7 * history[0]["train_loss"]
-    assert summary["labeled_images"] == 32 and summary["unlabeled_images"] == 32
-    assert "top1" in summary and "val_top1" in history[0]
+    assert run.summary["labeled_images"] == 32 and run.summary["unlabeled_images"] == 32
+    assert "top1" in run.metrics and "val_top1" in history[0]
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["steps"] == 24 and saved["distill_loss"] == "soft" and "model" not in saved
     assert (tmp_path / "model.safetensors").is_file()  # plain safetensors for a config-less module
@@ -165,20 +165,23 @@ class _MultiLabel(Dataset):
         return self.images[i], self.targets[i]
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("loss, mode", [("sigmoid", "precomputed"), ("embedding", "online")])
 def test_any_module_attribute_and_embedding_distillation(tmp_path, loss, mode):
     torch.manual_seed(0)
     targets = torch.randint(0, 2, (48, 5)).float()
     targets[::3] = float("nan")
     ds = _MultiLabel(_images(48), targets)
-    summary = distill(_cfg(tmp_path, loss=loss, teacher_mode=mode, epochs=4, num_workers=0),
+    run = distill(_cfg(tmp_path, loss=loss, teacher_mode=mode, epochs=4, num_workers=0),
                       _Tiny(5), _Tiny(5).eval(), ds, _MultiLabel(_images(16, 3), targets[:16]))
     history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert history[-1]["val_emulation_loss"] < history[0]["val_emulation_loss"]
-    assert summary["emulation_loss"] == pytest.approx(history[-1]["val_emulation_loss"], rel=1e-4)
+    assert run.metrics["emulation_loss"] == pytest.approx(history[-1]["val_emulation_loss"],
+                                                          rel=1e-4)
 
 
+@pytest.mark.numerics
 def test_resume_reaches_the_same_weights(tmp_path):
     labels = torch.arange(64) % 10
     labels[1::2] = -1
@@ -189,7 +192,7 @@ def test_resume_reaches_the_same_weights(tmp_path):
         torch.manual_seed(1)
         return M.MobileNetV1(width_mult=0.25, num_classes=10, dropout=0.2)
 
-    full = distill(_cfg(tmp_path / "full", epochs=2), student(), teacher, ds)["model"]
+    full = distill(_cfg(tmp_path / "full", epochs=2), student(), teacher, ds).model
     interrupted, calls = student(), [0]
 
     def stop_at_step_7(module, inputs):
@@ -205,13 +208,12 @@ def test_resume_reaches_the_same_weights(tmp_path):
     assert not (tmp_path / "cut" / "model.safetensors").exists()
     val = TensorImageDataset(_images(16, seed=4), torch.arange(16) % 10, ds.class_names)
     resumed = distill(_cfg(tmp_path / "cut", epochs=2), student(), teacher, ds, val, resume=True)
-    assert resumed["steps"] == 8
+    assert resumed.steps == 8
     row = compare_runs([tmp_path / "cut"])[0]  # `mobilenets compare` reads distillation runs
-    assert row["model"] == "mobilenet_v1_0.25_32" and row["top1"] == resumed["top1"]
+    assert row["model"] == "mobilenet_v1_0.25_32" and row["top1"] == resumed.metrics["top1"]
     saved = M.load_model(tmp_path / "cut" / "model.safetensors").state_dict()
-    for k, v in full.state_dict().items():
-        torch.testing.assert_close(v, resumed["model"].state_dict()[k], atol=1e-5, rtol=1e-5, msg=k)
-        torch.testing.assert_close(v, saved[k], atol=1e-5, rtol=1e-5, msg=k)
+    assert_resumed_exactly(full.state_dict(), resumed.model.state_dict(), "in memory")
+    assert_resumed_exactly(full.state_dict(), saved, "model.safetensors")
 
 
 # --------------------------------------------------------------------------- labeled subsets
@@ -226,7 +228,7 @@ def test_labeled_subset_is_seeded_and_class_balanced():
         labeled_subset(labels, 0.0)
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_train_and_distill_hold_back_the_same_labels():
     cfg = make_config("smoke", limit_train=400, label_fraction=0.25, label_seed=2)
     kept, _, a = open_splits(cfg, drop_unlabeled=True)
@@ -261,7 +263,7 @@ def test_cli_errors_name_the_parameter(capsys, tmp_path, teacher_file, extra, me
     assert err.startswith("mobilenets distill: error:") and message in err, err
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_cli_teacher_classes_must_match_the_data(capsys, tmp_path, teacher_file):
     argv = ["distill", "--preset", "smoke", "--out", str(tmp_path), "--teacher", teacher_file]
     assert main(argv) == 2 and "has 5 classes but --data 'fashion-mnist' has 10" in capsys.readouterr().err

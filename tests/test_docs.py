@@ -13,8 +13,6 @@ from mobilenets.fileio import TABLE_WIDTH
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 PAGES = [README, ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-needs_data = pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").exists(),
-                                reason="dataset-fashion-mnist not installed")
 
 #: A fenced block, with the HTML comment marking it (``<!-- test: quick -->``) if any.
 FENCE = re.compile(r"(?:<!-- test: (?P<mark>\w+) -->\n)?```(?P<lang>\w*)\n(?P<body>.*?)\n```",
@@ -43,7 +41,7 @@ def mobilenets_argv(line: str) -> list[str] | None:
     return None
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_readme_quick_blocks_run_as_written(tmp_path, monkeypatch, capsys):
     """Every README block marked ``<!-- test: quick -->``, in order, in one folder (with the
     repository's docs/ beside it, for the example images): each command exits with status 0 and

@@ -2,21 +2,20 @@
 the Fashion-MNIST-derived data sets and their loaders' errors, the embedding head, and tiny
 teacher -> student runs end to end through the command line."""
 import csv
-import gzip
 import json
 import math
 
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli, write_idx
 
-from mobilenets.cli import main
-from mobilenets.engine.metrics import (average_precision, average_precision_per_column,
-                                       mean_average_precision, tar_at_far)
 from mobilenets.tasks.faces.data import load_attribute_csv, load_identity_csv, load_pairs_csv
 from mobilenets.tasks.faces.make_data import (ATTRIBUTES, PIXEL_ATTRIBUTES, distinct_sources,
                                               make_attribute_data, make_embedding_data,
                                               pixel_cosine_features)
+from mobilenets.tasks.faces.metrics import (average_precision, average_precision_per_column,
+                                         mean_average_precision, tar_at_far)
 from mobilenets.tasks.faces.model import EmbeddingNet, build_backbone
 from mobilenets.tasks.faces.train import faces_config
 
@@ -85,12 +84,6 @@ def test_tar_at_far_errors():
 
 # --------------------------------------------------------------------------- data sets
 
-def _write_idx(path, array):
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
 @pytest.fixture(scope="module")
 def fmnist(tmp_path_factory):
     """A small stand-in for Fashion-MNIST: blobs of random size, brightness and position."""
@@ -102,8 +95,8 @@ def fmnist(tmp_path_factory):
             h, w = rng.integers(6, 24, size=2)
             top, left = rng.integers(0, 28 - h), rng.integers(0, 28 - w)
             images[i, top:top + h, left:left + w] = rng.integers(40, 255, size=(h, w))
-        _write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
-        _write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
     return root
 
 
@@ -282,19 +275,13 @@ TINY = ["--model", "mobilenet_v1_0.25_224", "--epochs", "1", "--batch-size", "32
         "--set", "progress=false"]
 
 
-def _cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_attributes_teacher_student_and_table(attr_dir, tmp_path, capsys):
     teacher, student = tmp_path / "teacher", tmp_path / "student"
-    code, out, _ = _cli(capsys, "attributes", "train", "--data", attr_dir, "--out", teacher, *TINY)
+    code, out, _ = run_cli(capsys, "attributes", "train", "--data", attr_dir, "--out", teacher, *TINY)
     assert code == 0 and json.loads(out)["trained_on"] == "labels"
-    code, out, err = _cli(capsys, "attributes", "distill", "--data", attr_dir, "--teacher",
-                          teacher / "model.safetensors", "--out", student, "--width-mult", "0.3",
-                          *TINY)
+    code, out, err = run_cli(capsys, "attributes", "distill", "--data", attr_dir, "--teacher",
+                             teacher / "model.safetensors", "--out", student, "--width-mult", "0.3",
+                             *TINY)
     summary = json.loads(out)
     assert code == 0, err
     assert summary["labeled_images"] + summary["unlabeled_images"] == 300  # labeled + unlabeled
@@ -302,8 +289,8 @@ def test_attributes_teacher_student_and_table(attr_dir, tmp_path, capsys):
     assert json.loads((student / "summary.json").read_text())["mean_ap"] == summary["mean_ap"]
     per_attr = json.loads((student / "eval.json").read_text())["per_attribute"]
     assert list(per_attr) == list(ATTRIBUTES)
-    code, out, _ = _cli(capsys, "attributes", "eval", teacher / "model.safetensors",
-                        student / "model.safetensors", "--data", attr_dir, "--format", "json")
+    code, out, _ = run_cli(capsys, "attributes", "eval", teacher / "model.safetensors",
+                           student / "model.safetensors", "--data", attr_dir, "--format", "json")
     rows = json.loads(out)
     assert code == 0 and [r["model"] for r in rows] == ["0.25 MobileNet-32", "0.3 MobileNet-32"]
     assert rows[1]["trained_on"] == "distilled" and rows[1]["mean_ap"] == pytest.approx(
@@ -313,23 +300,23 @@ def test_attributes_teacher_student_and_table(attr_dir, tmp_path, capsys):
 
 def test_embeddings_teacher_student_and_table(id_dir, tmp_path, capsys):
     teacher, student = tmp_path / "teacher", tmp_path / "student"
-    code, out, err = _cli(capsys, "embeddings", "train", "--data", id_dir, "--out", teacher, *TINY)
+    code, out, err = run_cli(capsys, "embeddings", "train", "--data", id_dir, "--out", teacher, *TINY)
     # The tiny set has 2,000 negative pairs: too few for Table 14's FAR of 1e-4.
     assert code == 2 and "needs at least 10,000 negative pairs" in err
-    code, out, err = _cli(capsys, "embeddings", "train", "--data", id_dir, "--out", teacher,
-                          *TINY, "--set", "embedding_dim=16", "--far", "0.01")
+    code, out, err = run_cli(capsys, "embeddings", "train", "--data", id_dir, "--out", teacher,
+                             *TINY, "--set", "embedding_dim=16", "--far", "0.01")
     t = json.loads(out)
     assert code == 0 and t["num_negative"] == 2_000 and 0 <= t["tar"] <= 100 and t["far"] <= 1.0
     # summary.json names each rate as `eval` does: tar_at_far_<rate>, the evaluated one included.
     saved = json.loads((teacher / "summary.json").read_text())
     assert saved["tar_at_far_0.01"] == t["tar"] and "tar_at_far_0.1" in saved
     assert not [k for k in saved if k.startswith("tar_") and not k.startswith("tar_at_far_")]
-    code, out, err = _cli(capsys, "embeddings", "distill", "--data", id_dir, "--teacher",
-                          teacher / "model.safetensors", "--out", student, *TINY, "--far", "0.01")
+    code, out, err = run_cli(capsys, "embeddings", "distill", "--data", id_dir, "--teacher",
+                             teacher / "model.safetensors", "--out", student, *TINY, "--far", "0.01")
     s = json.loads(out)
     assert code == 0 and s["distill_loss"] == "embedding" and 0 <= s["tar"] <= 100
-    code, out, err = _cli(capsys, "embeddings", "eval", teacher / "model.safetensors",
-                          student / "model.safetensors", "--data", id_dir, "--far", "0.01")
+    code, out, err = run_cli(capsys, "embeddings", "eval", teacher / "model.safetensors",
+                             student / "model.safetensors", "--data", id_dir, "--far", "0.01")
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["model", "trained_on", "tar_at_far_0.01"]
@@ -349,5 +336,5 @@ def test_embeddings_teacher_student_and_table(id_dir, tmp_path, capsys):
      "max_source_cosine must be in (-1, 1]"),
 ])
 def test_cli_errors_name_the_parameter(capsys, argv, message):
-    code, _, err = _cli(capsys, *argv)
+    code, _, err = run_cli(capsys, *argv)
     assert code == 2 and message in err

@@ -6,13 +6,10 @@ import numpy as np
 import pytest
 
 from mobilenets.cli import main
-from mobilenets.engine.data import FASHION_MNIST_ROOT
+from mobilenets.cost.profiler import profile_model
+from mobilenets.models.mobilenet_v1 import MobileNetV1
 from mobilenets.tasks.finegrained.data import (CONFUSABLE, UPPER_BODY, FineGrainedDataConfig,
                                                corrupt_labels, folder_name, make_finegrained_data)
-
-needs_data = pytest.mark.skipif(not (FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").exists(),
-                                reason="Debian's dataset-fashion-mnist is not installed")
-
 
 @pytest.mark.parametrize("rate, share", [(0.4, 0.75), (0.2, 0.0), (0.0, 1.0)])
 def test_noise_rate_is_exact_per_class_and_biased_to_look_alikes(rate, share):
@@ -41,7 +38,7 @@ def test_corrupt_labels_errors_and_classes_without_look_alikes():
         FineGrainedDataConfig(classes=(3,)).validate()
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_derived_data_sets(tmp_path):
     cfg = FineGrainedDataConfig(classes=(0, 6), clean_per_class=5, noisy_per_class=20,
                                 noise_rate=0.25, test_per_class=4, seed=3)
@@ -63,7 +60,7 @@ def test_derived_data_sets(tmp_path):
         make_finegrained_data(tmp_path / "big", FineGrainedDataConfig(noisy_per_class=5950))
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_tiny_pretrain_then_finetune(tmp_path, capsys):
     data = tmp_path / "fg"
     assert main(["finegrained", "make-data", str(data), "--classes", "0,6", "--clean-per-class",
@@ -78,6 +75,9 @@ def test_tiny_pretrain_then_finetune(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "noisy"), str(tmp_path / "tuned"), "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["model"] for r in rows] == ["mobilenet_v1_0.25_32"] * 2  # at the input size it ran at
-    assert rows[0]["params_m"] == rows[1]["params_m"] and rows[0]["madds_m"] > 0
+    # both costed as the 2-class 0.25 MobileNet at 32x32 they are
+    cost = profile_model(MobileNetV1(0.25, num_classes=2), (3, 32, 32))
+    assert rows[0]["params_m"] == rows[1]["params_m"] == round(cost.layer_params / 1e6, 3)
+    assert rows[0]["madds_m"] == rows[1]["madds_m"] == round(cost.total_madds / 1e6, 2)
     assert main(["finegrained", "make-data", str(data), "--noise-rate", "1.5", "--overwrite"]) == 2
     assert "noise_rate must be in [0, 1)" in capsys.readouterr().err

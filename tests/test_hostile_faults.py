@@ -21,11 +21,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import assert_one_clear_line, make_image_folder, run_cli
+from helpers import assert_one_clear_line, assert_resumed_exactly, make_image_folder, run_cli
 
 from mobilenets.engine.loop import (DIVERGENCE_FACTOR, DivergedError, NonFiniteLossError,
-                                    check_loss, fit, load_checkpoint, release_run_folder)
+                                    check_loss, fit)
 from mobilenets.engine.progress import Progress, RunLog
+from mobilenets.engine.runfolder import load_checkpoint, release_run_folder
 from mobilenets.fileio import atomic_files
 from mobilenets.models.modelfile import save_model
 from mobilenets.models.registry import create_model, load_model
@@ -65,10 +66,9 @@ def uninterrupted(data, tmp_path_factory) -> Path:
 
 
 def same_weights(a: Path, b: Path) -> None:
-    wa, wb = load_model(a).state_dict(), load_model(b).state_dict()
-    assert wa.keys() == wb.keys()
-    for k in wa:  # bit for bit
-        assert torch.equal(wa[k], wb[k]), k
+    """The model files ``a`` (uninterrupted) and ``b`` (resumed) hold the same weights, by the
+    project's one standard (``helpers.assert_resumed_exactly``)."""
+    assert_resumed_exactly(load_model(a).state_dict(), load_model(b).state_dict(), str(b))
 
 
 # --------------------------------------------------------------------------- 1. logs
@@ -95,7 +95,7 @@ def test_progress_is_lines_off_a_terminal_and_a_bar_on_one():
 
 
 def test_training_logs_every_log_every_steps(tmp_path):
-    from mobilenets.engine.train import make_config
+    from mobilenets.tasks.classification.train import make_config
 
     log = io.StringIO()
     cfg = make_config("smoke", out_dir=str(tmp_path), log_every=3, progress=True)
@@ -133,7 +133,7 @@ def test_evaluation_prints_lines_not_bars_into_a_log(model_file, data, capsys):
 def test_a_file_that_is_not_a_teacher_cache_is_never_overwritten(model_file, data, tmp_path,
                                                                    capsys):
     from mobilenets.engine.data import BatchTransform, open_dataset
-    from mobilenets.engine.distill import teacher_outputs
+    from mobilenets.tasks.distillation.train import teacher_outputs
 
     weights = tmp_path / "weights.pth"
     torch.save({"w": torch.ones(3)}, weights)
@@ -222,6 +222,7 @@ def test_a_file_group_changes_as_one_whatever_the_moment_of_a_kill(tmp_path, bef
     assert n > 2  # the test killed the write at several steps
 
 
+@pytest.mark.numerics
 def test_openvino_export_changes_its_pair_as_one(tmp_path):
     from mobilenets.deploy.mobile import export_mobile
     from mobilenets.deploy.runtimes import available, load_runner
@@ -260,6 +261,7 @@ def test_resume_from_a_checkpoint_that_is_not_one(data, tmp_path, capsys, state,
     assert "other settings" not in err
 
 
+@pytest.mark.numerics
 def test_full_disk_while_training_keeps_the_last_checkpoint(data, uninterrupted, tmp_path, capsys,
                                                             monkeypatch):
     out = tmp_path / "run"
@@ -345,7 +347,7 @@ def _scripted_run(out: Path, losses: list[float], resume: bool = False, epochs: 
     """The one training loop on 8 images in steps of 4 (2 a epoch), its loss scripted (the
     weights do not matter): ``losses[i]`` is the loss of this session's i-th step."""
     from mobilenets.engine.data import TensorImageDataset
-    from mobilenets.engine.train import make_config, train_augment
+    from mobilenets.tasks.classification.train import make_config, train_augment
 
     cfg = make_config("smoke", out_dir=str(out), batch_size=4, epochs=epochs, checkpoint_every=1,
                       eval_every_epoch=False, dropout=0.0)
@@ -373,7 +375,7 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp_path):
         _scripted_run(out, [600.0], resume=True)
     # A loss that falls, or rises within the factor, is a run like any other.
     result = _scripted_run(tmp_path / "fine", [5.0, 9.0, 400.0, 1.0], epochs=2)
-    assert result["steps"] == 4
+    assert result.steps == 4
 
 
 @pytest.fixture(scope="module")
@@ -437,6 +439,7 @@ def test_a_failed_export_is_one_line_not_the_tool_chains_logs(tmp_path):
 
 # --------------------------------------------------------------------------- 6. moved folders
 
+@pytest.mark.numerics
 def test_a_copied_run_folder_resumes_to_the_same_weights(data, uninterrupted, tmp_path, capsys,
                                                          monkeypatch):
     import mobilenets.engine.loop as loop

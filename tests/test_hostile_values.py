@@ -23,11 +23,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from mobilenets.cli import build_parser
-from mobilenets.engine.sweep import run_sweep
-from mobilenets.engine.train import PRESETS
 from mobilenets.fileio import write_text
 from mobilenets.models.modelfile import save_model
 from mobilenets.models.registry import create_model, load_model
+from mobilenets.tasks.classification.sweep import run_sweep
+from mobilenets.tasks.classification.train import PRESETS
 
 MODEL = "mobilenet_v1_0.25_128"
 

@@ -200,6 +200,7 @@ def test_predict_softmax_and_training_step():
     assert all(p.grad is not None for p in model.parameters())
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("shape, stride, dilation", [
     ((3, 16, 2, 2), 1, 1), ((3, 16, 2, 2), 2, 1), ((2, 8, 1, 1), 1, 1), ((2, 8, 2, 1), 2, 1),
     ((2, 8, 2, 2), 1, 2)])
@@ -222,6 +223,7 @@ def test_small_map_depthwise_is_the_convolution(shape, stride, dilation, channel
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
+@pytest.mark.numerics
 def test_model_with_small_map_path_equals_plain_convolutions():
     torch.manual_seed(0)
     model = M.MobileNetV1(width_mult=0.25).double().eval()

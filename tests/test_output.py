@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import run_cli_captured
 
 import mobilenets as M
 from mobilenets.cli import main
@@ -12,8 +13,6 @@ from mobilenets.fileio import TABLE_WIDTH, render_table
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
-needs_data = pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").exists(),
-                                reason="dataset-fashion-mnist not installed")
 
 ROWS = [{"name": f"mobilenet_v1_{a}_224", "backend": "onnx", "empty": None, "latency_ms": 1.25 * i,
          "note": "a long explanation of why this figure differs from the paper's, with the "
@@ -89,26 +88,54 @@ def test_registry_names_at_any_size():
     assert all(variant_name(n) == n for n in M.list_models())  # the registered ones, unchanged
 
 
-@needs_data
-def test_train_writes_curves_and_one_report_predict_draws(capsys, tmp_path):
-    out = tmp_path / "run"
-    assert main(["train", "--preset", "smoke", "--out", str(out), "--tensorboard"]) == 0
-    stdout = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One `train --preset smoke --tensorboard` run: its folder and what it printed (the tests
+    below each check one thing it wrote or one command on its model)."""
+    out = tmp_path_factory.mktemp("output") / "run"
+    code, stdout, err = run_cli_captured("train", "--preset", "smoke", "--out", out,
+                                         "--tensorboard")
+    assert code == 0, err
+    return out, stdout
+
+
+@pytest.mark.needs_data
+def test_train_prints_one_report_within_the_width(smoke_run):
+    out, stdout = smoke_run
     assert stdout.count("confusion matrix") == 1
-    assert widest("\n".join(x for x in stdout.splitlines() if str(tmp_path) not in x)) <= TABLE_WIDTH
+    assert widest("\n".join(x for x in stdout.splitlines() if str(out.parent) not in x)) <= TABLE_WIDTH
     assert (out / "eval_report.txt").read_text().strip() in stdout
+
+
+@pytest.mark.needs_data
+def test_train_draws_curves_and_logs_tensorboard(smoke_run):
+    out, _ = smoke_run
     assert (out / "curves.png").read_bytes()[:8] == PNG
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))  # installed with set-up
+
+
+@pytest.mark.needs_data
+def test_predict_draws_the_top_k(smoke_run, capsys, tmp_path):
+    out, _ = smoke_run
     image = ROOT / "docs" / "examples" / "bag.png"
     assert main(["predict", str(out / "model.safetensors"), str(image), "--top-k", "2",
                  "--output-dir", str(tmp_path / "pics"), "--format", "json"]) == 0
     row = json.loads(capsys.readouterr().out)[0]
-    assert Path(row["picture"]).name == "bag_top2.png"
+    assert Path(row["picture"]) == tmp_path / "pics" / "bag_top2.png"
     assert Path(row["picture"]).read_bytes()[:8] == PNG
-    # compare and bench name the model as the registry does, at its own input size
+
+
+@pytest.mark.needs_data
+def test_compare_names_the_model_at_its_input_size(smoke_run, capsys):
+    out, _ = smoke_run
     assert main(["compare", str(out)]) == 0
     table = capsys.readouterr().out
     assert "mobilenet_v1_0.25_32" in table and "mobilenet_v1_0.25_128" not in table
+
+
+@pytest.mark.needs_data
+def test_bench_names_the_model_and_fills_the_peer_column(smoke_run, capsys):
+    out, _ = smoke_run
     assert main(["bench", "--model-file", str(out / "model.safetensors"), "--backends",
                  "eager,timm", "--rounds", "1", "--batch", "2", "--no-memory", "--threads", "1"]) == 0
     table = capsys.readouterr().out
@@ -120,7 +147,8 @@ def test_train_writes_curves_and_one_report_predict_draws(capsys, tmp_path):
 
 
 def test_plot_helpers_reject_bad_input(tmp_path):
-    from mobilenets.engine.plots import plot_prediction, plot_training_curves
+    from mobilenets.engine.plots import plot_training_curves
+    from mobilenets.tasks.classification.figures import plot_prediction
 
     with pytest.raises(ValueError, match="history is empty"):
         plot_training_curves([], tmp_path / "c.png")

@@ -14,7 +14,7 @@ from mobilenets.cli import main
 from mobilenets.deploy.mobile import bf16_supported, export_mobile, verify
 from mobilenets.deploy.onnx_export import ExportError
 from mobilenets.deploy.quantize import float_module_names, keep_float
-from mobilenets.deploy.runtimes import MissingExtraError, available, load_runner, require
+from mobilenets.deploy.runtimes import MissingExtraError, load_runner, require
 from mobilenets.models.registry import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +47,7 @@ def images(n: int = 32, seed: int = 1) -> torch.Tensor:
     return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.numerics
 def test_verify_refuses_a_file_that_computes_something_else():
     model = tiny()
 
@@ -83,8 +84,8 @@ def test_missing_extra_names_the_pip_command():
         require("litert", "no_such_module_for_this_test")
 
 
+@pytest.mark.numerics
 def test_executorch_fp32_int8_and_portable_fallback(tmp_path):
-    pytest.importorskip("executorch")
     model = tiny()
     report = export_mobile(model, tmp_path / "m.pte", "executorch")
     assert report.delegation["outside"] == {} and report.delegation["delegated_ops"] > 20
@@ -125,8 +126,8 @@ def test_executorch_fp32_int8_and_portable_fallback(tmp_path):
     assert any(op == "Convert (NC)" for op, _ in ops)  # int8: the quantize after float layers
 
 
+@pytest.mark.numerics
 def test_litert_int8_nhwc_runner_quantizes_its_io(tmp_path):
-    pytest.importorskip("litert_torch")
     model = tiny()
     calibration = [images(32, s) for s in (2, 3)]
     report = export_mobile(model, tmp_path / "q.tflite", "litert-int8", calibration=calibration,
@@ -140,9 +141,8 @@ def test_litert_int8_nhwc_runner_quantizes_its_io(tmp_path):
     assert out.dtype == torch.float32 and out.shape == (3, 1000)
 
 
+@pytest.mark.numerics
 def test_openvino_fp32_and_bf16(tmp_path):
-    if not available("openvino"):  # not importorskip: a bare import sends OpenVINO's telemetry
-        pytest.skip("openvino not installed")
     model = tiny()
     report = export_mobile(model, tmp_path / "m.xml", "openvino")
     assert report.max_abs_diff <= report.tolerance
@@ -161,8 +161,6 @@ def test_openvino_fp32_and_bf16(tmp_path):
 def test_openvino_export_sends_no_telemetry(tmp_path):
     """OpenVINO's converter writes a client id under ~/intel and posts usage events unless told
     not to; through our import it must do neither (a fresh process, HOME in tmp_path)."""
-    if not available("openvino"):
-        pytest.skip("openvino not installed")
     code = ("import sys, torch; from mobilenets.deploy.mobile import export_mobile; "
             "from mobilenets.models.registry import create_model; "
             "m = create_model('mobilenet_v1_0.25_128').eval(); m.config.resolution = 32; "
@@ -183,8 +181,9 @@ def test_openvino_export_sends_no_telemetry(tmp_path):
     assert out == ["openvino.tools.ovc.telemetry_stub"] * 2
 
 
+@pytest.mark.numerics
+@pytest.mark.needs_data
 def test_cli_export_litert_evaluates_and_refuses_bad_options(capsys, tmp_path):
-    pytest.importorskip("litert_torch")
     out = tmp_path / "run"
     assert main(["train", "--preset", "smoke", "--out", str(out), "--limit-train", "64",
                  "--limit-val", "32"]) == 0
@@ -202,7 +201,6 @@ def test_cli_export_litert_evaluates_and_refuses_bad_options(capsys, tmp_path):
 
 
 def test_pick_across_runtimes_and_precisions_draws_one_curve_each(tmp_path):
-    pytest.importorskip("litert_torch")
     from mobilenets.deploy.pick import candidates, pick
 
     csv_path = tmp_path / "sweep.csv"

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_resumed_exactly, run_cli_captured
 from PIL import Image
 
 import mobilenets as M
@@ -161,6 +162,7 @@ def test_augmentation_moves_images_and_masks_together():
     assert set(y.unique().tolist()) <= {0, 1, 2, 3, IGNORE_INDEX}
 
 
+@pytest.mark.numerics
 def test_loss_falls_in_a_few_steps():
     torch.manual_seed(0)
     model = create_segmenter("v2", 0.25, 3, "lite", 16, dropout=0.0)
@@ -171,26 +173,54 @@ def test_loss_falls_in_a_few_steps():
     # Adam at a small rate: SGD at 0.1 with momentum swung with the thread count (unstable).
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(12):
+    for _ in range(20):
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
     assert losses[0] == pytest.approx(np.log(3), abs=0.1)  # small initial logits
-    assert losses[-1] < 0.75 * losses[0]  # 0.27-0.64 over 5 seeds, 1 and 2 threads
+    # The best of 20 steps, not the last of 12 (0.33-0.64 x the first by seed and kernel): the best
+    # is 0.16-0.30 x over 5 seeds and AVX2, ATen default, oneDNN off, 1 and 2 threads.
+    assert min(losses) < 0.75 * losses[0], losses
 
 
-def test_train_resume_eval_predict_and_cost(scenes, tmp_path, monkeypatch, capsys):
+@pytest.fixture(scope="module")
+def seg_run(scenes, tmp_path_factory):
+    """The smoke recipe trained for 2 epochs of 16 images: (its folder, train_segmenter's result)."""
+    out = tmp_path_factory.mktemp("seg") / "full"
     cfg = make_seg_config("smoke", data=str(scenes / "train"), val_data=str(scenes / "val"),
-                              out_dir=str(tmp_path / "full"), epochs=2, batch_size=8)
-    full = train_segmenter(cfg)
-    assert full["steps"] == 4 and len(full["history"]) == 2
-    assert 0 <= full["val"]["miou"] <= 100 and full["val"]["pixels"] == 4 * 32 * 32
-    assert [p["name"] for p in full["val"]["per_class"]] == ["background", *CLASSES]
-    saved = json.loads((tmp_path / "full" / "eval.json").read_text())
-    assert saved["model"]["output_stride"] == 16 and saved["model"]["resolution"] == 32
+                          out_dir=str(out), epochs=2, batch_size=8)
+    return out, train_segmenter(cfg)
 
+
+@pytest.fixture(scope="module")
+def eval8(seg_run, scenes):
+    """``segment eval`` of the run at output stride 8: the report's path."""
+    out, _ = seg_run
+    report = out.parent / "eval8.json"
+    code, _, err = run_cli_captured("segment", "eval", out / "model.safetensors", "--data",
+                                    scenes / "val", "--output-stride", "8", "--format", "json",
+                                    "--output", report)
+    assert code == 0, err
+    return report
+
+
+def test_train_writes_the_run(seg_run):
+    out, full = seg_run
+    assert full.steps == 4 and len(full.history) == 2
+    assert 0 <= full.metrics["miou"] <= 100 and full.evaluation["pixels"] == 4 * 32 * 32
+    assert [p["name"] for p in full.evaluation["per_class"]] == ["background", *CLASSES]
+    saved = json.loads((out / "eval.json").read_text())
+    assert saved["model"]["output_stride"] == 16 and saved["model"]["resolution"] == 32
+    model = load_model(out / "model.safetensors", kind="segmenter")
+    assert model.metadata["class_names"][0] == "background"
+
+
+@pytest.mark.numerics
+def test_resume_after_an_interruption_reaches_the_same_weights(seg_run, scenes, tmp_path,
+                                                                monkeypatch, capsys):
+    _, full = seg_run
     # Killed after the checkpoint at step 2, resumed: the same weights as the whole run.
     part = make_seg_config("smoke", data=str(scenes / "train"), val_data=None,
                                out_dir=str(tmp_path / "part"), epochs=2, batch_size=8)
@@ -208,33 +238,44 @@ def test_train_resume_eval_predict_and_cost(scenes, tmp_path, monkeypatch, capsy
     monkeypatch.setattr(loop, "save_checkpoint", real_save)
     resumed = train_segmenter(part, resume=True)
     assert "resumed from" in capsys.readouterr().out
-    for k, v in full["model"].state_dict().items():
-        assert torch.allclose(resumed["model"].state_dict()[k], v, rtol=1e-5, atol=1e-6), k
+    assert_resumed_exactly(full.model.state_dict(), resumed.model.state_dict())
 
-    model_file = str(tmp_path / "full" / "model.safetensors")
-    model = load_model(model_file, kind="segmenter")
-    assert model.metadata["class_names"][0] == "background"
-    assert main(["segment", "eval", model_file, "--data", str(scenes / "val"), "--output-stride",
-                 "8", "--format", "json", "--output", str(tmp_path / "eval8.json")]) == 0
-    ev = json.loads((tmp_path / "eval8.json").read_text())
-    assert ev["model"]["output_stride"] == 8 and ev["miou"] is not None
 
+def test_segment_eval_at_another_output_stride(eval8):
+    ev = json.loads(eval8.read_text())
+    assert ev["model"]["output_stride"] == 8 and ev["pixels"] == 4 * 32 * 32
+    ious = [p["iou"] for p in ev["per_class"] if p["iou"] is not None]  # classes present
+    assert ev["miou"] == pytest.approx(np.mean(ious), abs=0.01)
+
+
+def test_segment_predict_writes_an_overlay(seg_run, scenes, tmp_path):
+    out, _ = seg_run
     image = sorted((scenes / "val" / "images").iterdir())[0]
-    assert main(["segment", "predict", model_file, str(image), "--out-dir",
+    assert main(["segment", "predict", str(out / "model.safetensors"), str(image), "--out-dir",
                  str(tmp_path / "pred")]) == 0
     overlay = np.asarray(Image.open(tmp_path / "pred" / f"{image.stem}_overlay.png"))
     assert overlay.shape == (32, 32, 3)
 
-    assert main(["segment", "cost", "--resolution", "64", "--eval", str(tmp_path / "eval8.json"),
+
+def test_segment_cost_adds_the_evaluated_model_to_table7(eval8, tmp_path):
+    ev = json.loads(eval8.read_text())
+    assert main(["segment", "cost", "--resolution", "64", "--eval", str(eval8),
                  "--format", "json", "--output", str(tmp_path / "table7.json")]) == 0
     rows = json.loads((tmp_path / "table7.json").read_text())
     assert len(rows) == len(PAPER_TABLE7) + 1
     assert rows[-1]["output_stride"] == 8 and rows[-1]["miou"] == round(ev["miou"], 2)
     lite8 = next(r for r in rows if r["head"] == "lite" and r["output_stride"] == 8)
     assert lite8["mf_madds_b"] > 10 * lite8["madds_b"]  # 6 scales x 2 flips
-    assert main(["segment", "eval", model_file, "--data", str(tmp_path / "nowhere")]) == 2
+
+
+def test_segment_commands_name_bad_input(seg_run, scenes, tmp_path, capsys):
+    out, _ = seg_run
+    assert main(["segment", "eval", str(out / "model.safetensors"), "--data",
+                 str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
     assert main(["segment", "train", "--preset", "smoke", "--data", str(scenes / "train"),
                  "--set", "lr=-1"]) == 2
+    assert "lr" in capsys.readouterr().err
 
 
 def test_palette_and_overlay(tmp_path):

@@ -2,7 +2,6 @@
 Figure 2 and the channel shuffle; options, registry names, save/load, ONNX export, training and
 bench; its costs against the slides' Tables 3 and 4 and the ShuffleNet paper's Tables 1, 2, 5."""
 import json
-from pathlib import Path
 
 import onnx
 import pytest
@@ -21,8 +20,6 @@ from mobilenets.models.registry import build_from_config, config_name, variant_n
 from mobilenets.models.shufflenet import (SHUFFLENET_STAGE_CHANNELS, ShuffleNetV1,
                                           shufflenet_blocks, shufflenet_channels)
 from mobilenets.paper import TABLE3_V2_SHUFFLENET, paper_comparisons, table3_v2_trace
-
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 def units(model):
@@ -110,6 +107,7 @@ def test_shuffle_connects_every_group():
         assert bool((jac != 0).all()) == connected
 
 
+@pytest.mark.numerics
 def test_units_add_or_concatenate():
     torch.manual_seed(0)
     unit = ShuffleUnit(24, 24, 3).eval()
@@ -209,6 +207,7 @@ def test_residual_units_start_as_the_identity():
         torch.testing.assert_close(units(model)[1](x), x)  # relu(x + 0) on a non-negative x
 
 
+@pytest.mark.numerics
 def test_train_step_and_channels_last():
     model = tiny().train()
     x = torch.randn(4, 3, 32, 32)
@@ -263,6 +262,7 @@ def test_save_load_round_trip(tmp_path):
         "stride"] == 16
 
 
+@pytest.mark.numerics
 def test_onnx_fp32_and_int8_export(tmp_path):
     model = tiny()
     model.config.resolution = 32
@@ -275,6 +275,12 @@ def test_onnx_fp32_and_int8_export(tmp_path):
         torch.testing.assert_close(OnnxModule(tmp_path / "sn.onnx")(x), model(x),
                                    rtol=1e-4, atol=1e-4)
     calib = [torch.rand(16, 3, 32, 32) * 2 - 1]
+    # BN statistics of these images, not fresh ones (cosine 0.94 after int8): the int8 ranges
+    # fit, and the cosine (0.995) clears the bound whatever the int8 kernels round.
+    with torch.no_grad():
+        for _ in range(3):
+            model.train()(calib[0])
+    model.eval()
     int8 = quantize_int8(model, tmp_path / "sn8.onnx", calib, min_top1_agreement=0.0)
     assert int8.format == "onnx-int8"
     out = OnnxModule(tmp_path / "sn8.onnx")(calib[0])
@@ -293,15 +299,25 @@ def test_bench_offers_our_backends():
     assert rows[0].peer is None and all(r.latency_ms > 0 for r in rows)
 
 
-@pytest.mark.skipif(not FASHION.exists(), reason="dataset-fashion-mnist not installed")
+@pytest.mark.needs_data
 def test_train_cli_trains_a_shufflenet(tmp_path, capsys):
+    from mobilenets.engine.data import BatchTransform, load_fashion_mnist
+
     out = tmp_path / "run"
     code = main(["train", "--preset", "smoke", "--model", "shufflenet_v1_g3_0.25_224",
                  "--out-dir", str(out)])
-    assert code in (0, None)
+    assert code == 0, capsys.readouterr().err
     model = M.load_model(out / "model.safetensors")
     assert isinstance(model, ShuffleNetV1) and model.config.resolution == 32
-    assert json.loads((out / "summary.json").read_text())["top1"] >= 0
+    # The summary's top-1 is the saved model's on the smoke preset's 128 validation images (the
+    # first of the test split), counted here: within one image, as a near-tie may round either way.
+    test = load_fashion_mnist("test")
+    x = BatchTransform(32, train=False, eval_crop=1.0)(test.images[:128])
+    with torch.no_grad():
+        correct = int((model(x.contiguous(memory_format=torch.channels_last)).argmax(1)
+                       == test.labels[:128]).sum())
+    top1 = json.loads((out / "summary.json").read_text())["top1"]
+    assert abs(top1 - 100 * correct / 128) <= 100 / 128 + 1e-9, (top1, correct)
 
 
 # --------------------------------------------------------------------------------------- cost
@@ -362,18 +378,27 @@ def test_table3_shufflenet_column():
 
 # ---------------------------------------------------------------------------------------- CLI
 
-def test_cli(capsys):
-    assert main(["models", "--pattern", "shufflenet_v1_g3_*_224", "--format", "csv"]) in (0, None)
+def test_models_lists_the_shufflenets(capsys):
+    assert main(["models", "--pattern", "shufflenet_v1_g3_*_224", "--format", "csv"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 + 5 and out[1].startswith("shufflenet_v1_g3_0.25_224")
-    assert main(["paper-tables", "--table", "SN-5", "--format", "json"]) in (0, None)
+
+
+def test_paper_tables_prints_shufflenet_table5(capsys):
+    assert main(["paper-tables", "--table", "SN-5", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["table"] for r in rows] == ["SN-5"] * 4
+
+
+def test_profile_names_group_convolutions_and_traces_units_whole(capsys):
     assert main(["profile", "--model", "shufflenet_v1_g3_0.5_224", "--resolution", "64",
-                 "--memory", "--format", "json"]) in (0, None)
+                 "--memory", "--format", "json"]) == 0
     prof = json.loads(capsys.readouterr().out)
     assert any(t["kind"] == "Conv 1x1 g3" for t in prof["by_type"])
     assert "features.2" in {s["name"] for s in prof["memory"]["steps"]}  # a unit, one step
+
+
+def test_train_names_an_unknown_shufflenet(capsys):
     code = main(["train", "--preset", "smoke", "--model", "shufflenet_v1_g5_1.0_224"])
     err = capsys.readouterr().err
     assert code == 2 and "shufflenet_v1_g5_1.0_224" in err and "Traceback" not in err

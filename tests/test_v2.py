@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 import torchvision
+from helpers import run_cli_captured
 from torch import nn
 
 import mobilenets as M
@@ -56,6 +57,7 @@ def test_table2_block_by_block():
     assert model.dropout.p == 0.2
 
 
+@pytest.mark.numerics
 def test_residual_adds_the_input():
     block = InvertedResidual(8, 8, 1, 6).eval()
     x = torch.randn(2, 8, 9, 9)
@@ -150,6 +152,7 @@ def test_output_stride_by_dilation(output_stride, size):
     assert [i for i, c in enumerate(dws) if c.stride[0] == 2] == strided
 
 
+@pytest.mark.numerics
 def test_tf_same_padding_changes_the_result():
     # Training mode: BN normalises with the batch's statistics (fresh running statistics and
     # torchvision's init shrink eval-mode activations to ~1e-7).
@@ -319,11 +322,6 @@ def test_profile_cli_arch_and_memory(capsys, tmp_path):
 
 # --------------------------------------------------------------------------- everything else for V2
 
-needs_data = pytest.mark.skipif(
-    not __import__("pathlib").Path("/usr/share/datasets/fashion-mnist").exists(),
-    reason="Debian's dataset-fashion-mnist is not installed")
-
-
 def _v2_with_bn_statistics(width_mult=0.35, res=32, classes=10):
     torch.manual_seed(0)
     model = MobileNetV2(width_mult=width_mult, num_classes=classes)
@@ -350,33 +348,63 @@ def test_no_weight_decay_on_v2_depthwise_filters():
     assert len(groups["decay"]["params"]) == 1 + 16 + 17 + 1 + 1
 
 
-@needs_data
-def test_v2_train_eval_predict_finetune_compare(capsys, tmp_path):
-    out, ft = tmp_path / "run", tmp_path / "ft"
-    code = main(["train", "--preset", "smoke", "--model", "mobilenet_v2_0.35_96", "--resolution",
-                 "32", "--limit-train", "64", "--limit-val", "32", "--out", str(out)])
-    assert code == 0 and (out / "model.safetensors").exists()
-    model = M.load_model(out / "model.safetensors")
+@pytest.fixture(scope="module")
+def v2_run(tmp_path_factory):
+    """A smoke run of 0.35 MobileNetV2 at 32x32 on Fashion-MNIST, from the command line."""
+    out = tmp_path_factory.mktemp("v2") / "run"
+    code, _, err = run_cli_captured("train", "--preset", "smoke", "--model",
+                                    "mobilenet_v2_0.35_96", "--resolution", "32", "--limit-train",
+                                    "64", "--limit-val", "32", "--out", out)
+    assert code == 0, err
+    return out
+
+
+@pytest.fixture(scope="module")
+def v2_finetuned(v2_run):
+    """``v2_run`` fine-tuned with its body frozen."""
+    out = v2_run.parent / "ft"
+    code, _, err = run_cli_captured("finetune", "--preset", "smoke", "--init",
+                                    v2_run / "model.safetensors", "--freeze-body", "--limit-train",
+                                    "64", "--limit-val", "32", "--out", out)
+    assert code == 0, err
+    return out
+
+
+@pytest.mark.needs_data
+def test_v2_trains_from_the_command_line(v2_run):
+    model = M.load_model(v2_run / "model.safetensors")
     assert isinstance(model, MobileNetV2) and model.config.width_mult == 0.35
     assert model.config.resolution == 32 and model.config.dropout == 0.001
-    capsys.readouterr()
-    assert main(["eval", str(out / "model.safetensors"), "--limit", "16", "--format", "json"]) == 0
+
+
+@pytest.mark.needs_data
+def test_v2_eval_from_the_command_line(v2_run, capsys):
+    assert main(["eval", str(v2_run / "model.safetensors"), "--limit", "16", "--format",
+                 "json"]) == 0
     assert json.loads(capsys.readouterr().out)["num_samples"] == 16
-    assert main(["finetune", "--preset", "smoke", "--init", str(out / "model.safetensors"),
-                 "--freeze-body", "--limit-train", "64", "--limit-val", "32", "--out", str(ft)]) == 0
-    tuned = M.load_model(ft / "model.safetensors").state_dict()
-    for k, v in model.state_dict().items():  # only the classifier moved
+
+
+@pytest.mark.needs_data
+def test_v2_finetune_with_a_frozen_body_moves_only_the_classifier(v2_run, v2_finetuned):
+    model = M.load_model(v2_run / "model.safetensors")
+    tuned = M.load_model(v2_finetuned / "model.safetensors").state_dict()
+    for k, v in model.state_dict().items():
         assert torch.equal(v, tuned[k]) != k.startswith("classifier."), k
-    capsys.readouterr()
-    assert main(["compare", str(out), str(ft), "--format", "json"]) == 0
+
+
+@pytest.mark.needs_data
+def test_compare_names_and_costs_v2_runs_at_their_input_size(v2_run, v2_finetuned, capsys):
+    assert main(["compare", str(v2_run), str(v2_finetuned), "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["model"] for r in rows] == ["mobilenet_v2_0.35_32"] * 2  # named at its input size
-    assert rows[0]["madds_m"] == rows[1]["madds_m"] > 0 and rows[0]["resolution"] == 32
+    at_32 = profile_model(MobileNetV2(0.35, num_classes=10), (3, 32, 32)).total_madds / 1e6
+    assert rows[0]["madds_m"] == rows[1]["madds_m"] == round(at_32, 2)  # not at 96
+    assert rows[0]["resolution"] == 32
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_sweep_arch_v2_next_to_an_old_v1_csv(capsys, tmp_path):
-    from mobilenets.engine.sweep import read_rows
+    from mobilenets.engine.results import read_sweep_rows
 
     (tmp_path / "sweep.csv").write_text(  # a V1 sweep written before the arch column existed
         "label,width_mult,resolution,madds,params,top1,top5,epochs,train_seconds,model_path\n"
@@ -384,17 +412,18 @@ def test_sweep_arch_v2_next_to_an_old_v1_csv(capsys, tmp_path):
     argv = ["sweep", "--preset", "smoke", "--arch", "v2", "--width-mults", "0.35",
             "--resolutions", "32", "--limit-train", "32", "--limit-val", "32", "--out", str(tmp_path)]
     assert main(argv) == 0
-    rows = read_rows(tmp_path / "sweep.csv")
+    rows = read_sweep_rows(tmp_path / "sweep.csv")
     assert [(r["label"], r["arch"]) for r in rows] == [("0.25-32", "mobilenet_v1"),
                                                       ("mobilenet_v2_0.35_32", "mobilenet_v2")]
-    assert M.load_model(rows[1]["model_path"]).config.arch == "mobilenet_v2"
-    assert rows[1]["params"] == profile_model(MobileNetV2(0.35, num_classes=10),
-                                              (3, 32, 32)).total_params
+    model = M.load_model(rows[1]["model_path"])
+    assert model.config.arch == "mobilenet_v2"
+    assert rows[1]["params"] == sum(p.numel() for p in model.parameters())  # BN's included
     assert (tmp_path / "v2_a0.35_r32" / "model.safetensors").exists()
-    assert main(argv) == 0 and read_rows(tmp_path / "sweep.csv") == rows  # done: skipped
+    assert main(argv) == 0 and read_sweep_rows(tmp_path / "sweep.csv") == rows  # done: skipped
     assert main(argv[:-2] + ["--model", "mobilenet_v1_0.25_128"]) == 2  # --arch disagrees
 
 
+@pytest.mark.numerics
 def test_fold_batchnorm_and_export_of_inverted_residuals(tmp_path):
     from mobilenets.deploy.onnx_export import OnnxModule, export_onnx, fold_batchnorm
 
@@ -457,6 +486,9 @@ def test_pick_arch_v2_candidates_and_sweep_rows(tmp_path):
                         rounds=1, iters=1)
     assert [r["label"] for r in rows] == ["mobilenet_v2_0.5_32", "mobilenet_v2_0.35_32"]
     assert choice["label"] == "mobilenet_v2_0.5_32"
-    assert rows[1]["params"] == profile_model(MobileNetV2(0.35, num_classes=10), (3, 32, 32)).layer_params
+    # params: the convolutions' and the classifier's weights (Table 4's count, without BN)
+    layers = [m for m in MobileNetV2(0.35, num_classes=10).modules()
+              if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert rows[1]["params"] == sum(p.numel() for m in layers for p in m.parameters())
     with pytest.raises(ValueError, match="is a peer"):
         pick(latency_ms=5, backend="torchvision", arch="v2")

@@ -131,7 +131,7 @@ def _evaluate_export(model, extra: dict, path: Path, args) -> None:
     import torch
 
     from mobilenets.deploy.runtimes import load_runner
-    from mobilenets.engine.train import evaluate
+    from mobilenets.tasks.classification.train import evaluate
 
     ds, tf = eval_split(model.config, extra, args.data, "val", args.limit)
     names = extra.get("class_names") or ds.class_names

@@ -32,7 +32,7 @@ def cmd_detect(args) -> None:
 
     if args.action == "train":
         result = train_detector(config_from_args(args), resume=args.resume)
-        print(json.dumps(result["final"]))
+        print(json.dumps(result.last_epoch))
         return
     if args.action == "profile" and not args.model:
         model = build_detector(args.detector, args.arch, args.width_mult, args.num_classes,

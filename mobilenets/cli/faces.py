@@ -44,13 +44,12 @@ def cmd_faces(args) -> None:
            ("embeddings", "train"): faces.train_embeddings}.get((task, action))
     far = {"far": args.far} if task == "embeddings" else {}
     if run:
-        summary = run(cfg, args.data, resume=args.resume, **far)
+        result = run(cfg, args.data, resume=args.resume, **far)
     elif task == "attributes":
-        summary = faces.distill_attributes(cfg, args.data, args.teacher, resume=args.resume)
+        result = faces.distill_attributes(cfg, args.data, args.teacher, resume=args.resume)
     else:
-        summary = faces.distill_embeddings(cfg, args.data, args.teacher, resume=args.resume, **far)
-    summary.pop("model", None)
-    print(json.dumps(summary, indent=2))
+        result = faces.distill_embeddings(cfg, args.data, args.teacher, resume=args.resume, **far)
+    print(json.dumps({**result.summary, "model_path": result.model_path}, indent=2))
 
 
 def add_arguments(sub) -> None:

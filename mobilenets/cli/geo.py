@@ -10,7 +10,7 @@ from mobilenets.cli.train import add_classifier_arguments
 
 
 def cmd_geo(args) -> None:
-    from mobilenets.engine.loop import init_distributed
+    from mobilenets.engine.distributed import init_distributed
     from mobilenets.models.registry import load_model
     from mobilenets.tasks.geo import cells as geocells
     from mobilenets.tasks.geo import data as geodata
@@ -44,9 +44,9 @@ def cmd_geo(args) -> None:
         result = train_geolocator(config_from_args(args), args.train_csv, args.val_csv,
                                   args.cells, cell_cfg, resume=args.resume)
         if init_distributed().main:
-            print(f"{len(result['cells'])} cells; cell top-1 on val {result['val']['top1']:.2f}%; "
-                  f"{result['steps']} steps in {result['train_seconds']:.0f} s; "
-                  f"model: {result['model_path']}")
+            print(f"{len(result.extra['cells'])} cells; cell top-1 on val "
+                  f"{result.metrics['top1']:.2f}%; {result.steps} steps in "
+                  f"{result.session_seconds:.0f} s; model: {result.model_path}")
         return
     # eval: Table 11 for each model, the class prior and (optionally) a prior given a CSV column
     photos = geodata.read_geo_csv(args.csv)

@@ -20,11 +20,11 @@ def cmd_segment(args) -> None:
 
     if args.segment_command == "train":
         result = train_segmenter(config_from_args(args), args.resume)
-        if result["val"] is not None:
-            print(format_seg_report(result["val"]))
-        print(f"{result['steps']} steps ({result['epochs']:.2f} epochs) in "
-              f"{result['train_seconds']:.0f} s, {result['images_per_second']:.1f} images/s; "
-              f"model: {result['model_path']}")
+        if result.evaluation is not None:
+            print(format_seg_report(result.evaluation))
+        print(f"{result.steps} steps ({result.epochs:.2f} epochs) in "
+              f"{result.train_seconds:.0f} s, {result.images_per_second:.1f} images/s; "
+              f"model: {result.model_path}")
     elif args.segment_command in ("eval", "predict"):
         overrides = {"output_stride": args.output_stride} if args.output_stride else {}
         model = load_model(args.model_file, kind="segmenter", **overrides)

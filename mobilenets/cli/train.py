@@ -13,27 +13,27 @@ from mobilenets.models.registry import ARCH_ALIASES
 
 
 def cmd_train(args) -> None:
-    from mobilenets.engine.loop import init_distributed
+    from mobilenets.engine.distributed import init_distributed
     from mobilenets.engine.metrics import format_report
-    from mobilenets.engine.train import check_init_model, train
+    from mobilenets.tasks.classification.train import check_init_model, train
 
     cfg = config_from_args(args)
     if cfg.init_from and args.model:
         check_init_model(args.model, cfg.init_from)
     result = train(cfg, resume=args.resume)
     if init_distributed().main:  # under torchrun, one report
-        report = format_report(result["val"])
+        report = format_report(result.evaluation)
         write_text(Path(cfg.out_dir) / "eval_report.txt", report)  # the run's one evaluation
         print(report)
-        print(f"{result['steps']} steps ({result['epochs']:.2f} epochs) in "
-              f"{result['train_seconds']:.0f} s, {result['images_per_second']:.0f} images/s")
-        print(f"wrote {result['model_path']}\n  and beside it eval_report.txt (the report above), "
+        print(f"{result.steps} steps ({result.epochs:.2f} epochs) in "
+              f"{result.session_seconds:.0f} s, {result.images_per_second:.0f} images/s")
+        print(f"wrote {result.model_path}\n  and beside it eval_report.txt (the report above), "
               "curves.png, metrics.jsonl")
 
 
 def cmd_eval(args) -> None:
     from mobilenets.engine.metrics import format_report
-    from mobilenets.engine.train import evaluate
+    from mobilenets.tasks.classification.train import evaluate
     from mobilenets.models.registry import load_model
 
     model = load_model(args.model_file, kind="classifier")
@@ -76,7 +76,7 @@ def cmd_predict(args) -> None:
                                            for v, i in zip(top.values[n], top.indices[n])]}
                  for n, p in enumerate(paths)]
         if args.output_dir:  # each image beside its top-k labels, as PNG
-            from mobilenets.engine.plots import plot_prediction
+            from mobilenets.tasks.classification.figures import plot_prediction
 
             for r, image in zip(batch, images):
                 png = Path(args.output_dir) / f"{Path(r['image']).stem}_top{k}.png"
@@ -97,7 +97,7 @@ def cmd_predict(args) -> None:
 def cmd_sweep(args) -> None:
     from dataclasses import replace
 
-    from mobilenets.engine.sweep import run_sweep
+    from mobilenets.tasks.classification.sweep import run_sweep
     from mobilenets.models.registry import arch_name, get_spec
 
     cfg = config_from_args(args)
@@ -115,21 +115,22 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    from mobilenets.engine.sweep import compare_runs
+    from mobilenets.tasks.classification.sweep import compare_runs
 
     write_rows(compare_runs(args.runs, args.mean), args.format, args.output, args.wide)
 
 
 def cmd_distill(args) -> None:
-    from mobilenets.engine.distill import run_distill
+    from mobilenets.tasks.distillation.train import run_distill
 
     if not Path(args.teacher).is_file():
         raise FileNotFoundError(f"--teacher {args.teacher}: file not found")
-    s = run_distill(config_from_args(args), resume=args.resume)
+    run = run_distill(config_from_args(args), resume=args.resume)
+    s = run.summary
     top1 = f"top-1 {s['top1']:.2f}%, " if "top1" in s else ""
     print(f"{top1}{s['steps']} steps ({s['epochs']:.2f} epochs) in {s['train_seconds']:.0f} s; "
           f"{s['labeled_images']} labeled + {s['unlabeled_images']} unlabeled images; "
-          f"model: {s['model_path']}")
+          f"model: {run.model_path}")
 
 
 def add_classifier_arguments(parser) -> None:
@@ -157,8 +158,8 @@ def add_classifier_arguments(parser) -> None:
 
 def add_arguments(sub) -> None:
     """Add this module's commands to the ``mobilenets`` subparsers ``sub``."""
-    from mobilenets.engine.distill import DISTILL_PRESETS
-    from mobilenets.engine.train import PRESETS
+    from mobilenets.tasks.classification.train import PRESETS
+    from mobilenets.tasks.distillation.train import DISTILL_PRESETS
 
     s = add_parser(sub, "train", help="train with the paper's recipe (torchrun for several "
                    "processes)")

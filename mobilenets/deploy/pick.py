@@ -40,11 +40,11 @@ def candidates(accuracy_csv: str | None = None, arch: str | None = None) -> list
     from mobilenets.models.registry import MODELS, arch_name, list_models, variant_name
 
     if accuracy_csv:
-        from mobilenets.engine.sweep import read_rows
+        from mobilenets.engine.results import read_sweep_rows
 
         if not Path(accuracy_csv).is_file():
             raise FileNotFoundError(f"--accuracy file not found: {accuracy_csv}")
-        rows = read_rows(accuracy_csv)
+        rows = read_sweep_rows(accuracy_csv)
         if arch:
             rows = [r for r in rows if r["arch"] == arch_name(arch)]
         if not rows:

@@ -2,7 +2,7 @@
 logits out, whatever the file holds inside (int8 inputs and outputs, NHWC layout, a batch-1
 program).
 
-Runners (each an ``nn.Module``, so ``engine.train.evaluate`` runs an exported file unchanged):
+Runners (each an ``nn.Module``, so classification's ``evaluate`` runs an exported file unchanged):
 
     OnnxModule         ``.onnx``   ONNX Runtime (``onnx_export``)
     ExecuTorchRunner   ``.pte``    ExecuTorch with the XNNPACK delegate

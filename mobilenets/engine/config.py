@@ -1,10 +1,10 @@
 """Run configs: the fields every training run shares, presets, and the one ``--set`` parser.
 
 Every task's recipe is a dataclass that subclasses ``RunConfig`` (classification's
-``engine.train.TrainConfig``, ``tasks.detection.train.DetectConfig``, ...), changes its defaults
-and adds its own fields. ``RunConfig.validate`` checks the type of every field from its annotation
-once for all of them (a bool is not a number; numbers are finite), then each class checks its
-ranges. ``config_from_preset`` and ``parse_assignments`` are the only ways the library and the
+``tasks.classification.train.TrainConfig``, ``tasks.detection.train.DetectConfig``, ...), changes
+its defaults and adds its own fields. ``RunConfig.validate`` checks the type of every field from
+its annotation once for all of them (a bool is not a number; numbers are finite), then each class
+checks its ranges. ``config_from_preset`` and ``parse_assignments`` are the only ways the library and the
 command line build one.
 """
 from __future__ import annotations

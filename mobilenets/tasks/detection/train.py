@@ -8,6 +8,7 @@ import torch
 
 from mobilenets.engine.config import RunConfig, config_from_preset
 from mobilenets.engine.loop import fit, write_run_outputs
+from mobilenets.engine.results import RunResult
 from mobilenets.models.layers import check_choice
 from mobilenets.models.registry import arch_name
 from mobilenets.tasks.detection.data import (CocoDetection, collate, detection_augment,
@@ -98,7 +99,11 @@ def make_detect_config(preset: str = "synthetic", **overrides) -> DetectConfig:
     return config_from_preset(DETECT_PRESETS, preset, **overrides)
 
 
-def train_detector(cfg: DetectConfig, resume: bool = False) -> dict:
+#: The numbers of ``evaluate_detector`` that each epoch records, and the run's ``metrics``.
+METRIC_KEYS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "images")
+
+
+def train_detector(cfg: DetectConfig, resume: bool = False) -> RunResult:
     """Train a detector on COCO-format data, evaluating COCO mAP after every epoch.
 
     Writes the run folder of ``engine.loop.fit`` (``config.json``, ``checkpoint.pt``,
@@ -111,7 +116,9 @@ def train_detector(cfg: DetectConfig, resume: bool = False) -> dict:
             an uninterrupted run). Without it an existing checkpoint is an error.
 
     Returns:
-        ``{"history": [per-epoch records], "final": the last record, "out_dir": ..., "model"}``.
+        A ``RunResult``: ``history`` the per-epoch records, ``metrics`` the last epoch's COCO
+        numbers (``METRIC_KEYS``; none without ``val_data``), ``summary`` the last record and
+        the run's facts.
 
     Raises:
         ValueError / FileNotFoundError: for bad data or a config/checkpoint mismatch.
@@ -134,14 +141,12 @@ def train_detector(cfg: DetectConfig, resume: bool = False) -> dict:
 
     def epoch_eval(m):
         metrics = evaluate_detector(m, val_set, cfg.eval_batch_size, cfg.limit_val)
-        return {k: metrics[k] for k in ("AP", "AP50", "AP75", "AP_small", "AP_medium",
-                                        "AP_large", "images")}
+        return {k: metrics[k] for k in METRIC_KEYS}
 
     run = fit(cfg, model, train_set, loss_fn, epoch_eval if val_set is not None else None,
               augment=detection_augment(cfg.flip), collate=collate, resume=resume,
               desc="detect")
-    history = run["history"]
-    final = history[-1] if history else {}
-    write_run_outputs(cfg, run["model"], {**final, **run["summary"]},
-                      extra={"class_names": train_set.class_names})
-    return {"history": history, "final": final, "out_dir": cfg.out_dir, "model": run["model"]}
+    final = run.last_epoch
+    return write_run_outputs(cfg, run, {**final, **run.summary},
+                             metrics={k: final[k] for k in METRIC_KEYS if k in final},
+                             metadata={"class_names": train_set.class_names})

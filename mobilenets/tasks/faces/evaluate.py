@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mobilenets.engine.data import BatchTransform, stored_size
-from mobilenets.engine.metrics import average_precision_per_column, tar_at_far
+from mobilenets.tasks.faces.metrics import average_precision_per_column, tar_at_far
 from mobilenets.models.registry import load_model
 from mobilenets.tasks.faces.data import (MultiLabelDataset, data_csv, load_attribute_csv,
                                          load_identity_csv, load_pairs_csv)
@@ -33,8 +33,8 @@ def attribute_names(model: nn.Module, path: str | os.PathLike) -> list[str]:
 def model_outputs(model: nn.Module, dataset, resolution: int, eval_crop: float = 1.0,
                   batch_size: int = 256) -> torch.Tensor:
     """The model's outputs (logits or embeddings) for every image of ``dataset``, in order,
-    through the evaluation transform (``distill.teacher_outputs`` without a cache)."""
-    from mobilenets.engine.distill import teacher_outputs
+    through the evaluation transform (distillation's ``teacher_outputs`` without a cache)."""
+    from mobilenets.tasks.distillation.train import teacher_outputs
 
     tf = BatchTransform(resolution, False, eval_crop=eval_crop,
                         out_channels=getattr(model, "in_channels", 3))

@@ -1,9 +1,9 @@
 """Training the face models (sections 4.5 and 4.7) through ``engine.loop.fit``: the 1.0
-teachers on the labels, and the students distilled from them (``engine.distill``)."""
+teachers on the labels, and the students distilled from them (``tasks.distillation.train``)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -12,13 +12,14 @@ from torch import nn
 from mobilenets.engine.config import config_from_preset
 from mobilenets.engine.data import stored_size
 from mobilenets.engine.loop import fit, write_run_outputs
-from mobilenets.engine.metrics import tar_at_far
-from mobilenets.engine.train import TrainConfig, train_augment
+from mobilenets.engine.results import RunResult
 from mobilenets.models.base import check_positive_int
 from mobilenets.models.registry import load_model
+from mobilenets.tasks.classification.train import TrainConfig, train_augment
 from mobilenets.tasks.faces.data import limit_splits, open_attribute_data, open_identity_data
 from mobilenets.tasks.faces.evaluate import (attribute_names, cost, evaluate_attributes,
                                              evaluate_verification)
+from mobilenets.tasks.faces.metrics import tar_at_far
 from mobilenets.tasks.faces.model import EmbeddingNet, IdentityClassifier, build_backbone
 
 
@@ -47,8 +48,8 @@ def recipes() -> dict:
     ``embeddings-teacher``, ``embeddings-student``."""
     from dataclasses import asdict, replace
 
-    from mobilenets.engine.distill import DistillConfig
-    from mobilenets.engine.train import PRESETS
+    from mobilenets.tasks.classification.train import PRESETS
+    from mobilenets.tasks.distillation.train import DistillConfig
 
     # The Fashion-MNIST recipe (the paper's RMSprop, train.PRESETS) at 32 pixels, the smallest
     # input the models take (Fashion-MNIST is 28x28), so every run fits a small CPU.
@@ -82,8 +83,8 @@ def faces_config(recipe: str, **overrides):
 
     Args:
         recipe: ``"attributes-teacher"`` (a ``TrainConfig``), ``"attributes-student"`` and
-            ``"embeddings-student"`` (``distill.DistillConfig``), ``"embeddings-teacher"``
-            (``EmbeddingTrainConfig``).
+            ``"embeddings-student"`` (``tasks.distillation.train.DistillConfig``),
+            ``"embeddings-teacher"`` (``EmbeddingTrainConfig``).
         **overrides: Fields of that config class.
 
     Returns:
@@ -104,15 +105,16 @@ def _check_far(pairs, far: float) -> None:
     tar_at_far(torch.zeros(1), torch.zeros(int((~pairs[2]).sum())), far)
 
 
-def _finish(cfg, model: nn.Module, run_summary: dict, result: dict, extra: dict) -> dict:
-    summary = {**{k: v for k, v in result.items() if isinstance(v, (int, float))},
-               **cost(model, cfg.input_size), **run_summary}
-    summary["model_path"] = str(write_run_outputs(cfg, model, summary, eval_result=result,
-                                                  extra=extra))
-    return summary
+def _finish(cfg, run: RunResult, facts: dict, result: dict, metadata: dict) -> RunResult:
+    """Write the run's outputs: its summary is the evaluation's numbers, the model's cost, the
+    run's facts and ``facts``."""
+    metrics = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+    summary = {**metrics, **cost(run.model, cfg.input_size), **run.summary, **facts}
+    return write_run_outputs(cfg, run, summary, metrics=metrics, evaluation=result,
+                             metadata=metadata)
 
 
-def train_attributes(cfg, data_dir: str | os.PathLike, resume: bool = False) -> dict:
+def train_attributes(cfg, data_dir: str | os.PathLike, resume: bool = False) -> RunResult:
     """Train a multi-label MobileNet (one sigmoid per attribute) on ``train.csv``'s labels: the
     attribute teacher (binary cross-entropy, mean over attributes and images).
 
@@ -123,9 +125,9 @@ def train_attributes(cfg, data_dir: str | os.PathLike, resume: bool = False) -> 
         resume: Continue from ``cfg.out_dir/checkpoint.pt`` if it exists.
 
     Returns:
-        The summary (also ``summary.json``): ``mean_ap`` on ``test.csv`` (percent),
-        ``madds_m``, ``params_m``, steps, seconds, ``model_path``; ``eval.json`` holds the AP
-        of every attribute.
+        The ``RunResult``; its summary (``summary.json``) holds ``mean_ap`` on ``test.csv``
+        (percent), ``madds_m``, ``params_m``, steps, seconds; ``eval.json`` (``evaluation``)
+        the AP of every attribute.
     """
     cfg.validate()
     torch.manual_seed(cfg.seed)
@@ -141,33 +143,33 @@ def train_attributes(cfg, data_dir: str | os.PathLike, resume: bool = False) -> 
 
     run = fit(cfg, model, train_set, loss_fn, epoch_eval, augment=train_augment(cfg),
               resume=resume)
-    result = evaluate_attributes(run["model"], test_set, cfg.input_size, cfg.eval_crop)
-    return _finish(cfg, run["model"], {**run["summary"], "trained_on": "labels",
-                                       "labeled_images": len(train_set)},
+    result = evaluate_attributes(run.model, test_set, cfg.input_size, cfg.eval_crop)
+    return _finish(cfg, run, {"trained_on": "labels", "labeled_images": len(train_set)},
                    result, {"class_names": train_set.attribute_names, "data": str(data_dir)})
 
 
 def distill_attributes(cfg, data_dir: str | os.PathLike, teacher: str | os.PathLike,
-                       resume: bool = False) -> dict:
+                       resume: bool = False) -> RunResult:
     """Distil an attribute teacher into a (smaller) MobileNet on ``train.csv`` and
     ``unlabeled.csv`` images: the paper's section 4.5 (per-attribute sigmoid cross-entropy
     against the teacher's probabilities; labels used only with ``cfg.hard_weight`` > 0).
 
     Args:
-        cfg: A ``distill.DistillConfig`` with ``loss="sigmoid"``
+        cfg: A ``DistillConfig`` with ``loss="sigmoid"``
             (``faces_config("attributes-student", ...)``).
         data_dir: The attribute folder.
         teacher: The teacher's model file (from ``train_attributes``).
         resume: Continue from ``cfg.out_dir/checkpoint.pt`` if it exists.
 
     Returns:
-        ``distill``'s summary with ``mean_ap`` on ``test.csv``, ``madds_m``, ``params_m``.
+        ``distill``'s ``RunResult``, its summary with ``mean_ap`` on ``test.csv``, ``madds_m``,
+        ``params_m``.
 
     Raises:
         ValueError: if ``cfg.loss`` is not "sigmoid" or the teacher's attributes differ from
             the data's.
     """
-    from mobilenets.engine.distill import distill
+    from mobilenets.tasks.distillation.train import distill
 
     cfg.validate()
     if cfg.loss != "sigmoid":
@@ -181,16 +183,15 @@ def distill_attributes(cfg, data_dir: str | os.PathLike, teacher: str | os.PathL
         raise ValueError(f"teacher {teacher} predicts {names}, but the data has "
                          f"{train_set.attribute_names}")
     student = build_backbone(cfg, include_top=True, num_classes=len(names))
-    summary = distill(cfg, student, teacher_model, train_set, resume=resume,
-                      evaluate_fn=lambda m: evaluate_attributes(m, test_set, cfg.input_size,
-                                                                cfg.eval_crop),
-                      summary_extra={"teacher": str(teacher), "trained_on": "teacher",
-                                     **cost(student, cfg.input_size)})
-    return summary
+    return distill(cfg, student, teacher_model, train_set, resume=resume,
+                   evaluate_fn=lambda m: evaluate_attributes(m, test_set, cfg.input_size,
+                                                             cfg.eval_crop),
+                   summary_extra={"teacher": str(teacher), "trained_on": "teacher",
+                                  **cost(student, cfg.input_size)})
 
 
 def train_embeddings(cfg: EmbeddingTrainConfig, data_dir: str | os.PathLike,
-                     resume: bool = False, far: float = 1e-4) -> dict:
+                     resume: bool = False, far: float = 1e-4) -> RunResult:
     """Train the embedding teacher: an ``EmbeddingNet`` classifying ``train.csv``'s identities
     through an ``IdentityClassifier`` (cross-entropy); the classifier is dropped at the end.
 
@@ -202,8 +203,9 @@ def train_embeddings(cfg: EmbeddingTrainConfig, data_dir: str | os.PathLike,
             negative pairs).
 
     Returns:
-        The summary: ``tar`` (percent, at the false accept rate ``far`` on ``pairs.csv``),
-        the context rates of ``evaluate_verification``, ``madds_m``, ``params_m``, steps, seconds, ``model_path``.
+        The ``RunResult`` of the embedder (the classifier dropped); its summary holds ``tar``
+        (percent, at the false accept rate ``far`` on ``pairs.csv``), the context rates of
+        ``evaluate_verification``, ``madds_m``, ``params_m``, steps, seconds.
     """
     cfg.validate()
     torch.manual_seed(cfg.seed)
@@ -223,19 +225,19 @@ def train_embeddings(cfg: EmbeddingTrainConfig, data_dir: str | os.PathLike,
 
     run = fit(cfg, net, train_set, loss_fn, lambda m: {"val_tar": verify(m)["tar"]},
               augment=train_augment(cfg), resume=resume)
-    final = run["model"][0]
-    return _finish(cfg, final, {**run["summary"], "trained_on": "identities",
-                                "identities": len(train_set.class_names)},
-                   verify(final), {"data": str(data_dir)})
+    run = replace(run, model=run.model[0])
+    return _finish(cfg, run, {"trained_on": "identities",
+                              "identities": len(train_set.class_names)},
+                   verify(run.model), {"data": str(data_dir)})
 
 
 def distill_embeddings(cfg, data_dir: str | os.PathLike, teacher: str | os.PathLike,
-                       resume: bool = False, far: float = 1e-4) -> dict:
+                       resume: bool = False, far: float = 1e-4) -> RunResult:
     """Distil an embedding teacher into a (smaller) ``EmbeddingNet`` on ``train.csv`` and
     ``unlabeled.csv`` images by the squared distance of the embeddings: the paper's section 4.7.
 
     Args:
-        cfg: A ``distill.DistillConfig`` with ``loss="embedding"``
+        cfg: A ``DistillConfig`` with ``loss="embedding"``
             (``faces_config("embeddings-student", ...)``).
         data_dir: The identity folder.
         teacher: The teacher's model file (from ``train_embeddings``).
@@ -243,10 +245,10 @@ def distill_embeddings(cfg, data_dir: str | os.PathLike, teacher: str | os.PathL
         far: False accept rate of the evaluation. Default 1e-4 (Table 14).
 
     Returns:
-        ``distill``'s summary with ``tar`` (percent at ``far``), the context rates, ``madds_m``,
-        ``params_m``.
+        ``distill``'s ``RunResult``, its summary with ``tar`` (percent at ``far``), the context
+        rates, ``madds_m``, ``params_m``.
     """
-    from mobilenets.engine.distill import distill
+    from mobilenets.tasks.distillation.train import distill
 
     cfg.validate()
     if cfg.loss != "embedding":

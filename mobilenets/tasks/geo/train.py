@@ -1,13 +1,15 @@
 """Training a PlaNet geolocator: a MobileNet classifying photos into geocells, trained by
-``engine.train.train`` on the photos linked into one folder per cell."""
+``tasks.classification.train.train`` on the photos linked into one folder per cell."""
 from __future__ import annotations
 
 import os
 from dataclasses import replace
 from pathlib import Path
 
-from mobilenets.engine.loop import init_distributed, lock_run_folder
-from mobilenets.engine.train import PRESETS, TrainConfig, train
+from mobilenets.engine.distributed import init_distributed
+from mobilenets.engine.results import RunResult
+from mobilenets.engine.runfolder import lock_run_folder
+from mobilenets.tasks.classification.train import PRESETS, TrainConfig, train
 from mobilenets.tasks.geo.cells import GeocellConfig, Geocells, build_geocells
 from mobilenets.tasks.geo.data import photo_coordinates, read_geo_csv, write_cell_imagefolder
 
@@ -17,7 +19,7 @@ GEO_PRESETS = {name: replace(cfg, out_dir="runs/geo") for name, cfg in PRESETS.i
 
 def train_geolocator(cfg: TrainConfig, train_csv: str | os.PathLike, val_csv: str | os.PathLike,
                      cells: str | os.PathLike | None = None,
-                     cell_config: GeocellConfig | None = None, resume: bool = False) -> dict:
+                     cell_config: GeocellConfig | None = None, resume: bool = False) -> RunResult:
     """Partition the earth into geocells and train ``cfg``'s MobileNet to classify photos into
     them (paper section 4.4).
 
@@ -36,7 +38,7 @@ def train_geolocator(cfg: TrainConfig, train_csv: str | os.PathLike, val_csv: st
         resume: Continue a killed run.
 
     Returns:
-        ``train``'s result, plus ``"cells"``: the ``Geocells``.
+        ``train``'s ``RunResult``, with the ``Geocells`` as ``extra["cells"]``.
 
     Raises:
         FileNotFoundError, ValueError: for a missing or malformed CSV or cells file, or no photo
@@ -61,4 +63,4 @@ def train_geolocator(cfg: TrainConfig, train_csv: str | os.PathLike, val_csv: st
         if init_distributed().main:
             print(", ".join(f"{split}: {r['images']} photos in cells, {r['outside_cells']} outside"
                             for split, r in report.items()), flush=True)
-    return {**train(cfg, resume=resume), "cells": found}
+    return replace(train(cfg, resume=resume), extra={"cells": found})

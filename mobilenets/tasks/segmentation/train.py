@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from mobilenets.engine.config import RunConfig, config_from_preset
 from mobilenets.engine.loop import fit, write_run_outputs
+from mobilenets.engine.results import RunResult
 from mobilenets.models.base import AtrousStride
 from mobilenets.models.layers import check_choice
 from mobilenets.models.registry import arch_name
@@ -102,7 +103,7 @@ def make_seg_config(preset: str = "synthetic", **overrides) -> SegConfig:
     return config_from_preset(SEG_PRESETS, preset, **overrides)
 
 
-def train_segmenter(cfg: SegConfig, resume: bool = False) -> dict:
+def train_segmenter(cfg: SegConfig, resume: bool = False) -> RunResult:
     """Train DeepLabv3 end to end (backbone and head) on a folder of images and masks.
 
     Args:
@@ -112,8 +113,9 @@ def train_segmenter(cfg: SegConfig, resume: bool = False) -> dict:
             ends with the weights of an uninterrupted one.
 
     Returns:
-        ``{"val": evaluation dict or None, "steps", "epochs", "train_seconds",
-        "images_per_second", "model_path", "history", "model"}``.
+        A ``RunResult``: ``metrics`` holds ``pixel_accuracy`` and ``miou``, ``evaluation`` the
+        final ``evaluate_segmenter`` dict (``eval.json``; None and no metrics without
+        ``val_data``).
 
     Raises:
         FileNotFoundError: for a missing data folder or ``init_from``.
@@ -143,16 +145,14 @@ def train_segmenter(cfg: SegConfig, resume: bool = False) -> dict:
 
     run = fit(cfg, model, train_set, loss_fn, epoch_eval if val_set is not None else None,
               augment=lambda batch, g: augment(*batch, g), resume=resume, desc="segment")
-    model = run["model"]
-    result = evaluate_segmenter(model, val_set, class_names=names) if val_set is not None else None
-    model_path = Path(cfg.out_dir) / "model.safetensors"
+    result = (evaluate_segmenter(run.model, val_set, class_names=names) if val_set is not None
+              else None)
     if result is not None:
-        result["model"] = model_info(model_path, model)
+        result["model"] = model_info(Path(cfg.out_dir) / "model.safetensors", run.model)
     summary = {"pixel_accuracy": result and result["pixel_accuracy"],
-               "miou": result and result["miou"], **run["summary"]}
-    write_run_outputs(cfg, model, summary, eval_result=result,
-                      extra={"class_names": names, "val_miou": result and result["miou"]})
-    return {"val": result, "steps": run["steps"], "epochs": run["epochs"],
-            "train_seconds": run["summary"]["train_seconds"],
-            "images_per_second": run["images_per_second"], "model_path": str(model_path),
-            "history": run["history"], "model": model}
+               "miou": result and result["miou"], **run.summary}
+    metrics = ({"pixel_accuracy": result["pixel_accuracy"], "miou": result["miou"]}
+               if result is not None else {})
+    return write_run_outputs(cfg, run, summary, metrics=metrics, evaluation=result,
+                             metadata={"class_names": names,
+                                       "val_miou": result and result["miou"]})

@@ -18,9 +18,11 @@ from mobilenets.engine.config import RunConfig, check_seed, config_from_preset
 from mobilenets.engine.data import (AUGMENTATIONS, BatchTransform, dataset_labels, iterate_batches,
                                     labeled_subset, limit_dataset, open_dataset, subset_dataset,
                                     unlabel_dataset)
-from mobilenets.engine.loop import Dist, all_reduce, fit, init_distributed, write_run_outputs
+from mobilenets.engine.distributed import Dist, all_reduce, init_distributed
+from mobilenets.engine.loop import fit, write_run_outputs
 from mobilenets.engine.metrics import EvalAccumulator
 from mobilenets.engine.progress import track
+from mobilenets.engine.results import RunResult
 from mobilenets.fileio import write_json
 from mobilenets.models.registry import create_model, get_spec, load_model
 
@@ -278,8 +280,8 @@ def evaluate(model: nn.Module, dataset, transform: BatchTransform, batch_size: i
 
 # --------------------------------------------------------------------------- training
 
-def train(cfg: TrainConfig, resume: bool = False) -> dict:
-    """Train, evaluating each epoch; return the final evaluation and run facts.
+def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
+    """Train, evaluating each epoch; return the run with its final evaluation.
 
     Args:
         cfg: The recipe (see ``TrainConfig``, ``make_config``).
@@ -287,9 +289,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             at its last checkpoint; the rest of the run is the same as if never interrupted).
 
     Returns:
-        ``{"val": evaluation dict, "steps": int, "epochs": float, "train_seconds": float,
-        "images_per_second": float, "model_path": str, "history": per-epoch records,
-        "model": the trained model (EMA weights when EMA is on)}``.
+        A ``RunResult``: ``metrics`` holds ``top1`` and ``top5``, ``evaluation`` the final
+        ``evaluate`` dict (per-class accuracy, confusion matrix; ``eval.json``), ``model`` the
+        trained model (EMA weights when EMA is on), ``model_path`` its file.
 
     Raises:
         DivergedError: if the loss becomes NaN or infinite, or far above its first value
@@ -315,19 +317,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
               num_workers=cfg.num_workers, d=d, resume=resume,
               on_fresh_start=lambda: write_labeled_subset(cfg.out_dir, labeled),
               module_in_train=frozen_bn_eval if cfg.freeze_body else None)
-    final_model = run["model"]
-    result = evaluate(final_model, val_set, eval_tf, d=d, class_names=class_names,
+    result = evaluate(run.model, val_set, eval_tf, d=d, class_names=class_names,
                       channels_last=cfg.channels_last, flip_test=cfg.flip_test)
-    summary = {"top1": result["top1"], "top5": result["top5"], **run["summary"]}
+    metrics = {"top1": result["top1"], "top5": result["top5"]}
+    summary = {**metrics, **run.summary}
     if labeled is not None:
         summary["labeled_images"] = labeled["count"]
         summary["labeled_subset_sha256"] = labeled["sha256"]
-    model_path = write_run_outputs(cfg, final_model, summary, d, eval_result=result,
-                                   extra={"class_names": class_names, "val_top1": result["top1"]})
-    return {"val": result, "steps": run["steps"], "epochs": run["epochs"],
-            "train_seconds": run["session_seconds"],
-            "images_per_second": run["images_per_second"], "model_path": str(model_path),
-            "history": run["history"], "model": final_model}
+    return write_run_outputs(cfg, run, summary, d, metrics=metrics, evaluation=result,
+                             metadata={"class_names": class_names, "val_top1": result["top1"]})
 
 
 # --------------------------------------------------------------------------- data splits

@@ -15,6 +15,10 @@ are kept, optionally in a cache file that is reused while the teacher and the im
 same; ``teacher_mode="online"`` instead runs it on every augmented batch. Training reuses
 ``engine.loop.fit``: the paper's optimizer (no weight decay on depthwise filters), the learning-rate
 schedule, batched seeded augmentation, atomic checkpoints and resume, ``summary.json``.
+
+A task of its own, not a part of classification: ``mobilenets distill`` distils classifiers, and
+the face models (``tasks.faces``) distil attribute classifiers and embedding networks with the same
+``distill``. Its config extends classification's ``TrainConfig`` (model, data, augmentation).
 """
 from __future__ import annotations
 
@@ -29,12 +33,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mobilenets.engine.data import BatchTransform, TensorImageDataset, iterate_batches
-from mobilenets.engine.loop import Dist, fit, init_distributed, lock_run_folder, write_run_outputs
-from mobilenets.engine.train import (PRESETS, TrainConfig, build_model, evaluate, open_splits,
-                                     train_augment, write_labeled_subset)
+from mobilenets.engine.distributed import Dist, init_distributed
+from mobilenets.engine.loop import fit, write_run_outputs
+from mobilenets.engine.results import RunResult
+from mobilenets.engine.runfolder import lock_run_folder
 from mobilenets.fileio import atomic_path, check_regular_file
 from mobilenets.models.config import ModelConfig
 from mobilenets.models.registry import load_model
+from mobilenets.tasks.classification.train import (PRESETS, TrainConfig, build_model, evaluate,
+                                                   open_splits, train_augment,
+                                                   write_labeled_subset)
 
 LOSSES = ("soft", "sigmoid", "embedding")
 TEACHER_MODES = ("precomputed", "online")
@@ -216,16 +224,17 @@ class DistillConfig(TrainConfig):
         return self
 
 
-#: ``mobilenets distill``'s recipes: the training presets (``train.PRESETS``) as distillation
-#: runs, writing to ``runs/distill`` by default.
+#: ``mobilenets distill``'s recipes: classification's presets (``tasks.classification.train.PRESETS``)
+#: as distillation runs, writing to ``runs/distill`` by default.
 DISTILL_PRESETS: dict[str, DistillConfig] = {
     name: DistillConfig(**{**asdict(cfg), "out_dir": "runs/distill"})
     for name, cfg in PRESETS.items()}
 
 
 def make_distill_config(base: TrainConfig | None = None, **overrides) -> DistillConfig:
-    """A ``DistillConfig`` from a ``TrainConfig`` (e.g. ``train.make_config("fashion-mnist")``)
-    with fields replaced; unknown names raise ``ValueError`` naming them.
+    """A ``DistillConfig`` from a ``TrainConfig`` (e.g. classification's
+    ``make_config("fashion-mnist")``) with fields replaced; unknown names raise ``ValueError``
+    naming them.
 
     Args:
         base: The training recipe to start from. Default: ``TrainConfig()`` (the paper's).
@@ -382,11 +391,11 @@ def _to_teacher_output(loss: str, out: Tensor) -> Tensor:
 
 def distill(cfg: DistillConfig, student: nn.Module, teacher: nn.Module | None, train_set,
             val_set=None, evaluate_fn=None, resume: bool = False,
-            summary_extra: dict | None = None) -> dict:
+            summary_extra: dict | None = None) -> RunResult:
     """Train `student` (any module: images -> logits or embeddings) to emulate `teacher`. `train_set`
     yields (image, target); for "soft", target = class index or -1 for an unlabeled image; for
     "sigmoid", a float vector (NaN = unlabeled); for "embedding", targets are ignored. Resumable
-    (checkpoint in cfg.out_dir), writes summary.json; returns the summary dict.
+    (checkpoint in cfg.out_dir), writes summary.json; returns the run.
 
     For ``"sigmoid"`` the teacher's raw outputs are taken as logits and passed through a sigmoid
     (the teacher's probabilities are what the student emulates).
@@ -401,7 +410,7 @@ def distill(cfg: DistillConfig, student: nn.Module, teacher: nn.Module | None, t
         train_set: Training images with targets as above (uint8 images, ``BatchTransform``
             augments them at ``cfg.input_size``).
         val_set: Validation images; for ``"soft"`` with class ids, evaluated each epoch and at
-            the end with ``train.evaluate`` (top-1, top-5). Default: none.
+            the end with classification's ``evaluate`` (top-1, top-5). Default: none.
         evaluate_fn: ``evaluate_fn(model) -> dict`` replacing that evaluation (e.g. an emulation
             measure for attributes or embeddings); its numeric entries go into each epoch's
             record (prefixed ``val_``) and into the summary. Default: the one above for
@@ -410,11 +419,11 @@ def distill(cfg: DistillConfig, student: nn.Module, teacher: nn.Module | None, t
         summary_extra: More JSON-serialisable facts for the summary. Default: none.
 
     Returns:
-        The summary (also in ``summary.json``): the final evaluation's numbers, ``steps``,
-        ``epochs``, ``train_seconds``, ``images_per_second_last_session``, ``world_size``,
-        ``distill_loss`` (cfg.loss), ``temperature``, ``hard_weight``, ``labeled_images``,
-        ``unlabeled_images``, ``teacher_mode``, ``model_path``, any ``summary_extra``; and
-        ``model``, the trained student (not in the file).
+        A ``RunResult``: ``metrics`` the final evaluation's numbers, ``model`` the trained
+        student, and ``summary`` (``summary.json``): those numbers, ``steps``, ``epochs``,
+        ``train_seconds``, ``images_per_second_last_session``, ``world_size``, ``distill_loss``
+        (cfg.loss), ``temperature``, ``hard_weight``, ``labeled_images``, ``unlabeled_images``,
+        ``teacher_mode``, any ``summary_extra``.
 
     Raises:
         ValueError: on a bad config, no usable teacher, or teacher/student output sizes that
@@ -463,18 +472,15 @@ def distill(cfg: DistillConfig, student: nn.Module, teacher: nn.Module | None, t
     counts = _label_counts(cfg.loss, train_set)
     run = fit(cfg, student, train_set, loss_fn, epoch_eval, augment=train_augment(cfg),
               num_workers=cfg.num_workers, d=d, resume=resume, desc="distill")
-    final = run["model"]
-    result = evaluate_fn(final) if evaluate_fn else {}
-    summary = {**_numbers(result), **run["summary"], "distill_loss": cfg.loss,
+    result = evaluate_fn(run.model) if evaluate_fn else {}
+    summary = {**_numbers(result), **run.summary, "distill_loss": cfg.loss,
                "temperature": cfg.temperature, "hard_weight": cfg.hard_weight, **counts,
                "teacher_mode": cfg.teacher_mode, **(summary_extra or {})}
-    extra = {"class_names": getattr(train_set, "class_names", None)}
+    metadata = {"class_names": getattr(train_set, "class_names", None)}
     if "top1" in result:
-        extra["val_top1"] = result["top1"]
-    summary["model_path"] = str(write_run_outputs(
-        cfg, final, summary, d, eval_result=result or None, extra=extra))
-    summary["model"] = final  # not in summary.json: the trained module, for the caller
-    return summary
+        metadata["val_top1"] = result["top1"]
+    return write_run_outputs(cfg, run, summary, d, metrics=_numbers(result),
+                             evaluation=result or None, metadata=metadata)
 
 
 def _numbers(result: dict) -> dict:
@@ -517,12 +523,12 @@ def _default_evaluate(cfg: DistillConfig, teacher, teacher_tf, val_set, d: Dist)
     return emulation
 
 
-def run_distill(cfg: DistillConfig, resume: bool = False) -> dict:
+def run_distill(cfg: DistillConfig, resume: bool = False) -> RunResult:
     """Distil ``cfg.teacher`` (our .safetensors) into a fresh ``cfg.model`` student on
     ``cfg.data`` (Fashion-MNIST or an ImageFolder), as ``mobilenets distill`` does.
 
     With ``cfg.label_fraction`` F < 1 the labels of a fixed, seeded, class-balanced share F of
-    the training images are kept (``train.labeled_subset``; the same images as ``mobilenets
+    the training images are kept (``engine.data.labeled_subset``; the same images as ``mobilenets
     train --label-fraction F`` with the same ``label_seed``) and the rest become unlabeled
     (teacher term only); the subset is recorded in ``out_dir/labeled_subset.json``.
 
@@ -531,7 +537,8 @@ def run_distill(cfg: DistillConfig, resume: bool = False) -> dict:
         resume: Continue from ``cfg.out_dir/checkpoint.pt`` if it exists.
 
     Returns:
-        ``distill``'s summary, plus ``labeled_subset_sha256`` with a label fraction.
+        ``distill``'s ``RunResult``; its summary holds ``teacher`` and, with a label fraction,
+        ``labeled_subset_sha256``.
 
     Raises:
         ValueError: if ``cfg.teacher`` is unset or its outputs do not fit the data (for

@@ -1,8 +1,8 @@
-"""The alpha x rho grid of the paper (Figures 4 and 5): train and evaluate each model, one CSV,
-two plots. A sweep is resumable: finished grid points are read back from the CSV and skipped."""
+"""The alpha x rho grid of the paper (Figures 4 and 5): train and evaluate each model, one CSV
+(``engine.results``' sweep CSV), two plots. A sweep is resumable: finished grid points are read
+back from the CSV and skipped. And ``compare_runs``: a table of finished classification runs."""
 from __future__ import annotations
 
-import csv
 import json
 import os
 import statistics
@@ -10,54 +10,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from mobilenets.cost.profiler import profile_model
-from mobilenets.engine.plots import mean_over_seeds, plot_accuracy_vs_madds, plot_accuracy_vs_params
-from mobilenets.engine.train import TrainConfig, train
-from mobilenets.fileio import atomic_path, read_csv, read_json
+from mobilenets.engine.results import read_sweep_rows, write_sweep_rows
+from mobilenets.fileio import read_json
 from mobilenets.models.registry import ARCHS, config_name, get_spec, variant_name
-
-#: The CSV columns. ``arch`` came with MobileNetV2: CSVs without it are MobileNet V1 sweeps.
-FIELDS = ["label", "arch", "width_mult", "resolution", "seed", "madds", "params", "top1", "top5", "epochs",
-          "train_seconds", "model_path"]
-#: Columns a sweep CSV may lack (older sweeps): ``arch`` (V1), ``seed`` (0), the rest unused.
-OPTIONAL_FIELDS = ("label", "arch", "seed", "model_path")
-
-
-def read_rows(path: str | os.PathLike) -> list[dict]:
-    """Rows of a sweep CSV, numbers parsed ([] if the file does not exist).
-
-    Raises:
-        ValueError: naming the file and what is wrong: columns of ``FIELDS`` missing (but
-            ``OPTIONAL_FIELDS``), or a cell that is not a number.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return []
-    reader = read_csv(path, dicts=True, what="sweep CSV")
-    missing = [k for k in FIELDS if k not in OPTIONAL_FIELDS and k not in (reader.fieldnames or ())]
-    if missing:
-        raise ValueError(f"{path} is not a sweep CSV written by `mobilenets sweep`: it lacks the "
-                         f"columns {', '.join(missing)}")
-    rows = list(reader)
-    for line, r in enumerate(rows, start=2):
-        r["arch"] = r.get("arch") or "mobilenet_v1"
-        r["seed"] = r.get("seed") or "0"  # CSVs before seeds: one run per point, seed 0
-        try:
-            for k, kind in (*((k, float) for k in ("width_mult", "top1", "top5", "epochs",
-                                                   "train_seconds")),
-                            *((k, int) for k in ("resolution", "madds", "params", "seed"))):
-                r[k] = kind(r[k])
-        except (TypeError, ValueError):
-            raise ValueError(f"{path} line {line}: column {k} holds {r[k]!r}, not a number"
-                             ) from None
-    return rows
-
-
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=FIELDS)
-            w.writeheader()
-            w.writerows(rows)
+from mobilenets.tasks.classification.figures import (mean_over_seeds, plot_accuracy_vs_madds,
+                                                     plot_accuracy_vs_params)
+from mobilenets.tasks.classification.train import TrainConfig, train
 
 
 def run_sweep(base: TrainConfig, width_mults=(1.0, 0.75, 0.5, 0.25),
@@ -99,22 +57,22 @@ def run_sweep(base: TrainConfig, width_mults=(1.0, 0.75, 0.5, 0.25),
     points = [(a, r, s, replace(base, width_mult=float(a), resolution=r, seed=s, out_dir=str(
         out / f"{prefix}a{a:g}_r{r}{f'_s{s}' if s else ''}")).validate())
         for a in width_mults for r in resolutions for s in seeds]
-    rows = read_rows(csv_path)
+    rows = read_sweep_rows(csv_path)
     done = {(r["arch"], r["width_mult"], r["resolution"], r["seed"]) for r in rows}
     for alpha, res, seed, cfg in points:
         if (arch, float(alpha), int(res), int(seed)) in done:
             continue
         result = train(cfg, resume=True)
         prof = profile_model(ARCHS[arch](width_mult=alpha, num_classes=len(
-            result["val"]["per_class"]), output_stride=base.output_stride), (3, res, res))
+            result.evaluation["per_class"]), output_stride=base.output_stride), (3, res, res))
         rows.append({"label": variant_name(base.model, alpha, res), "arch": arch,
                      "width_mult": float(alpha),
                      "resolution": int(res), "seed": int(seed), "madds": prof.total_madds,
-                     "params": prof.total_params, "top1": result["val"]["top1"],
-                     "top5": result["val"]["top5"], "epochs": result["epochs"],
-                     "train_seconds": round(result["train_seconds"], 1),
-                     "model_path": result["model_path"]})
-        _write_rows(csv_path, rows)
+                     "params": prof.total_params, "top1": result.metrics["top1"],
+                     "top5": result.metrics["top5"], "epochs": result.epochs,
+                     "train_seconds": round(result.session_seconds, 1),
+                     "model_path": result.model_path})
+        write_sweep_rows(csv_path, rows)
     fit = plot_accuracy_vs_madds(rows, out / "figure4_accuracy_vs_madds.png",
                                  title="Accuracy vs Mult-Adds (Figure 4)")
     plot_accuracy_vs_params(rows, out / "figure5_accuracy_vs_params.png",
@@ -146,7 +104,7 @@ def compare_runs(run_dirs: list[str | os.PathLike], mean: bool = False) -> list[
     Raises:
         FileNotFoundError: naming a folder without ``config.json`` or ``eval.json`` (unfinished).
     """
-    from mobilenets.engine.train import TrainConfig, build_model
+    from mobilenets.tasks.classification.train import TrainConfig, build_model
 
     rows = []
     for run in map(Path, run_dirs):
