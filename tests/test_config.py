@@ -66,6 +66,8 @@ def test_old_files_without_later_fields_or_with_nulls_load_with_the_defaults(tmp
               "output_stride": 32, "background_class": False, "zero_init_residual": True}
     write_old_file(tmp_path / "sn.safetensors", sn, old_sn)
     assert M.load_model(tmp_path / "sn.safetensors").config == sn.config
+    M.save_model(sn, tmp_path / "sn_new.safetensors")
+    assert stored_config(tmp_path / "sn_new.safetensors") == old_sn  # null blocks kept, as then
 
 
 def test_old_task_model_files_load(tmp_path):

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import ClassVar, Mapping, TypeVar
 
 C = TypeVar("C", bound="ModelConfig")
+#: ``ModelConfig``'s fields that a model file leaves out when they are None.
+_OPTIONAL = ("resolution", "name")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -47,10 +49,10 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         """The config as a JSON-ready dict (nested configs as dicts), as model files store it:
-        fields that are None are left out, as files have always left out an unrecorded
-        ``resolution`` or ``name`` (absent and null read back the same)."""
-        return dataclasses.asdict(self, dict_factory=lambda items: {k: v for k, v in items
-                                                                     if v is not None})
+        an unrecorded (None) ``resolution`` or ``name`` is left out, as files have always left
+        them out (absent and null read back the same)."""
+        return dataclasses.asdict(self, dict_factory=lambda items: {
+            k: v for k, v in items if not (v is None and k in _OPTIONAL)})
 
     def replace(self: C, **changes) -> C:
         """A copy with some fields changed (``dataclasses.replace``).
