@@ -82,8 +82,16 @@ def shufflenet_channels(width_mult: float, groups: int, blocks: Sequence[Sequenc
 
 @dataclass(kw_only=True, slots=True)
 class ShuffleNetV1Config(ClassifierConfig):
-    """``ShuffleNetV1``'s config: its arguments (see there) with their defaults, and
-    ``ModelConfig``'s ``arch``, ``resolution`` and ``name``."""
+    """``ShuffleNetV1``'s config: its constructor's arguments (see there), with the same defaults,
+    and ``ModelConfig``'s ``arch``, ``resolution`` and ``name``. ``model.config`` holds one;
+    ``registry.build_from_config(config)`` builds its model, ``save_model`` stores it.
+
+    Example:
+        >>> from mobilenets.models.registry import build_from_config
+        >>> config = ShuffleNetV1Config(width_mult=0.5, num_classes=10, resolution=160)
+        >>> build_from_config(config).config == config
+        True
+    """
 
     arch: str = "shufflenet_v1"
     groups: int = 3
