@@ -97,6 +97,17 @@ class ClassifierConfig(ModelConfig):
     """What the configs of MobileNet V1, V2 and ShuffleNet V1 share: the arguments of their
     constructors (see ``MobileNetV1`` for each), with the defaults all three have. ``dropout``,
     ``activation`` and ``blocks`` take each architecture's own default.
+
+    Each architecture's config (``MobileNetV1Config``, ``MobileNetV2Config``,
+    ``ShuffleNetV1Config``) adds its own arguments; ``model.config`` holds one,
+    ``registry.build_from_config(config)`` builds its model and ``save_model`` stores it.
+
+    Example:
+        >>> from mobilenets import MobileNetV1Config
+        >>> from mobilenets.models.registry import build_from_config
+        >>> config = MobileNetV1Config(width_mult=0.5, num_classes=10, resolution=160)
+        >>> build_from_config(config).config == config
+        True
     """
 
     width_mult: float = 1.0

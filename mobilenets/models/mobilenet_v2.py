@@ -72,16 +72,8 @@ def v2_channels(width_mult: float, blocks: Sequence[Sequence[int]] = V2_BLOCKS,
 
 @dataclass(kw_only=True, slots=True)
 class MobileNetV2Config(ClassifierConfig):
-    """``MobileNetV2``'s config: its constructor's arguments (see there), with the same defaults,
-    and ``ModelConfig``'s ``arch``, ``resolution`` and ``name``. ``model.config`` holds one;
-    ``registry.build_from_config(config)`` builds its model, ``save_model`` stores it.
-
-    Example:
-        >>> from mobilenets.models.registry import build_from_config
-        >>> config = MobileNetV2Config(width_mult=0.5, num_classes=10, resolution=160)
-        >>> build_from_config(config).config == config
-        True
-    """
+    """``MobileNetV2``'s config (a ``ClassifierConfig``): its constructor's arguments, with the
+    same defaults."""
 
     arch: str = "mobilenet_v2"
     dropout: float = 0.2

@@ -82,16 +82,8 @@ def shufflenet_channels(width_mult: float, groups: int, blocks: Sequence[Sequenc
 
 @dataclass(kw_only=True, slots=True)
 class ShuffleNetV1Config(ClassifierConfig):
-    """``ShuffleNetV1``'s config: its constructor's arguments (see there), with the same defaults,
-    and ``ModelConfig``'s ``arch``, ``resolution`` and ``name``. ``model.config`` holds one;
-    ``registry.build_from_config(config)`` builds its model, ``save_model`` stores it.
-
-    Example:
-        >>> from mobilenets.models.registry import build_from_config
-        >>> config = ShuffleNetV1Config(width_mult=0.5, num_classes=10, resolution=160)
-        >>> build_from_config(config).config == config
-        True
-    """
+    """``ShuffleNetV1``'s config (a ``ClassifierConfig``): its constructor's arguments, with the
+    same defaults."""
 
     arch: str = "shufflenet_v1"
     groups: int = 3
