@@ -43,6 +43,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from mobilenets.checks import check_int
 from mobilenets.deploy.machine import (machine_info, matmul_gflops, percentile, restores_threads,
                                        timed)
 from mobilenets.deploy.onnx_export import (OnnxModule, calibration_batches, export_onnx,
@@ -542,8 +543,7 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
             check_peer(b, arch)
         per_model.append(names)
     for name, value in (("batch", batch), ("threads", threads), ("rounds", rounds), ("iters", iters)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_int(name, value)
     if any(PRECISIONS.get(b) == "int8" for names in per_model for b in names):
         check_data_source(calibration_data, "--calibration-data")  # before any timing
     say = progress or (lambda s: None)

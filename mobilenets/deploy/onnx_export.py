@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from mobilenets.checks import check_choice, check_range
 from mobilenets.fileio import atomic_path
 from mobilenets.models.config import ModelConfig
 from mobilenets.models.layers import ConvBNAct
@@ -58,8 +59,7 @@ def input_shape(model: nn.Module, resolution: int | None = None) -> tuple[int, i
     config = getattr(model, "config", None)
     ours = isinstance(config, ModelConfig)
     res = resolution or (config.input_size if ours else 224)
-    if not isinstance(res, int) or res < 32:
-        raise ValueError(f"resolution must be an integer >= 32, got {res!r}")
+    check_range("resolution", res)
     return (config.in_channels if ours else 3, res, res)
 
 
@@ -89,8 +89,7 @@ def ort_session(path: str | os.PathLike, threads: int | None = None,
               "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
               "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
               "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
-    if optimization not in levels:
-        raise ValueError(f"optimization must be one of {sorted(levels)}, got {optimization!r}")
+    check_choice("optimization", optimization, levels)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1

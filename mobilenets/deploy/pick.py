@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from mobilenets.checks import check_int
 from mobilenets.deploy.bench import (PRECISIONS, SPIN_PAUSE_S, calibration_images, check_backends,
                                      export_backends, load_backend, model_from_spec,
                                      time_interleaved)
@@ -134,9 +135,8 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
     for k, v in budgets.items():
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
             raise ValueError(f"--{k.replace('_', '-')} must be a number > 0, got {v!r}")
-    if export_workers is not None and (isinstance(export_workers, bool)
-                                       or not isinstance(export_workers, int) or export_workers < 1):
-        raise ValueError(f"--export-workers must be an integer >= 1, got {export_workers!r}")
+    if export_workers is not None:
+        check_int("--export-workers", export_workers)
     backends = check_backends(backend)
     for b in backends:
         if b in PEERS:

@@ -8,9 +8,10 @@ from typing import Callable, Sequence
 
 from torch import nn
 
+from mobilenets.checks import check_choice
 from mobilenets.models.base import AtrousStride, MobileNetBase, check_rows
 from mobilenets.models.config import ClassifierConfig
-from mobilenets.models.layers import ConvBNAct, DepthwiseSeparable, check_choice
+from mobilenets.models.layers import ConvBNAct, DepthwiseSeparable
 
 #: Channels of the first layer, a full 3x3 convolution with stride 2 (Table 1, row 1).
 V1_STEM_CHANNELS = 32

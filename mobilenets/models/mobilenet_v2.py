@@ -8,7 +8,8 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from mobilenets.models.base import AtrousStride, MobileNetBase, check_positive_int, check_rows
+from mobilenets.checks import check_int
+from mobilenets.models.base import AtrousStride, MobileNetBase, check_rows
 from mobilenets.models.config import ClassifierConfig
 from mobilenets.models.layers import ConvBNAct, InvertedResidual
 
@@ -160,7 +161,7 @@ class MobileNetV2(MobileNetBase):
         self._check_args(width_mult, num_classes, in_channels, dropout)
         atrous = AtrousStride(output_stride)
         check_rows("blocks", blocks, "t, c, n, s")
-        check_positive_int("round_nearest", round_nearest)
+        check_int("round_nearest", round_nearest)
         norm_layer = norm_layer or partial(nn.BatchNorm2d, eps=bn_eps, momentum=bn_momentum)
         block_kwargs = dict(activation=activation, padding=padding, norm_layer=norm_layer)
 

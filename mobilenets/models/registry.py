@@ -30,6 +30,7 @@ from typing import Callable, Iterator, Mapping, NamedTuple
 import torch
 from torch import nn
 
+from mobilenets.checks import check_choice
 from mobilenets.models.base import MobileNetBase
 from mobilenets.models.config import ClassifierConfig, ModelConfig
 from mobilenets.models.mobilenet_v1 import V1_SHALLOW_BLOCKS, MobileNetV1
@@ -233,8 +234,7 @@ def register_builder(arch: str, builder: Callable[[ModelConfig], nn.Module], kin
                      config_class: type[ModelConfig]) -> None:
     """Register a task model: ``builder(config)`` makes a fresh model from the ``config`` that
     model stores, a ``config_class`` whose ``arch`` is ``arch``; ``kind`` is one of ``KINDS``."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    check_choice("kind", kind, KINDS)
     BUILDERS[arch] = TaskModel(builder, kind, config_class)
 
 
@@ -471,8 +471,7 @@ def load_model(path: str | os.PathLike, kind: str | None = None, **overrides) ->
     """
     stored, state, extra = read_model_file(path)
     if kind is not None:
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        check_choice("kind", kind, KINDS)
         found = kind_of(arch_of(stored))
         if found != kind:
             raise ValueError(f"{path} holds a {found or 'unknown'} model "

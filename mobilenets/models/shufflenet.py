@@ -10,7 +10,8 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from mobilenets.models.base import AtrousStride, MobileNetBase, check_positive_int, check_rows
+from mobilenets.checks import check_int
+from mobilenets.models.base import AtrousStride, MobileNetBase, check_rows
 from mobilenets.models.config import ClassifierConfig
 from mobilenets.models.layers import ConvBNAct, Pool2d, ShuffleUnit
 from mobilenets.models.mobilenet_v2 import make_divisible
@@ -175,7 +176,7 @@ class ShuffleNetV1(MobileNetBase):
             zero_init_residual=zero_init_residual,
         )
         self._check_args(width_mult, num_classes, in_channels, dropout)
-        self.groups = check_positive_int("groups", groups)
+        self.groups = check_int("groups", groups)
         blocks = shufflenet_blocks(groups) if blocks is None else blocks
         check_rows("blocks", blocks, "c, n, s")
         atrous = AtrousStride(output_stride)

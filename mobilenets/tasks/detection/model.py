@@ -36,8 +36,9 @@ from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNPredict
 from torchvision.models.detection.ssd import SSD, SSDHead, SSDScoringHead
 from torchvision.ops import MultiScaleRoIAlign
 
+from mobilenets.checks import check_choice, check_int
 from mobilenets.models.config import ClassifierConfig, TaskConfig
-from mobilenets.models.layers import ConvBNAct, DepthwiseSeparable, check_choice
+from mobilenets.models.layers import ConvBNAct, DepthwiseSeparable
 from mobilenets.models.registry import (ARCHS, arch_name, build_from_config, load_model,
                                         register_builder)
 
@@ -283,10 +284,8 @@ def build_detector(detector: str = "ssdlite", arch: str = "v2", width_mult: floa
         FileNotFoundError: if ``backbone_weights`` does not exist.
     """
     check_choice("detector", detector, DETECTORS)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 64:
-        raise ValueError(f"resolution must be an integer >= 64, got {resolution!r}")
+    check_int("num_classes", num_classes)
+    check_int("resolution", resolution, 64)
     if backbone_config is not None:
         base = build_from_config(backbone_config.replace(include_top=False))
     else:

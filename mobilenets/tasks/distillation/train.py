@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mobilenets.checks import check_choice, check_range
 from mobilenets.engine.data import BatchTransform, TensorImageDataset, iterate_batches
 from mobilenets.engine.distributed import Dist, init_distributed
 from mobilenets.engine.loop import fit, write_run_outputs
@@ -159,8 +160,7 @@ def distillation_loss(loss: str, student_out: Tensor, teacher_out: Tensor, targe
     Raises:
         ValueError: on an unknown ``loss`` or targets of the wrong shape.
     """
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    check_choice("loss", loss, LOSSES)
     if loss == "soft":
         per_example = soft_target_loss(student_out, teacher_out, temperature, reduction="none")
     elif loss == "sigmoid":
@@ -207,18 +207,14 @@ class DistillConfig(TrainConfig):
 
     def validate(self) -> "DistillConfig":
         super().validate()
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.teacher_mode not in TEACHER_MODES:
-            raise ValueError(f"teacher_mode must be one of {TEACHER_MODES}, got {self.teacher_mode!r}")
+        check_choice("loss", self.loss, LOSSES)
+        check_choice("teacher_mode", self.teacher_mode, TEACHER_MODES)
         if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
         if not (isinstance(self.hard_weight, (int, float)) and self.hard_weight >= 0):
             raise ValueError(f"hard_weight must be >= 0, got {self.hard_weight!r}")
-        if self.teacher_resolution is not None and (not isinstance(self.teacher_resolution, int)
-                                                    or self.teacher_resolution < 32):
-            raise ValueError(f"teacher_resolution must be an integer >= 32, got "
-                             f"{self.teacher_resolution!r}")
+        if self.teacher_resolution is not None:
+            check_range("teacher_resolution", self.teacher_resolution)
         if self.teacher_batch_size < 1:
             raise ValueError(f"teacher_batch_size must be >= 1, got {self.teacher_batch_size!r}")
         return self

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobilenets.models.base import check_positive_int
+from mobilenets.checks import check_int
 from mobilenets.models.config import TaskConfig
 from mobilenets.models.registry import build_from_config, create_model, register_builder
 
@@ -43,7 +43,7 @@ class EmbeddingNet(nn.Module):
 
     def __init__(self, backbone: nn.Module, embedding_dim: int = 128):
         super().__init__()
-        check_positive_int("embedding_dim", embedding_dim)
+        check_int("embedding_dim", embedding_dim)
         if getattr(backbone, "include_top", None) is not False:
             raise ValueError("backbone must be a MobileNet built with include_top=False")
         self.backbone = backbone

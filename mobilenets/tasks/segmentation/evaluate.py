@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobilenets.checks import check_range
 from mobilenets.engine.metrics import ConfusionMatrix
 from mobilenets.fileio import read_json, save_png
 from mobilenets.models.registry import load_model
@@ -292,8 +293,7 @@ def table7_rows(resolution: int = 512, num_classes: int = 21,
     """
     from mobilenets.cost.profiler import profile_model
 
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 32:
-        raise ValueError(f"resolution must be an integer >= 32, got {resolution!r}")
+    check_range("resolution", resolution)
     rows = []
     arch_of = {"MNet V1": "v1", "MNet V2*": "v2"}
     for p in PAPER_TABLE7:

@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobilenets.checks import check_choice
 from mobilenets.models.base import AtrousStride, MobileNetBase
 from mobilenets.models.config import ModelConfig, TaskConfig
-from mobilenets.models.layers import ConvBNAct, check_choice
+from mobilenets.models.layers import ConvBNAct
 from mobilenets.models.registry import (ARCHS, arch_name, build_from_config, load_model,
                                         register_builder)
 
