@@ -88,7 +88,7 @@ def timed_rows(jobs: list[tuple[str, str, torch.nn.Module]], threads: int, round
     with tempfile.TemporaryDirectory(prefix="phones-") as tmp:
         calib = {}
         for i, (label, backend, model) in enumerate(jobs):
-            shape = (3, model.config.get("resolution", 224), model.config.get("resolution", 224))
+            shape = (3, model.config.input_size, model.config.input_size)
             if BACKENDS[backend].precision == "int8" and shape not in calib:
                 calib[shape] = calibration_images("fashion-mnist", shape, 64)
             work = Path(tmp) / str(i)
@@ -167,7 +167,7 @@ def cmd_latency(args) -> None:
     mach.update(gemm_gflops=rates, matmul_gflops=max(rates.values()))
     from mobilenets.cost.profiler import profile_model
 
-    res = ours.config["resolution"]
+    res = ours.config.input_size
     madds = profile_model(ours, (3, res, res)).total_madds
     floor_ms = 2 * madds / max(rates.values()) / 1e6
     mach["ort_spinning"] = args.ort_spinning == "on"

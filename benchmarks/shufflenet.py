@@ -353,7 +353,7 @@ def cmd_train(args) -> None:
     timed = []
     for label, name in TRAIN_MODELS:
         model = load_model(next(r["model_path"] for r in runs if r["name"] == name)).float().eval()
-        shape = (model.config.get("in_channels", 3), res, res)
+        shape = (model.config.in_channels, res, res)
         timed.append((label, model, shape))
     calibration = {shape: calibration_images("fashion-mnist", shape, 256)}
     backends = args.backends.split(",") if args.backends else ["eager", "torch", "onnx", "int8"]

@@ -68,9 +68,7 @@ def entrant_model(name: str, cfg):
     if name == "timm":
         import timm
 
-        model = timm.create_model("mobilenetv1_100", pretrained=False, num_classes=10)
-        model.config = {}  # fit reads an optional config dict
-        return model
+        return timm.create_model("mobilenetv1_100", pretrained=False, num_classes=10)
     return build_model(cfg, 10)
 
 

@@ -252,7 +252,7 @@ def test_version_and_timm_names(capsys):
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"mobilenets {M.__version__}"
     assert M.get_spec("mobilenetv1_100").name == "mobilenet_v1_1.0_224"
-    assert M.create_model("mobilenetv2_140").config["name"] == "mobilenet_v2_1.4_224"
+    assert M.create_model("mobilenetv2_140").config.name == "mobilenet_v2_1.4_224"
     with pytest.raises(ValueError, match="did you mean mobilenet_v1_0.5_160"):
         M.get_spec("mobilenet_v1_0.5_16")
 

@@ -113,7 +113,7 @@ def test_keras_padding_matters(tmp_path):
     """The equivalence tests can tell: symmetric padding gives clearly different logits."""
     ref_model = keras_reference(0.25, 128)
     model = load_keras_mobilenet(_save_keras(ref_model, "keras", tmp_path))
-    wrong = build_from_config({**model.config, "padding": "symmetric"}).eval()
+    wrong = build_from_config(model.config.replace(padding="symmetric")).eval()
     wrong.load_state_dict(model.state_dict())
     x = torch.randn(2, 3, 128, 128)
     with torch.no_grad():
@@ -175,7 +175,7 @@ def test_timm_equivalence(name, res, ext, timm100, tmp_path):
         save_file({k: v.contiguous() for k, v in ref_model.state_dict().items()}, str(path))
     model = load_timm_mobilenet_v1(path)
     assert model.width_mult == {"mobilenetv1_100": 1.0, "mobilenetv1_125": 1.25}[name]
-    assert model.config["activation"] == "relu6" and model.config["padding"] == "symmetric"
+    assert model.config.activation == "relu6" and model.config.padding == "symmetric"
     diff = _check_against(ref_model, model, res)
     print(f"timm {name}{ext} res={res}: max diff {diff:.2e}")
     assert diff < TOL
@@ -295,7 +295,7 @@ def test_convert_keras_auto(tmp_path):
     assert detect_source(src) == "keras"
     dst = convert(src, tmp_path / "k.safetensors")
     model = load_model(dst)
-    assert model.config["padding"] == "keras" and model.config["bn_eps"] == 1e-3
+    assert model.config.padding == "keras" and model.config.bn_eps == 1e-3
     x = torch.randn(2, 3, 128, 128)
     with torch.no_grad():
         assert max_diff(model(x).numpy(), keras_forward(ref_model, x)) < TOL
@@ -324,7 +324,7 @@ def test_torchvision_v2_equivalence(width_mult, res, ext, tmp_path):
     assert detect_source(path) == "torchvision"
     model = load_torchvision_mobilenet_v2(path)
     assert model.width_mult == width_mult and model.num_classes == 10
-    assert model.config["padding"] == "symmetric" and model.config["bn_eps"] == 1e-5
+    assert model.config.padding == "symmetric" and model.config.bn_eps == 1e-5
     diff = _check_against(ref_model, model, res)
     print(f"torchvision mobilenet_v2 width_mult={width_mult}{ext} res={res}: max diff "
           f"{diff:.2e}")
@@ -359,8 +359,8 @@ def test_keras_v2_equivalence(fmt, keras_v2, tmp_path):
     assert detect_source(path) == "keras" and keras_arch(path) == "mobilenet_v2"
     dst = convert(path, tmp_path / "ours.safetensors")  # picks load_keras_mobilenet_v2
     model = load_model(dst)
-    assert model.config["arch"] == "mobilenet_v2" and model.width_mult == 0.35
-    assert model.config["padding"] == "tf_same" and model.num_classes == 10
+    assert model.config.arch == "mobilenet_v2" and model.width_mult == 0.35
+    assert model.config.padding == "tf_same" and model.num_classes == 10
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     ref = keras_forward(keras_v2, x)
     assert_meaningful(ref)
@@ -369,7 +369,7 @@ def test_keras_v2_equivalence(fmt, keras_v2, tmp_path):
     print(f"keras MobileNetV2 {fmt} alpha=0.35 res=64: max diff {diff:.2e}")
     assert diff < TOL
     # Symmetric padding gives clearly different logits: the comparison can tell.
-    wrong = build_from_config({**model.config, "padding": "symmetric"}).eval()
+    wrong = build_from_config(model.config.replace(padding="symmetric")).eval()
     wrong.load_state_dict(model.state_dict())
     with torch.no_grad():
         assert max_diff(wrong(x).numpy(), ref) > 10 * TOL

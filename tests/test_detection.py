@@ -60,7 +60,7 @@ def test_backbone_from_our_checkpoint(tmp_path):
     model = build_detector("ssdlite", "v1", num_classes=3, resolution=64,
                            backbone_weights=tmp_path / "cls.safetensors")
     assert torch.equal(model.backbone.to16[0].conv.weight, base.features[0].conv.weight)
-    assert model.config["backbone"]["width_mult"] == 0.25
+    assert model.config.backbone.width_mult == 0.25
     with pytest.raises(ValueError, match="mobilenet_v1"):
         build_detector("ssdlite", "v2", backbone_weights=tmp_path / "cls.safetensors")
     with pytest.raises(FileNotFoundError):

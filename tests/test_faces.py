@@ -251,7 +251,7 @@ def test_embedding_net_unit_norm_and_round_trip(tmp_path):
     assert emb.shape == (3, 16) and torch.allclose(emb.norm(dim=1), torch.ones(3))
     save_model(net, tmp_path / "e.safetensors")
     again = load_model(tmp_path / "e.safetensors", kind="embedding")
-    assert torch.equal(again(x), emb) and again.config["resolution"] == 32
+    assert torch.equal(again(x), emb) and again.config.resolution == 32
     with pytest.raises(ValueError, match="include_top=False"):
         EmbeddingNet(build_backbone(cfg, include_top=True), 16)
     with pytest.raises(ValueError, match="holds a embedding model"):

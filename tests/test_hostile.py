@@ -510,8 +510,8 @@ def test_keras_import_reproduces_every_size_its_source_accepts(app, alpha, built
     path = tmp_path / "m.keras"
     ref_model.save(path)
     model = load_model(convert(path, tmp_path / "m.safetensors"))
-    other = "tf_same" if model.config["padding"] == "keras" else "keras"
-    wrong = build_from_config({**model.config, "padding": other}).eval()
+    other = "tf_same" if model.config.padding == "keras" else "keras"
+    wrong = build_from_config(model.config.replace(padding=other)).eval()
     wrong.load_state_dict(model.state_dict())
     for size in sizes:
         x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(size))

@@ -43,7 +43,7 @@ def data(tmp_path_factory) -> Path:
 def model_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "model.safetensors"
     model = create_model("mobilenet_v1_0.25_128", num_classes=2)
-    model.config["resolution"] = 32
+    model.config.resolution = 32
     save_model(model, path, extra={"class_names": ["class0", "class1"]})
     return path
 
@@ -233,7 +233,7 @@ def test_openvino_export_changes_its_pair_as_one(tmp_path):
     xml.write_text("an earlier export's .xml")  # plain files, as earlier versions wrote them
     xml.with_suffix(".bin").write_text("and its .bin")
     model = create_model("mobilenet_v1_0.25_128", num_classes=10).eval()
-    model.config["resolution"] = 32
+    model.config.resolution = 32
     report = export_mobile(model, xml, "openvino")
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():  # the file read back is the pair just written

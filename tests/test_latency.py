@@ -59,7 +59,7 @@ def test_a_synthetic_devices_coefficients_are_recovered():
     latencies = []
     for name in names:
         model = variant_model(name, meta=False)
-        units = hand_count(model, model.config["resolution"])
+        units = hand_count(model, model.config.resolution)
         latencies.append(sum(truth[t] * units[t] for t in truth))
     device = fit_device([variant_profile(n) for n in names], latencies,
                         form=("mac", "mac_depthwise", "memory", "call"))
@@ -103,7 +103,7 @@ def test_data_ops_match_a_hand_count():
 
 def test_unregistered_points_are_built_at_their_width_and_resolution():
     model = variant_model("mobilenet_v1_0.6_200")
-    assert model.config["width_mult"] == 0.6 and model.config["resolution"] == 200
+    assert model.config.width_mult == 0.6 and model.config.resolution == 200
     assert variant_profile("shufflenet_v1_g8_0.75_160").input_size[-1] == 160
     with pytest.raises(ValueError):
         variant_model("mobilenet_v9_1.0_224")

@@ -114,7 +114,7 @@ def test_include_top_false_returns_feature_map_and_reset_classifier():
     model.reset_classifier(0)
     assert model(x).shape == (1, 512)  # pooled features, as timm
     model.reset_classifier(5)
-    assert model(x).shape == (1, 5) and model.config["num_classes"] == 5
+    assert model(x).shape == (1, 5) and model.config.num_classes == 5
     with pytest.raises(ValueError, match="num_classes"):
         model.reset_classifier(-1)
 
@@ -181,7 +181,7 @@ def test_registry_builds_every_variant():
     for name in names:
         model = M.create_model(name, num_classes=3).eval()
         assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3)
-        assert model.config["resolution"] == M.get_spec(name).resolution
+        assert model.config.resolution == M.get_spec(name).resolution
 
 
 def test_unknown_model_suggests_nearest():

@@ -26,7 +26,7 @@ def tiny(seed: int = 0) -> nn.Module:
     information (a fresh net's eval-mode logits are near zero: any export would pass)."""
     torch.manual_seed(seed)
     model = create_model("mobilenet_v1_0.25_128")
-    model.config["resolution"] = 32
+    model.config.resolution = 32
     model.train()
     with torch.no_grad():
         for _ in range(3):
@@ -205,7 +205,7 @@ def test_openvino_export_sends_no_telemetry(tmp_path):
     not to; through our import it must do neither (a fresh process, HOME in tmp_path)."""
     code = ("import sys, torch; from mobilenets.deploy.mobile import export_mobile; "
             "from mobilenets.models.registry import create_model; "
-            "m = create_model('mobilenet_v1_0.25_128').eval(); m.config['resolution'] = 32; "
+            "m = create_model('mobilenet_v1_0.25_128').eval(); m.config.resolution = 32; "
             "export_mobile(m, sys.argv[1], 'openvino')")
     # CI=true alone would silence OpenVINO (its own CI check), and this test could not fail.
     env = {**os.environ, "HOME": str(tmp_path / "home"), "CI": ""}

@@ -103,7 +103,7 @@ def test_backbone_initialised_from_our_checkpoint(tmp_path):
                              and not k.startswith(f"features.{len(clf.features) - 1}.")])
     for k, v in body.items():
         assert torch.equal(v, own[f"features.{k}"]), k
-    assert model.config["backbone"]["output_stride"] == 8
+    assert model.config.backbone.output_stride == 8
     with pytest.raises(FileNotFoundError):
         create_segmenter(init_from=str(tmp_path / "missing.safetensors"))
 

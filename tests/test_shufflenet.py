@@ -149,7 +149,7 @@ def test_options_and_heads():
     bg = tiny(background_class=True)
     assert bg.classifier.out_features == 11 and bg(x).shape == (2, 10)
     model.reset_classifier(0)
-    assert model(x).shape == (2, 240) and model.config["num_classes"] == 0
+    assert model(x).shape == (2, 240) and model.config.num_classes == 0
     model.reset_classifier(5)
     assert model(x).shape == (2, 5)
     assert torch.allclose(tiny().predict(x).sum(1), torch.ones(2))
@@ -230,13 +230,14 @@ def test_registry_names():
             assert f"shufflenet_v1_g{g}_{s}_224" in names
     assert len(M.list_models("shufflenet_v1_g3_*_128")) == 5
     spec = M.get_spec("shufflenet_v1_g3_1.5_224")
-    assert spec.kwargs == {"width_mult": 1.5, "groups": 3} and spec.arch == "shufflenet_v1"
+    assert (spec.config.width_mult, spec.config.groups, spec.arch) == (1.5, 3, "shufflenet_v1")
+    assert spec.name_fields == ("width_mult", "groups")
     assert spec.paper == {"table": "SN: 5; V2: 4", "top1": 71.5, "madds_m": 292, "params_m": 3.4}
     assert M.get_spec("shufflenet_v1_g8_1.0_224").paper["top1"] == pytest.approx(67.6)
     assert M.get_spec("shufflenet_v1_g8_2.0_224").released_top1 == 72.9
     model = M.create_model("shufflenet_v1_g2_0.5_224", num_classes=7)
-    assert model.groups == 2 and model.config["resolution"] == 224
-    assert model.config["name"] == "shufflenet_v1_g2_0.5_224" and model.classifier.out_features == 7
+    assert model.groups == 2 and model.config.resolution == 224
+    assert model.config.name == "shufflenet_v1_g2_0.5_224" and model.classifier.out_features == 7
     with pytest.raises(ValueError, match="did you mean"):
         M.get_spec("shufflenet_v1_g3_1.5_225")
     # Every command names a model the same way; ShuffleNet's names keep their group count.
@@ -264,7 +265,7 @@ def test_save_load_round_trip(tmp_path):
 @pytest.mark.numerics
 def test_onnx_fp32_and_int8_export(tmp_path):
     model = tiny()
-    model.config["resolution"] = 32
+    model.config.resolution = 32
     report = export_onnx(model, tmp_path / "sn.onnx")
     assert report.max_abs_diff < 1e-4
     ops = {n.op_type for n in onnx.load(str(tmp_path / "sn.onnx")).graph.node}
@@ -307,7 +308,7 @@ def test_train_cli_trains_a_shufflenet(tmp_path, capsys):
                  "--out-dir", str(out)])
     assert code == 0, capsys.readouterr().err
     model = M.load_model(out / "model.safetensors")
-    assert isinstance(model, ShuffleNetV1) and model.config["resolution"] == 32
+    assert isinstance(model, ShuffleNetV1) and model.config.resolution == 32
     # The summary's top-1 is the saved model's on the smoke preset's 128 validation images (the
     # first of the test split), counted here: within one image, as a near-tie may round either way.
     test = load_fashion_mnist("test")

@@ -75,7 +75,7 @@ def test_few_steps_loss_falls_and_run_folder(tmp_path):
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
     assert ckpt["step"] == result.steps and {"model", "optimizer", "scheduler"} <= set(ckpt)
     model = M.load_model(tmp_path / "model.safetensors")
-    assert model.config["num_classes"] == 10 and model.config["resolution"] == 32
+    assert model.config.num_classes == 10 and model.config.resolution == 32
 
 
 def _run_train(out, extra=()):

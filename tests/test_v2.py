@@ -127,7 +127,7 @@ def test_head_options():
     assert model(x).shape == (1, 1280)
     model.reset_classifier(4, background_class=True)
     assert model.classifier.out_features == 5 and model(x).shape == (1, 4)
-    assert model.config["num_classes"] == 4 and model.config["background_class"]
+    assert model.config.num_classes == 4 and model.config.background_class
     probs = model.predict(x)
     torch.testing.assert_close(probs.sum(1), torch.ones(1))
 
@@ -178,7 +178,7 @@ def test_registry_and_config_round_trip(tmp_path):
     assert M.get_spec("mobilenet_v2_1.0_224").paper["top1"] == 72.0
     assert M.get_spec("mobilenet_v2_1.4_224").paper["madds_m"] == 585
     model = M.create_model("mobilenet_v2_0.35_96", num_classes=3).eval()
-    assert model.config["resolution"] == 96 and model.config["arch"] == "mobilenet_v2"
+    assert model.config.resolution == 96 and model.config.arch == "mobilenet_v2"
     again = build_from_config(model.config).eval()
     assert isinstance(again, MobileNetV2) and again.config == model.config
     M.save_model(model, tmp_path / "m.safetensors")
@@ -197,7 +197,7 @@ def test_cost_against_table4_and_torchvision(name, madds, params, paper_madds_m)
     prof = profile_model(M.create_model(name), (3, 224, 224))
     assert prof.total_madds == madds and prof.total_params == params
     assert prof.total_madds / 1e6 == pytest.approx(paper_madds_m, rel=0.01)
-    alpha = M.get_spec(name).kwargs["width_mult"]
+    alpha = M.get_spec(name).config.width_mult
     ref = profile_model(torchvision.models.mobilenet_v2(weights=None, width_mult=alpha))
     assert (ref.total_madds, ref.total_params) == (madds, params)
 
@@ -332,7 +332,7 @@ def _v2_with_bn_statistics(width_mult=0.35, res=32, classes=10):
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.2, 0.2)
     model.classifier.weight.data.normal_(0, 0.1)
-    model.config["resolution"] = res
+    model.config.resolution = res
     return model.eval()
 
 
@@ -373,8 +373,8 @@ def v2_finetuned(v2_run):
 @pytest.mark.needs_data
 def test_v2_trains_from_the_command_line(v2_run):
     model = M.load_model(v2_run / "model.safetensors")
-    assert isinstance(model, MobileNetV2) and model.config["width_mult"] == 0.35
-    assert model.config["resolution"] == 32 and model.config["dropout"] == 0.001
+    assert isinstance(model, MobileNetV2) and model.config.width_mult == 0.35
+    assert model.config.resolution == 32 and model.config.dropout == 0.001
 
 
 @pytest.mark.needs_data
@@ -416,7 +416,7 @@ def test_sweep_arch_v2_next_to_an_old_v1_csv(capsys, tmp_path):
     assert [(r["label"], r["arch"]) for r in rows] == [("0.25-32", "mobilenet_v1"),
                                                       ("mobilenet_v2_0.35_32", "mobilenet_v2")]
     model = M.load_model(rows[1]["model_path"])
-    assert model.config["arch"] == "mobilenet_v2"
+    assert model.config.arch == "mobilenet_v2"
     assert rows[1]["params"] == sum(p.numel() for p in model.parameters())  # BN's included
     assert (tmp_path / "v2_a0.35_r32" / "model.safetensors").exists()
     assert main(argv) == 0 and read_sweep_rows(tmp_path / "sweep.csv") == rows  # done: skipped
@@ -438,7 +438,7 @@ def test_fold_batchnorm_and_export_of_inverted_residuals(tmp_path):
     assert ref.abs().max() > 0.1  # the check compares real numbers, not near-zero logits
     report = export_onnx(model, tmp_path / "v2.onnx")
     assert report.max_abs_diff < 1e-4
-    assert OnnxModule(tmp_path / "v2.onnx").config["arch"] == "mobilenet_v2"
+    assert OnnxModule(tmp_path / "v2.onnx").config.arch == "mobilenet_v2"
     # int8 goes through the same folded export (quantize_int8); not repeated here, for time
 
 

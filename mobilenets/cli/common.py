@@ -4,12 +4,13 @@ state their defaults, and reading a model file for inference."""
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from dataclasses import fields
 
-from mobilenets.engine.config import MAX_SEED, config_from_preset, parse_assignments
+from mobilenets.checks import COUNT, FINITE, RANGES, Range
+from mobilenets.engine.config import config_from_preset, parse_assignments
 from mobilenets.fileio import FORMATS, TABLE_WIDTH, display_text, render_table, write_text
+from mobilenets.models.config import ModelConfig
 
 
 class Parser(argparse.ArgumentParser):
@@ -83,57 +84,28 @@ def parse_resolution(text: str) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- numeric flags
 
-def _number(kind, low: float | None = None, high: float | None = None, low_open: bool = False,
-            what: str = ""):
-    """A rule for ``harden_numeric_flags``: a finite ``kind`` (int or float) within [low, high]
-    ((low, high] when ``low_open``). ``rule(name)`` is the argparse ``type`` of the flag whose
-    ``dest`` is ``name``; its error names the field and the range."""
-    return lambda name: _number_type(kind, low, high, low_open, what, name)
-
-
-def _number_type(kind, low, high, low_open, what, name):
+def _flag_type(rule: Range, name: str):
+    """The argparse ``type`` of the flag whose ``dest`` is ``name``: its text parsed as
+    ``rule.kind``, then held to ``rule`` (``checks.Range``); the error names the field and the
+    range, as the library's check of the same value does."""
     def parse(text: str):
         try:
-            value = kind(text)
+            value = rule.kind(text)
         except ValueError:
             value = None
-        ok = value is not None and math.isfinite(value) and (
-            low is None or (value > low if low_open else value >= low)) and (
-            high is None or value <= high)
-        if not ok:
-            raise argparse.ArgumentTypeError(f"{name} must be {what}, got {text!r}")
+        if not rule.holds(value):
+            raise argparse.ArgumentTypeError(f"{name} must be {rule.what}, got {text!r}")
         return value
-    parse.__name__ = what
+    parse.__name__ = rule.what
     return parse
-
-
-#: The type of each numeric flag, by ``dest``; others: an int >= 1 (a count or a size) or any
-#: finite float (the library checks its range).
-NUMERIC_FLAGS = {
-    **{d: _number(int, 0, MAX_SEED, what=f"an integer from 0 to {MAX_SEED}") for d in (
-        "seed", "label_seed")},
-    **{d: _number(int, 0, what="an integer >= 0") for d in (
-        "min_objects", "float_layers", "min_photos", "max_level", "unlabeled", "negatives",
-        "noisy_per_class")},
-    **{d: _number(int, 32, what="an integer >= 32") for d in ("resolution",
-                                                             "teacher_resolution")},
-    **{d: _number(float, 0, low_open=True, what="a finite number > 0") for d in (
-        "width_mult", "epochs", "lr", "temperature", "tolerance", "latency_ms", "max_params",
-        "max_madds", "refine_km", "far")},
-    "label_fraction": _number(float, 0, 1, low_open=True, what="a number in (0, 1]"),
-    "eval_crop": _number(float, 0, 2, low_open=True, what="a number in (0, 2]"),
-    "min_agreement": _number(float, 0, 1, what="a share in [0, 1]"),
-}
-_COUNT = _number(int, 1, what="an integer >= 1")
-_FINITE = _number(float, what="a finite number")
 
 
 def number_list(item: str):
     """The argparse ``type`` of a flag taking comma-separated values, each following the rule of
-    the flag whose ``dest`` is ``item`` (``NUMERIC_FLAGS``: ``--seeds`` takes seeds as ``--seed``
+    the flag whose ``dest`` is ``item`` (``checks.RANGES``: ``--seeds`` takes seeds as ``--seed``
     does), each value once: ``"0,1"`` -> ``[0, 1]``; ``"0,0"`` or ``"-1"`` fail at parsing, naming
     the flag."""
-    rule = NUMERIC_FLAGS[item](item)
+    rule = _flag_type(RANGES[item], item)
 
     def parse(text: str) -> list:
         parts = [p.strip() for p in str(text).split(",")]
@@ -150,17 +122,18 @@ def number_list(item: str):
 
 
 def harden_numeric_flags(parser: argparse.ArgumentParser) -> None:
-    """Give every ``type=int`` and ``type=float`` flag of ``parser`` and its subcommands the type
-    of ``NUMERIC_FLAGS`` (by ``dest``), else a count (int >= 1) or a finite float: ``inf``,
-    ``nan``, a zero batch size or top-k fail at parsing, naming the flag and its field, e.g.
-    ``argument --top-k: top_k must be an integer >= 1, got '0'`` (exit status 2)."""
+    """Give every ``type=int`` and ``type=float`` flag of ``parser`` and its subcommands the
+    range of ``checks.RANGES`` (by ``dest``: the record the library checks the same value with),
+    else a count (int >= 1) or a finite float: ``inf``, ``nan``, a zero batch size or top-k fail
+    at parsing, naming the flag and its field, e.g. ``argument --top-k: top_k must be an integer
+    >= 1, got '0'`` (exit status 2)."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in set(action.choices.values()):
                 harden_numeric_flags(sub)
         elif action.type in (int, float):
-            rule = NUMERIC_FLAGS.get(action.dest, _COUNT if action.type is int else _FINITE)
-            action.type = rule(action.dest)
+            rule = RANGES.get(action.dest, COUNT if action.type is int else FINITE)
+            action.type = _flag_type(rule, action.dest)
 
 
 def write_output(text: str, output: str | None) -> None:
@@ -270,21 +243,21 @@ def check_input_fits(model, resolution: int, batch_size: int) -> None:
     (``cost.memory.check_memory``)."""
     from mobilenets.cost.memory import check_memory
 
-    check_memory(model, (model.config.get("in_channels", 3), resolution, resolution), batch_size)
+    check_memory(model, (model.config.in_channels, resolution, resolution), batch_size)
 
 
-def eval_split(model_cfg: dict, extra: dict, data: str | None, split: str, limit: int | None,
+def eval_split(model_cfg: ModelConfig, extra: dict, data: str | None, split: str, limit: int | None,
                resolution: int | None = None, crop: float | None = None,
                skip_bad_files: bool = False):
     """(dataset, eval transform) for a model, with the data and crop it was trained with unless
     ``data``, ``resolution`` or ``crop`` say otherwise."""
     from mobilenets.engine.data import BatchTransform, limit_dataset, open_dataset
 
-    res = resolution or model_cfg.get("resolution", 224)
+    res = resolution or model_cfg.input_size
     crop = crop or extra.get("eval_crop", 0.875)
     ds = open_dataset(data or extra.get("data") or "fashion-mnist", split, res, crop,
                       skip_bad_files, extra.get("class_names"))
     if limit:
         limit_dataset(ds, limit)
     return ds, BatchTransform(res, False, eval_crop=crop,
-                              out_channels=model_cfg.get("in_channels", 3))
+                              out_channels=model_cfg.in_channels)

@@ -27,8 +27,8 @@ def model_for_export(source: str, resolution: int | None):
         raise ValueError(f"model {source!r} is neither a registered name nor a .safetensors file "
                          "(use `mobilenets convert` for Keras or timm weights first)")
     if resolution:
-        model.config["resolution"] = resolution
-    check_input_fits(model, model.config.get("resolution", 224), 2)  # the checks run 2 images
+        model.config.resolution = resolution
+    check_input_fits(model, model.config.input_size, 2)  # the checks run 2 images
     return model, extra
 
 
@@ -71,7 +71,7 @@ def cmd_export(args) -> None:
     out = Path(args.output)
     if backend is None:
         save_model(model, out, extra=extra)
-        x = torch.randn(2, model.config.get("in_channels", 3), *(2 * [model.config.get("resolution", 224)]))
+        x = torch.randn(2, model.config.in_channels, *(2 * [model.config.input_size]))
         with torch.no_grad():
             diff = float((load_model(out)(x) - model(x)).abs().max())
         if diff > 0:

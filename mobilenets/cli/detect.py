@@ -67,7 +67,7 @@ def cmd_detect(args) -> None:
         images = None
         if args.data:
             ds = CocoDetection(args.data)
-            res = model.config["resolution"]
+            res = model.config.resolution
             images = torch.stack([torch.nn.functional.interpolate(
                 ds.load_image(i)[None].float() / 255, size=(res, res), mode="bilinear")[0]
                 for i in range(min(4, len(ds)))])

@@ -33,7 +33,10 @@ API: dict[str, tuple[str, ...]] = {
         "mobilenets.MobileNetV2", "mobilenets.ConvBNAct", "mobilenets.DepthwiseSeparable",
         "mobilenets.InvertedResidual", "mobilenets.ShuffleNetV1", "mobilenets.ShuffleUnit",
         "mobilenets.ChannelShuffle", "mobilenets.scale_channels", "mobilenets.save_model",
-        "mobilenets.load_model",
+        "mobilenets.load_model", "mobilenets.ModelConfig", "mobilenets.MobileNetV1Config",
+        "mobilenets.MobileNetV2Config", "mobilenets.ShuffleNetV1Config",
+        "mobilenets.models.registry.config_from_dict",
+        "mobilenets.models.registry.build_from_config",
     ),
     "Cost and memory": (
         "mobilenets.cost.profiler.profile_model", "mobilenets.cost.memory.trace_memory",

@@ -50,9 +50,9 @@ def variant_names(arch: str | None, device) -> list[str]:
 
     if arch is None:
         fitted = [r["model"] for r in device.fitted_on]
-        arch = variant_model(fitted[0]).config["arch"] if fitted else "mobilenet_v1"
+        arch = variant_model(fitted[0]).config.arch if fitted else "mobilenet_v1"
     arch = arch_name(arch)
-    return [n for n, s in MODELS.items() if s.arch == arch and "width_mult" in s.kwargs]
+    return [n for n, s in MODELS.items() if s.arch == arch and "width_mult" in s.name_fields]
 
 
 def cmd_predict(args) -> None:
@@ -71,7 +71,7 @@ def cmd_predict(args) -> None:
             raise ValueError(f"--model {name}: {e}") from None
         prof = variant_profile(model)
         rows.append({"model": name, "predicted_ms": round(device.predict_ms(prof), 3),
-                     "width_mult": model.config.get("width_mult"),
+                     "width_mult": model.config.width_mult,
                      "resolution": prof.input_size[-1],
                      "madds_m": round(prof.total_madds / 1e6, 1),
                      "params_m": round(prof.layer_params / 1e6, 2),

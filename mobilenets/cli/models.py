@@ -17,7 +17,7 @@ def cmd_models(args) -> None:
         spec = MODELS[name]
         prof = profile_model(create_model(name), (3, spec.resolution, spec.resolution))
         paper = spec.paper or {}
-        rows.append({"name": name, "width_mult": spec.kwargs.get("width_mult", 1.0),
+        rows.append({"name": name, "width_mult": spec.config.width_mult,
                      "resolution": spec.resolution, "madds_m": round(prof.total_madds / 1e6, 1),
                      "params_m": round(prof.total_params / 1e6, 2),
                      "paper_top1": paper.get("top1"), "paper_table": paper.get("table")})
@@ -33,8 +33,8 @@ PROFILE_LABELS = {"mobilenet_v1": "MobileNet", "mobilenet_v2": "MobileNetV2"}
 def cmd_profile(args) -> None:
     from mobilenets.cost.memory import check_memory
     from mobilenets.cost.profiler import profile_model
-    from mobilenets.models.registry import (arch_name, build_from_config, create_model, get_spec,
-                                            meta_device)
+    from mobilenets.models.registry import (arch_name, build_from_config, config_class,
+                                            create_model, get_spec, meta_device)
     from mobilenets.resources import MemoryLimitError
 
     if args.model:
@@ -50,9 +50,9 @@ def cmd_profile(args) -> None:
         arch = arch_name(args.arch or "v1")
         label = PROFILE_LABELS.get(arch, arch)
         h, w = parse_resolution(args.resolution or "224")
-        build = lambda: build_from_config({"arch": arch,  # noqa: E731
-                                           "width_mult": args.width_mult,
-                                           "num_classes": args.num_classes or 1000})
+        kwargs = {"num_classes": args.num_classes} if args.num_classes else {}
+        build = lambda: build_from_config(  # noqa: E731
+            config_class(arch)(width_mult=args.width_mult, **kwargs))
         name = f"{args.width_mult:g} {label}-{h}" + (f"x{w}" if w != h else "")
     try:
         model = build()

@@ -30,11 +30,11 @@ def cmd_segment(args) -> None:
         model = load_model(args.model_file, kind="segmenter", **overrides)
         names = model.metadata.get("class_names")
         if args.segment_command == "eval":
-            res = args.resolution or model.config.get("resolution")
+            res = args.resolution or model.config.resolution
             ds = SegmentationDataset(args.data, res, model.num_classes, args.limit)
             result = evaluate_segmenter(model, ds, args.batch_size, args.mf,
                                         names or ds.class_names)
-            model.config["resolution"] = int(ds.images.shape[-1])
+            model.config.resolution = int(ds.images.shape[-1])
             result["model"] = model_info(args.model_file, model, args.mf)
             write_output(json.dumps(result, indent=2) if args.format == "json"
                          else format_seg_report(result), args.output)

@@ -38,7 +38,7 @@ def cmd_eval(args) -> None:
 
     model = load_model(args.model_file, kind="classifier")
     extra = inference_extra(model)
-    check_input_fits(model, args.resolution or model.config.get("resolution", 224),
+    check_input_fits(model, args.resolution or model.config.input_size,
                      args.batch_size)
     ds, transform = eval_split(model.config, extra, args.data, args.split, args.limit,
                                args.resolution, args.eval_crop, args.skip_bad_files)
@@ -56,7 +56,7 @@ def cmd_predict(args) -> None:
 
     model = load_model(args.model_file, kind="classifier")
     extra = inference_extra(model)
-    res = args.resolution or model.config.get("resolution", 224)
+    res = args.resolution or model.config.input_size
     check_input_fits(model, res, args.batch_size)
     crop = extra["eval_crop"]
     transform = BatchTransform(res, False, eval_crop=crop, out_channels=model.in_channels)

@@ -330,7 +330,7 @@ def variant_model(name: str, meta: bool = True):
             False builds it with fresh weights (seed 0), to export and time.
 
     Returns:
-        The model in eval mode, with ``config["resolution"]`` and ``config["name"]``.
+        The model in eval mode, with ``config.resolution`` and ``config.name`` set.
 
     Raises:
         ValueError: for a name that is none of these (suggesting the nearest registered ones).
@@ -341,8 +341,8 @@ def variant_model(name: str, meta: bool = True):
 
     import torch
 
-    from mobilenets.models.registry import (ARCHS, MODELS, build_from_config, config_name,
-                                            create_model, get_spec, meta_device)
+    from mobilenets.models.registry import (ARCHS, MODELS, build_from_config, config_from_dict,
+                                            config_name, create_model, get_spec, meta_device)
 
     device = meta_device() if meta else contextlib.nullcontext()
     torch.manual_seed(0)
@@ -350,31 +350,31 @@ def variant_model(name: str, meta: bool = True):
     if str(name).endswith((".safetensors", ".st")) and Path(name).is_file():
         from mobilenets.models.modelfile import read_model_file
 
-        config = read_model_file(name)[0]
+        config = config_from_dict(read_model_file(name)[0], source=str(name))
         with device:
             model = build_from_config(config)
         if not any(isinstance(model, cls) for cls in ARCHS.values()):
-            raise ValueError(f"{name} holds a {config.get('arch')} model; latency is predicted "
+            raise ValueError(f"{name} holds a {config.arch} model; latency is predicted "
                              "for classifiers (MobileNet V1, V2, ShuffleNet)")
-        model.config.setdefault("resolution", 224)
-        model.config["name"] = config_name(model.config)
+        model.config.resolution = model.config.input_size
+        model.config.name = config_name(model.config)
         return model.eval()
     try:
         spec = get_spec(name)
     except ValueError as unknown:
         match = re.fullmatch(r"(.+)_(\d+(?:\.\d+)?)_(\d+)", str(name))
-        grid = [s for s in MODELS.values() if match and "width_mult" in s.kwargs
+        grid = [s for s in MODELS.values() if match and "width_mult" in s.name_fields
                 and s.name.rsplit("_", 2)[0] == match.group(1)]
         if not grid or float(match.group(2)) <= 0 or int(match.group(3)) < 32:
             raise unknown from None
         with device:
-            model = ARCHS[grid[0].arch](**{**grid[0].kwargs, "width_mult": float(match.group(2))})
-        model.config.update(resolution=int(match.group(3)), name=str(name))
+            model = build_from_config(grid[0].config.replace(
+                width_mult=float(match.group(2)), resolution=int(match.group(3)), name=str(name)))
         return model.eval()
     with device:
         model = create_model(spec.name).eval()
-    model.config.setdefault("resolution", spec.resolution)
-    model.config["name"] = spec.name
+    model.config.resolution = model.config.resolution or spec.resolution
+    model.config.name = spec.name
     return model
 
 
@@ -384,9 +384,9 @@ def variant_profile(name, resolution: int | None = None) -> Profile:
     from mobilenets.cost.profiler import profile_model
 
     model = variant_model(name) if isinstance(name, str) else name
-    res = int(resolution or model.config.get("resolution") or 224)
-    return profile_model(model, (model.config.get("in_channels", 3), res, res),
-                         name=str(model.config.get("name", name)))
+    res = int(resolution or model.config.input_size)
+    return profile_model(model, (model.config.in_channels, res, res),
+                         name=str(model.config.name or name))
 
 
 def read_device(path) -> Device:

@@ -368,7 +368,7 @@ def trace_memory(model: nn.Module, input_size=(3, 224, 224), dtype_bytes: int = 
     for arg, value in (("dtype_bytes", dtype_bytes), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{arg} must be an integer >= 1, got {value!r}")
-    name = name or getattr(model, "config", {}).get("name") or type(model).__name__
+    name = name or getattr(getattr(model, "config", None), "name", None) or type(model).__name__
     if example_input is None:
         param = next(model.parameters(), None)
         kwargs = {"device": param.device} if param is not None else {}
@@ -496,7 +496,7 @@ def check_memory(model: nn.Module, input_size, batch_size: int = 1, training: bo
 
     c, h, w = input_size
     size = f"{h}" if h == w else f"{h}x{w}"
-    name = (getattr(model, "config", None) or {}).get("name") or "the model"
+    name = getattr(getattr(model, "config", None), "name", None) or "the model"
     check_fits(estimate_memory(model, input_size, batch_size, training),
                f"{'training' if training else 'running'} {name} at resolution {size} with batch "
                f"size {batch_size}", f"lower {flags}")

@@ -216,7 +216,7 @@ def profile_model(model: nn.Module, input_size=(3, 224, 224), name: str | None =
         input_size = (3, *input_size)
     if len(input_size) != 3 or not all(isinstance(v, int) and v > 0 for v in input_size):
         raise ValueError(f"input_size must be (C, H, W) positive integers, got {input_size!r}")
-    name = name or getattr(model, "config", {}).get("name") or type(model).__name__
+    name = name or getattr(getattr(model, "config", None), "name", None) or type(model).__name__
     prof = Profile(name, tuple(input_size), total_params=sum(p.numel() for p in model.parameters()))
     names = {m: n for n, m in model.named_modules()}
     counted: set[int] = set()

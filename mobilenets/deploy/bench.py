@@ -33,6 +33,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from mobilenets.checks import check_int
 from mobilenets.deploy.backends import (BACKENDS, check_backends, default_backends, eager_peer,
                                         get_backend)
 from mobilenets.deploy.machine import (machine_info, matmul_gflops, percentile, restores_threads,
@@ -401,14 +402,13 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
     models = [model_from_spec(spec) for spec in specs]
     per_model = []
     for model in models:
-        arch = model.config.get("arch", "mobilenet_v1")
+        arch = model.config.arch
         names = check_backends(backends if backends is not None else default_backends(arch))
         for b in names:
             get_backend(b).check_arch(arch)
         per_model.append(names)
     for name, value in (("batch", batch), ("threads", threads), ("rounds", rounds), ("iters", iters)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_int(name, value)
     if any(BACKENDS[b].precision == "int8" for names in per_model for b in names):
         check_data_source(calibration_data, "--calibration-data")  # before any timing
     say = progress or (lambda s: None)
@@ -427,10 +427,10 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
     rows: list[BenchRow] = []
     mib = 2 ** 20
     for spec, model, backends in zip(specs, models, per_model):
-        res = spec.get("resolution") or model.config.get("resolution", 224)
-        shape = (model.config.get("in_channels", 3), res, res)
+        res = spec.get("resolution") or model.config.input_size
+        shape = (model.config.in_channels, res, res)
         check_memory(model, shape, batch, flags="--resolution or --batch")
-        variant = spec.get("label") or config_name({**model.config, "resolution": res})
+        variant = spec.get("label") or config_name(model.config.replace(resolution=res))
         madds = profile_model(model, shape).total_madds
         analytic = (round(sum(p.numel() for p in model.parameters()) * 4 / mib, 3),
                     round(trace_memory(model, shape, 4, fuse=inference_ops()).peak_bytes / mib, 3),
@@ -459,7 +459,7 @@ def bench(specs: list[dict], backends=None, batch: int = 32, threads: int = 2,
                     say(f"{variant}: peak memory of {p.name}")
                     mem[p.name] = peak_memory(p.name, {**spec, "shape": list(shape)}, p.path,
                                               threads)
-        peer = eager_peer(model.config.get("arch", "mobilenet_v1"))
+        peer = eager_peer(model.config.arch)
         peer_ms = statistics.median(lat[peer]) * 1e3 if peer in lat else None
         for p in prepared:
             ms = statistics.median(lat[p.name]) * 1e3

@@ -74,8 +74,8 @@ def export_for(jobs: list[tuple[str, str, Path]], calibration_data: str, workers
         if name not in models:
             models[name] = variant_model(name, meta=False)
         model = models[name]
-        res = int(model.config.get("resolution", 224))
-        shape = (model.config.get("in_channels", 3), res, res)
+        res = model.config.input_size
+        shape = (model.config.in_channels, res, res)
         int8 = get_backend(backend).precision == "int8"
         if int8 and shape not in calibration:
             calibration[shape] = calibration_images(calibration_data, shape, 16)
@@ -131,13 +131,12 @@ def calibration_set(arch: str = "v1", count: int = DEFAULT_KIT_SIZE) -> list[str
     from mobilenets.models.registry import MODELS, arch_name
 
     arch = arch_name(arch)
-    grid = [s for s in MODELS.values() if s.arch == arch and "width_mult" in s.kwargs
-            and s.kwargs.get("groups", 3) == 3 and s.kwargs.get("block", "separable")
-            == "separable" and "blocks" not in s.kwargs]
+    grid = [s for s in MODELS.values() if s.arch == arch and "width_mult" in s.name_fields
+            and getattr(s.config, "groups", 3) == 3]
     if isinstance(count, bool) or not isinstance(count, int) or not 2 <= count <= len(grid):
         raise ValueError(f"--count must be an integer from 2 to {len(grid)} (the {arch} "
                          f"variants), got {count!r}")
-    chosen = spanning([(s.kwargs["width_mult"], s.resolution) for s in grid], count)
+    chosen = spanning([(s.config.width_mult, s.resolution) for s in grid], count)
     return [grid[i].name for i in chosen]
 
 

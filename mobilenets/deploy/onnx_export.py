@@ -17,8 +17,11 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from mobilenets.checks import check_choice, check_range
 from mobilenets.fileio import atomic_path
+from mobilenets.models.config import ModelConfig
 from mobilenets.models.layers import ConvBNAct
+from mobilenets.models.registry import config_from_dict
 
 #: Opset of our exports (the issue asks for >= 17; 18 is the newest every exporter path supports).
 OPSET = 18
@@ -51,17 +54,19 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 
 def input_shape(model: nn.Module, resolution: int | None = None) -> tuple[int, int, int]:
-    """``(C, H, W)`` the model expects: its ``in_channels`` and ``resolution`` (or 224)."""
-    config = getattr(model, "config", {}) or {}
-    res = resolution or config.get("resolution") or 224
-    if not isinstance(res, int) or res < 32:
-        raise ValueError(f"resolution must be an integer >= 32, got {res!r}")
-    return (int(config.get("in_channels", 3)), res, res)
+    """``(C, H, W)`` the model expects: its config's ``in_channels`` and ``input_size`` (3 and
+    224, the paper's ImageNet input, for a module of another library)."""
+    config = getattr(model, "config", None)
+    ours = isinstance(config, ModelConfig)
+    res = resolution or (config.input_size if ours else 224)
+    check_range("resolution", res)
+    return (config.in_channels if ours else 3, res, res)
 
 
 def model_arch(model: nn.Module) -> str:
-    """The ``arch`` of ``model``'s config (MobileNet V1 when it has none)."""
-    return (getattr(model, "config", None) or {}).get("arch", "mobilenet_v1")
+    """The ``arch`` of ``model``'s config (MobileNet V1 for a module of another library)."""
+    config = getattr(model, "config", None)
+    return config.arch if isinstance(config, ModelConfig) else "mobilenet_v1"
 
 
 def ort_session(path: str | os.PathLike, threads: int | None = None,
@@ -90,8 +95,7 @@ def ort_session(path: str | os.PathLike, threads: int | None = None,
               "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
               "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
               "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
-    if optimization not in levels:
-        raise ValueError(f"optimization must be one of {sorted(levels)}, got {optimization!r}")
+    check_choice("optimization", optimization, levels)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1
@@ -123,10 +127,12 @@ class OnnxModule(nn.Module):
         self.input_shape = inp.shape  # e.g. ['batch', 3, 224, 224]
         meta = self.session.get_modelmeta().custom_metadata_map
         try:
-            self.config = json.loads(meta["config"]) if "config" in meta else {}
+            config = json.loads(meta["config"]) if "config" in meta else {}
             self.extra = json.loads(meta["extra"]) if "extra" in meta else {}
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: its metadata is not valid JSON ({e.msg})") from None
+        # The exported model's config (None for a file another tool wrote).
+        self.config = config_from_dict(config, str(path)) if config else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.input_shape, self.path)
@@ -207,7 +213,9 @@ class ExportReport:
 def model_metadata(model: nn.Module, extra: dict | None) -> dict[str, str]:
     """The metadata an exported file carries: our format tag, the model's config and ``extra``
     (class names, resolution, ...), each as a JSON string."""
-    return {"format": "mobilenets", "config": json.dumps(getattr(model, "config", {}) or {}),
+    config = getattr(model, "config", None)
+    return {"format": "mobilenets",
+            "config": json.dumps(config.to_dict() if isinstance(config, ModelConfig) else {}),
             "extra": json.dumps(extra or {})}
 
 
@@ -266,7 +274,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, resolution: int | Non
         model: The torch model (any module of this package; its ``config`` is stored in the file's
             metadata so the file is self-describing).
         path: Destination ``.onnx`` file. Written only if the check passes.
-        resolution: Input size (square), >= 32. Default: the model's ``config["resolution"]``,
+        resolution: Input size (square), >= 32. Default: the model's ``config.resolution``,
             else 224.
         fold_bn: Fold BatchNorm into the convolutions first. Default True.
         tolerance: Largest allowed |ONNX - torch| on the logits, relative to max(1, max |logit|).

@@ -40,14 +40,15 @@ PEER_MODELS = {"mobilenet_v1": ("timm", timm_mobilenet_v1),
 
 def peer_model(model: nn.Module) -> nn.Module:
     """The peer library's model of ``model``'s architecture with its width and class count, in
-    eval mode.
+    eval mode; its ``config`` is ``model``'s (the same architecture: input size, channels, ...).
 
     Raises:
         ValueError: if no peer library has that architecture.
     """
-    cfg, arch = getattr(model, "config", {}) or {}, model_arch(model)
+    arch = model_arch(model)
     if arch not in PEER_MODELS:
         raise ValueError(f"no peer library has {arch}; peers exist for {', '.join(PEER_MODELS)}")
-    peer = PEER_MODELS[arch][1](cfg.get("width_mult", 1.0), cfg.get("num_classes", 1000))
-    peer.config = {"resolution": cfg.get("resolution", 224)}
+    cfg = model.config
+    peer = PEER_MODELS[arch][1](cfg.width_mult, cfg.num_classes)
+    peer.config = cfg.replace()
     return peer.eval()

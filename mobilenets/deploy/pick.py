@@ -21,6 +21,7 @@ from typing import Callable
 
 import torch
 
+from mobilenets.checks import Range, check_int, check_range
 from mobilenets.deploy.backends import BACKENDS, check_backends
 from mobilenets.deploy.bench import (SPIN_PAUSE_S, calibration_images, export_backends,
                                      load_backend, model_from_spec, time_interleaved)
@@ -71,8 +72,8 @@ def candidates(accuracy_csv: str | None = None, arch: str | None = None) -> list
     arch = arch_name(arch or "v1")
     for name in list_models(f"{arch}_*"):
         spec = MODELS[name]
-        a = spec.kwargs.get("width_mult")
-        if a is None:  # V1's ablation baselines (full convolutions, shallow): not a grid point
+        a = spec.config.width_mult
+        if "width_mult" not in spec.name_fields:  # V1's ablation baselines: not a grid point
             continue
         top1, source = (spec.paper["top1"], "paper") if spec.paper else \
             (spec.released_top1, "TF-Slim release")
@@ -90,8 +91,8 @@ def check_budgets(latency_ms=None, max_params=None, max_madds=None) -> None:
     if all(v is None for v in budgets.values()):
         raise ValueError("give at least one budget: --latency-ms, --max-params or --max-madds")
     for k, v in budgets.items():
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
-            raise ValueError(f"--{k.replace('_', '-')} must be a number > 0, got {v!r}")
+        if v is not None:
+            check_range(f"--{k.replace('_', '-')}", v, k)
 
 
 def check_pick_backends(backend) -> list[str]:
@@ -104,7 +105,7 @@ def check_pick_backends(backend) -> list[str]:
 
 
 def candidate_model(cand: dict, meta: bool = False) -> torch.nn.Module:
-    """The model of a ``candidates`` entry, with ``config["resolution"]`` set; on the meta
+    """The model of a ``candidates`` entry, with ``config.resolution`` set; on the meta
     device (shapes only: enough to profile) with ``meta``."""
     import contextlib
 
@@ -116,7 +117,7 @@ def candidate_model(cand: dict, meta: bool = False) -> torch.nn.Module:
             model = model_from_spec(cand)
         else:
             model = ARCHS[cand["arch"]](**cand["arch_kwargs"]).eval()
-    model.config["resolution"] = cand["resolution"]
+    model.config.resolution = cand["resolution"]
     return model
 
 
@@ -130,7 +131,7 @@ def candidate_rows(models: list[dict], backends: list[str]) -> list[dict]:
     for cand in models:
         model = candidate_model(cand, meta=True)
         res = cand["resolution"]
-        prof = profile_model(model, (model.config.get("in_channels", 3), res, res),
+        prof = profile_model(model, (model.config.in_channels, res, res),
                              name=cand["label"])
         for b in backends:
             rows.append({**cand, "backend": b,
@@ -158,7 +159,7 @@ def measure_rows(rows: list[dict], threads: int = 2, rounds: int = 5, iters: int
             if row["label"] not in models:
                 models[row["label"]] = candidate_model(row)
             model = models[row["label"]]
-            shape = (model.config.get("in_channels", 3), row["resolution"], row["resolution"])
+            shape = (model.config.in_channels, row["resolution"], row["resolution"])
             if BACKENDS[row["backend"]].precision == "int8" and shape not in calibration:
                 # Latency only (int8 rows carry the fp32 top-1): the scales do not change the
                 # kernels' speed, and 16 images calibrate 1.6x faster than 64.
@@ -284,9 +285,8 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
             or no candidate fits (the message names the fastest).
     """
     check_budgets(latency_ms, max_params, max_madds)
-    if export_workers is not None and (isinstance(export_workers, bool) or not isinstance(
-            export_workers, int) or export_workers < 1):
-        raise ValueError(f"--export-workers must be an integer >= 1, got {export_workers!r}")
+    if export_workers is not None:
+        check_int("--export-workers", export_workers)
     backends = check_pick_backends(backend)
     rows = candidate_rows(candidates(accuracy_csv, arch), backends)
     measure_rows(rows, threads, rounds, iters, calibration_data, progress, export_workers,
@@ -378,9 +378,8 @@ def pick_predicted(predict: int, latency_ms: float | None = None, max_params: fl
     check_budgets(latency_ms, max_params, max_madds)
     backends = check_pick_backends(backend)
     models = candidates(accuracy_csv, arch)
-    if isinstance(predict, bool) or not isinstance(predict, int) or not 2 <= predict <= len(models):
-        raise ValueError(f"--predict must be an integer from 2 to {len(models)} (the "
-                         f"candidates), got {predict!r}")
+    check_range("--predict", predict, Range(int, 2, len(models), what=f"an integer from 2 to "
+                                                                     f"{len(models)} (the candidates)"))
     say = progress or (lambda s: None)
     rows = candidate_rows(models, backends)
     timing = dict(threads=threads, rounds=rounds, iters=iters, calibration_data=calibration_data,

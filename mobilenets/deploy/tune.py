@@ -40,7 +40,7 @@ def choose_float_layers(model: nn.Module, fmt: str, calibration: list[torch.Tens
     """The number of leading conv blocks to keep fp32 in ``fmt``'s int8 file, measured here.
 
     Args:
-        model: The float model (its ``config["resolution"]`` is the input size).
+        model: The float model (its ``config.resolution`` is the input size).
         fmt: An int8 backend (``int8_formats``): ``"int8"`` (ONNX Runtime),
             ``"executorch-int8"``, ``"litert-int8"`` or ``"openvino-int8"``.
         calibration: Real preprocessed batches of the user's data.
@@ -70,8 +70,8 @@ def choose_float_layers(model: nn.Module, fmt: str, calibration: list[torch.Tens
     if threads:
         torch.set_num_threads(threads)
     say = progress or (lambda s: None)
-    res = model.config.get("resolution", 224)
-    x = torch.randn(1, model.config.get("in_channels", 3), res, res)
+    res = model.config.input_size
+    x = torch.randn(1, model.config.in_channels, res, res)
     check_inputs = calibration[0] if check_inputs is None else check_inputs
     rows, prepared, backend = [], [], BACKENDS[fmt]
     with tempfile.TemporaryDirectory(prefix="mobilenets-tune-") as tmp:

@@ -14,13 +14,12 @@ import types
 import typing
 from dataclasses import dataclass, fields, replace
 
+from mobilenets.checks import check_choice, check_range
+
 #: The learning-rate schedules of ``engine.optim.lr_factor``.
 LR_SCHEDULES = ("exponential", "cosine", "linear", "poly")
 #: The optimizers of ``engine.optim.make_optimizer``.
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
-#: The largest seed: NumPy's legacy range, which keeps every derived seed (``seed * 100_003 +
-#: epoch``, ...) inside the 64-bit integers that torch's generators take.
-MAX_SEED = 2 ** 32 - 1
 
 
 @dataclass
@@ -81,9 +80,9 @@ class RunConfig:
         for name in ("warmup_epochs", "weight_decay", "depthwise_weight_decay", "lr_power"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        check_seed("seed", self.seed)
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_range("seed", self.seed)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         if self.lr_final is not None and not 0 <= self.lr_final <= 1:
             raise ValueError(f"lr_final must be in [0, 1] or None, got {self.lr_final!r}")
         if self.lr_schedule == "exponential" and self.lr_final == 0:
@@ -113,22 +112,6 @@ class RunConfig:
         if not self.out_dir:
             raise ValueError("out_dir must name a folder")
         return self
-
-
-def check_seed(name: str, value) -> int:
-    """``value`` if it is a seed: an integer from 0 to ``MAX_SEED``.
-
-    Raises:
-        ValueError: naming ``name`` and the range.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
-        raise ValueError(f"{name} must be an integer from 0 to {MAX_SEED}, got {value!r}")
-    return value
-
-
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
 
 
 def _type_ok(value, hint) -> bool:

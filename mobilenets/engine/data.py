@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from mobilenets.checks import check_choice, check_range
 from mobilenets.fileio import check_regular_file, display_text
 
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -326,15 +327,9 @@ class BatchTransform:
     random_erasing: float = 0.0
 
     def __post_init__(self):
-        if not isinstance(self.resolution, int) or self.resolution < 32:
-            raise ValueError(f"resolution must be an integer >= 32, got {self.resolution!r}")
-        if not 0 < self.min_crop_area <= 1:
-            raise ValueError(f"min_crop_area must be in (0, 1], got {self.min_crop_area!r}")
-        if not 0 < self.eval_crop <= 2:
-            raise ValueError(f"eval_crop must be in (0, 2], got {self.eval_crop!r}")
-        if self.augmentation not in AUGMENTATIONS:
-            raise ValueError(f"augmentation must be one of {', '.join(AUGMENTATIONS)}; got "
-                             f"{self.augmentation!r}")
+        for name in ("resolution", "min_crop_area", "eval_crop"):
+            check_range(name, getattr(self, name))
+        check_choice("augmentation", self.augmentation, AUGMENTATIONS)
         if not isinstance(self.translate, int) or self.translate < 0:
             raise ValueError(f"translate must be an integer >= 0, got {self.translate!r}")
         if not 0 <= self.random_erasing <= 1:

@@ -56,6 +56,7 @@ from mobilenets.engine.results import RunResult
 from mobilenets.engine.runfolder import (check_resumable, load_checkpoint, prepare_run_folder,
                                          release_run_folder, save_checkpoint)
 from mobilenets.fileio import atomic_path, write_json
+from mobilenets.models.config import ModelConfig
 from mobilenets.models.modelfile import load_state_dict_checked, save_model
 
 #: A loss above this many times the run's first loss (or 1, if larger) means training diverged.
@@ -133,12 +134,13 @@ def check_batch_fits(cfg: RunConfig, model: nn.Module) -> None:
         ValueError: naming the resolution, the batch size and the memory needed.
     """
     from mobilenets.cost.memory import check_memory
-    from mobilenets.models.registry import arch_of, kind_of
+    from mobilenets.models.registry import kind_of
 
-    config = getattr(model, "config", None) or {}
+    config = getattr(model, "config", None)  # None for a module of another library
+    ours = isinstance(config, ModelConfig)
     res = getattr(cfg, "input_size", None) or getattr(cfg, "resolution", None)
-    if isinstance(res, int) and kind_of(arch_of(config)) != "detector":  # detectors resize
-        check_memory(model, (config.get("in_channels", 3), res, res), cfg.batch_size,
+    if isinstance(res, int) and not (ours and kind_of(config.arch) == "detector"):  # they resize
+        check_memory(model, (config.in_channels if ours else 3, res, res), cfg.batch_size,
                      training=True)
 
 
@@ -481,7 +483,7 @@ def write_run_outputs(cfg: RunConfig, run: RunResult, summary: dict, d: Dist | N
 def _write_run_outputs(cfg, model, summary, evaluation, metadata, model_path) -> None:
     out = model_path.parent
     model = model.to(memory_format=torch.contiguous_format).cpu()
-    if isinstance(getattr(model, "config", None), dict):
+    if isinstance(getattr(model, "config", None), ModelConfig):
         save_model(model, model_path, extra={**(metadata or {}), "train_config": asdict(cfg)})
     else:
         from safetensors.torch import save_file

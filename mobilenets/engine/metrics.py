@@ -15,14 +15,10 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from mobilenets.checks import check_int
+
 #: Leading entries of ``EvalAccumulator.state_tensor()``, before the flattened confusion matrix.
 STATE_FIELDS = ("num_samples", "top1", "top5", "loss_sum", "loss_samples")
-
-
-def _check_num_classes(num_classes) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
-    return num_classes
 
 
 def _check_targets(targets, n: int, num_classes: int, other: str) -> Tensor:
@@ -122,7 +118,7 @@ class ConfusionMatrix:
     """
 
     def __init__(self, num_classes: int):
-        self.num_classes = _check_num_classes(num_classes)
+        self.num_classes = check_int("num_classes", num_classes)
         # Kept on the CPU: each update moves just the N predictions and targets there.
         self._counts = torch.zeros(num_classes, num_classes, dtype=torch.int64)
 
@@ -205,7 +201,7 @@ class EvalAccumulator:
     """
 
     def __init__(self, num_classes: int):
-        self.num_classes = _check_num_classes(num_classes)
+        self.num_classes = check_int("num_classes", num_classes)
         self.confusion = ConfusionMatrix(num_classes)
         self.reset()
 

@@ -12,19 +12,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-
-def check_width_mult(width_mult) -> float:
-    """Return ``width_mult`` as a float, or raise ``ValueError`` if it is not a number > 0."""
-    if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or not width_mult > 0:
-        raise ValueError(f"width_mult (alpha) must be a number > 0, got {width_mult!r}")
-    return float(width_mult)
-
-
-def check_positive_int(name: str, value) -> int:
-    """Return ``value`` if it is an int >= 1 (not a bool), else raise ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
+from mobilenets.checks import check_int, check_range
+from mobilenets.models.config import ClassifierConfig
 
 
 def check_rows(name: str, rows: Sequence[Sequence[int]], header: str) -> None:
@@ -74,15 +63,20 @@ class AtrousStride:
 class MobileNetBase(nn.Module):
     """The parts of a MobileNet around its body.
 
-    A subclass sets ``self.config``, calls ``_check_args``, builds ``self.features`` (calling
-    ``_record_feature`` after each layer that ends a stage), then ``_build_head`` and
-    ``_init_weights``. ``_init_conv`` may be overridden to initialise convolutions differently.
+    A subclass names its config's class in ``config_class`` (a ``ClassifierConfig`` whose fields
+    are its constructor's arguments), sets ``self.config`` to one, calls ``_check_args``, builds
+    ``self.features`` (calling ``_record_feature`` after each layer that ends a stage), then
+    ``_build_head`` and ``_init_weights``. ``_init_conv`` may be overridden to initialise
+    convolutions differently.
     """
 
+    config_class: type[ClassifierConfig]
+    config: ClassifierConfig
+
     def _check_args(self, width_mult, num_classes, in_channels, dropout) -> None:
-        self.width_mult = check_width_mult(width_mult)
-        self.in_channels = check_positive_int("in_channels", in_channels)
-        check_positive_int("num_classes", num_classes)
+        self.width_mult = float(check_range("width_mult", width_mult))
+        self.in_channels = check_int("in_channels", in_channels)
+        check_int("num_classes", num_classes)
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.feature_info: list[dict] = []
@@ -139,8 +133,8 @@ class MobileNetBase(nn.Module):
         self.include_top = True
         self.background_class = background_class and num_classes > 0
         self.num_classes = num_classes
-        self.config.update(include_top=True, num_classes=num_classes,
-                           background_class=self.background_class)
+        self.config.include_top, self.config.num_classes = True, num_classes
+        self.config.background_class = self.background_class
         if num_classes == 0:
             self.classifier = nn.Identity()
             return

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobilenets.checks import check_choice
+
 #: Activations a model may be built with. The paper uses ReLU; TF-Slim, Keras Applications and timm
 #: ship MobileNet V1 with ReLU6, and MobileNetV2 uses ReLU6 by design.
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -28,13 +30,6 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 #: and ``k // 2`` after (``ZeroPadding2D(((0, 1), (0, 1)))`` for 3x3) then run unpadded. It equals
 #: "tf_same" on even feature maps only: an odd map loses a row and a column more.
 PADDINGS = ("symmetric", "tf_same", "keras")
-
-
-def check_choice(name: str, value: str, choices) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise a ``ValueError`` naming ``name``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
-    return value
 
 
 def keras_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:

@@ -2,13 +2,16 @@
 the resolution multiplier rho (set implicitly by the input size) and the two ablation baselines."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Sequence
 
 from torch import nn
 
+from mobilenets.checks import check_choice
 from mobilenets.models.base import AtrousStride, MobileNetBase, check_rows
-from mobilenets.models.layers import ConvBNAct, DepthwiseSeparable, check_choice
+from mobilenets.models.config import ClassifierConfig
+from mobilenets.models.layers import ConvBNAct, DepthwiseSeparable
 
 #: Channels of the first layer, a full 3x3 convolution with stride 2 (Table 1, row 1).
 V1_STEM_CHANNELS = 32
@@ -37,6 +40,22 @@ V1_SHALLOW_BLOCKS = [
 ]
 
 BLOCK_TYPES = ("separable", "full")
+
+
+@dataclass(kw_only=True, slots=True)
+class MobileNetV1Config(ClassifierConfig):
+    """``MobileNetV1``'s config (a ``ClassifierConfig``): its constructor's arguments, with the
+    same defaults."""
+
+    arch: str = "mobilenet_v1"
+    dropout: float = 0.001
+    block: str = "separable"
+    blocks: list[list[int]] = field(default_factory=lambda: [list(row) for row in V1_BLOCKS])
+    activation: str = "relu"
+    min_channels: int = 8
+
+
+_DEFAULT = MobileNetV1Config()  # the constructor's defaults: the config's
 
 
 def scale_channels(channels: int, width_mult: float, min_channels: int = 8) -> int:
@@ -98,29 +117,31 @@ class MobileNetV1(MobileNetBase):
         ValueError: for any argument outside the constraints above.
     """
 
+    config_class = MobileNetV1Config
+
     def __init__(
         self,
-        width_mult: float = 1.0,
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        dropout: float = 0.001,
-        include_top: bool = True,
-        block: str = "separable",
-        blocks: Sequence[Sequence[int]] = V1_BLOCKS,
-        activation: str = "relu",
-        padding: str = "symmetric",
-        bn_eps: float = 1e-5,
-        bn_momentum: float = 0.1,
-        output_stride: int = 32,
-        background_class: bool = False,
-        min_channels: int = 8,
+        width_mult: float = _DEFAULT.width_mult,
+        num_classes: int = _DEFAULT.num_classes,
+        in_channels: int = _DEFAULT.in_channels,
+        dropout: float = _DEFAULT.dropout,
+        include_top: bool = _DEFAULT.include_top,
+        block: str = _DEFAULT.block,
+        blocks: Sequence[Sequence[int]] = _DEFAULT.blocks,
+        activation: str = _DEFAULT.activation,
+        padding: str = _DEFAULT.padding,
+        bn_eps: float = _DEFAULT.bn_eps,
+        bn_momentum: float = _DEFAULT.bn_momentum,
+        output_stride: int = _DEFAULT.output_stride,
+        background_class: bool = _DEFAULT.background_class,
+        min_channels: int = _DEFAULT.min_channels,
         norm_layer: Callable[[int], nn.Module] | None = None,
     ):
         super().__init__()
-        # Everything needed to rebuild this model (saved beside the weights by checkpoint.save_model).
-        self.config = dict(
-            arch="mobilenet_v1", width_mult=width_mult, num_classes=num_classes,
-            in_channels=in_channels, dropout=dropout, include_top=include_top, block=block,
+        # Everything needed to rebuild this model (save_model stores it with the weights).
+        self.config = MobileNetV1Config(
+            width_mult=width_mult, num_classes=num_classes, in_channels=in_channels,
+            dropout=dropout, include_top=include_top, block=block,
             blocks=[list(row) for row in blocks], activation=activation, padding=padding,
             bn_eps=bn_eps, bn_momentum=bn_momentum, output_stride=output_stride,
             background_class=background_class, min_channels=min_channels,

@@ -2,12 +2,15 @@
 bottlenecks, with the width multiplier (``width_mult``) and any input resolution >= 32."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Sequence
 
 from torch import nn
 
-from mobilenets.models.base import AtrousStride, MobileNetBase, check_positive_int, check_rows
+from mobilenets.checks import check_int
+from mobilenets.models.base import AtrousStride, MobileNetBase, check_rows
+from mobilenets.models.config import ClassifierConfig
 from mobilenets.models.layers import ConvBNAct, InvertedResidual
 
 #: Channels of the first layer, a full 3x3 convolution with stride 2 (Table 2, row 1).
@@ -68,6 +71,21 @@ def v2_channels(width_mult: float, blocks: Sequence[Sequence[int]] = V2_BLOCKS,
             make_divisible(V2_LAST_CHANNELS * max(1.0, width_mult), round_nearest))
 
 
+@dataclass(kw_only=True, slots=True)
+class MobileNetV2Config(ClassifierConfig):
+    """``MobileNetV2``'s config (a ``ClassifierConfig``): its constructor's arguments, with the
+    same defaults."""
+
+    arch: str = "mobilenet_v2"
+    dropout: float = 0.2
+    blocks: list[list[int]] = field(default_factory=lambda: [list(row) for row in V2_BLOCKS])
+    activation: str = "relu6"
+    round_nearest: int = 8
+
+
+_DEFAULT = MobileNetV2Config()  # the constructor's defaults: the config's
+
+
 class MobileNetV2(MobileNetBase):
     """MobileNetV2 (Sandler et al., 2018), Table 2.
 
@@ -112,28 +130,30 @@ class MobileNetV2(MobileNetBase):
         ValueError: for any argument outside the constraints above.
     """
 
+    config_class = MobileNetV2Config
+
     def __init__(
         self,
-        width_mult: float = 1.0,
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        dropout: float = 0.2,
-        include_top: bool = True,
-        blocks: Sequence[Sequence[int]] = V2_BLOCKS,
-        activation: str = "relu6",
-        padding: str = "symmetric",
-        bn_eps: float = 1e-5,
-        bn_momentum: float = 0.1,
-        output_stride: int = 32,
-        background_class: bool = False,
-        round_nearest: int = 8,
+        width_mult: float = _DEFAULT.width_mult,
+        num_classes: int = _DEFAULT.num_classes,
+        in_channels: int = _DEFAULT.in_channels,
+        dropout: float = _DEFAULT.dropout,
+        include_top: bool = _DEFAULT.include_top,
+        blocks: Sequence[Sequence[int]] = _DEFAULT.blocks,
+        activation: str = _DEFAULT.activation,
+        padding: str = _DEFAULT.padding,
+        bn_eps: float = _DEFAULT.bn_eps,
+        bn_momentum: float = _DEFAULT.bn_momentum,
+        output_stride: int = _DEFAULT.output_stride,
+        background_class: bool = _DEFAULT.background_class,
+        round_nearest: int = _DEFAULT.round_nearest,
         norm_layer: Callable[[int], nn.Module] | None = None,
     ):
         super().__init__()
-        # Everything needed to rebuild this model (checkpoint.save_model stores it with the weights).
-        self.config = dict(
-            arch="mobilenet_v2", width_mult=width_mult, num_classes=num_classes,
-            in_channels=in_channels, dropout=dropout, include_top=include_top,
+        # Everything needed to rebuild this model (save_model stores it with the weights).
+        self.config = MobileNetV2Config(
+            width_mult=width_mult, num_classes=num_classes, in_channels=in_channels,
+            dropout=dropout, include_top=include_top,
             blocks=[list(row) for row in blocks], activation=activation, padding=padding,
             bn_eps=bn_eps, bn_momentum=bn_momentum, output_stride=output_stride,
             background_class=background_class, round_nearest=round_nearest,
@@ -141,7 +161,7 @@ class MobileNetV2(MobileNetBase):
         self._check_args(width_mult, num_classes, in_channels, dropout)
         atrous = AtrousStride(output_stride)
         check_rows("blocks", blocks, "t, c, n, s")
-        check_positive_int("round_nearest", round_nearest)
+        check_int("round_nearest", round_nearest)
         norm_layer = norm_layer or partial(nn.BatchNorm2d, eps=bn_eps, momentum=bn_momentum)
         block_kwargs = dict(activation=activation, padding=padding, norm_layer=norm_layer)
 

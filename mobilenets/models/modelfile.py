@@ -1,5 +1,6 @@
 """Our own model format: a safetensors file whose metadata holds the model's config as JSON
-(``registry.load_model`` rebuilds any of them).
+(``ModelConfig.to_dict``; ``registry.config_from_dict`` types it again and ``registry.load_model``
+rebuilds any of them).
 
 Loading never unpickles anything, and every write is atomic (``fileio.atomic_path``), so a
 killed process never leaves a half-written file. The metadata also holds a checksum of the
@@ -21,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mobilenets.fileio import atomic_path, check_regular_file, note_input
+from mobilenets.models.config import ModelConfig
 
 FORMAT_VERSION = "1"
 #: The metadata key of ``tensors_checksum``.
@@ -72,7 +74,8 @@ def save_model(model: nn.Module, path: str | os.PathLike, extra: dict | None = N
     """Save a model built by this package as safetensors, atomically.
 
     Args:
-        model: A model with a ``config`` dict (every model this package builds has one).
+        model: A model with a ``config`` (a ``ModelConfig``: every model this package builds has
+            one).
         path: Destination file, conventionally ``*.safetensors``.
         extra: Optional JSON-serialisable metadata stored beside the config (e.g. class names).
 
@@ -84,8 +87,9 @@ def save_model(model: nn.Module, path: str | os.PathLike, extra: dict | None = N
             class (``check_class_names``).
     """
     config = getattr(model, "config", None)
-    if not isinstance(config, dict):
-        raise ValueError("model has no config dict: save_model needs a model built by mobilenets")
+    if not isinstance(config, ModelConfig):
+        raise ValueError("model has no ModelConfig: save_model needs a model built by mobilenets")
+    config = config.to_dict()
     check_class_names(config, extra or {}, str(path))
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {"format": "mobilenets", "version": FORMAT_VERSION, "config": json.dumps(config),
@@ -96,7 +100,8 @@ def save_model(model: nn.Module, path: str | os.PathLike, extra: dict | None = N
 
 
 def read_model_file(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], dict]:
-    """Read a file written by ``save_model``: (config, state dict, extra metadata).
+    """Read a file written by ``save_model``: (config as stored, a dict; state dict; extra
+    metadata). ``registry.config_from_dict`` makes the config a ``ModelConfig`` again.
 
     The file is recorded as an input of the running command (``fileio.note_input``): no output
     of the command may replace it.

@@ -4,14 +4,18 @@ and the one loader of our model files.
 - ``ARCHS``: the classifier classes (MobileNet V1, V2, ShuffleNet V1) by the ``arch`` key of
   their config; MobileNet V1 and V2 are also the backbones of every task model.
 - ``BUILDERS``: the task models (SSD, SSDLite, Faster R-CNN, DeepLabv3, the embedding net), each
-  ``builder(config) -> model``, registered by its module with ``register_builder`` when imported;
-  ``TASK_MODULES`` names the module, so ``load_model`` can import it on demand.
+  ``builder(config) -> model`` with its config's class, registered by its module with
+  ``register_builder`` when imported; ``TASK_MODULES`` names the module, so ``load_model`` can
+  import it on demand.
 - ``MODELS``: the named variants (``mobilenet_v1_0.75_160``, ``shufflenet_v1_g3_1.5_224``, ...),
   which drive the CLI, the tests
   and the README's model table; ``TIMM_NAMES`` lets timm's names answer too.
 
-``load_model(path)`` rebuilds any model file this package writes, dispatching on its config's
-``arch`` as timm's ``create_model`` dispatches on a name.
+Every model's ``config`` is a typed record (``models.config.ModelConfig``: ``MobileNetV1Config``,
+``DetectorConfig``, ...). ``config_from_dict`` reads one back from a model file's JSON and
+``build_from_config`` makes its model; ``load_model(path)`` does both for any model file this
+package writes, dispatching on the config's ``arch`` as timm's ``create_model`` dispatches on a
+name.
 """
 from __future__ import annotations
 
@@ -20,22 +24,37 @@ import fnmatch
 import importlib
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping, NamedTuple
 
 import torch
 from torch import nn
 
+from mobilenets.checks import check_choice
+from mobilenets.models.base import MobileNetBase
+from mobilenets.models.config import ClassifierConfig, ModelConfig
 from mobilenets.models.mobilenet_v1 import V1_SHALLOW_BLOCKS, MobileNetV1
 from mobilenets.models.mobilenet_v2 import MobileNetV2
 from mobilenets.models.modelfile import load_state_dict_checked, read_model_file
 from mobilenets.models.shufflenet import ShuffleNetV1
 
-#: Classifier classes by the ``arch`` key stored in every model's config.
-ARCHS: dict[str, type[nn.Module]] = {"mobilenet_v1": MobileNetV1, "mobilenet_v2": MobileNetV2,
-                                     "shufflenet_v1": ShuffleNetV1}
-#: Task models' builders by ``arch`` (``register_builder``), with the kind of model each makes.
-BUILDERS: dict[str, tuple[Callable[[dict], nn.Module], str]] = {}
+#: Classifier classes by the ``arch`` of their config (each names its class in ``config_class``).
+ARCHS: dict[str, type[MobileNetBase]] = {"mobilenet_v1": MobileNetV1,
+                                         "mobilenet_v2": MobileNetV2,
+                                         "shufflenet_v1": ShuffleNetV1}
+
+
+class TaskModel(NamedTuple):
+    """A task model's entry in ``BUILDERS``: ``build(config) -> model``, the ``kind`` of model
+    (one of ``KINDS``) and the class of its ``config``."""
+
+    build: Callable[[ModelConfig], nn.Module]
+    kind: str
+    config_class: type[ModelConfig]
+
+
+#: Task models by ``arch`` (``register_builder``).
+BUILDERS: dict[str, TaskModel] = {}
 #: Where each task model's builder lives (imported by ``build_from_config`` when needed).
 TASK_MODULES = {"ssd": "mobilenets.tasks.detection.model",
                 "ssdlite": "mobilenets.tasks.detection.model",
@@ -55,9 +74,11 @@ class ModelSpec:
     Attributes:
         name: Registry name, e.g. ``mobilenet_v1_0.75_160``, ``mobilenet_v2_1.4_224`` or
             ``shufflenet_v1_g3_1.5_224``.
-        arch: Key into ``ARCHS``.
-        resolution: Default input size (square), which sets the resolution multiplier rho.
-        kwargs: Constructor arguments of the arch.
+        config: The variant's config (``create_model`` builds it): its ``arch`` (a key of
+            ``ARCHS``), its default input size ``resolution`` (square, which sets the resolution
+            multiplier rho), its ``name`` and its constructor arguments.
+        name_fields: The fields of ``config`` the name stands for (besides ``arch``), e.g.
+            ``("width_mult",)``, or ``("block",)`` for Table 4's Conv MobileNet.
         paper: What the paper (V1's, MobileNetV2's for ``mobilenet_v2_*``, ShuffleNet's or the
             MobileNetV2 slides' for ``shufflenet_v1_*``) prints for it on ImageNet, where it does
             (``params_m`` None where it prints none):
@@ -70,11 +91,26 @@ class ModelSpec:
     """
 
     name: str
-    arch: str
-    resolution: int
-    kwargs: dict = field(default_factory=dict)
+    config: ClassifierConfig
+    name_fields: tuple[str, ...] = ("width_mult",)
     paper: dict | None = None
     released_top1: float | None = None
+
+    @property
+    def arch(self) -> str:
+        """The variant's ``config.arch``: a key of ``ARCHS``."""
+        return self.config.arch
+
+    @property
+    def resolution(self) -> int:
+        """The variant's ``config.resolution``: its default input size."""
+        return self.config.resolution
+
+
+def _spec(name: str, arch: str, resolution: int, kwargs: dict, name_fields: tuple[str, ...],
+          paper: dict | None, released_top1: float | None = None) -> ModelSpec:
+    config = ARCHS[arch].config_class(resolution=resolution, name=name, **kwargs)
+    return ModelSpec(name, config, name_fields, paper, released_top1)
 
 
 def _paper(table: str, top1: float, madds_m: float, params_m: float | None) -> dict:
@@ -114,19 +150,20 @@ def _add_grid(arch: str, points, paper: dict, released: dict | None = None,
     ``width_mult=alpha`` and ``kwargs`` (``prefix`` defaults to ``arch``)."""
     for alpha, res in points:
         name = f"{prefix or arch}_{alpha}_{res}"
-        MODELS[name] = ModelSpec(name, arch, res, {"width_mult": alpha, **kwargs},
-                                 paper.get((alpha, res)), (released or {}).get((alpha, res)))
+        MODELS[name] = _spec(name, arch, res, {"width_mult": alpha, **kwargs},
+                             ("width_mult", *kwargs), paper.get((alpha, res)),
+                             (released or {}).get((alpha, res)))
 
 
 _add_grid("mobilenet_v1", [(a, r) for a in WIDTH_MULTS for r in RESOLUTIONS], _PAPER_V1,
           _RELEASED_TOP1)
 
-MODELS["mobilenet_v1_conv_224"] = ModelSpec(  # Table 4: full convolutions instead of separable
-    "mobilenet_v1_conv_224", "mobilenet_v1", 224, {"block": "full"},
+MODELS["mobilenet_v1_conv_224"] = _spec(  # Table 4: full convolutions instead of separable
+    "mobilenet_v1_conv_224", "mobilenet_v1", 224, {"block": "full"}, ("block",),
     _paper("4", 71.7, 4866, 29.3))
-MODELS["mobilenet_v1_shallow_224"] = ModelSpec(  # Table 5: the five 14x14x512 blocks removed
+MODELS["mobilenet_v1_shallow_224"] = _spec(  # Table 5: the five 14x14x512 blocks removed
     "mobilenet_v1_shallow_224", "mobilenet_v1", 224,
-    {"blocks": [list(r) for r in V1_SHALLOW_BLOCKS]}, _paper("5", 65.3, 307, 2.9))
+    {"blocks": [list(r) for r in V1_SHALLOW_BLOCKS]}, ("blocks",), _paper("5", 65.3, 307, 2.9))
 
 # MobileNetV2's Table 4 (the seeds' slides): the other grid points appear only in its Figure 5.
 _PAPER_V2 = {
@@ -193,12 +230,12 @@ def list_models(pattern: str = "*") -> list[str]:
     return [n for n in MODELS if fnmatch.fnmatch(n, pattern)]
 
 
-def register_builder(arch: str, builder: Callable[[dict], nn.Module], kind: str) -> None:
-    """Register a task model: ``builder(config)`` makes a fresh model from the ``config`` dict
-    that model stores (its ``arch`` key is ``arch``); ``kind`` is one of ``KINDS``."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    BUILDERS[arch] = (builder, kind)
+def register_builder(arch: str, builder: Callable[[ModelConfig], nn.Module], kind: str,
+                     config_class: type[ModelConfig]) -> None:
+    """Register a task model: ``builder(config)`` makes a fresh model from the ``config`` that
+    model stores, a ``config_class`` whose ``arch`` is ``arch``; ``kind`` is one of ``KINDS``."""
+    check_choice("kind", kind, KINDS)
+    BUILDERS[arch] = TaskModel(builder, kind, config_class)
 
 
 def arch_name(arch: str) -> str:
@@ -273,10 +310,10 @@ def build_checked(factory: Callable[[], nn.Module], what: str) -> nn.Module:
     return factory()
 
 
-def _size_args(config: dict) -> str:
-    shown = [f"{k} {config[k]!r}" for k in ("width_mult", "num_classes", "arch", "name")
-             if k in config]
-    return ", ".join(shown) or "this config"
+def _size_args(config: ModelConfig) -> str:
+    shown = [f"{k} {getattr(config, k)!r}" for k in ("width_mult", "num_classes")
+             if hasattr(config, k)]
+    return ", ".join([*shown, f"name {config.name!r}" if config.name else f"arch {config.arch!r}"])
 
 
 def variant_name(model: str, width_mult: float | None = None,
@@ -302,22 +339,20 @@ def variant_name(model: str, width_mult: float | None = None,
     """
     spec = get_spec(model)
     res = int(resolution or spec.resolution)
-    if "width_mult" not in spec.kwargs:  # the ablation baselines: their name without the size
+    if "width_mult" not in spec.name_fields:  # the ablation baselines: their name without the size
         base = spec.name.rsplit("_", 1)[0]
         return f"{base}_{res}" if width_mult in (None, 1.0) else f"{base}_{float(width_mult)}_{res}"
-    alpha = float(spec.kwargs["width_mult"] if width_mult is None else width_mult)
+    alpha = float(spec.config.width_mult if width_mult is None else width_mult)
     return f"{spec.name.rsplit('_', 2)[0]}_{alpha}_{res}"  # the grid's prefix: arch (and g)
 
 
-def config_name(config: dict) -> str:
-    """``variant_name`` of a classifier's stored ``config`` (``model.config``: its ``name`` or
-    ``arch``, ``width_mult`` and ``resolution``), e.g. ``"mobilenet_v1_1.0_64"``."""
-    arch = config.get("arch", "mobilenet_v1")
-    if arch == "shufflenet_v1" and not config.get("name"):  # any g, registered or not
-        return (f"shufflenet_v1_g{config.get('groups', 3)}_{float(config.get('width_mult', 1.0))}"
-                f"_{int(config.get('resolution') or 224)}")
-    base = config.get("name") or f"{arch}_1.0_224"
-    return variant_name(base, config.get("width_mult"), config.get("resolution"))
+def config_name(config: ClassifierConfig) -> str:
+    """``variant_name`` of a classifier's ``config`` (``model.config``: its ``name`` or ``arch``,
+    ``width_mult`` and ``resolution``), e.g. ``"mobilenet_v1_1.0_64"``."""
+    if config.arch == "shufflenet_v1" and not config.name:  # any g, registered or not
+        return f"shufflenet_v1_g{config.groups}_{float(config.width_mult)}_{config.input_size}"
+    base = config.name or f"{config.arch}_1.0_224"
+    return variant_name(base, config.width_mult, config.resolution)
 
 
 def create_model(name: str, **overrides) -> nn.Module:
@@ -329,20 +364,17 @@ def create_model(name: str, **overrides) -> nn.Module:
             ``dropout``, ``activation``, ...).
 
     Returns:
-        The model; ``model.config["resolution"]`` holds the variant's input size.
+        The model; ``model.config.resolution`` holds the variant's input size.
+
+    Raises:
+        TypeError: for an override that is not a field of the variant's config.
     """
-    spec = get_spec(name)
-    kwargs = {**spec.kwargs, **overrides}
-    model = build_checked(lambda: ARCHS[spec.arch](**kwargs),
-                          _size_args({**kwargs, "name": spec.name}))
-    model.config["resolution"] = spec.resolution
-    model.config["name"] = spec.name
-    return model
+    return build_from_config(get_spec(name).config.replace(**overrides))
 
 
-def arch_of(config: dict) -> str | None:
-    """The ``arch`` a stored config names (files written before task models stored one name
-    theirs by ``detector`` or ``head``)."""
+def arch_of(config: Mapping) -> str | None:
+    """The ``arch`` a config dict stored in a file names (files written before task models stored
+    one name theirs by ``detector`` or ``head``)."""
     for key in ("arch", "detector"):
         if key in config:
             return config[key] if isinstance(config[key], str) else None
@@ -355,28 +387,64 @@ def kind_of(arch: str | None) -> str | None:
         return "classifier"
     if arch in TASK_MODULES and arch not in BUILDERS:
         importlib.import_module(TASK_MODULES[arch])
-    return BUILDERS[arch][1] if arch in BUILDERS else None
+    return BUILDERS[arch].kind if arch in BUILDERS else None
 
 
-def build_from_config(config: dict) -> nn.Module:
-    """Rebuild a freshly initialised model from its ``config`` dict (as ``save_model`` stores it):
-    a classifier of ``ARCHS`` or a task model of ``BUILDERS``.
+def config_class(arch: str | None) -> type[ModelConfig]:
+    """The config class of an architecture.
 
     Raises:
-        ValueError: for a config that names no known architecture.
+        ValueError: for an unknown ``arch``, listing the known ones.
     """
-    config = dict(config)
-    arch = arch_of(config)
     if kind_of(arch) is None:
         known = sorted({*ARCHS, *TASK_MODULES, *BUILDERS})
         raise ValueError(f"config names unknown arch {arch!r}; known: {', '.join(known)}")
-    what = _size_args({**config, "arch": arch})
-    if arch not in ARCHS:
-        return build_checked(lambda: BUILDERS[arch][0]({**config, "arch": arch}), what)
-    config.pop("arch")
-    extra = {k: config.pop(k) for k in ("resolution", "name") if k in config}
-    model = build_checked(lambda: ARCHS[arch](**config), what)
-    model.config.update(extra)
+    return ARCHS[arch].config_class if arch in ARCHS else BUILDERS[arch].config_class
+
+
+def config_from_dict(data: Mapping, source: str = "config") -> ModelConfig:
+    """The typed config a model file stores as JSON (``ModelConfig.to_dict``), files written
+    before configs were typed included: its ``arch`` picks the class, absent fields take their
+    defaults, nested configs (a task model's ``backbone``) are read the same way.
+
+    Args:
+        data: The config dict.
+        source: What it came from (a file name), for the messages.
+
+    Raises:
+        ValueError: naming ``source``, for an unknown ``arch``, unknown fields or missing required
+            ones.
+    """
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{source}: its model config is a {type(data).__name__}, not a JSON object")
+    arch = arch_of(data)
+    try:
+        cls = config_class(arch)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+    data = {**data, "arch": arch}
+    for key in cls.NESTED:
+        if isinstance(data.get(key), Mapping):
+            data[key] = config_from_dict(data[key], f"{source} ({key})")
+    return cls.from_dict(data, source)
+
+
+def build_from_config(config: ModelConfig) -> nn.Module:
+    """A freshly initialised model of ``config`` (a classifier of ``ARCHS`` or a task model of
+    ``BUILDERS``), whose own ``config`` equals it.
+
+    Raises:
+        ValueError: for a config that names no known architecture, or a bad value.
+    """
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"config must be a ModelConfig (config_from_dict reads a dict), got "
+                        f"{type(config).__name__}")
+    config_class(config.arch)  # a known arch, or a clear error
+    what = _size_args(config)
+    if config.arch not in ARCHS:
+        return build_checked(lambda: BUILDERS[config.arch].build(config), what)
+    model = build_checked(lambda: ARCHS[config.arch](**config.model_kwargs()), what)
+    model.config.resolution, model.config.name = config.resolution, config.name
     return model
 
 
@@ -401,16 +469,16 @@ def load_model(path: str | os.PathLike, kind: str | None = None, **overrides) ->
             config is wrong or asks for more memory than there is (refused before the model is
             built), or its weights do not fit its config.
     """
-    config, state, extra = read_model_file(path)
+    stored, state, extra = read_model_file(path)
     if kind is not None:
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        found = kind_of(arch_of(config))
+        check_choice("kind", kind, KINDS)
+        found = kind_of(arch_of(stored))
         if found != kind:
             raise ValueError(f"{path} holds a {found or 'unknown'} model "
-                             f"({arch_of(config)!r}), not a {kind}")
+                             f"({arch_of(stored)!r}), not a {kind}")
+    config = config_from_dict(stored, str(path))
     try:
-        model = build_from_config({**config, **overrides})
+        model = build_from_config(config.replace(**overrides))
     except (TypeError, KeyError, ValueError, AttributeError) as e:
         raise ValueError(f"{path}: its model config does not describe a model this package "
                          f"builds: {e}") from None

@@ -4,12 +4,15 @@ and the channel shuffle, with the group count g (``groups``) and the scale facto
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Sequence
 
 from torch import nn
 
-from mobilenets.models.base import AtrousStride, MobileNetBase, check_positive_int, check_rows
+from mobilenets.checks import check_int
+from mobilenets.models.base import AtrousStride, MobileNetBase, check_rows
+from mobilenets.models.config import ClassifierConfig
 from mobilenets.models.layers import ConvBNAct, Pool2d, ShuffleUnit
 from mobilenets.models.mobilenet_v2 import make_divisible
 
@@ -78,6 +81,22 @@ def shufflenet_channels(width_mult: float, groups: int, blocks: Sequence[Sequenc
     return make_divisible(stem, groups), stages
 
 
+@dataclass(kw_only=True, slots=True)
+class ShuffleNetV1Config(ClassifierConfig):
+    """``ShuffleNetV1``'s config (a ``ClassifierConfig``): its constructor's arguments, with the
+    same defaults."""
+
+    arch: str = "shufflenet_v1"
+    groups: int = 3
+    dropout: float = 0.0
+    blocks: list[list[int]] | None = None
+    activation: str = "relu"
+    zero_init_residual: bool = True
+
+
+_DEFAULT = ShuffleNetV1Config()  # the constructor's defaults: the config's
+
+
 class ShuffleNetV1(MobileNetBase):
     """ShuffleNet V1 (Zhang et al., 2018), Table 1.
 
@@ -126,28 +145,30 @@ class ShuffleNetV1(MobileNetBase):
         ValueError: for any argument outside the constraints above.
     """
 
+    config_class = ShuffleNetV1Config
+
     def __init__(
         self,
-        width_mult: float = 1.0,
-        groups: int = 3,
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        dropout: float = 0.0,
-        include_top: bool = True,
-        blocks: Sequence[Sequence[int]] | None = None,
-        activation: str = "relu",
-        padding: str = "symmetric",
-        bn_eps: float = 1e-5,
-        bn_momentum: float = 0.1,
-        output_stride: int = 32,
-        background_class: bool = False,
+        width_mult: float = _DEFAULT.width_mult,
+        groups: int = _DEFAULT.groups,
+        num_classes: int = _DEFAULT.num_classes,
+        in_channels: int = _DEFAULT.in_channels,
+        dropout: float = _DEFAULT.dropout,
+        include_top: bool = _DEFAULT.include_top,
+        blocks: Sequence[Sequence[int]] | None = _DEFAULT.blocks,
+        activation: str = _DEFAULT.activation,
+        padding: str = _DEFAULT.padding,
+        bn_eps: float = _DEFAULT.bn_eps,
+        bn_momentum: float = _DEFAULT.bn_momentum,
+        output_stride: int = _DEFAULT.output_stride,
+        background_class: bool = _DEFAULT.background_class,
         norm_layer: Callable[[int], nn.Module] | None = None,
-        zero_init_residual: bool = True,
+        zero_init_residual: bool = _DEFAULT.zero_init_residual,
     ):
         super().__init__()
         # Everything needed to rebuild this model (save_model stores it with the weights).
-        self.config = dict(
-            arch="shufflenet_v1", width_mult=width_mult, groups=groups, num_classes=num_classes,
+        self.config = ShuffleNetV1Config(
+            width_mult=width_mult, groups=groups, num_classes=num_classes,
             in_channels=in_channels, dropout=dropout, include_top=include_top,
             blocks=None if blocks is None else [list(row) for row in blocks],
             activation=activation, padding=padding, bn_eps=bn_eps, bn_momentum=bn_momentum,
@@ -155,7 +176,7 @@ class ShuffleNetV1(MobileNetBase):
             zero_init_residual=zero_init_residual,
         )
         self._check_args(width_mult, num_classes, in_channels, dropout)
-        self.groups = check_positive_int("groups", groups)
+        self.groups = check_int("groups", groups)
         blocks = shufflenet_blocks(groups) if blocks is None else blocks
         check_rows("blocks", blocks, "c, n, s")
         atrous = AtrousStride(output_stride)

@@ -123,12 +123,12 @@ def compare_runs(run_dirs: list[str | os.PathLike], mean: bool = False) -> list[
         except (AttributeError, KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{run} does not hold a classification run written by `mobilenets "
                              f"train` ({type(e).__name__}: {e})") from None
-        res = model.config["resolution"]
-        prof = profile_model(model, (model.config.get("in_channels", 3), res, res))
+        res = model.config.resolution
+        prof = profile_model(model, (model.config.in_channels, res, res))
         # the model as built (a fine-tuned run's is its init file's), named at its resolution
         recipe = {k: v for k, v in saved.items() if k not in ("seed", "out_dir")}
         rows.append({"run": str(run), "model": config_name(model.config),
-                     "width_mult": model.config["width_mult"], "resolution": res,
+                     "width_mult": model.config.width_mult, "resolution": res,
                      "seed": cfg.seed, "recipe": json.dumps(recipe, sort_keys=True),
                      "top1": result["top1"], "top5": result["top5"],
                      "madds_m": round(prof.total_madds / 1e6, 2),

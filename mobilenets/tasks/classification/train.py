@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobilenets.engine.config import RunConfig, check_seed, config_from_preset
+from mobilenets.checks import check_choice, check_int, check_range
+from mobilenets.engine.config import RunConfig, config_from_preset
 from mobilenets.engine.data import (AUGMENTATIONS, BatchTransform, dataset_labels, iterate_batches,
                                     labeled_subset, limit_dataset, open_dataset, subset_dataset,
                                     unlabel_dataset)
@@ -77,31 +78,27 @@ class TrainConfig(RunConfig):
         """
         super().validate()
         get_spec(self.model)
-        check_seed("label_seed", self.label_seed)
-        if self.resolution is not None and self.resolution < 32:
-            raise ValueError(f"resolution must be an integer >= 32, got {self.resolution!r}")
+        check_range("label_seed", self.label_seed)
+        if self.resolution is not None:
+            check_range("resolution", self.resolution)
         if self.output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {self.output_stride!r}")
-        if self.augmentation not in AUGMENTATIONS:
-            raise ValueError(f"augmentation must be one of {', '.join(AUGMENTATIONS)}; got "
-                             f"{self.augmentation!r}")
+        check_choice("augmentation", self.augmentation, AUGMENTATIONS)
         if self.translate < 0 or self.holdout < 0:
             raise ValueError(f"translate and holdout must be >= 0, got {self.translate!r}, "
                              f"{self.holdout!r}")
-        if not 0 < self.eval_crop <= 2:
-            raise ValueError(f"eval_crop must be in (0, 2], got {self.eval_crop!r}")
-        if self.width_mult is not None and not self.width_mult > 0:
-            raise ValueError(f"width_mult must be > 0, got {self.width_mult!r}")
+        check_range("eval_crop", self.eval_crop)
+        if self.width_mult is not None:
+            check_range("width_mult", self.width_mult)
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not 0 <= self.random_erasing <= 1:
             raise ValueError(f"random_erasing must be in [0, 1], got {self.random_erasing!r}")
         for name in ("min_crop_area", "label_fraction"):
-            if not 0 < getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)!r}")
+            check_range(name, getattr(self, name))
         for name in ("limit_train", "limit_val"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name))
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers!r}")
         if not 0 <= self.label_smoothing < 1:
@@ -180,7 +177,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
             model.reset_classifier(num_classes)
     else:
         model = create_model(cfg.model, num_classes=num_classes, **kwargs)
-    model.config["resolution"] = cfg.input_size
+    model.config.resolution = cfg.input_size
     if cfg.freeze_body:
         for name, p in model.named_parameters():
             p.requires_grad = name.startswith("classifier.")
@@ -195,13 +192,13 @@ def check_init_model(name: str, init_from: str | os.PathLike) -> None:
             name's settings (width_mult, block structure) differ.
     """
     from mobilenets.models.modelfile import read_model_file
-    from mobilenets.models.registry import arch_of
+    from mobilenets.models.registry import config_from_dict
 
     spec = get_spec(name)
-    config = read_model_file(init_from)[0]
-    wanted = {"arch": spec.arch, "width_mult": 1.0, **spec.kwargs}
-    found = {"arch": arch_of(config), "width_mult": 1.0, **config}
-    differ = [f"{k} {wanted[k]!r} vs {found.get(k)!r}" for k in wanted if found.get(k) != wanted[k]]
+    found = config_from_dict(read_model_file(init_from)[0], str(init_from))
+    differ = [f"{k} {getattr(spec.config, k)!r} vs {getattr(found, k, None)!r}"
+              for k in dict.fromkeys(("arch", "width_mult", *spec.name_fields))
+              if getattr(found, k, None) != getattr(spec.config, k)]
     if differ:
         raise ValueError(f"--model {name} disagrees with --init {init_from} ({'; '.join(differ)}):"
                          " leave out --model (fine-tuning keeps --init's model), or pass an --init "

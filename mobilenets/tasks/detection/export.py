@@ -40,7 +40,7 @@ class SSDExportModule(nn.Module):
             raise ValueError("only ssd and ssdlite detectors export to ONNX; Faster R-CNN's "
                              "proposal stage is data-dependent")
         self.config = model.config
-        res = model.config["resolution"]
+        res = model.config.resolution
         self.backbone, self.head, self.box_coder = model.backbone, model.head, model.box_coder
         self.register_buffer("mean", torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -35,7 +36,9 @@ from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNPredict
 from torchvision.models.detection.ssd import SSD, SSDHead, SSDScoringHead
 from torchvision.ops import MultiScaleRoIAlign
 
-from mobilenets.models.layers import ConvBNAct, DepthwiseSeparable, check_choice
+from mobilenets.checks import check_choice, check_int
+from mobilenets.models.config import ClassifierConfig, TaskConfig
+from mobilenets.models.layers import ConvBNAct, DepthwiseSeparable
 from mobilenets.models.registry import (ARCHS, arch_name, build_from_config, load_model,
                                         register_builder)
 
@@ -52,6 +55,29 @@ EXTRA_MIN_DEPTH = 16
 #: Default-box scales of SSD's six maps: evenly spaced from 0.2 to 0.95 of the image (TF Object
 #: Detection API ``ssd_anchor_generator``: ``min_scale: 0.2, max_scale: 0.95``; SSD paper eq. 4).
 SSD_MIN_SCALE, SSD_MAX_SCALE = 0.2, 0.95
+
+
+@dataclass(kw_only=True, slots=True)
+class DetectorConfig(TaskConfig):
+    """A detector's config (``build_detector``'s arguments; ``arch`` is the detector, ``backbone``
+    the MobileNet's config, its ``include_top`` False, ``name`` and ``resolution`` None).
+
+    Attributes:
+        num_classes: Object classes, without the background.
+        resolution: Square input side the images are resized to.
+        min_scale: SSD default-box scale of the first map. Default ``SSD_MIN_SCALE``.
+        max_scale: SSD default-box scale of the last map. Default ``SSD_MAX_SCALE``.
+        detector: ``arch`` again, as files written before configs named an ``arch`` held it.
+    """
+
+    num_classes: int
+    resolution: int
+    min_scale: float = SSD_MIN_SCALE
+    max_scale: float = SSD_MAX_SCALE
+    detector: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        self.detector = self.arch
 
 #: Faster R-CNN anchors: scales (0.25, 0.5, 1, 2) x 256 pixels at 600x600 input, aspect ratios
 #: 0.5, 1, 2 (TF Object Detection API ``faster_rcnn`` configs, ``grid_anchor_generator``), scaled
@@ -111,7 +137,7 @@ class SSDBackbone(nn.Module):
 
     def __init__(self, base: nn.Module, lite: bool = False):
         super().__init__()
-        is_v2 = base.config["arch"] == "mobilenet_v2"
+        is_v2 = base.config.arch == "mobilenet_v2"
         self.to16, self.to32, c16 = _split_at_stride16(base, lite_v2=lite and is_v2)
         channels = _last_channels(self.to32)
         self.out_channels = [c16, channels]
@@ -216,10 +242,10 @@ def build_backbone(arch: str = "v1", width_mult: float = 1.0,
     if weights is None:
         return ARCHS[arch](width_mult=width_mult, include_top=False)
     base = load_model(weights, kind="classifier")
-    if base.config["arch"] != arch:
-        raise ValueError(f"backbone weights {weights} hold a {base.config['arch']}, but arch="
+    if base.config.arch != arch:
+        raise ValueError(f"backbone weights {weights} hold a {base.config.arch}, but arch="
                          f"{arch!r} was asked for")
-    if base.config.get("output_stride", 32) != 32:
+    if base.config.output_stride != 32:
         base = load_model(weights, output_stride=32)
     return base.train()
 
@@ -227,7 +253,8 @@ def build_backbone(arch: str = "v1", width_mult: float = 1.0,
 def build_detector(detector: str = "ssdlite", arch: str = "v2", width_mult: float = 1.0,
                    num_classes: int = 90, resolution: int = 300,
                    backbone_weights: str | os.PathLike | None = None,
-                   backbone_config: dict | None = None, min_scale: float = SSD_MIN_SCALE,
+                   backbone_config: ClassifierConfig | None = None,
+                   min_scale: float = SSD_MIN_SCALE,
                    max_scale: float = SSD_MAX_SCALE) -> nn.Module:
     """Build a detector on a MobileNet backbone.
 
@@ -242,7 +269,7 @@ def build_detector(detector: str = "ssdlite", arch: str = "v2", width_mult: floa
         backbone_weights: Our ``.safetensors`` classification checkpoint to start the backbone
             from (``build_backbone``); its arch and alpha replace ``arch`` and ``width_mult``.
             Default None (fresh weights).
-        backbone_config: A backbone config dict (as stored in a detector's config) to rebuild the
+        backbone_config: A backbone's config (as a detector's config stores it) to rebuild the
             backbone from, instead of ``arch``/``width_mult``; for ``detector_from_config``.
         min_scale: SSD default-box scale of the first map, as a fraction of the image. Default 0.2.
         max_scale: SSD default-box scale of the last map. Default 0.95.
@@ -257,18 +284,15 @@ def build_detector(detector: str = "ssdlite", arch: str = "v2", width_mult: floa
         FileNotFoundError: if ``backbone_weights`` does not exist.
     """
     check_choice("detector", detector, DETECTORS)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 64:
-        raise ValueError(f"resolution must be an integer >= 64, got {resolution!r}")
+    check_int("num_classes", num_classes)
+    check_int("resolution", resolution, 64)
     if backbone_config is not None:
-        base = build_from_config({**backbone_config, "include_top": False})
+        base = build_from_config(backbone_config.replace(include_top=False))
     else:
         base = build_backbone(arch, width_mult, backbone_weights)
-    backbone_cfg = {k: v for k, v in base.config.items() if k not in ("name", "resolution")}
-    config = {"arch": detector, "detector": detector, "backbone": backbone_cfg,
-              "num_classes": num_classes,
-              "resolution": resolution, "min_scale": min_scale, "max_scale": max_scale}
+    config = DetectorConfig(arch=detector, backbone=base.config.replace(name=None, resolution=None),
+                            num_classes=num_classes, resolution=resolution, min_scale=min_scale,
+                            max_scale=max_scale)
     size = (resolution, resolution)
     if detector == "faster_rcnn":
         model = _faster_rcnn(base, num_classes, resolution)
@@ -304,13 +328,12 @@ def _faster_rcnn(base: nn.Module, num_classes: int, resolution: int) -> FasterRC
                       size_divisible=1)  # torchvision pads to multiples of 32 (300 -> 320); TF not
 
 
-def detector_from_config(config: dict) -> nn.Module:
-    """Rebuild a detector (fresh weights) from its ``config`` dict: the registry's builder for
+def detector_from_config(config: DetectorConfig) -> nn.Module:
+    """Rebuild a detector (fresh weights) from its ``config``: the registry's builder for
     ``ssd``, ``ssdlite`` and ``faster_rcnn`` (``registry.load_model`` loads a detector file)."""
-    return build_detector(config["detector"], num_classes=config["num_classes"],
-                          resolution=config["resolution"], backbone_config=config["backbone"],
-                          min_scale=config.get("min_scale", SSD_MIN_SCALE),
-                          max_scale=config.get("max_scale", SSD_MAX_SCALE))
+    return build_detector(config.arch, num_classes=config.num_classes,
+                          resolution=config.resolution, backbone_config=config.backbone,
+                          min_scale=config.min_scale, max_scale=config.max_scale)
 
 
 def for_costing(model: nn.Module) -> nn.Module:
@@ -345,9 +368,8 @@ def profile_detector(model: nn.Module, name: str | None = None):
     from mobilenets.cost.profiler import profile_model
 
     cfg = model.config
-    res = cfg["resolution"]
-    name = name or (f"{cfg['detector']}_{cfg['backbone']['arch']}_"
-                    f"{cfg['backbone']['width_mult']}_{res}")
+    res = cfg.resolution
+    name = name or f"{cfg.arch}_{cfg.backbone.arch}_{cfg.backbone.width_mult}_{res}"
     rpn = getattr(model, "rpn", None)
     saved = rpn.nms_thresh if rpn is not None else None
     try:
@@ -358,4 +380,4 @@ def profile_detector(model: nn.Module, name: str | None = None):
 
 
 for _detector in DETECTORS:
-    register_builder(_detector, detector_from_config, kind="detector")
+    register_builder(_detector, detector_from_config, kind="detector", config_class=DetectorConfig)

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
+from mobilenets.checks import check_choice, check_int
 from mobilenets.engine.config import RunConfig, config_from_preset
 from mobilenets.engine.loop import fit, write_run_outputs
 from mobilenets.engine.results import RunResult
-from mobilenets.models.layers import check_choice
 from mobilenets.models.registry import arch_name
 from mobilenets.tasks.detection.data import (CocoDetection, collate, detection_augment,
                                              evaluate_detector)
@@ -66,12 +66,11 @@ class DetectConfig(RunConfig):
         for name in ("width_mult", "eval_batch_size", "min_scale", "max_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if self.resolution < 64:
-            raise ValueError(f"resolution must be an integer >= 64, got {self.resolution!r}")
+        check_int("resolution", self.resolution, 64)  # SSD's smallest maps need 64
         if not self.train_data:
             raise ValueError("train_data (a COCO annotation file) is required")
-        if self.limit_val is not None and self.limit_val < 1:
-            raise ValueError(f"limit_val must be >= 1, got {self.limit_val!r}")
+        if self.limit_val is not None:
+            check_int("limit_val", self.limit_val)
         return self
 
 

@@ -32,12 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mobilenets.checks import check_choice, check_range
 from mobilenets.engine.data import BatchTransform, TensorImageDataset, iterate_batches
 from mobilenets.engine.distributed import Dist, init_distributed
 from mobilenets.engine.loop import fit, write_run_outputs
 from mobilenets.engine.results import RunResult
 from mobilenets.engine.runfolder import lock_run_folder
 from mobilenets.fileio import atomic_path, check_regular_file
+from mobilenets.models.config import ModelConfig
 from mobilenets.models.registry import load_model
 from mobilenets.tasks.classification.train import (PRESETS, TrainConfig, build_model, evaluate,
                                                    open_splits, train_augment,
@@ -158,8 +160,7 @@ def distillation_loss(loss: str, student_out: Tensor, teacher_out: Tensor, targe
     Raises:
         ValueError: on an unknown ``loss`` or targets of the wrong shape.
     """
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    check_choice("loss", loss, LOSSES)
     if loss == "soft":
         per_example = soft_target_loss(student_out, teacher_out, temperature, reduction="none")
     elif loss == "sigmoid":
@@ -206,18 +207,14 @@ class DistillConfig(TrainConfig):
 
     def validate(self) -> "DistillConfig":
         super().validate()
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.teacher_mode not in TEACHER_MODES:
-            raise ValueError(f"teacher_mode must be one of {TEACHER_MODES}, got {self.teacher_mode!r}")
+        check_choice("loss", self.loss, LOSSES)
+        check_choice("teacher_mode", self.teacher_mode, TEACHER_MODES)
         if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
         if not (isinstance(self.hard_weight, (int, float)) and self.hard_weight >= 0):
             raise ValueError(f"hard_weight must be >= 0, got {self.hard_weight!r}")
-        if self.teacher_resolution is not None and (not isinstance(self.teacher_resolution, int)
-                                                    or self.teacher_resolution < 32):
-            raise ValueError(f"teacher_resolution must be an integer >= 32, got "
-                             f"{self.teacher_resolution!r}")
+        if self.teacher_resolution is not None:
+            check_range("teacher_resolution", self.teacher_resolution)
         if self.teacher_batch_size < 1:
             raise ValueError(f"teacher_batch_size must be >= 1, got {self.teacher_batch_size!r}")
         return self
@@ -254,8 +251,8 @@ def make_distill_config(base: TrainConfig | None = None, **overrides) -> Distill
 def _module_fingerprint(module: nn.Module) -> str:
     h = hashlib.sha256(type(module).__name__.encode())
     config = getattr(module, "config", None)
-    if isinstance(config, dict):
-        h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    if isinstance(config, ModelConfig):
+        h.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
     for name, t in module.state_dict().items():
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
@@ -378,7 +375,7 @@ def teacher_outputs(teacher: nn.Module | None, dataset, transform: BatchTransfor
 def _teacher_transform(cfg: DistillConfig, teacher: nn.Module | None) -> BatchTransform:
     res = cfg.teacher_resolution
     if res is None and teacher is not None:
-        res = (getattr(teacher, "config", None) or {}).get("resolution")
+        res = getattr(getattr(teacher, "config", None), "resolution", None)
     return BatchTransform(int(res or cfg.input_size), False, eval_crop=cfg.eval_crop)
 
 

@@ -24,8 +24,8 @@ def attribute_names(model: nn.Module, path: str | os.PathLike) -> list[str]:
         ValueError: naming the file if it records none, or not one per output.
     """
     names = model.metadata.get("class_names")
-    if not names or len(names) != model.config.get("num_classes"):
-        raise ValueError(f"{path} does not record its {model.config.get('num_classes')} attribute "
+    if not names or len(names) != model.config.num_classes:
+        raise ValueError(f"{path} does not record its {model.config.num_classes} attribute "
                          "names; use a model written by `mobilenets attributes train|distill`")
     return list(names)
 
@@ -118,9 +118,9 @@ def cost(model: nn.Module, resolution: int) -> dict:
             "params_m": round(prof.total_params / 1e6, 3)}
 
 
-def _row_label(config: dict, resolution: int) -> str:
+def _row_label(config, resolution: int) -> str:
     """Table 12/14's model label, e.g. ``0.5 MobileNet-32`` or ``1.0 MobileNet-32``."""
-    alpha = f"{config.get('backbone', config).get('width_mult', 1.0):g}"
+    alpha = f"{getattr(config, 'backbone', config).width_mult:g}"
     return f"{alpha if '.' in alpha else alpha + '.0'} MobileNet-{resolution}"
 
 
@@ -148,7 +148,7 @@ def attribute_report(model_files: Sequence[str | os.PathLike], data_dir: str | o
         model = load_model(path, kind="classifier")
         attribute_names(model, path)
         train_cfg = model.metadata.get("train_config", {})
-        res = int(model.config.get("resolution") or 224)
+        res = model.config.input_size
         crop = float(train_cfg.get("eval_crop", 1.0))
         size = stored_size(res, crop)
         if size not in cache:
@@ -181,7 +181,7 @@ def embedding_report(model_files: Sequence[str | os.PathLike], data_dir: str | o
     for path in model_files:
         model = load_model(path, kind="embedding")
         train_cfg = model.metadata.get("train_config", {})
-        res = int(model.config.get("resolution") or 224)
+        res = model.config.input_size
         crop = float(train_cfg.get("eval_crop", 1.0))
         size = stored_size(res, crop)
         if size not in cache:

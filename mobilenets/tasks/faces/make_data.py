@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from mobilenets.checks import check_int
 from mobilenets.engine.data import FASHION_MNIST_ROOT, load_fashion_mnist
 from mobilenets.fileio import save_png, write_csv, write_json
 
@@ -104,12 +105,6 @@ def attribute_labels(images: torch.Tensor, classes: torch.Tensor,
     return torch.stack(cols, 1).to(torch.uint8)
 
 
-def _check_count(name: str, value, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
-
-
 def _fashion_splits(root, train_name: str, train_count: int, test_name: str, test_count: int):
     """Fashion-MNIST's train and test splits, checked to hold ``train_count`` and ``test_count``
     images (each named in the error as ``train_name`` / ``test_name``)."""
@@ -160,9 +155,9 @@ def make_attribute_data(out_dir: str | os.PathLike, labeled: int = 10_000,
         ValueError: naming a count that is out of range.
         FileNotFoundError: if Fashion-MNIST is not found under ``root``.
     """
-    _check_count("labeled", labeled, 2)
-    _check_count("unlabeled", unlabeled, 0)
-    _check_count("test", test, 1)
+    check_int("labeled", labeled, 2)
+    check_int("unlabeled", unlabeled, 0)
+    check_int("test", test, 1)
     out = Path(out_dir)
     train_set, test_set = _fashion_splits(root, "labeled + unlabeled", labeled + unlabeled,
                                           "test", test)
@@ -391,7 +386,7 @@ def make_embedding_data(out_dir: str | os.PathLike, identities: int = 1000, phot
     for name, value, low in (("identities", identities, 2), ("photos", photos, 1),
                              ("unlabeled", unlabeled, 0), ("test_identities", test_identities, 2),
                              ("test_photos", test_photos, 2), ("negatives", negatives, 1)):
-        _check_count(name, value, low)
+        check_int(name, value, low)
     if not (isinstance(max_source_cosine, (int, float)) and -1 < max_source_cosine <= 1):
         raise ValueError(f"max_source_cosine must be in (-1, 1], got {max_source_cosine!r}")
     photo_cfg = photo_cfg or PhotoConfig()

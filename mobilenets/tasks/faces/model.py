@@ -5,12 +5,26 @@ MobileNets trained on the labels; students are smaller MobileNets trained to emu
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobilenets.models.base import check_positive_int
+from mobilenets.checks import check_int
+from mobilenets.models.config import TaskConfig
 from mobilenets.models.registry import build_from_config, create_model, register_builder
+
+
+@dataclass(kw_only=True, slots=True)
+class EmbeddingNetConfig(TaskConfig):
+    """``EmbeddingNet``'s config: ``backbone`` the MobileNet's config, ``embedding_dim`` the
+    embedding's size and ``resolution`` the backbone's; ``head`` names the kind, as files written
+    before configs named an ``arch`` did."""
+
+    arch: str = "embedding_net"
+    embedding_dim: int
+    head: str = field(init=False, default="embedding")
 
 
 class EmbeddingNet(nn.Module):
@@ -29,7 +43,7 @@ class EmbeddingNet(nn.Module):
 
     def __init__(self, backbone: nn.Module, embedding_dim: int = 128):
         super().__init__()
-        check_positive_int("embedding_dim", embedding_dim)
+        check_int("embedding_dim", embedding_dim)
         if getattr(backbone, "include_top", None) is not False:
             raise ValueError("backbone must be a MobileNet built with include_top=False")
         self.backbone = backbone
@@ -44,22 +58,15 @@ class EmbeddingNet(nn.Module):
         # the same way; BatchNorm centres each dimension first (as ArcFace's FC-BN head).
         self.embed_bn = nn.BatchNorm1d(embedding_dim)
         self.in_channels = backbone.in_channels
-        self.config = {"arch": "embedding_net", "head": "embedding", "embedding_dim": embedding_dim,
-                       "backbone": backbone.config,
-                       "resolution": backbone.config.get("resolution")}
+        self.config = EmbeddingNetConfig(backbone=backbone.config.replace(),
+                                         embedding_dim=embedding_dim,
+                                         resolution=backbone.config.resolution)
 
     @classmethod
-    def from_config(cls, config: dict) -> "EmbeddingNet":
-        """Rebuild a freshly initialised network from its ``config``.
-
-        Raises:
-            ValueError: naming ``config`` if it does not describe an ``EmbeddingNet``.
-        """
-        if config.get("head") != "embedding" or "backbone" not in config:
-            raise ValueError("config does not describe an EmbeddingNet (no head='embedding'); "
-                             "is this an embedding model file?")
-        net = cls(build_from_config(config["backbone"]), config["embedding_dim"])
-        net.config["resolution"] = config.get("resolution")
+    def from_config(cls, config: EmbeddingNetConfig) -> "EmbeddingNet":
+        """Rebuild a freshly initialised network from its ``config``."""
+        net = cls(build_from_config(config.backbone), config.embedding_dim)
+        net.config.resolution = config.resolution
         return net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,8 +104,9 @@ def build_backbone(cfg, include_top: bool = False, num_classes: int = 1000) -> n
     if cfg.width_mult is not None:
         kwargs["width_mult"] = cfg.width_mult
     model = create_model(cfg.model, **kwargs)
-    model.config["resolution"] = cfg.input_size
+    model.config.resolution = cfg.input_size
     return model
 
 
-register_builder("embedding_net", EmbeddingNet.from_config, kind="embedding")
+register_builder("embedding_net", EmbeddingNet.from_config, kind="embedding",
+                 config_class=EmbeddingNetConfig)

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobilenets.checks import check_int
 from mobilenets.engine.config import config_from_preset
 from mobilenets.engine.data import stored_size
 from mobilenets.engine.loop import fit, write_run_outputs
 from mobilenets.engine.results import RunResult
-from mobilenets.models.base import check_positive_int
 from mobilenets.models.registry import load_model
 from mobilenets.tasks.classification.train import TrainConfig, train_augment
 from mobilenets.tasks.faces.data import limit_splits, open_attribute_data, open_identity_data
@@ -37,7 +37,7 @@ class EmbeddingTrainConfig(TrainConfig):
 
     def validate(self) -> "EmbeddingTrainConfig":
         super().validate()
-        check_positive_int("embedding_dim", self.embedding_dim)
+        check_int("embedding_dim", self.embedding_dim)
         if not (isinstance(self.logit_scale, (int, float)) and self.logit_scale > 0):
             raise ValueError(f"logit_scale must be > 0, got {self.logit_scale!r}")
         return self

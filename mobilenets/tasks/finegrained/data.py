@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from mobilenets.checks import check_int
 from mobilenets.engine.data import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, load_fashion_mnist
 from mobilenets.fileio import atomic_path, save_png, staging_dir
 
@@ -80,9 +81,8 @@ class FineGrainedDataConfig:
                              f"got {self.classes!r}")
         self.classes = classes
         for name in ("clean_per_class", "noisy_per_class", "test_per_class"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v < 1):
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name))
         if not 0 <= self.noise_rate < 1:
             raise ValueError(f"noise_rate must be in [0, 1), got {self.noise_rate!r}")
         if not 0 <= self.confusable_share <= 1:

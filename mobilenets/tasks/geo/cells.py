@@ -35,6 +35,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from mobilenets.checks import check_int
 from mobilenets.fileio import atomic_path, read_json
 
 EARTH_RADIUS_KM = 6371.0088  # mean radius (IUGG)
@@ -113,9 +114,7 @@ class GeocellConfig:
     def validate(self) -> "GeocellConfig":
         """Check the fields; returns self. Raises ``ValueError`` naming a bad field."""
         for name in ("max_photos", "min_photos", "root_cols", "root_rows"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+            check_int(name, getattr(self, name))
         if self.min_photos > self.max_photos:
             raise ValueError(f"min_photos ({self.min_photos}) must be <= max_photos ({self.max_photos})")
         if not isinstance(self.max_level, int) or not 0 <= self.max_level <= 24:

@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from mobilenets.checks import check_int
 from mobilenets.fileio import atomic_path, read_csv, save_png, staging_dir, write_json
 from mobilenets.tasks.geo.cells import EARTH_RADIUS_KM, Geocells
 
@@ -205,9 +206,7 @@ class GeoDataConfig:
     def validate(self) -> "GeoDataConfig":
         """Check the fields; returns self. Raises ``ValueError`` naming a bad field."""
         for name in ("train_images", "val_images", "test_images"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+            check_int(name, getattr(self, name))
         if self.train_images + self.val_images > 60000 or self.test_images > 10000:
             raise ValueError("train_images + val_images must be <= 60000 and test_images <= 10000 "
                              "(Fashion-MNIST's sizes)")

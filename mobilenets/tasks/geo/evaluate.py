@@ -153,7 +153,7 @@ def evaluate_model(model: torch.nn.Module, photos: Sequence[GeoPhoto], cells: Ge
     model's cost (Mult-Adds, conv + FC parameters, of which the classifier's) and cell count.
 
     Args:
-        model: A classifier over ``cells`` (``model.config["resolution"]`` sets the input size).
+        model: A classifier over ``cells`` (``model.config.resolution`` sets the input size).
         photos: Test photos.
         cells: The model's cells (its class order).
         modes: Prediction modes (see ``predict_locations``). Default both.
@@ -171,7 +171,7 @@ def evaluate_model(model: torch.nn.Module, photos: Sequence[GeoPhoto], cells: Ge
     """
     from mobilenets.cost.profiler import profile_model
 
-    res = model.config.get("resolution", 224)
+    res = model.config.input_size
     probs = model_probs(model, photos, res, eval_crop)
     if probs.shape[1] != len(cells):
         raise ValueError(f"the model {name or ''} has {probs.shape[1]} classes but the cells "
@@ -181,7 +181,7 @@ def evaluate_model(model: torch.nn.Module, photos: Sequence[GeoPhoto], cells: Ge
     cost = {"model": name, "madds_m": round(prof.total_madds / 1e6, 2),
             "params_m": round(prof.layer_params / 1e6, 3),
             "classifier_params_m": round(classifier / 1e6, 3), "cells": len(cells)}
-    label = f"{model.config.get('width_mult', 1.0):g} MobileNet-{res}"
+    label = f"{model.config.width_mult:g} MobileNet-{res}"
     true_lat, true_lon = photo_coordinates(photos)
     columns = []
     for mode in modes:

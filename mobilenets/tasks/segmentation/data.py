@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mobilenets.checks import check_int, check_range
 from mobilenets.engine.data import open_rgb
 from mobilenets.fileio import check_regular_file, read_json
 
@@ -74,8 +75,8 @@ class SegmentationDataset:
         if not (root / "images").is_dir():
             raise FileNotFoundError(f"segmentation data folder {root} has no images/ folder "
                                     "(write one with `mobilenets synth`)")
-        if resolution is not None and (not isinstance(resolution, int) or resolution < 32):
-            raise ValueError(f"resolution must be an integer >= 32, got {resolution!r}")
+        if resolution is not None:
+            check_range("resolution", resolution)
         self.files = sorted(p for p in (root / "images").iterdir() if p.suffix.lower() == ".png")
         if limit:
             self.files = self.files[:limit]
@@ -115,8 +116,7 @@ class SegmentationDataset:
             labelled = self.masks[self.masks != IGNORE_INDEX]
             found = int(labelled.max()) + 1 if labelled.numel() else 1
             num_classes = max(by_id, default=0) + 1 if by_id else found
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+        check_int("num_classes", num_classes)
         return ["background"] + [by_id.get(i, str(i)) for i in range(1, num_classes)]
 
     def __len__(self) -> int:

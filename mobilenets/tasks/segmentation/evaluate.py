@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobilenets.checks import check_range
 from mobilenets.engine.metrics import ConfusionMatrix
 from mobilenets.fileio import read_json, save_png
 from mobilenets.models.registry import load_model
@@ -187,7 +188,7 @@ def evaluate_segmenter(model: nn.Module, dataset: SegmentationDataset, batch_siz
 def model_info(path: str | os.PathLike, model: DeepLabV3, multi_scale_flip: bool = False) -> dict:
     """What an evaluation file records of the model it measured (``table7_rows`` reads it)."""
     return {"file": str(path), "output_stride": model.output_stride,
-            "resolution": model.config.get("resolution"), "multi_scale_flip": multi_scale_flip}
+            "resolution": model.config.resolution, "multi_scale_flip": multi_scale_flip}
 
 
 def palette(num_classes: int) -> np.ndarray:
@@ -292,8 +293,7 @@ def table7_rows(resolution: int = 512, num_classes: int = 21,
     """
     from mobilenets.cost.profiler import profile_model
 
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 32:
-        raise ValueError(f"resolution must be an integer >= 32, got {resolution!r}")
+    check_range("resolution", resolution)
     rows = []
     arch_of = {"MNet V1": "v1", "MNet V2*": "v2"}
     for p in PAPER_TABLE7:
@@ -324,9 +324,9 @@ def table7_rows(resolution: int = 512, num_classes: int = 21,
         res = info["resolution"]
         prof = profile_model(model, (3, res, res))
         cfg = model.config
-        arch = "V1" if cfg["backbone"]["arch"] == "mobilenet_v1" else "V2*"
-        rows.append({"backbone": f"ours {arch} {float(cfg['backbone']['width_mult'])}",
-                     "head": cfg["head"], "output_stride": info["output_stride"],
+        arch = "V1" if cfg.backbone.arch == "mobilenet_v1" else "V2*"
+        rows.append({"backbone": f"ours {arch} {float(cfg.backbone.width_mult)}",
+                     "head": cfg.head, "output_stride": info["output_stride"],
                      "mf": info["multi_scale_flip"], "madds_b": round(prof.total_madds / 1e9, 3),
                      "mf_madds_b": None, "params_m": round(prof.total_params / 1e6, 3),
                      "miou": None if result["miou"] is None else round(result["miou"], 2),

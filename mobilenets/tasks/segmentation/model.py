@@ -17,14 +17,17 @@ live beside this module (``data``, ``train``, ``evaluate``).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobilenets.checks import check_choice
 from mobilenets.models.base import AtrousStride, MobileNetBase
-from mobilenets.models.layers import ConvBNAct, check_choice
+from mobilenets.models.config import ModelConfig, TaskConfig
+from mobilenets.models.layers import ConvBNAct
 from mobilenets.models.registry import (ARCHS, arch_name, build_from_config, load_model,
                                         register_builder)
 
@@ -36,6 +39,33 @@ ASPP_RATES = {32: (3, 6, 9), 16: (6, 12, 18), 8: (12, 24, 36)}
 HEAD_CHANNELS = 256
 #: DeepLabv3's multi-scale test inputs (its section 4.3; Table 7's "MF" adds left-right flips).
 MF_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+
+
+@dataclass(kw_only=True, slots=True)
+class DeepLabV3Config(TaskConfig):
+    """``DeepLabV3``'s config: its arguments (see there; ``backbone`` the MobileNet's config,
+    its ``name`` None), with ``aspp_rates`` the rates its head uses (none for the lite head)."""
+
+    arch: str = "deeplabv3"
+    num_classes: int
+    head: str
+    aspp_rates: list[int]
+    head_channels: int
+    dropout: float
+
+    def replace(self, **changes) -> "DeepLabV3Config":
+        """A copy with some fields changed; ``output_stride`` (8, 16 or 32) rebuilds the backbone
+        at that stride with the same weight shapes, as DeepLab trains at 16 and evaluates at 8,
+        and gives an ASPP head the new stride's rates (``load_model(path, output_stride=8)``).
+        """
+        stride = changes.pop("output_stride", None)
+        config = ModelConfig.replace(self, **changes)
+        if stride is not None and stride != config.backbone.output_stride:
+            AtrousStride(stride)  # checks it
+            config.backbone = config.backbone.replace(output_stride=stride)
+            if config.head == "aspp":
+                config.aspp_rates = list(ASPP_RATES[stride])
+        return config
 
 
 class DeepLabHead(nn.Module):
@@ -91,7 +121,7 @@ def body_of(net: MobileNetBase) -> tuple[nn.Sequential, int]:
     """The layers of a MobileNet the head reads, and their output channels: MobileNetV2 without
     its last 1x1 convolution (Table 7's "MNet V2*: second last feature map"), V1 whole."""
     layers = list(net.features)
-    if net.config["arch"] == "mobilenet_v2":
+    if net.config.arch == "mobilenet_v2":
         layers = layers[:-1]
     body = nn.Sequential(*layers)
     channels = [m for m in body.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
@@ -132,16 +162,15 @@ class DeepLabV3(nn.Module):
             raise ValueError(f"backbone must be a MobileNetV1 or MobileNetV2, got "
                              f"{type(backbone).__name__}")
         check_choice("head", head, HEADS)
-        self.output_stride = backbone.config["output_stride"]
+        self.output_stride = backbone.config.output_stride
         self.in_channels = backbone.in_channels
         rates = () if head == "lite" else tuple(aspp_rates or ASPP_RATES[self.output_stride])
         self.backbone, channels = body_of(backbone)
         self.head = DeepLabHead(channels, num_classes, rates, head_channels, dropout)
         self.num_classes = num_classes
-        backbone_config = {k: v for k, v in backbone.config.items() if k not in ("name",)}
-        self.config = dict(arch="deeplabv3", backbone=backbone_config, num_classes=num_classes,
-                           head=head, aspp_rates=list(rates), head_channels=head_channels,
-                           dropout=dropout)
+        self.config = DeepLabV3Config(backbone=backbone.config.replace(name=None),
+                                      num_classes=num_classes, head=head, aspp_rates=list(rates),
+                                      head_channels=head_channels, dropout=dropout)
         for m in self.head.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
@@ -226,29 +255,13 @@ def create_segmenter(backbone: str = "v2", width_mult: float = 1.0, num_classes:
     return DeepLabV3(net, num_classes, head, aspp_rates, head_channels, dropout).train()
 
 
-def build_segmenter(config: dict) -> DeepLabV3:
-    """A fresh ``DeepLabV3`` from its ``config`` dict (as ``save_model`` stores it); the
-    registry's builder for ``arch="deeplabv3"``.
-
-    An ``output_stride`` entry rebuilds the backbone at that stride (8, 16 or 32) with the same
-    weight shapes, as DeepLab trains at 16 and evaluates at 8; an ASPP head then gets the rates
-    of the new stride (``registry.load_model(path, output_stride=8)``).
-    """
-    config = dict(config)
-    if config.pop("arch", None) != "deeplabv3" or "backbone" not in config:
-        raise ValueError("config is not a DeepLabV3 config (arch 'deeplabv3' with a backbone)")
-    stride = config.pop("output_stride", None)
-    backbone = config.pop("backbone")
-    if stride is not None and stride != backbone["output_stride"]:
-        AtrousStride(stride)
-        backbone = {**backbone, "output_stride": stride}
-        if config["head"] == "aspp":
-            config["aspp_rates"] = list(ASPP_RATES[stride])
-    net = build_from_config(backbone)
-    extra = {k: config.pop(k) for k in ("resolution", "name") if k in config}
-    model = DeepLabV3(net, **config)
-    model.config.update(extra)
+def build_segmenter(config: DeepLabV3Config) -> DeepLabV3:
+    """A fresh ``DeepLabV3`` from its ``config``; the registry's builder for
+    ``arch="deeplabv3"``."""
+    model = DeepLabV3(build_from_config(config.backbone), config.num_classes, config.head,
+                      config.aspp_rates, config.head_channels, config.dropout)
+    model.config.resolution, model.config.name = config.resolution, config.name
     return model
 
 
-register_builder("deeplabv3", build_segmenter, kind="segmenter")
+register_builder("deeplabv3", build_segmenter, kind="segmenter", config_class=DeepLabV3Config)

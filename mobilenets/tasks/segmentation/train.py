@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from mobilenets.checks import check_choice, check_int, check_range
 from mobilenets.engine.config import RunConfig, config_from_preset
 from mobilenets.engine.loop import fit, write_run_outputs
 from mobilenets.engine.results import RunResult
 from mobilenets.models.base import AtrousStride
-from mobilenets.models.layers import check_choice
 from mobilenets.models.registry import arch_name
 from mobilenets.tasks.segmentation.data import IGNORE_INDEX, SegAugment, SegmentationDataset
 from mobilenets.tasks.segmentation.evaluate import evaluate_segmenter, model_info
@@ -71,13 +71,12 @@ class SegConfig(RunConfig):
         arch_name(self.backbone)
         check_choice("head", self.head, HEADS)
         AtrousStride(self.output_stride)
-        if not self.width_mult > 0:
-            raise ValueError(f"width_mult must be > 0, got {self.width_mult!r}")
-        if self.resolution is not None and self.resolution < 32:
-            raise ValueError(f"resolution must be an integer >= 32, got {self.resolution!r}")
+        check_range("width_mult", self.width_mult)
+        if self.resolution is not None:
+            check_range("resolution", self.resolution)
         for name in ("limit_train", "limit_val"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name))
         SegAugment(self.min_scale, self.max_scale)
         return self
 
@@ -132,7 +131,7 @@ def train_segmenter(cfg: SegConfig, resume: bool = False) -> RunResult:
     model = create_segmenter(cfg.backbone, cfg.width_mult, len(names), cfg.head,
                              cfg.output_stride, cfg.init_from, cfg.aspp_rates, cfg.head_channels,
                              cfg.dropout)
-    model.config["resolution"] = int(train_set.images.shape[-1])
+    model.config.resolution = int(train_set.images.shape[-1])
     augment = SegAugment(cfg.min_scale, cfg.max_scale, cfg.flip)
 
     def loss_fn(net, x, y, indices):
