@@ -164,7 +164,7 @@ def frozen_compile(module: nn.Module) -> Callable:
     (``benchmarks/results/phones_latency_1t.md`` has it beside ``torch``). Freezing is a global
     Inductor setting that Dynamo reads when it traces (``torch.compile(options=...)`` comes too
     late), so it is switched on around the calls that compile: the first with each input
-    layout, not for the process, and not around every call (entering the patch costs ~20 us)."""
+    layout, not for the process, and not around every call (entering the patch is not free)."""
     import torch._inductor.config as inductor_config
 
     compiled, traced = torch.compile(module, dynamic=False), set()

@@ -157,8 +157,8 @@ def prepared_input(p: Prepared, x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if p.channels_last else x
 
 
-#: Seconds to wait after a backend's block when ONNX Runtime's threads spin: they spin for
-#: about 40 ms after the last call (measured, 2 threads), which would be charged to the next one.
+#: Seconds to wait after a backend's block when ONNX Runtime's threads spin: longer than they
+#: keep spinning after the last call, which would otherwise be charged to the next backend.
 SPIN_PAUSE_S = 0.06
 
 
@@ -177,8 +177,7 @@ def time_interleaved(prepared: list[Prepared], x: torch.Tensor | dict[str, torch
     thread of this process: a runtime's pool included), one figure per round: the block's CPU
     time over its ``iters`` calls. Not per call: the kernel charges a thread that keeps running
     (a spinning pool thread) only at its scheduler ticks, so one call's reading misses or
-    doubles that thread's share (ONNX Runtime int8, 2 spinning threads, Zen 5: a per-call median
-    of 1.20 ms against 2.33 ms per call over 300 calls). ``load`` (a list) receives the 1-minute
+    doubles that thread's share. ``load`` (a list) receives the 1-minute
     load average after every round: wall time on a loaded CPU is mostly waiting, CPU time is not.
     ``pause`` seconds pass untimed after every backend's block (``SPIN_PAUSE_S`` when ONNX
     Runtime's threads spin)."""
@@ -237,7 +236,7 @@ def ort_matmul(n: int = 1024, threads: int | None = None, spinning: bool = False
 
 def ort_matmul_gflops(n: int = 1024, repeats: int = 20, threads: int | None = None) -> float:
     """Measured fp32 GFLOP/s of an ``n``-cube MatMul in ONNX Runtime (MLAS), best of
-    ``repeats``. On some CPUs (AMD Zen 5) MKL's ``torch.matmul`` reaches half of it."""
+    ``repeats``: on some CPUs well above ``torch.matmul``'s (``gemm_rates`` records both)."""
     run, a = ort_matmul(n, threads).run, torch.randn(n, n)
     best = min(timed(lambda: run(a)) for _ in range(repeats))
     return 2 * n ** 3 / best / 1e9

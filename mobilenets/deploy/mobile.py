@@ -226,7 +226,7 @@ def _executorch(reference, path, shape, precision, calibration, float_policy, nh
 
         q = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
         # BatchNorm is folded above, so the QAT conv+BN patterns cannot match; looking for them
-        # traces 12 pattern graphs per export (~3 s, a third of the whole int8 export).
+        # traces 12 pattern graphs per export, a large share of its time (docs/deployment.md).
         q.SUPPORTED_PATTERNS = [p for p in q.SUPPORTED_PATTERNS if not p.is_qat]
         m = pt2e_quantize(m, q, calibration, floats)
     program = torch.export.export(m, (torch.randn(1, *shape),))

@@ -334,12 +334,12 @@ def quantize_int8(model: nn.Module, path: str | os.PathLike, calibration: Iterab
         extra: JSON-serialisable metadata to store.
         float_layers: The first ``float_layers`` convolutions stay in fp32 (default 2: the stem
             and the first depthwise layer). ONNX Runtime's int8 kernels are slower than fp32 on
-            these few-channel, full-resolution layers on AVX2 CPUs without VNNI
-            (``benchmarks/ort_layers.py``); keeping them float makes 1.0-224 ~2% and 0.25-128
-            ~25% faster. 0 quantizes every layer.
+            these few-channel, full-resolution layers on AVX2 CPUs without VNNI, so keeping them
+            float is faster there (``benchmarks/results/ort_layers.md``,
+            ``docs/results/deployment.md``). 0 quantizes every layer.
         float_classifier: Keep the classifier (Gemm/MatMul) fp32, so the logits are not rounded
-            to 8 bits (``deploy.quantize``: top-1 agreement 98.5% -> 99.25% on a trained
-            Fashion-MNIST V1, no measurable time). Default True.
+            to 8 bits (``deploy.quantize`` says why; ``docs/deployment.md`` has the agreement
+            either way). Default True.
 
     Returns:
         An ``ExportReport`` (max |diff| of the logits and top-1 agreement with the float model).

@@ -4,8 +4,7 @@ Which layers stay fp32 (``float_module_names``) is decided here for every runtim
 ``float_layers`` ``ConvBNAct`` blocks (the stem, then the first depthwise layer, ...) and, by
 default, the classifier. The classifier matters most: with an int8 classifier the *logits* are
 rounded to 8 bits, and a trained model's logits span +-100, so one step is about one logit and
-near ties flip the top-1 (Fashion-MNIST, V1 at 32 px: agreement with fp32 96.8% with an int8
-classifier, 99.1% with a float one, same latency; ``docs/deployment.md``).
+near ties flip the top-1, at no gain in latency (``docs/deployment.md`` has the figures).
 
 ``pt2e_quantize`` is PyTorch 2's export-based flow (``torchao.quantization.pt2e``): export,
 ``prepare_pt2e`` with the runtime's quantizer (per-channel symmetric int8 weights, int8

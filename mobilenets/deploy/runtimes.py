@@ -132,8 +132,8 @@ def require(extra: str, module: str | None = None):
 def block_openvino_telemetry() -> None:
     """Keep OpenVINO from sending usage telemetry. Unless a user has opted out, importing
     ``openvino`` and every ``convert_model`` write a client id under ``~/intel`` and fork a
-    process per event to post it; offline, each waits for its time-out, which stalled later
-    exports in the same process by ~4 s each (measured in ``pick``'s export workers). OpenVINO's
+    process per event to post it; offline, each waits for its time-out, which stalls every later
+    export in the same process (``docs/deployment.md``, "pick in 5 minutes"). OpenVINO's
     modules fall back to their own no-op stub when ``openvino_telemetry`` cannot be imported."""
     # None in sys.modules makes ``import openvino_telemetry`` fail: OpenVINO then uses its stub.
     if sys.modules.setdefault("openvino_telemetry", None) is None:

@@ -2,13 +2,12 @@
 on this machine rather than fixed.
 
 Why it depends on the machine: the first layers have few channels at full resolution. On AVX2
-CPUs without VNNI, ONNX Runtime's int8 kernels are *slower* than fp32 there (MobileNet 1.0-224
-on an AMD Zen 3: the stem 1.67x, the first depthwise 1.46x, ``benchmarks/results/ort_layers.md``),
-so keeping them fp32 is faster as well as more accurate. With AVX-512 VNNI (AMD Zen 5) every
-int8 layer is faster and the choice moves the whole model by a few percent either way
-(``docs/deployment.md``). ``choose_float_layers`` exports the candidates, times them interleaved
-(process CPU time, so other people's load does not decide) and keeps the fastest whose top-1
-agreement with fp32 is within ``agreement_slack`` of the best candidate's.
+CPUs without VNNI, ONNX Runtime's int8 kernels are *slower* than fp32 there
+(``benchmarks/results/ort_layers.md``), so keeping them fp32 is faster as well as more accurate.
+With AVX-512 VNNI every int8 layer is faster and the choice moves the whole model little
+(``docs/deployment.md``, "Machine-aware int8"). ``choose_float_layers`` exports the candidates,
+times them interleaved (process CPU time, so other people's load does not decide) and keeps the
+fastest whose top-1 agreement with fp32 is within ``agreement_slack`` of the best candidate's.
 """
 from __future__ import annotations
 

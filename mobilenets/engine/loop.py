@@ -434,7 +434,7 @@ class TrainingRun:
         sync_buffers(self.model, self.d)
         epochs = self.step / self.steps_per_epoch
         summary = {"steps": self.step, "epochs": epochs,
-                   # to the millisecond: a tiny run (a few steps) takes well under 0.05 s
+                   # to the millisecond: a tiny run (a few steps) would round to 0.0 seconds
                    "train_seconds": round(self.prior_seconds + seconds, 3),
                    "images_per_second_last_session": round(self.images_seen / max(seconds, 1e-9),
                                                            1),

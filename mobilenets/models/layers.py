@@ -91,7 +91,8 @@ def small_map_depthwise(x: torch.Tensor, weight: torch.Tensor, stride, padding, 
     ``out[n, c, o] = sum_i x[n, c, i] * M[c, o, i]``, where ``M`` gathers the kernel tap linking
     input pixel ``i`` to output pixel ``o`` (or 0): the convolution's own sums, in another order.
     Worth it only for tiny maps (the 2x2 and 1x1 maps of a 32x32 input), where oneDNN's depthwise
-    kernel is ~10x slower forward + backward on CPU (benchmarks/README.md).
+    kernel is far slower forward + backward on CPU (docs/results/deployment.md, "Training
+    throughput").
 
     Args:
         x: Input, ``(N, C, H, W)``, NCHW or channels_last (the result keeps the layout).

@@ -137,9 +137,8 @@ class ShuffleNetV1(MobileNetBase):
         zero_init_residual: Start the last BatchNorm scale of every adding unit at 0, so that each
             unit starts as the identity (Goyal et al., 2017; torchvision's ResNet option). The
             paper does not give its initialisation; with this package's RMSprop recipe (lr 0.06)
-            ShuffleNet's loss spikes to ~70 during the warm-up without it and a 3-epoch
-            Fashion-MNIST run ends 7.6 points lower (benchmarks/results/shufflenet_train*.md).
-            Default True.
+            ShuffleNet's loss spikes during the warm-up without it and a short Fashion-MNIST run
+            ends far less accurate (docs/results/shufflenet.md). Default True.
 
     Raises:
         ValueError: for any argument outside the constraints above.

@@ -128,14 +128,14 @@ PRESETS: dict[str, TrainConfig] = {
                                  lr_final=0.01, warmup_epochs=0.3, min_crop_area=0.5,
                                  eval_crop=1.0, checkpoint_every=100),
     # The paper's MobileNet (alpha, rho and output_stride its knobs) with fast-training practice
-    # (airbench on CIFAR-10; measured in docs/results/fast_recipe.md). Departures from 3.2:
-    # SGD with Nesterov momentum instead of RMSprop, a cosine schedule with a short warm-up
-    # instead of exponential decay, label smoothing, weight decay 5e-4 (the usual value of SGD
-    # recipes on small images, beside the paper's 4e-5 for RMSprop), translate-and-flip instead of Inception crops, test-time flips. The 28x28 images
-    # sit unresampled on a 32x32 input (eval_crop 32/28); output_stride 16 keeps the last two
-    # blocks (7x7 at 224) at 2x2 instead of 1x1.
-    # alpha 0.75: as accurate as 1.0 after 4 epochs (90.46% vs 90.20% on held-out images) at
-    # 1.9x the images/s, so more epochs fit the same time.
+    # (airbench on CIFAR-10; what each ingredient gives: docs/results/fast_recipe.md). Departures
+    # from 3.2: SGD with Nesterov momentum instead of RMSprop, a cosine schedule with a short
+    # warm-up instead of exponential decay, label smoothing, weight decay 5e-4 (the usual value of
+    # SGD recipes on small images, beside the paper's 4e-5 for RMSprop), translate-and-flip
+    # instead of Inception crops, test-time flips. The 28x28 images sit unresampled on a 32x32
+    # input (eval_crop 32/28); output_stride 16 keeps the last two blocks (7x7 at 224) at 2x2
+    # instead of 1x1. alpha 0.75: as accurate as 1.0 for the same epochs at about half the cost
+    # per image, so more epochs fit the same time.
     "fast": TrainConfig(model="mobilenet_v1_0.75_224", resolution=32, output_stride=16,
                         epochs=15, batch_size=128, optimizer="sgd", lr=0.2, momentum=0.9,
                         nesterov=True, weight_decay=5e-4, lr_schedule="cosine",
@@ -148,9 +148,9 @@ PRESETS: dict[str, TrainConfig] = {
 }
 # "best": the fast recipe with 1.0 MobileNet at 64x64 (the 28x28 images upscaled 2x, 4-pixel
 # shifts: 2 input pixels) and output stride 32 (the last blocks at 2x2), for 60 epochs, with
-# random erasing at Zhong et al.'s Fashion-MNIST setting (p 0.5): 60 epochs without it fit the
-# training images (loss 0.533, label smoothing's floor ~0.50) and ended at 94.72%, with it 95.01%
-# (docs/results/fast_recipe.md; a departure from section 3.2, like the rest of "fast").
+# random erasing at Zhong et al.'s Fashion-MNIST setting (p 0.5): without it 60 epochs fit the
+# training images (loss near label smoothing's floor) and end less accurate (docs/results/
+# fast_recipe.md; a departure from section 3.2, like the rest of "fast").
 PRESETS["best"] = replace(PRESETS["fast"], model="mobilenet_v1_1.0_224", resolution=64,
                           output_stride=32, translate=4, epochs=60, warmup_epochs=1.0,
                           random_erasing=0.5)

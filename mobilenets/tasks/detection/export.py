@@ -139,8 +139,8 @@ def export_detector_onnx(model: nn.Module, path: str | os.PathLike, class_names:
         compared += int(ka.sum())
     with atomic_path(path) as tmp:
         # The TorchScript exporter: the graph is static (fixed size, anchors as a constant) and it
-        # exports this one in ~1 s of CPU, where the dynamo exporter (deploy._torch_export) takes
-        # ~20 s; ONNX Runtime checks the result either way.
+        # exports this one far faster than the dynamo exporter (deploy.onnx_export); ONNX Runtime
+        # checks the result either way.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(fold_batchnorm(copy.deepcopy(module)), (check_images[:2],),
