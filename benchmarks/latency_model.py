@@ -52,8 +52,10 @@ from mobilenets.cost.latency import fit_device, variant_profile  # noqa: E402
 from mobilenets.deploy.device import (backend_precision, calibration_set,  # noqa: E402
                                       measure_models)
 from mobilenets.deploy.machine import machine_info, machine_line  # noqa: E402
-from mobilenets.fileio import read_json, render_table, write_json, write_text  # noqa: E402
+from mobilenets.fileio import write_json, write_text  # noqa: E402
 from mobilenets.models.registry import list_models  # noqa: E402
+from mobilenets.readers import read_json  # noqa: E402
+from mobilenets.tables import render_table  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 #: The models timed: the V1 grid (fitted on and held out), V2 (the slides' Table 4 widths 1.0

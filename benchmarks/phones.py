@@ -60,7 +60,8 @@ from mobilenets.deploy.bench import (SPIN_PAUSE_S, calibration_images, gemm_rate
                                      time_interleaved)
 from mobilenets.deploy.machine import machine_info, machine_line  # noqa: E402
 from mobilenets.deploy.peers import peer_model  # noqa: E402
-from mobilenets.fileio import render_table, write_json, write_text  # noqa: E402
+from mobilenets.fileio import write_json, write_text  # noqa: E402
+from mobilenets.tables import render_table  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 #: The slides' Table 4 (MobileNetV2 slides): ms on one phone core with TF-Lite.

@@ -24,10 +24,10 @@ from torch import nn
 from mobilenets.cost.formulas import table3
 from mobilenets.cost.memory import KB, MemoryTrace, inference_ops, trace_memory
 from mobilenets.cost.profiler import Profile, profile_model
-from mobilenets.fileio import TABLE_WIDTH, render_table, wrap_text
 from mobilenets.models.mobilenet_v1 import V1_SHALLOW_BLOCKS, MobileNetV1
 from mobilenets.models.mobilenet_v2 import MobileNetV2
 from mobilenets.models.shufflenet import ShuffleNetV1
+from mobilenets.tables import TABLE_WIDTH, render_table, wrap_text
 
 #: A comparison entry is a match when within this relative difference (or equal once rounded to
 #: the digits the paper prints).

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mobilenets.cli import build_parser, main
-from mobilenets.fileio import TABLE_WIDTH
+from mobilenets.tables import TABLE_WIDTH
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

@@ -9,7 +9,7 @@ from helpers import run_cli_captured
 
 import mobilenets as M
 from mobilenets.cli import main
-from mobilenets.fileio import TABLE_WIDTH, render_table
+from mobilenets.tables import TABLE_WIDTH, render_table
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"

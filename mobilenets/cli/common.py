@@ -9,8 +9,9 @@ from dataclasses import fields
 
 from mobilenets.checks import COUNT, FINITE, RANGES, Range
 from mobilenets.engine.config import config_from_preset, parse_assignments
-from mobilenets.fileio import FORMATS, TABLE_WIDTH, display_text, render_table, write_text
+from mobilenets.fileio import display_text, write_text
 from mobilenets.models.config import ModelConfig
+from mobilenets.tables import FORMATS, TABLE_WIDTH, render_table
 
 
 class Parser(argparse.ArgumentParser):
@@ -147,7 +148,7 @@ def write_output(text: str, output: str | None) -> None:
 
 def write_rows(rows: list[dict], fmt: str, output: str | None, wide: bool = False,
                columns=None, headers: dict | None = None) -> None:
-    """``fileio.render_table`` of ``rows`` in ``fmt``, printed or written to ``output``.
+    """``tables.render_table`` of ``rows`` in ``fmt``, printed or written to ``output``.
 
     Args:
         rows: The rows (dicts).

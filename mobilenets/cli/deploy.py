@@ -10,8 +10,9 @@ from pathlib import Path
 from mobilenets.cli.common import (FORMATS, add_output_arguments, add_parser, check_input_fits,
                                    eval_split, inference_extra, progress, table_width, write_output,
                                    write_rows)
-from mobilenets.fileio import render_table, wrap_text, write_json
+from mobilenets.fileio import write_json
 from mobilenets.models.registry import ARCH_ALIASES, ARCHS
+from mobilenets.tables import render_table, wrap_text
 
 
 def model_for_export(source: str, resolution: int | None):

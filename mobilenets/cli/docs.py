@@ -19,7 +19,8 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from mobilenets.fileio import TABLE_WIDTH, write_text
+from mobilenets.fileio import write_text
+from mobilenets.tables import TABLE_WIDTH
 
 #: The repository's docs folder (beside the package).
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -101,8 +102,8 @@ API: dict[str, tuple[str, ...]] = {
         "mobilenets.tasks.synthetic.data.write_dataset",
     ),
     "Files": (
-        "mobilenets.fileio.atomic_path", "mobilenets.fileio.render_table",
-        "mobilenets.fileio.save_png",
+        "mobilenets.fileio.atomic_path", "mobilenets.fileio.save_png",
+        "mobilenets.tables.render_table",
     ),
 }
 

@@ -7,7 +7,7 @@ import json
 from mobilenets.cli.common import (FORMATS, add_output_arguments, add_parser, add_run_arguments,
                                    config_from_args, note_preset_defaults, table_width,
                                    write_output)
-from mobilenets.fileio import render_table
+from mobilenets.tables import render_table
 
 
 def cmd_segment(args) -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 from mobilenets.cli.common import (FORMATS, add_output_arguments, add_parser, add_run_arguments,
                                    check_input_fits, config_from_args, eval_split, inference_extra,
                                    note_preset_defaults, number_list, write_output, write_rows)
-from mobilenets.fileio import render_table, write_text
+from mobilenets.fileio import write_text
 from mobilenets.models.registry import ARCH_ALIASES
+from mobilenets.tables import render_table
 
 
 def cmd_train(args) -> None:

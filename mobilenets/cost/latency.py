@@ -396,7 +396,7 @@ def read_device(path) -> Device:
         FileNotFoundError: if it does not exist.
         ValueError: naming the file for anything that is not such a file.
     """
-    from mobilenets.fileio import read_json
+    from mobilenets.readers import read_json
 
     return Device.from_dict(read_json(path, "device file"), source=f"device file {path}")
 

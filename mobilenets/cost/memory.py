@@ -28,7 +28,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from mobilenets.fileio import TABLE_WIDTH, render_table, wrap_text
+from mobilenets.tables import TABLE_WIDTH, render_table, wrap_text
 
 #: 1 KB = 1000 bytes, the unit Table 3 prints ("Kb"): its 800K for MobileNetV1 is 56x56x128 x 2
 #: bytes = 802,816 bytes (784 KiB would print as 784).

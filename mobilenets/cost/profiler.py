@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from mobilenets.fileio import TABLE_WIDTH, render_table
+from mobilenets.tables import TABLE_WIDTH, render_table
 
 _POOLS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.AdaptiveMaxPool2d, nn.MaxPool2d)
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)

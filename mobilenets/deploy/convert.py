@@ -37,11 +37,11 @@ from mobilenets.deploy.convert_keras import (keras_arch, load_keras_mobilenet,
 from mobilenets.deploy.weights import (HDF5_MAGIC, NUM_BLOCKS, NUM_V2_BLOCKS, ZIP_MAGIC,
                                        build_loaded, existing_file, infer_v2_width_mult,
                                        infer_width_mult)
-from mobilenets.fileio import safe_torch_load
 from mobilenets.models.mobilenet_v1 import V1_BLOCKS, MobileNetV1
 from mobilenets.models.mobilenet_v2 import MobileNetV2
 from mobilenets.models.modelfile import read_model_file, save_model
 from mobilenets.models.registry import load_model
+from mobilenets.readers import safe_torch_load
 
 __all__ = ["load_timm_mobilenet_v1", "load_torchvision_mobilenet_v2", "convert", "detect_source"]
 

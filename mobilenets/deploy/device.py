@@ -32,7 +32,8 @@ from mobilenets.deploy.backends import BACKENDS, check_backends, export_formats,
 from mobilenets.deploy.bench import (calibration_images, export_backends, load_backend,
                                      time_interleaved)
 from mobilenets.deploy.tool_output import is_tool_output, parse_tool_output
-from mobilenets.fileio import read_text, staging_dir, write_json, write_text
+from mobilenets.fileio import staging_dir, write_json, write_text
+from mobilenets.readers import read_text
 
 #: The ``format`` field of a kit's manifest.
 KIT_FORMAT = "mobilenets-latency-kit/1"

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import torch
 
-from mobilenets.fileio import check_regular_file, note_input
+from mobilenets.fileio import note_input
 from mobilenets.models.mobilenet_v1 import V1_BLOCKS, V1_STEM_CHANNELS, scale_channels
 from mobilenets.models.mobilenet_v2 import V2_BLOCKS, MobileNetV2
 from mobilenets.models.modelfile import load_state_dict_checked
+from mobilenets.readers import check_regular_file
 
 #: Channels of the last pointwise layer at width 1.0 (Table 1): ``width_mult`` is inferred from it.
 LAST_CHANNELS = V1_BLOCKS[-1][0]
@@ -40,7 +41,7 @@ def short_error(error: BaseException, limit: int = 200) -> str:
 
 
 def existing_file(path: str | os.PathLike) -> Path:
-    """``path`` if it is a regular file (``fileio.check_regular_file``), recorded as an input."""
+    """``path`` if it is a regular file (``readers.check_regular_file``), recorded as an input."""
     path = check_regular_file(path, "weights file")
     note_input(path)
     return path

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from mobilenets.checks import check_choice, check_range
-from mobilenets.fileio import check_regular_file, display_text
+from mobilenets.fileio import display_text
+from mobilenets.readers import check_regular_file
 
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TextIO, TypeVar
 
-from mobilenets.fileio import TABLE_WIDTH, write_text
+from mobilenets.fileio import write_text
+from mobilenets.tables import TABLE_WIDTH
 
 T = TypeVar("T")
 

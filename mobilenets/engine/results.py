@@ -13,7 +13,8 @@ from typing import Any
 
 from torch import nn
 
-from mobilenets.fileio import atomic_path, read_csv
+from mobilenets.fileio import atomic_path
+from mobilenets.readers import read_csv
 
 
 @dataclass

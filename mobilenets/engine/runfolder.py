@@ -25,7 +25,8 @@ import torch.distributed as dist
 
 from mobilenets.engine.config import RunConfig
 from mobilenets.engine.distributed import Dist
-from mobilenets.fileio import atomic_path, safe_torch_load
+from mobilenets.fileio import atomic_path
+from mobilenets.readers import safe_torch_load
 
 #: Fields that may differ between a run and its resumption: they change how a run is watched, or
 #: where its folder lives, not what it computes.

@@ -21,8 +21,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mobilenets.fileio import atomic_path, check_regular_file, note_input
+from mobilenets.fileio import atomic_path, note_input
 from mobilenets.models.config import ModelConfig
+from mobilenets.readers import check_regular_file
 
 FORMAT_VERSION = "1"
 #: The metadata key of ``tensors_checksum``.

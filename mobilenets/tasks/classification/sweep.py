@@ -11,8 +11,8 @@ from pathlib import Path
 
 from mobilenets.cost.profiler import profile_model
 from mobilenets.engine.results import read_sweep_rows, write_sweep_rows
-from mobilenets.fileio import read_json
 from mobilenets.models.registry import ARCHS, config_name, get_spec, variant_name
+from mobilenets.readers import read_json
 from mobilenets.tasks.classification.figures import (mean_over_seeds, plot_accuracy_vs_madds,
                                                      plot_accuracy_vs_params)
 from mobilenets.tasks.classification.train import TrainConfig, train

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobilenets.fileio import check_regular_file, read_json
+from mobilenets.readers import check_regular_file, read_json
 
 #: Slack, in pixels, allowed for a box edge outside its image (rounding in annotation tools).
 BOX_SLACK = 1.0

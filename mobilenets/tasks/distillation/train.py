@@ -38,9 +38,10 @@ from mobilenets.engine.distributed import Dist, init_distributed
 from mobilenets.engine.loop import fit, write_run_outputs
 from mobilenets.engine.results import RunResult
 from mobilenets.engine.runfolder import lock_run_folder
-from mobilenets.fileio import atomic_path, check_regular_file
+from mobilenets.fileio import atomic_path
 from mobilenets.models.config import ModelConfig
 from mobilenets.models.registry import load_model
+from mobilenets.readers import check_regular_file
 from mobilenets.tasks.classification.train import (PRESETS, TrainConfig, build_model, evaluate,
                                                    open_splits, train_augment,
                                                    write_labeled_subset)

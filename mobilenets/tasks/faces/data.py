@@ -30,7 +30,7 @@ from typing import Sequence
 import torch
 
 from mobilenets.engine.data import TensorImageDataset, limit_dataset, load_image
-from mobilenets.fileio import read_csv
+from mobilenets.readers import read_csv
 
 # --------------------------------------------------------------------------- reading CSVs
 

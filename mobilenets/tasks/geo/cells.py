@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from mobilenets.checks import check_int
-from mobilenets.fileio import atomic_path, read_json
+from mobilenets.fileio import atomic_path
+from mobilenets.readers import read_json
 
 EARTH_RADIUS_KM = 6371.0088  # mean radius (IUGG)
 

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from mobilenets.checks import check_int
-from mobilenets.fileio import atomic_path, read_csv, save_png, staging_dir, write_json
+from mobilenets.fileio import atomic_path, save_png, staging_dir, write_json
+from mobilenets.readers import read_csv
 from mobilenets.tasks.geo.cells import EARTH_RADIUS_KM, Geocells
 
 

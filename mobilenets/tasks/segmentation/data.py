@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from mobilenets.checks import check_int, check_range
 from mobilenets.engine.data import open_rgb
-from mobilenets.fileio import check_regular_file, read_json
+from mobilenets.readers import check_regular_file, read_json
 
 #: Pixels whose label is this are left out of the loss and of every metric (PASCAL VOC's
 #: object borders; our augmentation's padding).

@@ -13,8 +13,9 @@ from torch import nn
 
 from mobilenets.checks import check_range
 from mobilenets.engine.metrics import ConfusionMatrix
-from mobilenets.fileio import read_json, save_png
+from mobilenets.fileio import save_png
 from mobilenets.models.registry import load_model
+from mobilenets.readers import read_json
 from mobilenets.tasks.segmentation.data import (IGNORE_INDEX, SegmentationDataset, normalize,
                                                 read_png)
 from mobilenets.tasks.segmentation.model import MF_SCALES, DeepLabV3, create_segmenter
