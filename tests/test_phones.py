@@ -85,6 +85,20 @@ def test_missing_extra_names_the_pip_command():
         require("litert", "no_such_module_for_this_test")
 
 
+def test_a_file_type_is_read_by_one_runtime():
+    """``load_runner`` picks the runtime by suffix from the backend records: a suffix that two
+    runtimes claimed could not be dispatched, and an unknown one names every known one."""
+    runtimes: dict[str, set] = {}
+    for b in BACKENDS.values():
+        if b.suffix:
+            runtimes.setdefault(b.suffix, set()).add(b.runtime)
+    assert all(len(r) == 1 for r in runtimes.values()), runtimes
+    with pytest.raises(ValueError, match=r"model\.bin: unknown model file type; known: \.onnx "
+                       r"\(onnxruntime\), \.pte \(executorch\), \.tflite \(litert\), "
+                       r"\.xml \(openvino\)$"):
+        load_runner("model.bin")
+
+
 @pytest.mark.numerics
 def test_executorch_fp32_int8_and_portable_fallback(tmp_path):
     model = tiny()

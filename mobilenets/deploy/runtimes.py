@@ -404,8 +404,13 @@ class OpenVINORunner(nn.Module):
 
 # --------------------------------------------------------------------------- by suffix
 
-#: File suffix -> runtime name.
-SUFFIXES = {".onnx": "onnxruntime", ".pte": "executorch", ".tflite": "litert", ".xml": "openvino"}
+def file_runtimes() -> dict[str, str]:
+    """File suffix -> the runtime that reads it (``{".onnx": "onnxruntime", ".pte": ...}``), from
+    the backend registry: each backend with a file names its suffix and runtime once."""
+    # Imported here: backends imports this module (its runners), so this one cannot at load time.
+    from mobilenets.deploy.backends import BACKENDS
+
+    return {b.suffix: b.runtime for b in BACKENDS.values() if b.suffix}
 
 
 def load_runner(path: str | os.PathLike, threads: int | None = None,
@@ -423,9 +428,10 @@ def load_runner(path: str | os.PathLike, threads: int | None = None,
         An ``nn.Module``: float NCHW images in, float logits out, any batch.
 
     Raises:
-        ValueError: for an unknown suffix, naming the known ones.
+        ValueError: for an unknown suffix, naming the known ones (``file_runtimes``).
     """
-    runtime = runtime or SUFFIXES.get(Path(path).suffix.lower())
+    suffixes = file_runtimes()
+    runtime = runtime or suffixes.get(Path(path).suffix.lower())
     if runtime == "onnxruntime":
         return OnnxModule(path, threads, spinning=False)
     runners = {"executorch": lambda: ExecuTorchRunner(path, threads),
@@ -435,4 +441,4 @@ def load_runner(path: str | os.PathLike, threads: int | None = None,
         with toolchain_output():  # loading a runtime logs its set-up on first use
             return runners[runtime]()
     raise ValueError(f"{path}: unknown model file type; known: "
-                     + ", ".join(f"{s} ({r})" for s, r in SUFFIXES.items()))
+                     + ", ".join(f"{s} ({r})" for s, r in suffixes.items()))
