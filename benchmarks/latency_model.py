@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mobilenets.cost.latency import fit_device, variant_profile  # noqa: E402
+from mobilenets.deploy.backends import get_backend  # noqa: E402
 from mobilenets.deploy.device import (backend_precision, calibration_set,  # noqa: E402
                                       measure_models)
 from mobilenets.deploy.machine import machine_info, machine_line  # noqa: E402
@@ -156,7 +157,8 @@ def evaluate(rows: list[dict], figure: str, ks: list[int]) -> tuple[list[dict], 
             for form in FORMS:
                 device = fit_device([profiles[n] for n in fit_on],
                                     [measured[n, backend] for n in fit_on], form=form,
-                                    precision=backend_precision(backend), name=backend)
+                                    precision=backend_precision(backend), name=backend,
+                                    separate=get_backend(backend).separate)
                 for family, names in FAMILIES.items():
                     held = [n for n in names if n not in fit_on and (n, backend) in measured]
                     if not held:
