@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mobilenets.cost.latency import fit_device, variant_profile  # noqa: E402
+from mobilenets.deploy.backends import get_backend  # noqa: E402
 from mobilenets.deploy.device import (backend_precision, calibration_set,  # noqa: E402
                                       measure_models)
 from mobilenets.deploy.machine import machine_info, machine_line  # noqa: E402
@@ -65,6 +66,9 @@ V2 = [f"mobilenet_v2_{a}_224" for a in ("0.35", "0.5", "0.75", "1.0", "1.4")]
 SHUFFLENET = [f"shufflenet_v1_g3_{a}_224" for a in ("0.5", "1.0", "1.5", "2.0")] + [
     "shufflenet_v1_g3_1.0_160", "shufflenet_v1_g8_1.0_224"]
 UNREGISTERED = ["mobilenet_v1_0.6_200"]
+#: ShuffleNet's own kit (``calibration_set("shufflenet_v1", 4)``), timed too: ShuffleNet fitted
+#: on its own kit, beside ShuffleNet from V1's coefficients.
+SHUFFLENET_KIT = calibration_set("shufflenet_v1", 4)
 FAMILIES = {"V1 held out": V1, "V1 unregistered": UNREGISTERED, "V2": V2,
             "ShuffleNet": SHUFFLENET}
 FORMS = ("auto", "madds", "madds+const")
@@ -85,7 +89,7 @@ def code(text: str) -> str:
 
 def cmd_measure(args) -> None:
     backends = args.backends.split(",")
-    names = V1 + UNREGISTERED + V2 + SHUFFLENET
+    names = list(dict.fromkeys(V1 + UNREGISTERED + V2 + SHUFFLENET + SHUFFLENET_KIT))
     mach = machine_info(args.threads)
     t0 = time.perf_counter()
     rows = measure_models(names, backends, args.threads, args.rounds, args.iters,
@@ -158,7 +162,8 @@ def evaluate(rows: list[dict], figure: str, ks: list[int]) -> tuple[list[dict], 
             for form in FORMS:
                 device = fit_device([profiles[n] for n in fit_on],
                                     [measured[n, backend] for n in fit_on], form=form,
-                                    precision=backend_precision(backend), name=backend)
+                                    precision=backend_precision(backend), name=backend,
+                                    separate=get_backend(backend).separate)
                 for family, names in FAMILIES.items():
                     held = [n for n in names if n not in fit_on and (n, backend) in measured]
                     if not held:
@@ -172,6 +177,17 @@ def evaluate(rows: list[dict], figure: str, ks: list[int]) -> tuple[list[dict], 
                                     "predicted_ms": round(pp, 3),
                                     "error_pct": round(100 * (pp / mm - 1), 1)}
                                    for n, mm, pp in zip(held, m, p)]
+                if k == 4 and form == "auto" and all((n, backend) in measured
+                                                     for n in SHUFFLENET_KIT):
+                    own = fit_device([profiles[n] for n in SHUFFLENET_KIT],
+                                     [measured[n, backend] for n in SHUFFLENET_KIT],
+                                     precision=backend_precision(backend), name=backend,
+                                     separate=get_backend(backend).separate)
+                    held = [n for n in SHUFFLENET if n not in SHUFFLENET_KIT]
+                    results.append({"backend": backend, "K": k, "predictor": FORM_NAMES[form],
+                                    "family": "ShuffleNet, own kit", **scores(
+                                        [measured[n, backend] for n in held],
+                                        [own.predict_ms(profiles[n]) for n in held])})
                 if k == 4 and form == "auto":
                     detail.append({"backend": backend, "model": "(coefficients)",
                                    "measured_ms": None, "predicted_ms": None, "error_pct": None,
@@ -194,6 +210,9 @@ def cmd_evaluate(args) -> None:
             "backend": backend, "v1_within_10": v1["within_10_pct"],
             "v1_spearman": v1["spearman"], "v2_median_err": v2["median_abs_err_pct"],
             "shufflenet_median_err": sn["median_abs_err_pct"],
+            "shufflenet_own_kit_err": next((r["median_abs_err_pct"] for r in results
+                                            if r["backend"] == backend
+                                            and r["family"] == "ShuffleNet, own kit"), None),
             "met": "yes" if (v1["within_10_pct"] >= 90 and (v1["spearman"] or 0) >= 0.97
                              and v2["median_abs_err_pct"] <= 15
                              and sn["median_abs_err_pct"] <= 15) else "no"})

@@ -101,6 +101,42 @@ def test_data_ops_match_a_hand_count():
     assert not variant_profile("mobilenet_v1_1.0_224").data_ops
 
 
+def test_separate_passes_are_priced_as_layers_on_the_runtimes_that_run_them():
+    # V1 (Table 1): 27 convolutions, each followed by BN and ReLU in its block; ShuffleNet
+    # g = 3: 16 units, each ending in a ReLU after its addition or concatenation (no
+    # convolution in that block), which every runtime runs as a pass of its own.
+    v1 = variant_profile("mobilenet_v1_1.0_224")
+    assert [r.kind for r in v1.elementwise].count("Norm") == 27
+    assert [r.kind for r in v1.elementwise].count("Activation") == 27
+    sn = variant_profile("shufflenet_v1_g3_1.0_224")
+    assert [r.kind for r in sn.data_ops].count("Activation") == 16
+    # The same coefficients on a runtime that runs BN and ReLU as passes (torch eager) cost
+    # one layer and the bytes of its input and output more per pass, counted here by hooks.
+    model = variant_model("mobilenet_v1_1.0_224", meta=False)
+    passes = {"layers": 0, "mb": 0.0}
+
+    def hook(module, inputs, output):
+        passes["layers"] += 1
+        passes["mb"] += (inputs[0].numel() + output.numel()) * 4 / 1e6
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (nn.BatchNorm2d, nn.ReLU))]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 224, 224))
+    for h in handles:
+        h.remove()
+    names = ["mobilenet_v1_1.0_224", "mobilenet_v1_0.25_128", "mobilenet_v1_0.5_160"]
+    fused = fit_device([variant_profile(n) for n in names], [20.0, 2.0, 6.0],
+                       form=("memory", "layer", "call"))
+    separate = type(fused)(**{**fused.__dict__, "separate": ["Norm", "Activation"]})
+    extra = separate.predict_ms(v1) - fused.predict_ms(v1)
+    c = fused.coefficients
+    assert passes["layers"] == 54 and c["layer"] > 0 and c["memory"] > 0
+    assert extra == pytest.approx(c["layer"] * 54 + c["memory"] * passes["mb"], rel=1e-6)
+    with pytest.raises(ValueError, match="separate"):
+        fit_device([v1, sn], [20.0, 8.0], separate=("Pool",))
+
+
 def test_unregistered_points_are_built_at_their_width_and_resolution():
     model = variant_model("mobilenet_v1_0.6_200")
     assert model.config.width_mult == 0.6 and model.config.resolution == 200

@@ -13,7 +13,11 @@ in per-device coefficients::
 
 where the bytes moved are the layer's input and output activations and its weights at the
 device's element size (4 bytes fp32, 1 int8, 2 bf16), and the classes are ``CLASSES``
-(pointwise 1x1, depthwise, full convolutions, fully connected). Each coefficient is a time per
+(pointwise 1x1, depthwise, full convolutions, fully connected). The batch norms and activations
+of the convolutions (``Profile.elementwise``) are layers of their own only on a runtime that runs
+them as separate passes (``Device.separate``: torch eager runs both, a BN-folded torch model the
+activations; the exporting runtimes fuse them into the convolution), a fact about the runtime,
+not a fitted figure. Each coefficient is a time per
 unit (ms per million Mult-Adds, ms per MB, ms per layer, ms per call), so the fit is a
 non-negative least-squares problem on the *relative* error of each measurement
 (``fit_device``): every row is divided by its measured latency, so a 1 ms model counts as much
@@ -59,6 +63,8 @@ FORMS = {"auto": LADDER, "layers": LADDER, "madds": ("mac",), "madds+const": ("c
 ELEMENT_BYTES = {"fp32": 4, "bf16": 2, "int8": 1}
 #: The kinds of ``Profile.data_ops`` rows, and how many inputs of ``input_shape`` each reads.
 DATA_OP_INPUTS = {"Add": 2, "Channel Shuffle": 1}
+#: The kinds of ``Profile.elementwise`` rows: what ``Device.separate`` may name.
+SEPARABLE = ("Norm", "Activation")
 _MB = 1e6
 _MILLION = 1e6
 
@@ -99,11 +105,14 @@ def layer_terms(row: LayerCost, element_bytes: int = 4) -> dict[str, float]:
     return terms
 
 
-def model_terms(profile: Profile, element_bytes: int = 4) -> dict[str, float]:
+def model_terms(profile: Profile, element_bytes: int = 4,
+                separate: tuple[str, ...] | list[str] = ()) -> dict[str, float]:
     """The units of every term a whole call of a profiled model costs: ``layer_terms`` summed
-    over its layers and data operations, and one ``call``."""
+    over its layers, its data operations and the element-wise rows of the kinds in ``separate``
+    (``SEPARABLE``: run as passes of their own), and one ``call``."""
     total = {t: 0.0 for t in TERMS}
-    for row in (*profile.rows, *profile.data_ops):
+    passes = [r for r in profile.elementwise if r.kind in separate]
+    for row in (*profile.rows, *profile.data_ops, *passes):
         for t, v in layer_terms(row, element_bytes).items():
             total[t] += v
     total["call"] = 1.0
@@ -174,6 +183,8 @@ class Device:
         threads: The threads the measurements used, when known.
         source: Where the measurements came from (file names, or ``"this machine"``).
         machine: The machine measured on (``deploy.machine.machine_info``) when it was this one.
+        separate: The ``SEPARABLE`` kinds the runtime runs as passes of their own (priced as
+            layers), not fused into the convolutions.
     """
 
     name: str
@@ -186,10 +197,12 @@ class Device:
     threads: int | None = None
     source: str = ""
     machine: dict | None = None
+    separate: list[str] = field(default_factory=list)
 
     def predict_ms(self, profile: Profile) -> float:
         """The predicted batch-1 latency of a profiled model, in ms."""
-        x = design([model_terms(profile, ELEMENT_BYTES[self.precision])], tuple(self.terms))
+        x = design([model_terms(profile, ELEMENT_BYTES[self.precision], self.separate)],
+                   tuple(self.terms))
         return float(x[0] @ np.array([self.coefficients[t] for t in self.terms]))
 
     def residual_summary(self) -> str:
@@ -219,9 +232,13 @@ class Device:
             device = cls(**{k: data[k] for k in ("name", "precision", "form", "terms",
                                                  "coefficients")},
                          **{k: data[k] for k in ("fitted_on", "backend", "threads", "source",
-                                                 "machine") if k in data})
+                                                 "machine", "separate") if k in data})
         except KeyError as e:
             raise ValueError(f"{source}: the field {e.args[0]!r} is missing") from None
+        if not isinstance(device.separate, list) or any(k not in SEPARABLE
+                                                         for k in device.separate):
+            raise ValueError(f"{source}: separate must be a list of {', '.join(SEPARABLE)}, got "
+                             f"{device.separate!r}")
         if device.precision not in ELEMENT_BYTES:
             raise ValueError(f"{source}: precision must be one of {', '.join(ELEMENT_BYTES)}, "
                              f"got {device.precision!r}")
@@ -263,7 +280,7 @@ def form_terms(form: str, count: int) -> tuple[str, ...]:
 def fit_device(profiles: list[Profile], latencies_ms: list[float], *,
                names: list[str] | None = None,
                form: str = "auto", precision: str = "fp32", name: str = "device",
-               **about) -> Device:
+               separate: tuple[str, ...] | list[str] = (), **about) -> Device:
     """Fit a device's coefficients to measured batch-1 latencies of a few models.
 
     Each measurement is a row of the terms its model costs (``model_terms``) divided by its
@@ -278,6 +295,8 @@ def fit_device(profiles: list[Profile], latencies_ms: list[float], *,
         form: A key of ``FORMS``, or a tuple of ``TERMS`` names. Default ``"auto"``.
         precision: ``"fp32"``, ``"int8"`` or ``"bf16"`` (``ELEMENT_BYTES``). Default fp32.
         name: The device's name. Default ``"device"``.
+        separate: The ``SEPARABLE`` kinds the runtime runs as passes of their own (the
+            backend's ``separate``). Default none: fused into the convolutions.
         **about: ``backend``, ``threads``, ``source``, ``machine``: stored as given.
 
     Returns:
@@ -305,7 +324,9 @@ def fit_device(profiles: list[Profile], latencies_ms: list[float], *,
         raise ValueError(f"{distinct} model{'s' if distinct != 1 else ''} measured, but the "
                          f"{form if isinstance(form, str) else 'custom'} latency model has "
                          f"{need} coefficients: measure at least {need} different models")
-    rows = [model_terms(p, ELEMENT_BYTES[precision]) for p in profiles]
+    if any(k not in SEPARABLE for k in separate):
+        raise ValueError(f"separate must name kinds of {', '.join(SEPARABLE)}, got {separate!r}")
+    rows = [model_terms(p, ELEMENT_BYTES[precision], separate) for p in profiles]
     x = design(rows, terms)
     scale = np.abs(x).max(axis=0)
     scale[scale == 0] = 1.0
@@ -315,7 +336,8 @@ def fit_device(profiles: list[Profile], latencies_ms: list[float], *,
                "residual_pct": round(100 * (p / m - 1), 2)}
               for n, m, p in zip(names, y, predicted)]
     return Device(name, precision, form if isinstance(form, str) else "custom", list(terms),
-                  {t: float(v) for t, v in zip(terms, theta)}, fitted, **about)
+                  {t: float(v) for t, v in zip(terms, theta)}, fitted, **about,
+                  separate=list(separate))
 
 
 def variant_model(name: str, meta: bool = True):

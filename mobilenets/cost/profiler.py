@@ -9,8 +9,10 @@ element-wise additions cost nothing. Operations called as functions (``F.linear`
 are not seen by hooks and are not counted.
 
 The same pass also lists the operations that cost no Mult-Adds but move whole activations
-(``Profile.data_ops``: MobileNetV2's residual additions, ShuffleNet's concatenations and channel
-shuffles), which latency depends on (``cost.latency``); Table 1 and 2 leave them out.
+(``Profile.data_ops``: MobileNetV2's residual additions, ShuffleNet's concatenations, channel
+shuffles and the activations after them), and the batch norms and activations that follow a
+convolution (``Profile.elementwise``: a runtime may fuse them into it or run them as passes of
+their own), which latency depends on (``cost.latency``); Table 1 and 2 leave them out.
 """
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ from mobilenets.tables import TABLE_WIDTH, render_table
 
 _POOLS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.AdaptiveMaxPool2d, nn.MaxPool2d)
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
+#: Element-wise modules, by the kind their rows get (``Profile.elementwise``, ``data_ops``).
+ELEMENTWISE = {nn.BatchNorm2d: "Norm", nn.ReLU: "Activation", nn.Hardtanh: "Activation",
+               nn.Hardswish: "Activation", nn.SiLU: "Activation"}
 #: Functions that move whole activations without Mult-Adds, by the kind their rows get.
 DATA_OPS = {"add": "Add", "__add__": "Add", "cat": "Concat", "concat": "Concat",
             "concatenate": "Concat", "channel_shuffle": "Channel Shuffle",
@@ -74,7 +79,11 @@ class Profile:
             torchvision count them.
         data_ops: The operations between layers that move whole activations and cost no
             Mult-Adds (kind ``"Add"``, ``"Concat"`` or ``"Channel Shuffle"``; ``input_shape`` is
-            one input's), in execution order; not part of Table 1 or 2.
+            one input's), in execution order; not part of Table 1 or 2. An activation
+            (kind ``"Activation"``) that follows no convolution is one of them.
+        elementwise: The batch norms and activations of the convolutions (kind ``"Norm"`` or
+            ``"Activation"``: modules beside a convolution in its block, as in ``ConvBNAct``),
+            in execution order; not part of Table 1 or 2.
     """
 
     model: str
@@ -82,6 +91,7 @@ class Profile:
     rows: list[LayerCost] = field(default_factory=list)
     total_params: int = 0
     data_ops: list[LayerCost] = field(default_factory=list)
+    elementwise: list[LayerCost] = field(default_factory=list)
 
     @property
     def total_madds(self) -> int:
@@ -250,6 +260,20 @@ def profile_model(model: nn.Module, input_size=(3, 224, 224), name: str | None =
 
     handles = [m.register_forward_hook(hook) for m in model.modules()
                if isinstance(m, (*_CONVS, nn.Linear, *_POOLS))]
+    modules = dict(model.named_modules())
+    beside_conv = {n for n, m in modules.items()
+                   if any(isinstance(c, _CONVS) for c in m.children())}
+
+    def elementwise_hook(module, inputs, output):
+        kind = next(k for cls, k in ELEMENTWISE.items() if isinstance(module, cls))
+        name = names.get(module, "?")
+        row = LayerCost(name, f"{kind} / s1", kind, "", _as_hwc(inputs[0]), _as_hwc(output), 0, 0)
+        # Part of a convolution's block (fusable into it), or a pass of its own.
+        fused = name.rpartition(".")[0] in beside_conv
+        (prof.elementwise if fused else prof.data_ops).append(row)
+
+    handles += [m.register_forward_hook(elementwise_hook) for m in model.modules()
+                if isinstance(m, tuple(ELEMENTWISE))]
     where: list[str] = []  # the modules being run, innermost last: a data op's name
 
     def enter(module, inputs) -> None:

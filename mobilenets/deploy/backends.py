@@ -56,6 +56,9 @@ class Backend:
         channels_last: Its runner takes channels_last input (``bench.prepared_input``).
         options: The keyword options its ``export`` takes (``export --format``'s flags).
         requires: What else this machine must have, as a check (bf16 arithmetic); None: nothing.
+        separate: The element-wise operations its runtime runs as passes of their own instead of
+            fusing them into the convolution (``cost.latency.SEPARABLE``: ``"Norm"``,
+            ``"Activation"``): what the latency model prices as layers.
         write: ``write(backend, model, path, calibration, resolution, **options)`` -> an
             ``ExportReport``: writes the verified file; None for the torch backends.
         run: ``run(backend, path, model, threads, ort_spinning)`` -> the runner.
@@ -73,6 +76,7 @@ class Backend:
     channels_last: bool = False
     options: tuple[str, ...] = ()
     requires: Callable[[], bool] | None = None
+    separate: tuple[str, ...] = ()
     write: Callable[..., ExportReport] | None = None
     run: Callable[..., Callable] | None = None
 
@@ -222,11 +226,14 @@ _ONNX = dict(runtime="onnxruntime", extra="export", suffix=".onnx", run=_run_ort
 _PHONE = dict(write=_write_mobile, run=_run_file)
 
 #: Every backend, by name, in the order help texts and tables list them.
+#: Torch eager runs each batch norm and activation as a kernel of its own.
+_EAGER = ("Norm", "Activation")
+
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("eager", "torch", "torch eager, NCHW, BN separate (our model as built)",
-            default=True, run=_run_eager),
+            default=True, separate=_EAGER, run=_run_eager),
     Backend("torch", "torch", "torch, BN folded, channels_last, inference_mode",
-            default=True, channels_last=True, run=_run_folded),
+            default=True, channels_last=True, separate=("Activation",), run=_run_folded),
     Backend("compile", "torch", "torch, BN folded, channels_last, torch.compile with freezing "
             "(compiles on first call)", in_all=False, channels_last=True, run=_run_compiled),
     Backend("onnx", description="ONNX Runtime fp32 on our export", default=True,
@@ -252,11 +259,11 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("openvino-int8", "openvino", "OpenVINO int8, CPU plugin, on our int8 ONNX (static, "
             "per-channel)", "int8", "openvino", ".xml", options=INT8_OPTIONS, **_PHONE),
     Backend("timm", "torch", "peer: timm MobileNet V1, eager", peer_of="mobilenet_v1",
-            in_all=False, default=True, run=_run_eager),
+            in_all=False, default=True, separate=_EAGER, run=_run_eager),
     Backend("timm-onnx", description="peer: ONNX Runtime fp32 on timm's export",
             peer_of="mobilenet_v1", in_all=False, default=True, write=_write_onnx, **_ONNX),
     Backend("torchvision", "torch", "peer: torchvision MobileNetV2, eager",
-            peer_of="mobilenet_v2", in_all=False, default=True, run=_run_eager),
+            peer_of="mobilenet_v2", in_all=False, default=True, separate=_EAGER, run=_run_eager),
 )}
 
 

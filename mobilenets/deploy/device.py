@@ -386,6 +386,7 @@ def fit_measurements(paths: list[str], backend: str | None = None, form: str = "
     try:
         return fit_device([profiles[r["model"]] for r in rows], [r["latency_ms"] for r in rows],
                           names=[r["model"] for r in rows], form=form, precision=precision,
+                          separate=get_backend(backend).separate if backend else (),
                           name=name or Path(paths[0]).stem, backend=backend,
                           threads=next((r["threads"] for r in rows if r["threads"]), None),
                           source=", ".join(map(str, paths)))
@@ -459,6 +460,7 @@ def measure_device(backend: str, arch: str = "v1", count: int = DEFAULT_KIT_SIZE
     rows = measure_models(names, [backend], threads, rounds, iters, calibration_data, progress)
     device = fit_device([variant_profile(r["model"]) for r in rows], [r["cpu_ms"] for r in rows],
                         names=names, precision=precision, name=f"this machine, {backend}",
+                        separate=get_backend(backend).separate,
                         backend=backend, threads=threads, source="this machine",
                         machine=machine_info(threads))
     for fitted, row in zip(device.fitted_on, rows):

@@ -391,6 +391,7 @@ def pick_predicted(predict: int, latency_ms: float | None = None, max_params: fl
         timed = [r for r in rows if r["backend"] == b and r.get("source") == "measured"]
         device = fit_device([r["profile"] for r in timed], [r["latency_ms"] for r in timed],
                             names=[r["label"] for r in timed], precision=BACKENDS[b].precision,
+                            separate=BACKENDS[b].separate,
                             name=f"this machine, {b}", backend=b, threads=threads)
         say(f"{b}: fitted on {', '.join(r['label'] for r in timed)}: "
             f"{device.residual_summary()}")
