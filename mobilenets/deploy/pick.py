@@ -4,8 +4,8 @@ torch, ONNX Runtime fp32/int8, ExecuTorch, LiteRT, OpenVINO fp32/int8/bf16), all
 interleaved in one run; and the accuracy-against-measured-latency frontier, one curve per
 runtime/precision.
 
-No library draws this frontier, and it matters: on some CPUs int8 is slower than fp32, on
-others 3x faster, and the runtimes differ by up to 2x on the same file.
+No library draws this frontier, and it matters: whether int8 beats fp32, and which runtime is
+fastest on the same file, depends on the CPU (``docs/deployment.md`` has the measurements).
 
 Two ways to time less: ``pick_predicted`` times a few candidates per backend here and predicts
 the rest with the per-layer latency model (``cost.latency``), then confirms its choice by timing
@@ -162,7 +162,7 @@ def measure_rows(rows: list[dict], threads: int = 2, rounds: int = 5, iters: int
             shape = (model.config.in_channels, row["resolution"], row["resolution"])
             if BACKENDS[row["backend"]].precision == "int8" and shape not in calibration:
                 # Latency only (int8 rows carry the fp32 top-1): the scales do not change the
-                # kernels' speed, and 16 images calibrate 1.6x faster than 64.
+                # kernels' speed, and calibration time grows with the images.
                 calibration[shape] = calibration_images(calibration_data, shape,
                                                         PICK_CALIBRATION)
             workdir = Path(tmp) / str(i)
@@ -271,7 +271,7 @@ def pick(latency_ms: float | None = None, max_params: float | None = None,
             single-threaded). Default: the cores this process may use.
         ort_spinning: Let ONNX Runtime's idle threads spin between calls. Default False: many
             sessions take turns on the same cores, and an idle session's spinning threads slow
-            the timed one (by up to 3x for mid-sized models).
+            the timed one.
 
     Returns:
         (rows, choice): every (candidate, backend) with ``backend``, ``precision``,
