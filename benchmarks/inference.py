@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from mobilenets.deploy.bench import bench
+from mobilenets.deploy.machine import machine_line
+from mobilenets.fileio import write_json, write_text
+from mobilenets.tables import render_table
 
-from mobilenets.deploy.bench import bench  # noqa: E402
-from mobilenets.fileio import atomic_path  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = ["mobilenet_v1_1.0_224", "mobilenet_v1_0.25_128", "mobilenet_v1_0.5_160",
             "mobilenet_v2_1.0_224"]
@@ -74,23 +74,22 @@ def targets(rows: list[dict], int8_eval: dict | None) -> list[dict]:
 
 
 def markdown(rows: list[dict], checks: list[dict], machine: dict) -> str:
-    lines = [f"Machine: {machine['description']}; {machine['threads']} threads; torch {machine['torch']}, "
-             f"onnxruntime {machine.get('onnxruntime')}; fp32 matmul {machine['matmul_gflops']} GFLOP/s; "
-             f"{machine['date']}.", "",
-             "| variant | backend | b1 median ms | b1 p90 ms | x peer | b32 img/s | peak RSS MB (+ over imports) "
-             "| weights MB | activation peak MB (ops / layers) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    table = []
     for r in rows:
         mem = "" if r["peak_rss_mb"] is None else f"{r['peak_rss_mb']:.0f} (+{r['above_baseline_mb']:.0f})"
-        vs = "" if r["vs_peer"] is None else f"{r['vs_peer']:.2f} ({r['peer']})"
-        lines.append(f"| {r['variant']} | {r['backend']} | {r['latency_ms']:.2f} | {r['latency_p90_ms']:.2f} | "
-                     f"{vs} | {r['throughput']:.0f} | {mem} | {r['weights_mb']:.1f} | "
-                     f"{r['act_peak_mb']:.2f} / {r['act_peak_layers_mb']:.2f} |")
-    lines += ["", "| variant | target | measured | limit | met | detail |", "|---|---|---|---|---|---|"]
-    for c in checks:
-        lines.append(f"| {c['variant']} | {c['target']} | {c['value']} | {c['limit']} | "
-                     f"{'yes' if c['met'] else 'no'} | {c['detail']} |")
-    return "\n".join(lines) + "\n"
+        table.append({
+            "variant": r["variant"], "backend": r["backend"],
+            "b1 median ms": f"{r['latency_ms']:.2f}", "b1 p90 ms": f"{r['latency_p90_ms']:.2f}",
+            "x peer": "" if r["vs_peer"] is None else f"{r['vs_peer']:.2f} ({r['peer']})",
+            "b32 img/s": f"{r['throughput']:.0f}", "peak RSS MB (+ over imports)": mem,
+            "weights MB": f"{r['weights_mb']:.1f}",
+            "activation peak MB (ops / layers)":
+                f"{r['act_peak_mb']:.2f} / {r['act_peak_layers_mb']:.2f}"})
+    targets = [{"variant": c["variant"], "target": c["target"], "measured": c["value"],
+                "limit": c["limit"], "met": "yes" if c["met"] else "no", "detail": c["detail"]}
+               for c in checks]
+    return "\n".join([machine_line(machine), "", render_table(table, "markdown"), "",
+                      render_table(targets, "markdown")]) + "\n"
 
 
 def main() -> None:
@@ -106,17 +105,14 @@ def main() -> None:
     rows, machine = bench([{"name": v} for v in args.variants.split(",")], args.backends,
                           batch=args.batch, threads=args.threads, rounds=args.rounds,
                           progress=lambda s: print(s, flush=True))
-    machine["description"] = f"{platform.processor() or platform.machine()}, {machine['cpu_count']} cores"
     int8_path = Path(args.int8_eval)
     int8_eval = json.loads(int8_path.read_text()) if int8_path.is_file() else None
     dicts = [asdict(r) for r in rows]
     checks = targets(dicts, int8_eval)
     md = markdown(dicts, checks, machine)
-    with atomic_path(args.output + ".json") as tmp:
-        tmp.write_text(json.dumps({"command": " ".join(sys.argv), "machine": machine, "rows": dicts,
-                                   "targets": checks}, indent=2) + "\n")
-    with atomic_path(args.output + ".md") as tmp:
-        tmp.write_text(md)
+    write_json(args.output + ".json", {"command": " ".join(sys.argv), "machine": machine,
+                                       "rows": dicts, "targets": checks})
+    write_text(args.output + ".md", md)
     print(md)
 
 

@@ -45,19 +45,17 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from mobilenets.cost.latency import fit_device, variant_profile  # noqa: E402
-from mobilenets.deploy.backends import get_backend  # noqa: E402
-from mobilenets.deploy.device import (backend_precision, calibration_set,  # noqa: E402
+from mobilenets.cost.latency import fit_device, variant_profile
+from mobilenets.deploy.backends import get_backend
+from mobilenets.deploy.device import (backend_precision, calibration_set,
                                       measure_models)
-from mobilenets.deploy.machine import machine_info, machine_line  # noqa: E402
-from mobilenets.fileio import write_json, write_text  # noqa: E402
-from mobilenets.models.registry import list_models  # noqa: E402
-from mobilenets.readers import read_json  # noqa: E402
-from mobilenets.tables import render_table  # noqa: E402
+from mobilenets.deploy.machine import machine_info, machine_line
+from mobilenets.fileio import write_json, write_text
+from mobilenets.readers import read_json
+from mobilenets.tables import render_table
+from mobilenets.models.registry import list_models
 
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 #: The models timed: the V1 grid (fitted on and held out), V2 (the slides' Table 4 widths 1.0
 #: and 1.4, and the rest of its widths at 224), ShuffleNet, and a V1 point no registry holds.

@@ -40,36 +40,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
-
-from mobilenets.deploy.backends import (BACKENDS, check_backends, fp32_backend,  # noqa: E402
-                                        installed_backends)
-from mobilenets.deploy.bench import (SPIN_PAUSE_S, calibration_images, gemm_rates,  # noqa: E402
+from mobilenets.deploy.backends import BACKENDS, check_backends, installed_backends
+from mobilenets.deploy.bench import (SPIN_PAUSE_S, calibration_images, gemm_rates,
                                      model_from_spec, ort_matmul, prepare_backend,
                                      time_interleaved)
-from mobilenets.deploy.machine import machine_info, machine_line  # noqa: E402
-from mobilenets.deploy.peers import peer_model  # noqa: E402
-from mobilenets.fileio import write_json, write_text  # noqa: E402
-from mobilenets.tables import render_table  # noqa: E402
+from mobilenets.deploy.compare import GEMM_N, checks_over_repeats, latency_checks, per_round
+from mobilenets.deploy.machine import machine_info, machine_line, note_load_after
+from mobilenets.deploy.peers import peer_model
+from mobilenets.fileio import write_json, write_text
+from mobilenets.tables import render_table
 
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 #: The slides' Table 4 (MobileNetV2 slides): ms on one phone core with TF-Lite.
 SLIDES_MS = {"mobilenet_v1_1.0_224": 113, "mobilenet_v2_1.0_224": 75, "mobilenet_v2_1.4_224": 143}
-
-
-#: The fp32 GEMM timed beside the models (``bench.ort_matmul``): n x n times n x n.
-GEMM_N = 1024
 
 
 def timed_rows(jobs: list[tuple[str, str, torch.nn.Module]], threads: int, rounds: int,
@@ -122,20 +114,6 @@ def timed_rows(jobs: list[tuple[str, str, torch.nn.Module]], threads: int, round
     return runs
 
 
-def per_round(samples: list[float], iters: int) -> list[float]:
-    """The median ms of each round's ``iters`` consecutive calls (``time_interleaved``'s order)."""
-    return [round(statistics.median(samples[i:i + iters]) * 1e3, 4)
-            for i in range(0, len(samples), iters)]
-
-
-def sign_test(ours: list[float], peer: list[float]) -> tuple[int, int, float]:
-    """Paired rounds in which ours was slower, the rounds compared, and the one-sided sign test's
-    p-value of "ours is slower": the chance of at least that many slower rounds if neither is."""
-    pairs = [(a, b) for a, b in zip(ours, peer) if a != b]
-    k, n = sum(a > b for a, b in pairs), len(pairs)
-    return k, n, sum(math.comb(n, i) for i in range(k, n + 1)) / 2 ** n if n else 1.0
-
-
 def table(rows: list[dict]) -> str:
     """Rows as an aligned text table in a code block (markdown renders it as is); list-valued
     columns (per-round samples) stay in the JSON only."""
@@ -180,43 +158,6 @@ def cmd_latency(args) -> None:
                    " ".join(sys.argv))
 
 
-def latency_checks(rows: list[dict], madds: int, key: str, best_floor_ms: float
-                   ) -> tuple[list[dict], float]:
-    """The targets of one timing's rows, judged on ``key`` (``cpu_ms`` or ``wall_ms``), and the
-    fp32 floor they were judged against: the GEMM timed in the same rounds and by the same
-    statistic as the models (``best_floor_ms``, from a GEMM timed once before the rounds, for
-    runs that did not time it beside them)."""
-    what = "CPU ms" if key == "cpu_ms" else "wall ms"
-    by = {(r["model"], r["backend"]): r for r in rows}
-    gemm = by.get(("gemm", "onnxruntime"))
-    floor_ms = madds * gemm[key] / GEMM_N ** 3 if gemm else best_floor_ms
-    checks = []
-    for (model, b), r in by.items():
-        if model != "ours":
-            continue
-        if r["precision"] == "fp32":
-            checks.append({"target": f"{b}: fp32 {what} / floor <= 1.15",
-                           "value": round(r[key] / floor_ms, 3), "met": r[key] <= 1.15 * floor_ms})
-            # The two graphs differ only in ReLU against ReLU6 (timm), so "no slower" is judged
-            # on the paired rounds: met unless ours was slower in significantly many (sign test).
-            t = by[("timm", b)]
-            check = {"target": f"{b}: ours / timm's model, {what} <= 1.0",
-                     "value": round(r[key] / t[key], 3), "met": r[key] <= t[key]}
-            rk = "round_" + key
-            if rk in r and rk in t:
-                k, n, p = sign_test(r[rk], t[rk])
-                check["slower rounds"] = f"{k}/{n}, p={p:.2f}"
-                check["met"] = check["met"] or p >= 0.05
-            checks.append(check)
-        elif r["precision"] == "int8":
-            fp32 = fp32_backend(b)
-            if ("ours", fp32) in by:
-                ratio = r[key] / by[("ours", fp32)][key]
-                checks.append({"target": f"{b}: int8 / our {fp32} fp32, {what} <= 0.35",
-                               "value": round(ratio, 3), "met": ratio <= 0.35})
-    return checks, floor_ms
-
-
 def latency_report(data: dict, command: str) -> None:
     """The targets of ``latency``'s timings. At one thread on the process CPU time per call
     (robust to other people's load; equal to wall time on a free core), with more threads on
@@ -259,13 +200,7 @@ def latency_report(data: dict, command: str) -> None:
                  "cpu_wall": "{:g}-{:g}".format(min(run[i]["cpu_wall"] for run in runs),
                                                 max(run[i]["cpu_wall"] for run in runs))}
                 for i, r in enumerate(runs[0])]
-        checks = []
-        for i, c in enumerate(judged[0][0]):
-            values = [j[0][i]["value"] for j in judged]
-            met = sum(j[0][i]["met"] for j in judged)
-            checks.append({"target": c["target"], "values": " ".join(f"{v:g}" for v in values),
-                           "median": round(statistics.median(values), 3),
-                           "met": f"{met} of {len(runs)}"})
+        checks = checks_over_repeats([c for c, _ in judged])
     md = "\n".join([
         f"# Phone runtimes: {data.get('model', 'mobilenet_v1_1.0_224')}, batch 1, "
         f"{threads} thread(s)", "",
@@ -348,7 +283,7 @@ def cmd_pick(args) -> None:
                         rounds=3, iters=3, plot=str(RESULTS / "phones_pick.png"),
                         export_workers=args.export_workers)
     seconds = time.perf_counter() - t0
-    mach["load_after"] = round(os.getloadavg()[0], 2)
+    note_load_after(mach)
     ranked = sorted(({k: r[k] for k in ("label", "backend", "top1", "latency_ms", "cpu_ms", "fits")}
                     for r in rows), key=lambda r: r["latency_ms"])
     md = "\n".join([

@@ -17,9 +17,9 @@ Three parts, each writing ``benchmarks/results/shufflenet_<part>.json`` and ``.m
     (the same convolutions and Mult-Adds, a different function: a timing control only).
 ``layers``
     Where the time goes, per layer type: ONNX Runtime's per-kernel times (its profiler, fp32 and
-    int8, ``ort_layers.py``'s method) with the non-convolution kernels split by operator (the
-    shuffle is Reshape-Transpose-Reshape), and torch's (BN folded, channels_last, forward hooks
-    timing each convolution, shuffle and pool).
+    int8, ``mobilenets.deploy.layer_times`` as in ``ort_layers.py``) with the non-convolution
+    kernels split by operator (the shuffle is Reshape-Transpose-Reshape), and torch's (BN
+    folded, channels_last, forward hooks timing each convolution, shuffle and pool).
 ``train``
     The three ~300M networks trained on Fashion-MNIST with one recipe (the ``fashion-mnist``
     preset at 32x32, fewer epochs) and the same seeds, then timed at 32x32 (interleaved, the
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -48,23 +47,23 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import torch
+from torch import nn
+
+from mobilenets.cost.profiler import profile_model
+from mobilenets.deploy.backends import BACKENDS
+from mobilenets.deploy.bench import calibration_images, prepare_backend, time_interleaved
+from mobilenets.deploy.layer_times import (COMPUTE_OPS, by_layer_type, kernel_times,
+                                           madds_by_type, ort_latency_us)
+from mobilenets.deploy.machine import (machine_info, machine_line, matmul_gflops,
+                                       note_load_after, percentile)
+from mobilenets.deploy.onnx_export import export_onnx, fold_batchnorm, quantize_int8
+from mobilenets.fileio import write_json, write_text
+from mobilenets.tables import render_table
+from mobilenets.models.layers import ChannelShuffle, Pool2d
+from mobilenets.models.registry import create_model, load_model
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from mobilenets.cost.profiler import profile_model  # noqa: E402
-from mobilenets.deploy.backends import BACKENDS  # noqa: E402
-from mobilenets.deploy.bench import (calibration_images,  # noqa: E402
-                                     prepare_backend, time_interleaved)
-from mobilenets.deploy.machine import cpu_info, matmul_gflops, percentile  # noqa: E402
-from mobilenets.deploy.onnx_export import export_onnx, fold_batchnorm, quantize_int8  # noqa: E402
-from mobilenets.fileio import atomic_path  # noqa: E402
-from mobilenets.models.layers import ChannelShuffle, Pool2d  # noqa: E402
-from mobilenets.models.registry import create_model, load_model  # noqa: E402
-
 RESULTS = ROOT / "benchmarks" / "results"
 
 #: (label, registered name, variant): ShuffleNet and the MobileNets of similar Mult-Adds, then the
@@ -86,22 +85,9 @@ TRAIN_MODELS = [("ShuffleNet 1.5x g=3", "shufflenet_v1_g3_1.5_224"),
                 ("MobileNetV2 1.0", "mobilenet_v2_1.0_224")]
 
 
-def machine() -> dict:
-    """CPU model, ISA flags, versions, load average: printed with every figure."""
-    import onnxruntime
-
-    return {**cpu_info(), "logical_cpus": os.cpu_count(),
-            "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "loadavg_start": os.getloadavg()}
-
-
-def machine_line(m: dict) -> str:
-    return (f"CPU: {m['cpu']} ({m['logical_cpus']} logical CPUs, ISA {' '.join(m['isa'])}, torch "
-            f"kernels {m['cpu_capability']}); {m['threads']} thread; torch {m['torch']}, "
-            f"onnxruntime {m['onnxruntime']}; {m['date']}; load average (1 min) "
-            f"{m['loadavg_start'][0]:.1f} at start, {m['loadavg_end'][0]:.1f} at end on "
-            f"{m['logical_cpus']} CPUs shared with other work.")
+def machine(threads: int) -> dict:
+    """``machine_info`` with ONNX Runtime's version: printed with every figure."""
+    return machine_info(threads, packages=("onnxruntime",))
 
 
 def build(name: str, variant: str = "") -> nn.Module:
@@ -115,10 +101,8 @@ def build(name: str, variant: str = "") -> nn.Module:
 
 
 def write(part: str, data: dict, md: str) -> None:
-    with atomic_path(RESULTS / f"shufflenet_{part}.json") as t:
-        t.write_text(json.dumps(data, indent=1) + "\n")
-    with atomic_path(RESULTS / f"shufflenet_{part}.md") as t:
-        t.write_text(md + "\n")
+    write_json(RESULTS / f"shufflenet_{part}.json", data)
+    write_text(RESULTS / f"shufflenet_{part}.md", md + "\n")
     print(md)
 
 
@@ -163,50 +147,48 @@ def latency_table(rows: list[dict], peers: dict[str, list[str]]) -> list[str]:
     over its MobileNet peers' on the same backend."""
     backends = list(dict.fromkeys(r["backend"] for r in rows))
     by = {(r["model"], r["backend"]): r for r in rows}
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    lines = ["| model | Mult-Adds (M) | params (M) | " + " | ".join(
-        f"{b} ms (M Mult-Adds/ms)" for b in backends) + " |",
-        "|---|---|---|" + "---|" * len(backends)]
-    for m in models:
+    table = []
+    for m in dict.fromkeys(r["model"] for r in rows):
         first = next(r for r in rows if r["model"] == m)
-        cells = [f"{by[(m, b)]['latency_ms']:.2f} ({by[(m, b)]['madds_per_ms_m']:.0f})"
-                 if (m, b) in by else "-" for b in backends]
-        lines.append(f"| {m} | {first['madds_m']} | {first['params_m']} | " + " | ".join(cells) + " |")
-    lines += ["", "Latency of each ShuffleNet over its peer's on the same backend (< 1: ShuffleNet "
-              "faster), and over the peer's Mult-Adds-normalised latency (ms per Mult-Add):", "",
-              "| ShuffleNet / peer | " + " | ".join(backends) + " |",
-              "|---|" + "---|" * len(backends)]
+        table.append({"model": m, "Mult-Adds (M)": first["madds_m"],
+                      "params (M)": first["params_m"],
+                      **{f"{b} ms (M Mult-Adds/ms)":
+                         f"{by[(m, b)]['latency_ms']:.2f} ({by[(m, b)]['madds_per_ms_m']:.0f})"
+                         if (m, b) in by else "-" for b in backends}})
+    ratios = []
     for sn, others in peers.items():
         for peer in others:
-            cells = []
+            cells = {}
             for b in backends:
                 if (sn, b) in by and (peer, b) in by:
                     a, p = by[(sn, b)], by[(peer, b)]
                     per = (a["latency_ms"] / a["madds_m"]) / (p["latency_ms"] / p["madds_m"])
-                    cells.append(f"{a['latency_ms'] / p['latency_ms']:.2f} ({per:.2f} per Mult-Add)")
+                    cells[b] = f"{a['latency_ms'] / p['latency_ms']:.2f} ({per:.2f} per Mult-Add)"
                 else:
-                    cells.append("-")
-            lines.append(f"| {sn} / {peer} | " + " | ".join(cells) + " |")
-    return lines
+                    cells[b] = "-"
+            ratios.append({"ShuffleNet / peer": f"{sn} / {peer}", **cells})
+    return [render_table(table, "markdown"), "", "Latency of each ShuffleNet over its peer's on "
+            "the same backend (< 1: ShuffleNet faster), and over the peer's Mult-Adds-normalised "
+            "latency (ms per Mult-Add):", "", render_table(ratios, "markdown")]
 
 
 def cmd_latency(args) -> None:
     torch.set_num_threads(args.threads)
     backends = (args.backends.split(",") if args.backends
                 else [b.name for b in BACKENDS.values() if not b.peer_of])
-    info = machine()
+    info = machine(args.threads)
     info["matmul_gflops"] = round(matmul_gflops(), 1)
     models = [(label, build(name, variant), (3, 224, 224)) for label, name, variant in LATENCY_MODELS]
     calibration = {(3, 224, 224): calibration_images("fashion-mnist", (3, 224, 224), 256)}
     with tempfile.TemporaryDirectory(prefix="shufflenet-bench-") as tmp:
         rows, errors = interleaved(models, backends, args.rounds, args.iters, calibration, Path(tmp))
-    info["loadavg_end"] = os.getloadavg()
+    note_load_after(info)
     peers = {"ShuffleNet 1.5x g=3": ["MobileNet V1 0.75", "MobileNetV2 1.0", "ShuffleNet 1.5x g=1",
                                      "ShuffleNet 1.5x g=3, no shuffle"],
              "ShuffleNet 2x g=3": ["MobileNet V1 1.0", "MobileNetV2 1.4"]}
     md = [f"# ShuffleNet vs MobileNet: batch-1 latency at 224x224, "
           f"{args.rounds} interleaved rounds x {args.iters} calls (median)", "",
-          machine_line(info) + f" fp32 matmul 1024^3: {info['matmul_gflops']} GFLOP/s.", "",
+          machine_line(info), "",
           *latency_table(rows, peers)]
     if errors:
         md += ["", "Backends that could not be prepared:", ""] + [f"- {k}: {v}" for k, v in errors.items()]
@@ -259,19 +241,40 @@ def torch_layer_times(model: nn.Module, shape, runs: int) -> dict[str, float]:
     return out
 
 
-def cmd_layers(args) -> None:
-    from ort_layers import by_layer_type, kernel_times, latency_us
+def layer_table(res: dict) -> str:
+    """Markdown: one model's microseconds per layer type on ONNX Runtime fp32 and int8 and on
+    torch, with fp32's GFLOP/s; the kernels' sum and the whole model last."""
+    ort_rows = list(dict.fromkeys([*res["onnx fp32"], *res["onnx int8"]]))
+    last = [k for k in ort_rows if k == "sum of the kernels" or k.startswith("whole model")]
+    kinds = list(dict.fromkeys([*(k for k in ort_rows if k not in last), *res["torch"]]))
+    kinds = [k for k in kinds if not k.startswith("whole model")] + last + [
+        k for k in res["torch"] if k.startswith("whole model")]
+    table = []
+    for k in kinds:
+        m = res["madds_m"].get(k, 0.0)
 
+        def cell(fmt, rate=True):
+            us = res[fmt].get(k)
+            if us is None:
+                return "-"
+            return f"{us:.0f}" + (f" ({2 * m * 1e3 / us:.1f})" if rate and m and us > 0 else "")
+
+        table.append({"layer type": k, "Mult-Adds (M)": m or "",
+                      "onnx fp32 us (GFLOP/s)": cell("onnx fp32"),
+                      "onnx int8 us": cell("onnx int8", False),
+                      "torch us (GFLOP/s)": cell("torch")})
+    return render_table(table, "markdown")
+
+
+def cmd_layers(args) -> None:
     torch.set_num_threads(args.threads)
-    info = machine()
+    info = machine(args.threads)
     results = []
     with tempfile.TemporaryDirectory(prefix="shufflenet-layers-") as tmp:
         for name in LAYER_MODELS:
             print(f"layers of {name}", flush=True)
             model, shape = build(name), (3, 224, 224)
-            madds = defaultdict(int)
-            for r in profile_model(model, shape).rows:
-                madds[r.kind] += r.madds
+            madds = madds_by_type(model, shape)
             fp32, int8 = Path(tmp) / f"{name}.onnx", Path(tmp) / f"{name}.int8.onnx"
             export_onnx(model, fp32)
             quantize_int8(model, int8, calibration_images("fashion-mnist", shape, 256),
@@ -282,17 +285,16 @@ def cmd_layers(args) -> None:
                 per_type = {k: v for k, v in by_layer_type(model, shape, kernels).items()
                             if not k.startswith("other")}
                 for op, us in kernels:  # the non-convolution kernels, by operator
-                    if not any(op == o for o in ("Conv", "QLinearConv", "Gemm", "QGemm",
-                                                 "FusedConv", "MatMul", "QLinearMatMul")):
+                    if op not in COMPUTE_OPS:
                         per_type[f"op {op}"] = per_type.get(f"op {op}", 0.0) + us
                 per_type["sum of the kernels"] = sum(us for _, us in kernels)
-                per_type[f"whole model, no profiler ({len(kernels)} kernels)"] = latency_us(
+                per_type[f"whole model, no profiler ({len(kernels)} kernels)"] = ort_latency_us(
                     f, shape, args.threads, args.runs)
                 res[fmt] = {k: round(v, 1) for k, v in per_type.items()}
             res["torch"] = {k: round(v, 1) for k, v in torch_layer_times(model, shape,
                                                                           args.runs).items()}
             results.append(res)
-    info["loadavg_end"] = os.getloadavg()
+    note_load_after(info)
     md = ["# Where the time goes: microseconds per image per layer type, batch 1, 224x224", "",
           machine_line(info), "",
           "ONNX Runtime: its profiler's kernel times (median over runs); the shuffle is the "
@@ -301,36 +303,39 @@ def cmd_layers(args) -> None:
           "and the machine's load). torch: BN folded, channels_last, forward hooks around each "
           "layer (a few us each). GFLOP/s = 2 x Mult-Adds / time.", ""]
     for res in results:
-        md += [f"**{res['model']}**", "", "| layer type | Mult-Adds (M) | onnx fp32 us (GFLOP/s) | "
-               "onnx int8 us | torch us (GFLOP/s) |", "|---|---|---|---|---|"]
-        ort_rows = list(dict.fromkeys([*res["onnx fp32"], *res["onnx int8"]]))
-        last = [k for k in ort_rows if k == "sum of the kernels" or k.startswith("whole model")]
-        kinds = list(dict.fromkeys([*(k for k in ort_rows if k not in last), *res["torch"]]))
-        kinds = [k for k in kinds if not k.startswith("whole model")] + last + [
-            k for k in res["torch"] if k.startswith("whole model")]
-        for k in kinds:
-            m = res["madds_m"].get(k, 0.0)
-
-            def cell(fmt, rate=True):
-                us = res[fmt].get(k)
-                if us is None:
-                    return "-"
-                return f"{us:.0f}" + (f" ({2 * m * 1e3 / us:.1f})" if rate and m and us > 0 else "")
-
-            md.append(f"| {k} | {m or ''} | {cell('onnx fp32')} | {cell('onnx int8', False)} | "
-                      f"{cell('torch')} |")
-        md.append("")
+        md += [f"**{res['model']}**", "", layer_table(res), ""]
     write("layers", {"command": " ".join(sys.argv), "machine": info, "results": results},
           "\n".join(md))
 
 
 # -------------------------------------------------------------------------------------- train
 
+def train_table(runs: list[dict], latency: list[dict], backends: list[str], res: int) -> str:
+    """Markdown: per trained model its Mult-Adds (at 224 and at ``res``), top-1 per seed and
+    their mean, latency per backend and training throughput."""
+    by_lat = {(r["model"], r["backend"]): r for r in latency}
+    table = []
+    for label, name in TRAIN_MODELS:
+        mine = [r for r in runs if r["name"] == name]
+        top1 = [r["top1"] for r in mine]
+        m224 = profile_model(create_model(name), (3, 224, 224)).total_madds / 1e6
+        first = by_lat.get((label, backends[0]), {})
+        table.append({"model": label, "Mult-Adds at 224 (M)": f"{m224:.0f}",
+                      f"at {res} (M)": first.get("madds_m", "-"),
+                      "top-1 % per seed": ", ".join(f"{t:.2f}" for t in top1),
+                      "mean": f"{statistics.mean(top1):.2f}",
+                      **{f"{b} ms": f"{by_lat[(label, b)]['latency_ms']:.2f}"
+                         if (label, b) in by_lat else "-" for b in backends},
+                      "train img/s":
+                      f"{statistics.mean(r['images_per_second'] for r in mine):.0f}"})
+    return render_table(table, "markdown")
+
+
 def cmd_train(args) -> None:
     from mobilenets.tasks.classification.train import make_config, train
 
     torch.set_num_threads(args.threads)
-    info = machine()
+    info = machine(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     runs = []
     for label, name in TRAIN_MODELS:
@@ -359,8 +364,7 @@ def cmd_train(args) -> None:
     backends = args.backends.split(",") if args.backends else ["eager", "torch", "onnx", "int8"]
     with tempfile.TemporaryDirectory(prefix="shufflenet-train-") as tmp:
         lat, errors = interleaved(timed, backends, args.rounds, args.iters, calibration, Path(tmp))
-    info["loadavg_end"] = os.getloadavg()
-    by_lat = {(r["model"], r["backend"]): r for r in lat}
+    note_load_after(info)
     md = [f"# Fashion-MNIST: the ~300M-Mult-Add networks trained side by side, {res}x{res}", "",
           machine_line(info), "",
           f"Recipe: the `fashion-mnist` preset (RMSprop, lr {cfg.lr} decayed "
@@ -370,20 +374,7 @@ def cmd_train(args) -> None:
                                      else "") + f", seeds {args.seeds}, one thread each; top-1 on "
           f"the 10,000 test images. Latency: batch 1 at "
           f"{res}x{res}, the seed-{seeds[0]} weights, {args.rounds} interleaved rounds x "
-          f"{args.iters} calls (median).", "",
-          "| model | Mult-Adds at 224 (M) | at " + f"{res} (M) | top-1 % per seed | mean | "
-          + " | ".join(f"{b} ms" for b in backends) + " | train img/s |",
-          "|---|---|---|---|---|" + "---|" * len(backends) + "---|"]
-    for label, name in TRAIN_MODELS:
-        mine = [r for r in runs if r["name"] == name]
-        top1 = [r["top1"] for r in mine]
-        m224 = profile_model(create_model(name), (3, 224, 224)).total_madds / 1e6
-        first = by_lat.get((label, backends[0]), {})
-        cells = [f"{by_lat[(label, b)]['latency_ms']:.2f}" if (label, b) in by_lat else "-"
-                 for b in backends]
-        md.append(f"| {label} | {m224:.0f} | {first.get('madds_m', '-')} | "
-                  f"{', '.join(f'{t:.2f}' for t in top1)} | {statistics.mean(top1):.2f} | "
-                  + " | ".join(cells) + f" | {statistics.mean(r['images_per_second'] for r in mine):.0f} |")
+          f"{args.iters} calls (median).", "", train_table(runs, lat, backends, res)]
     if errors:
         md += ["", "Backends that could not be prepared:", ""] + [f"- {k}: {v}" for k, v in errors.items()]
     write("train", {"command": " ".join(sys.argv), "machine": info, "runs": runs, "latency": lat,

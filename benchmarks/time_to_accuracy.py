@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -38,10 +37,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mobilenets.deploy.machine import cpu_info, machine_line
+from mobilenets.deploy.machine import machine_info, machine_line, note_load_after
 from mobilenets.engine.data import BatchTransform, limit_dataset, load_fashion_mnist
 from mobilenets.engine.loop import fit
 from mobilenets.fileio import write_json, write_text
+from mobilenets.tables import render_table
 from mobilenets.tasks.classification.train import (build_model, evaluate, make_config,
                                                    train_augment)
 
@@ -129,20 +129,19 @@ def run_entrant(name: str, epochs: int, out_dir: str, limit: int | None = None) 
 
 
 def markdown(result: dict) -> str:
-    m = result["machine"]
+    table = [{"entrant": r["entrant"], "epochs": r["epochs"],
+              "images/s": f"{r['images_per_second']:.0f}",
+              **{f"to {t:g}%": f"{r['seconds_to'][f'{t:g}']:.0f} s"
+                 if r["seconds_to"][f"{t:g}"] is not None else "-" for t in THRESHOLDS},
+              "final top-1": f"{r['final_top1']:.2f}", "best top-1": f"{r['best_top1']:.2f}"}
+             for r in result["entrants"]]
     lines = [f"# Time to accuracy on Fashion-MNIST ({result['minutes']:g} min per entrant)", "",
-             machine_line(m), f"load average: start {m['loadavg_start']}, end {m['loadavg_end']}",
-             "", "Wall time of training (evaluation excluded) until the 10,000 test images first "
+             machine_line(result["machine"]), "",
+             "Wall time of training (evaluation excluded) until the 10,000 test images first "
              "reach each top-1, evaluated after every epoch; `-`: not reached within the cap "
              "(best top-1 in the last column). Command: `" + result["command"] + "`.", "",
-             "| entrant | epochs | images/s | " + " | ".join(f"to {t:g}%" for t in THRESHOLDS)
-             + " | final top-1 | best top-1 |", "|---" * (5 + len(THRESHOLDS)) + "|"]
-    for r in result["entrants"]:
-        cells = [f"{r['seconds_to'][f'{t:g}']:.0f} s" if r["seconds_to"][f"{t:g}"] is not None
-                 else "-" for t in THRESHOLDS]
-        lines.append(f"| {r['entrant']} | {r['epochs']} | {r['images_per_second']:.0f} | "
-                     + " | ".join(cells) + f" | {r['final_top1']:.2f} | {r['best_top1']:.2f} |")
-    lines += ["", "Per-epoch curves (train seconds, test top-1) are in the JSON file."]
+             render_table(table, "markdown"), "",
+             "Per-epoch curves (train seconds, test top-1) are in the JSON file."]
     return "\n".join(lines) + "\n"
 
 
@@ -161,9 +160,7 @@ def main(argv=None) -> None:
     names = args.entrants.split(",")
     for n in names:
         entrant_config(n, 1, "unused")  # an unknown name fails before any work
-    machine = {**cpu_info(), "cpu_count": os.cpu_count(), "threads": args.threads,
-               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-               "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
+    machine = machine_info(args.threads, packages=("timm",))
     results = []
     with tempfile.TemporaryDirectory(prefix="tta-") as tmp:
         for n in names:
@@ -176,7 +173,7 @@ def main(argv=None) -> None:
             print(json.dumps({k: r[k] for k in ("entrant", "seconds_to", "final_top1")}),
                   flush=True)
             results.append(r)
-    machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    note_load_after(machine)
     result = {"machine": machine, "minutes": args.minutes, "entrants": results,
               "command": "benchmarks/time_to_accuracy.py "
               + " ".join(sys.argv[1:] if argv is None else argv)}

@@ -55,7 +55,6 @@ import contextlib
 import ctypes
 import datetime
 import gc
-import json
 import os
 import platform
 import resource
@@ -65,19 +64,19 @@ import tempfile
 import time
 import traceback
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import mobilenets
+from mobilenets.deploy.machine import machine_info, note_load_after
+from mobilenets.fileio import write_json
+from mobilenets.tables import render_table
+from mobilenets.models.layers import DepthwiseConv2d
 
-import mobilenets  # noqa: E402
-from mobilenets.models.layers import DepthwiseConv2d  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 #: The optimizer of the paper's training setup (TF-Slim's RMSprop), identical for every mode.
 OPTIM = dict(lr=0.045, alpha=0.9, momentum=0.9, eps=1.0, weight_decay=4e-5)
@@ -464,7 +463,7 @@ def run_setting(res: int, batch: int, modes: list[Mode], args) -> dict:
             if "images_per_s" in e:
                 e["ratio_vs_timm"] = e["images_per_s"] / ref_ips
                 e["ratio_vs_timm_best"] = e["images_per_s_best"] / ref_best
-    del runners
+    runners.clear()  # the models go before the next setting (not del: ``fail`` refers to it)
     gc.collect()
     return {"resolution": res, "batch": batch, "rounds": args.rounds, "warmup": args.warmup,
             "timing_wall_s": time.perf_counter() - t_setting, "correctness": check, "modes": results}
@@ -474,61 +473,46 @@ def run_setting(res: int, batch: int, modes: list[Mode], args) -> dict:
 # Reporting
 # --------------------------------------------------------------------------------------------------
 
-def machine_info() -> dict:
-    import timm
-
-    from mobilenets.deploy.machine import cpu_info
-
-    return {
-        **cpu_info(), "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
-        "glibc": "-".join(platform.libc_ver()),
-        "platform": platform.platform(), "loadavg_at_start": list(os.getloadavg()),
-    }
+def machine(threads: int) -> dict:
+    """``machine_info`` with timm's version and, as the allocator is part of what is measured,
+    the Python, glibc and platform versions."""
+    return {**machine_info(threads, packages=("timm",)), "python": platform.python_version(),
+            "glibc": "-".join(platform.libc_ver()), "platform": platform.platform()}
 
 
 def print_table(report: dict) -> None:
     for s in report["settings"]:
         print(f"\n{s['resolution']}x{s['resolution']} batch {s['batch']}  (median of {s['rounds']} interleaved "
               f"rounds; malloc {report['malloc']['mode']})")
-        print(f"  {'mode':<32} {'img/s':>7} {'x timm':>6} {'best':>7} {'x timm':>6} {'step ms':>8} "
-              f"{'faults':>7} {'compile s':>9}  {'upd diff':>8}  same math (fp64)")
+        rows, failed = [], []
         for name, e in s["modes"].items():
             if "error" in e:
-                print(f"  {name:<32} FAILED: {e['error'].splitlines()[0][:90]}")
+                failed.append(f"  {name} FAILED: {e['error'].splitlines()[0][:90]}")
                 continue
             if "images_per_s" not in e:
                 continue
-            ratio = f"{e['ratio_vs_timm']:.2f}" if "ratio_vs_timm" in e else "-"
-            rbest = f"{e['ratio_vs_timm_best']:.2f}" if "ratio_vs_timm_best" in e else "-"
-            comp = f"{e['compile_s']:.1f}" if "compile_s" in e else "-"
             c = e.get("check", {})
-            upd = f"{c['vs_eager_fp32']['update_rel_diff']:.1e}" if c else "-"
-            ok = {True: "yes", False: "NO"}.get(c.get("same_math"), "-")
-            tag = "" if e["fp32"] else "  (bf16, not fp32)"
-            print(f"  {name:<32} {e['images_per_s']:>7.1f} {ratio:>6} {e['images_per_s_best']:>7.1f} {rbest:>6} "
-                  f"{1000 * e['median_step_s']:>8.0f} {e['minor_page_faults_per_step']:>7.0f} {comp:>9}  "
-                  f"{upd:>8}  {ok}{tag}")
+            rows.append({
+                "mode": name, "img/s": f"{e['images_per_s']:.1f}",
+                "x timm": f"{e['ratio_vs_timm']:.2f}" if "ratio_vs_timm" in e else "-",
+                "best": f"{e['images_per_s_best']:.1f}",
+                "best x timm":
+                    f"{e['ratio_vs_timm_best']:.2f}" if "ratio_vs_timm_best" in e else "-",
+                "step ms": f"{1000 * e['median_step_s']:.0f}",
+                "faults": f"{e['minor_page_faults_per_step']:.0f}",
+                "compile s": f"{e['compile_s']:.1f}" if "compile_s" in e else "-",
+                "upd diff": f"{c['vs_eager_fp32']['update_rel_diff']:.1e}" if c else "-",
+                "same math (fp64)": {True: "yes", False: "NO"}.get(c.get("same_math"), "-")
+                + ("" if e["fp32"] else "  (bf16, not fp32)")})
+        numeric = ("img/s", "x timm", "best", "best x timm", "step ms", "faults", "compile s",
+                   "upd diff")
+        text = render_table(rows, right=numeric, width=None)
+        print("\n".join(["  " + line for line in text.splitlines()] + failed))
         c = s.get("correctness") or {}
         if "fp32_noise_floor" in c:
             nf = c["fp32_noise_floor"]
             print(f"  upd diff: ||p - p_eager|| / ||p_eager - p_init|| after {c['steps']} fp32 steps; eager fp32 vs "
                   f"float64 itself: {nf['update_rel_diff']:.1e} (grads {nf['grad_rel_diff']:.1e})")
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def parse_settings(text: str) -> list[tuple[int, int]]:
@@ -604,7 +588,7 @@ def main(argv=None) -> int:
         "benchmark": "train_throughput",
         "command": "python benchmarks/train_throughput.py " + " ".join(argv_used),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        "machine": machine(args.threads),
         "malloc": malloc,
         "compile_cache": "fresh (cold)" if args.fresh_compile_cache else "default TORCHINDUCTOR_CACHE_DIR (may be warm)",
         "step": "zero_grad; cross_entropy(model(x), y).backward(); RMSprop.step (synthetic data, train mode, fp32)",
@@ -618,10 +602,10 @@ def main(argv=None) -> int:
     for res, batch in args.settings:
         report["settings"].append(run_setting(res, batch, modes, args))
         report["total_wall_s"] = time.perf_counter() - t_start
-        write_json_atomic(args.output, report)  # partial results survive a later crash
-    report["machine"]["loadavg_at_end"] = list(os.getloadavg())
+        write_json(args.output, report)  # partial results survive a later crash
+    note_load_after(report["machine"])
     report["total_wall_s"] = time.perf_counter() - t_start
-    write_json_atomic(args.output, report)
+    write_json(args.output, report)
     print_table(report)
     print(f"\ntotal {report['total_wall_s']:.0f} s; wrote {args.output}")
     return 0

@@ -22,63 +22,26 @@ thread count per run of this script.
 """
 from __future__ import annotations
 
-import re
-import sys
+import argparse
 import tempfile
-import warnings
-from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+import torch
 
-import torch  # noqa: E402
+from mobilenets.deploy.backends import BACKENDS
+from mobilenets.deploy.bench import calibration_images
+from mobilenets.deploy.layer_times import (by_layer_type, layer_markdown, layer_rows,
+                                           madds_by_type, median_call_us, operator_times)
+from mobilenets.deploy.machine import machine_info, machine_line
+from mobilenets.deploy.onnx_export import input_shape
+from mobilenets.deploy.runtimes import ExecuTorchRunner, executorch_threads
+from mobilenets.fileio import write_json, write_text
+from mobilenets.models.registry import create_model
 
-from mobilenets.cost.profiler import profile_model  # noqa: E402
-from mobilenets.deploy.backends import BACKENDS  # noqa: E402
-from mobilenets.deploy.bench import calibration_images  # noqa: E402
-from mobilenets.deploy.machine import machine_info, machine_line  # noqa: E402
-from mobilenets.deploy.onnx_export import input_shape  # noqa: E402
-from mobilenets.deploy.runtimes import ExecuTorchRunner, executorch_threads, require  # noqa: E402
-from mobilenets.fileio import write_json, write_text  # noqa: E402
-from mobilenets.models.registry import create_model  # noqa: E402
-from ort_layers import by_layer_type, layer_args, layer_rows, markdown, median_call_us  # noqa: E402
-
-#: XNNPACK operators that compute a layer ("Convolution (NHWC, QC8) DWConv #3", ...).
-COMPUTE = re.compile(r"^(Convolution|Fully Connected) \(")
+RESULTS = Path(__file__).resolve().parent / "results"
+VARIANTS = ["mobilenet_v1_1.0_224", "mobilenet_v1_0.25_128", "mobilenet_v2_1.0_224"]
 #: The row for the delegate call's time outside XNNPACK's operators.
 OUTSIDE = "delegate call outside the operators"
-
-
-def operator_times(pte: Path, shape, runs: int, workdir: Path
-                   ) -> tuple[list[tuple[str, float]], float]:
-    """(operator, median microseconds per run) of every XNNPACK operator, in execution order
-    (compute operators named "Conv", as ``ort_layers.by_layer_type`` expects), and the median
-    microseconds of the whole delegate call, which also holds the delegate's own work per call."""
-    portable = require("executorch", "executorch.extension.pybindings.portable_lib")
-    from executorch.devtools import Inspector
-
-    module = portable._load_for_executorch(str(pte), enable_etdump=True)
-    x = torch.randn(1, *shape)
-    for _ in range(runs):
-        module.forward((x,))
-    dump = workdir / (pte.stem + ".etdp")
-    module.write_etdump_result_to_file(str(dump))
-    with warnings.catch_warnings():  # "Output Buffer not found": no tensors were asked for
-        warnings.simplefilter("ignore")
-        events = next(b for b in Inspector(etdump_path=str(dump)).event_blocks
-                      if b.name == "Execute").events
-    out, delegate_us = [], 0.0
-    for e in events:  # the median over runs leaves out the first runs' set-up
-        if e.perf_data is None or e.name == "Method::execute":
-            continue
-        if e.name == "DELEGATE_CALL":
-            delegate_us += e.perf_data.p50 * 1e3
-            continue
-        op = "Conv" if COMPUTE.match(e.name) else re.sub(r" #\d+$", "", e.name)
-        out.append((op, e.perf_data.p50 * 1e3))  # ms -> us
-    return out, delegate_us
 
 
 def latency_us(pte: Path, shape, runs: int) -> float:
@@ -91,9 +54,6 @@ def latency_us(pte: Path, shape, runs: int) -> float:
 def measure(variant: str, runs: int, workdir: Path) -> dict:
     model = create_model(variant).eval()
     shape = input_shape(model)
-    madds = defaultdict(int)
-    for r in profile_model(model, shape).rows:
-        madds[r.kind] += r.madds
     files = {"fp32": workdir / f"{variant}.pte", "int8": workdir / f"{variant}.int8.pte"}
     BACKENDS["executorch"].export(model, files["fp32"])
     BACKENDS["executorch-int8"].export(model, files["int8"],
@@ -106,23 +66,27 @@ def measure(variant: str, runs: int, workdir: Path) -> dict:
         # What the delegate does per call beyond its operators (so "total" is the delegate call).
         times[k][OUTSIDE] = delegate_us - sum(us for _, us in ops)
     whole = {k: latency_us(f, shape, runs) for k, f in files.items()}
-    return {"variant": variant, "rows": layer_rows(madds, times, whole, "whole model, no tracer")}
+    return {"variant": variant, "rows": layer_rows(madds_by_type(model, shape), times, whole,
+                                                   "whole model, no tracer")}
 
 
 def main() -> None:
-    args = layer_args(__doc__.splitlines()[0], "xnnpack_layers")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=300)
+    p.add_argument("--variants", nargs="+", default=VARIANTS)
+    p.add_argument("--out", default=str(RESULTS / "xnnpack_layers"))
+    args = p.parse_args()
     torch.set_num_threads(args.threads)
     executorch_threads(args.threads)
-    from importlib.metadata import version
-
     with tempfile.TemporaryDirectory() as tmp:
         results = [measure(v, args.runs, Path(tmp)) for v in args.variants]
-    machine = (f"{machine_line(machine_info(args.threads))}; executorch {version('executorch')} "
-               f"(XNNPACK delegate); {args.runs} runs, ETDump operator times; int8 as `mobilenets "
+    machine = (f"{machine_line(machine_info(args.threads, packages=('executorch',)))}; "
+               f"XNNPACK delegate; {args.runs} runs, ETDump operator times; int8 as `mobilenets "
                "export --format executorch-int8` writes it (2 float layers, float classifier).")
     out = Path(args.out)
     write_json(out.with_suffix(".json"), {"machine": machine, "results": results})
-    text = markdown(results, machine).replace("(kernel time per image", "(operator time per image")
+    text = layer_markdown(results, machine, what="operator")
     write_text(out.with_suffix(".md"), text + "\n")
     print(text)
 

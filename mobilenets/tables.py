@@ -16,12 +16,13 @@ MIN_WRAP = 24
 def render_table(rows: Sequence[dict], fmt: str = "table", right: Sequence[str] = (),
                  width: int | None = TABLE_WIDTH, columns: Sequence[str] | None = None,
                  headers: dict | None = None) -> str:
-    """Rows of dicts (the first row's keys are the columns) as an aligned text table, CSV or JSON:
-    the one table renderer of every report and command.
+    """Rows of dicts (the first row's keys are the columns) as an aligned text table, CSV, JSON or
+    a Markdown table: the one table renderer of every report and command.
 
     Args:
         rows: The rows; every row has the first row's keys (others are ignored).
-        fmt: ``"table"``, ``"csv"`` or ``"json"``. Default ``"table"``.
+        fmt: ``"table"``, ``"csv"``, ``"json"`` or ``"markdown"`` (a pipe table, every column,
+            ``|`` in a cell escaped, for reports written as Markdown). Default ``"table"``.
         right: Columns to right-align besides the numeric ones (e.g. numbers already formatted
             as strings). Default none.
         width: The widest line of a table. A wider table is made to fit, in this order: only
@@ -32,7 +33,7 @@ def render_table(rows: Sequence[dict], fmt: str = "table", right: Sequence[str] 
             ``None``: every column, one line per row (``--wide``). Default ``TABLE_WIDTH``.
         columns: The columns of the default, narrow table (default: all). ``width=None``, CSV and
             JSON always give every column.
-        headers: Table headings for some columns, e.g. shorter ones (CSV and JSON keep the keys).
+        headers: Headings for some columns, e.g. shorter ones (CSV and JSON keep the keys).
 
     Numbers are right-aligned; ``None`` prints as an empty cell.
 
@@ -50,13 +51,19 @@ def render_table(rows: Sequence[dict], fmt: str = "table", right: Sequence[str] 
     import io
     import json
 
-    if fmt not in FORMATS:
+    if fmt not in FORMATS and fmt != "markdown":
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     if fmt == "json":
         return json.dumps(list(rows), indent=2)
     if not rows:
         return ""
     keys = list(rows[0])
+    if fmt == "markdown":
+        def line(cells):
+            return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+        return "\n".join([line((headers or {}).get(k, k) for k in keys), "|" + "---|" * len(keys),
+                          *(line("" if r.get(k) is None else r.get(k) for k in keys)
+                            for r in rows)])
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")

@@ -28,6 +28,14 @@ def _model(width_mult=0.25, res=32, classes=10, seed=0):
     return model.eval()
 
 
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory):
+    """``_model()`` exported once, for the tests that only read the file."""
+    path = tmp_path_factory.mktemp("onnx") / "m.onnx"
+    export_onnx(_model(), path)
+    return path
+
+
 @pytest.mark.numerics
 def test_fold_batchnorm_is_the_same_function():
     model = _model()
@@ -120,9 +128,8 @@ def test_quantize_int8_per_channel(tmp_path):
         quantize_int8(model, tmp_path / "x.onnx", [torch.rand(2, 3, 64, 64)])
 
 
-def test_bad_files_and_inputs_name_the_problem(tmp_path):
-    path = tmp_path / "m.onnx"
-    export_onnx(_model(), path)
+def test_bad_files_and_inputs_name_the_problem(tmp_path, onnx_file):
+    path = onnx_file
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(ExportError, match="truncated.onnx is not a usable ONNX model"):
@@ -285,3 +292,57 @@ def test_compile_backend_freezes_without_leaking_the_setting(tmp_path, monkeypat
     got = p.run(prepared_input(p, x))
     assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
     assert inductor_config.freezing is False
+
+
+def test_ort_kernel_times_map_onto_the_layers(onnx_file):
+    """deploy.layer_times (benchmarks/ort_layers.py): ONNX Runtime's profiler gives one compute
+    kernel per layer with Mult-Adds, Table 1's 27 convolutions and the classifier, in order, and
+    their times sum per Table 2 layer type."""
+    from mobilenets.deploy.layer_times import (COMPUTE_OPS, OTHER, by_layer_type, kernel_times,
+                                               ort_latency_us)
+
+    model, path = _model(), onnx_file
+    kernels = kernel_times(path, (3, 32, 32), threads=1, runs=3)
+    assert sum(op in COMPUTE_OPS for op, _ in kernels) == 1 + 13 + 13 + 1
+    kinds = by_layer_type(model, (3, 32, 32), kernels)
+    assert set(kinds) - {OTHER} == {"Conv 3x3", "Conv DW 3x3", "Conv 1x1", "Fully Connected"}
+    assert sum(kinds.values()) == pytest.approx(sum(us for _, us in kernels))
+    first = next(i for i, (op, _) in enumerate(kernels) if op in COMPUTE_OPS)
+    with pytest.raises(RuntimeError, match="27 compute kernels for 28 layers"):
+        by_layer_type(model, (3, 32, 32), kernels[:first] + kernels[first + 1:])
+    assert ort_latency_us(path, (3, 32, 32), threads=1, runs=2) > 0
+
+
+def test_layer_rows_put_int8_beside_fp32():
+    """Per layer type, fp32 and int8 times with their ratio and fp32's GFLOP/s (2 x Mult-Adds
+    over the time), then the totals and the whole model; as Markdown, one table per model."""
+    from mobilenets.deploy.layer_times import OTHER, layer_markdown, layer_rows
+
+    madds = {"Conv 1x1": 2_000_000, "Conv DW 3x3": 500_000}
+    times = {"fp32": {"Conv 1x1": 10.0, "Conv DW 3x3": 5.0},
+             "int8": {"Conv 1x1": 4.0, "Conv DW 3x3": 6.0, OTHER: 2.0}}
+    rows = layer_rows(madds, times, {"fp32": 16.0, "int8": 13.0}, "whole")
+    assert [tuple(r.values()) for r in rows] == [
+        ("Conv 1x1", 2.0, 10.0, 4.0, 0.4, 400.0), ("Conv DW 3x3", 0.5, 5.0, 6.0, 1.2, 200.0),
+        (OTHER, 0.0, 0.0, 2.0, None, None), ("total", 2.5, 15.0, 12.0, 0.8, 333.3),
+        ("whole", 2.5, 16.0, 13.0, 0.81, 312.5)]
+    md = layer_markdown([{"variant": "v", "rows": rows}], "machine: m", what="operator")
+    assert md.splitlines()[:6] == [
+        "machine: m", "", "**v** (operator time per image, batch 1)", "",
+        "| layer type | Mult-Adds (M) | fp32 us | int8 us | int8 / fp32 | fp32 GFLOP/s |",
+        "|---|---|---|---|---|---|"]
+    assert f"| {OTHER} | 0.0 | 0.0 | 2.0 |  |  |" in md
+
+
+def test_machine_line_names_the_versions_and_the_load():
+    import onnxruntime
+
+    from mobilenets.deploy.machine import machine_info, machine_line, note_load_after
+
+    m = machine_info(3, packages=("onnxruntime", "no-such-distribution"))
+    assert m["threads"] == 3 and m["torch"] == torch.__version__
+    assert m["onnxruntime"] == onnxruntime.__version__ and m["no-such-distribution"] is None
+    line = machine_line(m)
+    assert "3 threads" in line and f"onnxruntime {onnxruntime.__version__}" in line
+    assert f"load {m['load_before']:g}," in line
+    assert note_load_after(m) is m and f"before, {m['load_after']:g} after" in machine_line(m)

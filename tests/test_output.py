@@ -47,6 +47,14 @@ def test_render_table_wide_columns_csv_and_json():
         render_table(ROWS, "xml")
 
 
+def test_render_table_markdown():
+    rows = [{"name": "a|b", "top1": 70.6, "note": None}, {"name": "c", "top1": 9, "note": "x"}]
+    text = render_table(rows, "markdown", headers={"top1": "top-1 %"})
+    assert text.splitlines() == ["| name | top-1 % | note |", "|---|---|---|",
+                                 "| a\\|b | 70.6 |  |", "| c | 9 | x |"]
+    assert render_table([], "markdown") == ""
+
+
 @pytest.mark.parametrize("argv", [
     ["models"], ["profile"], ["profile", "--model", "mobilenet_v1_1.0_224", "--memory"],
     ["profile", "--model", "mobilenet_v2_1.0_224", "--memory", "layers"], ["paper-tables"],

@@ -2,6 +2,7 @@
 refuse ops off the XNNPACK delegate, and run through one runner interface; tiny models at 32 px."""
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,9 @@ from torch import nn
 
 from mobilenets.cli import main
 from mobilenets.deploy.backends import BACKENDS
+from mobilenets.deploy.compare import (GEMM_N, checks_over_repeats, latency_checks, per_round,
+                                       sign_test)
+from mobilenets.deploy.layer_times import by_layer_type, operator_times
 from mobilenets.deploy.mobile import bf16_supported, verify
 from mobilenets.deploy.onnx_export import ExportError
 from mobilenets.deploy.quantize import float_module_names, keep_float
@@ -32,16 +36,6 @@ def tiny(seed: int = 0) -> nn.Module:
         for _ in range(3):
             model(torch.randn(16, 3, 32, 32) * 2)
     return model.eval()
-
-
-def benchmark(name: str):
-    """The script ``benchmarks/<name>.py`` as a module (benchmarks are scripts, not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def images(n: int = 32, seed: int = 1) -> torch.Tensor:
@@ -130,12 +124,12 @@ def test_executorch_fp32_int8_and_portable_fallback(tmp_path):
     slow = BACKENDS["executorch"].export(LogSoftmax(), tmp_path / "p.pte", allow_portable=True)
     assert "aten._log_softmax.default" in slow.delegation["outside"]
 
-    # benchmarks/xnnpack_layers.py: ExecuTorch's event tracer times every XNNPACK operator, and
-    # the k-th convolution or fully connected operator is the model's k-th layer.
-    layers = benchmark("xnnpack_layers")
+    # deploy.layer_times (benchmarks/xnnpack_layers.py): ExecuTorch's event tracer times every
+    # XNNPACK operator, and the k-th convolution or fully connected operator is the model's k-th
+    # layer.
     for f in ("m.pte", "q.pte"):
-        ops, delegate_us = layers.operator_times(tmp_path / f, (3, 32, 32), 3, tmp_path)
-        kinds = layers.by_layer_type(model, (3, 32, 32), ops)  # raises if the count differs
+        ops, delegate_us = operator_times(tmp_path / f, (3, 32, 32), 3, tmp_path)
+        kinds = by_layer_type(model, (3, 32, 32), ops)  # raises if the count differs
         assert delegate_us > 0.9 * sum(us for _, us in ops) > 0  # the operators run inside the call
         assert {"Conv 3x3", "Conv DW 3x3", "Conv 1x1", "Fully Connected"} <= set(kinds)
         assert all(us > 0 for k, us in kinds.items() if k.startswith(("Conv", "Fully")))
@@ -307,50 +301,55 @@ def test_float_layers_auto_measures_the_candidates(capsys, tmp_path):
     assert code == 2 and "--float-layers" in err
 
 
-def test_phones_benchmark_judges_peers_on_paired_rounds():
-    """benchmarks/phones.py: per-round medians and the one-sided sign test behind "no slower"."""
-    phones = benchmark("phones")
-    assert phones.per_round([0.001, 0.003, 0.002, 0.004, 0.006, 0.005], 3) == [2.0, 5.0]
-    assert phones.sign_test([2.0] * 10, [1.0] * 10) == (10, 10, 1 / 1024)  # always slower
-    k, n, p = phones.sign_test([1.0, 2.0] * 5, [1.5] * 10)  # slower in half the rounds
+def test_peers_are_judged_on_paired_rounds():
+    """deploy.compare (benchmarks/phones.py): per-round medians and the one-sided sign test
+    behind "no slower"."""
+    assert per_round([0.001, 0.003, 0.002, 0.004, 0.006, 0.005], 3) == [2.0, 5.0]
+    assert sign_test([2.0] * 10, [1.0] * 10) == (10, 10, 1 / 1024)  # always slower
+    k, n, p = sign_test([1.0, 2.0] * 5, [1.5] * 10)  # slower in half the rounds
     assert (k, n) == (5, 10) and p > 0.5
-    assert phones.sign_test([1.0] * 4, [1.0] * 4) == (0, 0, 1.0)  # ties carry no evidence
+    assert sign_test([1.0] * 4, [1.0] * 4) == (0, 0, 1.0)  # ties carry no evidence
+    assert sign_test([2.0, 2.0, 1.0, 3.0], [1.0, 1.0, 1.0, 1.0]) == (3, 3, 1 / 8)
 
 
-def test_phones_latency_targets_per_repeat(tmp_path, monkeypatch, capsys):
-    """benchmarks/phones.py latency --repeats: every target judged on each timing against the
-    GEMM timed in it, then reported per repeat with the median and how many met it."""
-    phones = benchmark("phones")
-    monkeypatch.setattr(phones, "RESULTS", tmp_path)
-
+def test_phone_latency_targets_per_repeat():
+    """deploy.compare (benchmarks/phones.py latency --repeats): every target judged on each
+    timing against the GEMM timed in it, then per target over the repeats: each value, their
+    median and how many met it."""
     def rows(gemm, onnx, int8, timm):
         def mk(model, backend, precision, ms):
             return {"model": model, "backend": backend, "precision": precision, "cpu_ms": ms,
-                    "wall_ms": ms, "cpu_wall": 1.0, "started_utc": f"t{gemm}"}
+                    "wall_ms": 2 * ms}
         return [mk("gemm", "onnxruntime", "fp32", gemm), mk("ours", "onnx", "fp32", onnx),
                 mk("ours", "int8", "int8", int8), mk("timm", "onnx", "fp32", timm)]
 
-    madds = 1024 ** 3 // 2  # floor = half the GEMM's time
-    checks, floor = phones.latency_checks(rows(10.0, 5.5, 1.9, 6.0), madds, "cpu_ms", 99.0)
+    madds = GEMM_N ** 3 // 2  # floor = half the GEMM's time
+    first, floor = latency_checks(rows(10.0, 5.5, 1.9, 6.0), madds, "cpu_ms", 99.0)
     assert floor == 5.0
-    assert [(c["value"], c["met"]) for c in checks] == [(1.1, True), (0.917, True), (0.345, True)]
+    assert [(c["value"], c["met"]) for c in first] == [(1.1, True), (0.917, True), (0.345, True)]
+    assert "CPU ms" in first[0]["target"] and "int8 / our onnx fp32" in first[2]["target"]
     # The floor moves with the GEMM of the same timing: the same model time misses it when the
     # GEMM ran faster.
-    checks, floor = phones.latency_checks(rows(8.0, 5.5, 2.4, 5.0), madds, "cpu_ms", 99.0)
-    assert floor == 4.0 and [c["met"] for c in checks] == [False, False, False]
-    data = {"machine": {"gemm_gflops": {"onnxruntime": 200.0}, "threads": 1, "cpu": "x",
-                        "isa": []},
-            "floor_ms": 5.0, "madds": madds, "rounds": 3, "iters": 2, "gap_s": 1.0,
-            "runs": [rows(10.0, 5.5, 1.9, 6.0), rows(10.0, 6.0, 2.4, 6.0)]}
-    phones.latency_report(data, "phones.py latency --repeats 2")
-    md = (tmp_path / "phones_latency_1t.md").read_text()
-    assert "repeated 2 times 1 s apart" in md
-    targets = md.split("## Targets")[1]
-    assert "1.1 1.2" in targets and "1 of 2" in targets and "0.345 0.4" in targets
-    saved = json.loads((tmp_path / "phones_latency_1t.json").read_text())
-    assert len(saved["checks"]) == 2 and len(saved["runs"]) == 2
-    for argv, flag in ((["--repeats", "0"], "--repeats"), (["--gap-s", "-1"], "--gap-s")):
-        monkeypatch.setattr(sys, "argv", ["phones.py", "latency", *argv])
-        with pytest.raises(SystemExit) as exit_:
-            phones.main()  # refused before anything is exported or timed
-        assert exit_.value.code == 2 and f"{flag} must be" in capsys.readouterr().err
+    second, floor = latency_checks(rows(8.0, 5.5, 2.4, 5.0), madds, "cpu_ms", 99.0)
+    assert floor == 4.0 and [c["met"] for c in second] == [False, False, False]
+    # Without a GEMM in the rows, the floor measured before the rounds; on wall time.
+    checks, floor = latency_checks(rows(8.0, 5.5, 2.4, 5.0)[1:], madds, "wall_ms", 10.0)
+    assert floor == 10.0 and checks[0]["value"] == 1.1 and "wall ms" in checks[0]["target"]
+    summary = checks_over_repeats([first, second])
+    assert [c["target"] for c in summary] == [c["target"] for c in first]
+    assert [c["values"] for c in summary] == ["1.1 1.375", "0.917 1.1", "0.345 0.436"]
+    assert [c["median"] for c in summary] == pytest.approx([1.2375, 1.0085, 0.3905], abs=1e-3)
+    assert [c["met"] for c in summary] == ["1 of 2"] * 3
+
+
+def test_timm_comparison_is_met_unless_slower_in_significantly_many_rounds():
+    """Ours slower by the medians but in few paired rounds: met; slower in every round: not."""
+    def rows(ours_rounds):
+        return [{"model": m, "backend": "onnx", "precision": "fp32", "cpu_ms": statistics.median(r),
+                 "round_cpu_ms": r} for m, r in (("ours", ours_rounds), ("timm", [1.0] * 8))]
+
+    few = [1.5, 1.5, 1.5, 0.9, 0.9, 0.9, 0.9, 1.2]  # median 1.05 > 1.0, slower in 4 of 8
+    check = latency_checks(rows(few), 1, "cpu_ms", 1e-6)[0][1]
+    assert check["value"] == 1.05 and check["met"] and check["slower rounds"] == "4/8, p=0.64"
+    check = latency_checks(rows([1.1] * 8), 1, "cpu_ms", 1e-6)[0][1]
+    assert not check["met"] and check["slower rounds"] == "8/8, p=0.00"

@@ -12,7 +12,7 @@ import functools
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -59,27 +59,68 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def machine_info(threads: int) -> dict:
-    """``cpu_info()`` with the core count, ``threads``, torch's version, the 1-minute load average
-    (``load_before``) and the date: what every measurement is printed and saved with."""
+#: Packages whose version ``machine_line`` names when a machine description records it: the
+#: runtimes and peers a measurement may depend on besides torch.
+PACKAGES = ("onnxruntime", "executorch", "openvino", "timm")
+
+
+def machine_info(threads: int, packages: Sequence[str] = ()) -> dict:
+    """What every measurement is printed and saved with.
+
+    Args:
+        threads: The thread count the measurement runs with.
+        packages: Distributions whose versions the measurement depends on besides torch's, e.g.
+            ``("onnxruntime",)``; each is recorded under its name (None if not installed).
+            Default none.
+
+    Returns:
+        ``cpu_info()`` with the core count (``cpu_count``), ``threads``, torch's version (and
+        those of ``packages``), the 1-minute load average (``load_before``; a caller that
+        records it again at the end stores ``load_after``) and the date.
+
+    Example:
+        >>> m = machine_info(1, packages=("onnxruntime",))
+        >>> sorted(m)[:4], m["threads"]
+        (['cpu', 'cpu_capability', 'cpu_count', 'date'], 1)
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
     return {**cpu_info(), "cpu_count": os.cpu_count(), "threads": threads,
-            "torch": torch.__version__, "load_before": round(os.getloadavg()[0], 2),
+            "torch": torch.__version__, **{p: installed(p) for p in packages},
+            "load_before": round(os.getloadavg()[0], 2),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
+def note_load_after(machine: dict) -> dict:
+    """``machine`` (a ``machine_info`` dict) with the 1-minute load average at the end of the
+    measurement added as ``load_after``, in place: ``machine_line`` shows both."""
+    machine["load_after"] = round(os.getloadavg()[0], 2)
+    return machine
+
+
 def machine_line(machine: dict) -> str:
-    """One line naming the machine of a measurement: CPU, ISA flags, threads, date, matmul floor."""
+    """One line naming the machine of a measurement (a ``machine_info`` dict): CPU, ISA flags,
+    threads, versions (torch's and those of ``PACKAGES`` it records), the matmul floor where
+    measured, the load average (before, and after where recorded) and the date."""
     isa = "+".join(machine.get("isa", [])) or "no AVX2"
     parts = [f"{machine.get('cpu', 'unknown CPU')} ({isa})", f"{machine.get('cpu_count')} cores",
              f"{machine.get('threads')} thread{'' if machine.get('threads') == 1 else 's'}",
-             f"torch {machine.get('torch')}"]
+             f"torch {machine.get('torch')}",
+             *(f"{p} {machine[p]}" for p in PACKAGES if machine.get(p))]
     if "gemm_gflops" in machine:
         parts.append("fp32 GEMM " + ", ".join(f"{k} {v:g}" for k, v in machine["gemm_gflops"].items())
                      + " GFLOP/s (floor at the best)")
     elif "matmul_gflops" in machine:
         parts.append(f"fp32 matmul {machine['matmul_gflops']:g} GFLOP/s")
     if "load_before" in machine:
-        parts.append(f"load {machine['load_before']:g}")
+        parts.append(f"load {machine['load_before']:g}" + (
+            f" before, {machine['load_after']:g} after" if "load_after" in machine else ""))
     if "date" in machine:
         parts.append(str(machine["date"]))
     return "machine: " + ", ".join(parts)
