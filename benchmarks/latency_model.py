@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 
 from mobilenets.cost.latency import fit_device, variant_profile
-from mobilenets.deploy.backends import get_backend
+from mobilenets.deploy.backends import check_backends, get_backend
 from mobilenets.deploy.device import (backend_precision, calibration_set,
                                       measure_models)
 from mobilenets.deploy.machine import machine_info, machine_line
@@ -86,13 +86,14 @@ def code(text: str) -> str:
 # --------------------------------------------------------------------------- measure
 
 def cmd_measure(args) -> None:
-    backends = args.backends.split(",")
+    backends = check_backends(args.backends)  # "all": every installed backend
     names = list(dict.fromkeys(V1 + UNREGISTERED + V2 + SHUFFLENET + SHUFFLENET_KIT))
     mach = machine_info(args.threads)
     t0 = time.perf_counter()
+    failed: dict[str, str] = {}
     rows = measure_models(names, backends, args.threads, args.rounds, args.iters,
                           progress=lambda s: print(s, file=sys.stderr, flush=True),
-                          workers=args.export_workers, repeats=args.repeats)
+                          workers=args.export_workers, repeats=args.repeats, failed=failed)
     rows = [{"model": r["model"], "backend": r["backend"], "cpu_ms": r["cpu_ms"],
              "wall_ms": r["latency_ms"], "repeats_cpu_ms": r["repeats_cpu_ms"]} for r in rows]
     mach["load_after"] = round(os.getloadavg()[0], 2)
@@ -108,11 +109,14 @@ def cmd_measure(args) -> None:
         f"{args.threads} thread(s). cpu_ms: process CPU time per call (median); wall_ms "
         "beside it. Median spread between repeats (max/min - 1): "
         + ", ".join(f"{b} {v:.1f}%" for b, v in spread.items()), "",
+        *(["Exports that failed (left out): " + "; ".join(f"{k}: {e}" for k, e in
+                                                          failed.items()), ""] if failed else []),
         code(render_table([{k: v for k, v in r.items() if k != "repeats_cpu_ms"}
                            for r in rows], width=None))])
     save("timings", {"command": " ".join(sys.argv), "machine": mach, "seconds": seconds,
                      "threads": args.threads, "repeats": args.repeats, "rounds": args.rounds,
-                     "iters": args.iters, "repeat_spread_pct": spread, "rows": rows}, md)
+                     "iters": args.iters, "repeat_spread_pct": spread, "failed": failed,
+                     "rows": rows}, md)
 
 
 # --------------------------------------------------------------------------- evaluate

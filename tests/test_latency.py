@@ -346,3 +346,28 @@ def test_measure_fits_this_machine_as_a_device(tmp_path, cli):
     assert device.backend == "eager" and device.threads == 1 and device.machine["cpu"]
     assert [r["model"] for r in device.fitted_on] == calibration_set("v1", 2)
     assert all(r["measured_ms"] > 0 and r["wall_ms"] > 0 for r in device.fitted_on)
+
+
+def test_a_failed_export_is_left_out_of_a_measurement_and_named(monkeypatch):
+    # A benchmark over many models goes on past one that a tool-chain cannot export (the
+    # failure named, the pair left out); without the ``failed`` record the error is raised.
+    from mobilenets.deploy import bench, device
+    from mobilenets.deploy.onnx_export import ExportError
+
+    real = bench.export_backend
+
+    def export(backend, model, shape, workdir, calibration=None):
+        if model.config.name == "mobilenet_v1_0.5_128":
+            raise ExportError("onnx export of onnx.onnx failed in the tool-chain (test)")
+        return real(backend, model, shape, workdir, calibration)
+
+    monkeypatch.setattr(bench, "export_backend", export)
+    names = ["mobilenet_v1_0.25_128", "mobilenet_v1_0.5_128"]
+    failed = {}
+    rows = device.measure_models(names, ["onnx"], rounds=1, iters=1, workers=1, failed=failed)
+    assert [(r["model"], r["backend"]) for r in rows] == [("mobilenet_v1_0.25_128", "onnx")]
+    assert rows[0]["cpu_ms"] > 0
+    assert list(failed) == ["mobilenet_v1_0.5_128@onnx"] and "(test)" in failed[
+        "mobilenet_v1_0.5_128@onnx"]
+    with pytest.raises(ExportError, match="test"):
+        device.measure_models(names, ["onnx"], rounds=1, iters=1, workers=1)

@@ -38,7 +38,7 @@ from mobilenets.deploy.backends import (BACKENDS, check_backends, default_backen
                                         get_backend)
 from mobilenets.deploy.machine import (machine_info, matmul_gflops, percentile, restores_threads,
                                        timed)
-from mobilenets.deploy.onnx_export import OnnxModule, calibration_batches
+from mobilenets.deploy.onnx_export import ExportError, OnnxModule, calibration_batches
 from mobilenets.deploy.peers import PEER_MODELS
 
 
@@ -78,7 +78,8 @@ def _export_in_worker(job: tuple) -> str | None:
 
 
 def export_backends(jobs: list[tuple], workers: int = 1,
-                    done: Callable[[int, str | None], None] | None = None) -> list[str | None]:
+                    done: Callable[[int, str | None], None] | None = None,
+                    failed: dict[int, str] | None = None) -> list[str | None]:
     """``export_backend(*job)`` for every job, in ``workers`` processes at once (one thread each).
 
     Exports are single-threaded Python and tool-chain work (tracing, lowering, calibration), so
@@ -86,16 +87,27 @@ def export_backends(jobs: list[tuple], workers: int = 1,
     Workers are spawned (forked ones hang in the tool-chains' thread pools), so, as with torch's
     DataLoader, a calling script needs the ``if __name__ == "__main__":`` guard; without it the
     workers die at start and the exports run here, one after another, with a warning.
-    Returns the file of each job (None for the torch backends), in the jobs' order.
+    Returns the file of each job (None for the torch backends), in the jobs' order. An export
+    that fails raises its ``ExportError``, or, where a ``failed`` dict is given, is recorded
+    there (job index -> the error's line) and the others go on (a benchmark over many models).
     """
     say = done or (lambda i, path: None)
+
+    def export_one(i, run):
+        try:
+            results[i] = run()
+        except ExportError as e:
+            if failed is None:
+                raise
+            failed[i] = str(e)
+        say(i, results[i])
+
     jobs = list(jobs)
     results: list = [None] * len(jobs)
     todo = [i for i, job in enumerate(jobs) if get_backend(job[0]).suffix]
     if workers <= 1 or len(todo) <= 1:
         for i in todo:
-            results[i] = export_backend(*jobs[i])
-            say(i, results[i])
+            export_one(i, lambda: export_backend(*jobs[i]))
         return results
     import concurrent.futures
     import multiprocessing
@@ -105,18 +117,16 @@ def export_backends(jobs: list[tuple], workers: int = 1,
                 min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {pool.submit(_export_in_worker, jobs[i]): i for i in todo}
             for future in concurrent.futures.as_completed(futures):
-                i = futures[future]
-                results[i] = future.result()  # a worker's exception is raised here, as itself
-                say(i, results[i])
+                # a worker's exception is raised by result(), as itself
+                export_one(futures[future], future.result)
     except concurrent.futures.process.BrokenProcessPool:
         import warnings
 
         warnings.warn("export workers could not start (a script calling this needs an "
                       "'if __name__ == \"__main__\":' guard); exporting in this process")
         for i in todo:
-            if results[i] is None:
-                results[i] = export_backend(*jobs[i])
-                say(i, results[i])
+            if results[i] is None and i not in (failed or {}):
+                export_one(i, lambda: export_backend(*jobs[i]))
     return results
 
 

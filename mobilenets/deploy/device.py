@@ -65,11 +65,13 @@ def backend_precision(backend: str) -> str:
 
 
 def export_for(jobs: list[tuple[str, str, Path]], calibration_data: str, workers: int = 1,
-               done: Callable[[int, str | None], None] | None = None) -> list[tuple]:
+               done: Callable[[int, str | None], None] | None = None,
+               failed: dict[int, str] | None = None) -> list[tuple]:
     """Export ``(backend, model name, folder)`` jobs (fresh weights, seed 0), ``workers``
     processes at once, each file verified against torch; int8 backends calibrate on 16 images
     of ``calibration_data`` (latency only). Returns ``(backend, model, shape, path)`` per job
-    (path: None for the torch backends): what ``timed_runs`` loads."""
+    (path: None for the torch backends): what ``timed_runs`` loads. ``failed``: as
+    ``bench.export_backends``'s."""
     calibration, models, prepared = {}, {}, []
     for backend, name, folder in jobs:
         if name not in models:
@@ -82,7 +84,7 @@ def export_for(jobs: list[tuple[str, str, Path]], calibration_data: str, workers
             calibration[shape] = calibration_images(calibration_data, shape, 16)
         prepared.append((backend, model, shape, Path(folder),
                          calibration.get(shape) if int8 else None))
-    paths = export_backends(prepared, workers, done=done)
+    paths = export_backends(prepared, workers, done=done, failed=failed)
     return [(job[0], job[1], job[2], path) for job, path in zip(prepared, paths)]
 
 
@@ -400,10 +402,12 @@ def fit_measurements(paths: list[str], backend: str | None = None, form: str = "
 def measure_models(names: list[str], backends: list[str], threads: int = 1, rounds: int = 5,
                    iters: int = 5, calibration_data: str = "fashion-mnist",
                    progress: Callable[[str], None] | None = None,
-                   workers: int | None = None, repeats: int = 1) -> list[dict]:
+                   workers: int | None = None, repeats: int = 1,
+                   failed: dict[str, str] | None = None) -> list[dict]:
     """Time every model on every backend on this machine: exports (``workers`` processes),
     then all of them interleaved in ``rounds`` rounds of ``iters`` calls at ``threads`` threads,
-    ``repeats`` times over the same files.
+    ``repeats`` times over the same files. Where a ``failed`` dict is given, a pair whose export
+    fails is left out and recorded there (``"model@backend"`` -> the error) instead of raising.
 
     Returns:
         One dict per (model, backend): ``model``, ``backend``, ``latency_ms`` (median wall),
@@ -424,8 +428,15 @@ def measure_models(names: list[str], backends: list[str], threads: int = 1, roun
                 job[2].mkdir()
             keys = [f"{n}@{b}" for b, n, _ in jobs]
             say(f"exporting {len(jobs)} model(s) x backend(s)")
+            lost: dict[int, str] | None = None if failed is None else {}
             exported = export_for(jobs, calibration_data, workers or usable_cores(),
-                                  done=lambda i, f: say(f"exported {keys[i]}") if f else None)
+                                  done=lambda i, f: say(f"exported {keys[i]}") if f else None,
+                                  failed=lost)
+            for i, error in (lost or {}).items():
+                say(f"export of {keys[i]} failed, left out: {error}")
+                failed[keys[i]] = error
+            kept = [i for i in range(len(jobs)) if i not in (lost or {})]
+            jobs, keys, exported = ([seq[i] for i in kept] for seq in (jobs, keys, exported))
             timed = []
             for r in range(repeats):
                 say(f"timing {len(jobs)}: {rounds} rounds x {iters} calls, {threads} "
