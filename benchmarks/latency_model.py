@@ -46,8 +46,8 @@ import time
 from pathlib import Path
 
 from mobilenets.cost.latency import fit_device, variant_profile
-from mobilenets.deploy.backends import check_backends, get_backend
-from mobilenets.deploy.device import (backend_precision, calibration_set,
+from mobilenets.deploy.backends import check_backends
+from mobilenets.deploy.device import (backend_fit, calibration_set,
                                       measure_models)
 from mobilenets.deploy.machine import machine_info, machine_line
 from mobilenets.fileio import write_json, write_text
@@ -164,8 +164,7 @@ def evaluate(rows: list[dict], figure: str, ks: list[int]) -> tuple[list[dict], 
             for form in FORMS:
                 device = fit_device([profiles[n] for n in fit_on],
                                     [measured[n, backend] for n in fit_on], form=form,
-                                    precision=backend_precision(backend), name=backend,
-                                    separate=get_backend(backend).separate)
+                                    name=backend, **backend_fit(backend))
                 for family, names in FAMILIES.items():
                     held = [n for n in names if n not in fit_on and (n, backend) in measured]
                     if not held:
@@ -183,8 +182,7 @@ def evaluate(rows: list[dict], figure: str, ks: list[int]) -> tuple[list[dict], 
                                                      for n in SHUFFLENET_KIT):
                     own = fit_device([profiles[n] for n in SHUFFLENET_KIT],
                                      [measured[n, backend] for n in SHUFFLENET_KIT],
-                                     precision=backend_precision(backend), name=backend,
-                                     separate=get_backend(backend).separate)
+                                     name=backend, **backend_fit(backend))
                     held = [n for n in SHUFFLENET if n not in SHUFFLENET_KIT]
                     results.append({"backend": backend, "K": k, "predictor": FORM_NAMES[form],
                                     "family": "ShuffleNet, own kit", **scores(

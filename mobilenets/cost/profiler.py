@@ -260,9 +260,7 @@ def profile_model(model: nn.Module, input_size=(3, 224, 224), name: str | None =
 
     handles = [m.register_forward_hook(hook) for m in model.modules()
                if isinstance(m, (*_CONVS, nn.Linear, *_POOLS))]
-    modules = dict(model.named_modules())
-    beside_conv = {n for n, m in modules.items()
-                   if any(isinstance(c, _CONVS) for c in m.children())}
+    beside_conv = {n for m, n in names.items() if any(isinstance(c, _CONVS) for c in m.children())}
 
     def elementwise_hook(module, inputs, output):
         kind = next(k for cls, k in ELEMENTWISE.items() if isinstance(module, cls))

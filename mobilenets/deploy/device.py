@@ -64,6 +64,20 @@ def backend_precision(backend: str) -> str:
     return get_backend(backend).precision
 
 
+def backend_fit(backend: str | None) -> dict:
+    """``fit_device``'s keyword arguments for measurements of ``backend``: the ``precision`` it
+    computes in and the element-wise passes its runtime runs on their own (``separate``,
+    ``Backend.separate``); fp32 and every pass fused for measurements that name no backend.
+
+    Raises:
+        ValueError: for an unknown backend.
+    """
+    if backend is None:
+        return {"precision": "fp32", "separate": ()}
+    b = get_backend(backend)
+    return {"precision": b.precision, "separate": b.separate}
+
+
 def export_for(jobs: list[tuple[str, str, Path]], calibration_data: str, workers: int = 1,
                done: Callable[[int, str | None], None] | None = None,
                failed: dict[int, str] | None = None) -> list[tuple]:
@@ -380,15 +394,14 @@ def fit_measurements(paths: list[str], backend: str | None = None, form: str = "
     """
     rows = read_measurements(paths, backend)
     backend = backend or next((r["backend"] for r in rows if r["backend"]), None)
-    precision = backend_precision(backend) if backend else "fp32"
+    settings = backend_fit(backend)
     profiles = {}
     for r in rows:
         if r["model"] not in profiles:
             profiles[r["model"]] = variant_profile(r["model"])
     try:
         return fit_device([profiles[r["model"]] for r in rows], [r["latency_ms"] for r in rows],
-                          names=[r["model"] for r in rows], form=form, precision=precision,
-                          separate=get_backend(backend).separate if backend else (),
+                          names=[r["model"] for r in rows], form=form, **settings,
                           name=name or Path(paths[0]).stem, backend=backend,
                           threads=next((r["threads"] for r in rows if r["threads"]), None),
                           source=", ".join(map(str, paths)))
@@ -466,12 +479,11 @@ def measure_device(backend: str, arch: str = "v1", count: int = DEFAULT_KIT_SIZE
     ``fitted_on`` beside it."""
     from mobilenets.deploy.machine import machine_info
 
-    precision = backend_precision(backend)
+    settings = backend_fit(backend)
     names = calibration_set(arch, count)
     rows = measure_models(names, [backend], threads, rounds, iters, calibration_data, progress)
     device = fit_device([variant_profile(r["model"]) for r in rows], [r["cpu_ms"] for r in rows],
-                        names=names, precision=precision, name=f"this machine, {backend}",
-                        separate=get_backend(backend).separate,
+                        names=names, name=f"this machine, {backend}", **settings,
                         backend=backend, threads=threads, source="this machine",
                         machine=machine_info(threads))
     for fitted, row in zip(device.fitted_on, rows):

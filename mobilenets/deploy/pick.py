@@ -373,7 +373,7 @@ def pick_predicted(predict: int, latency_ms: float | None = None, max_params: fl
         ValueError: as ``pick``, and for ``predict`` < 2 or more than the candidates.
     """
     from mobilenets.cost.latency import fit_device
-    from mobilenets.deploy.device import spanning
+    from mobilenets.deploy.device import backend_fit, spanning
 
     check_budgets(latency_ms, max_params, max_madds)
     backends = check_pick_backends(backend)
@@ -390,8 +390,7 @@ def pick_predicted(predict: int, latency_ms: float | None = None, max_params: fl
     for b in backends:
         timed = [r for r in rows if r["backend"] == b and r.get("source") == "measured"]
         device = fit_device([r["profile"] for r in timed], [r["latency_ms"] for r in timed],
-                            names=[r["label"] for r in timed], precision=BACKENDS[b].precision,
-                            separate=BACKENDS[b].separate,
+                            names=[r["label"] for r in timed], **backend_fit(b),
                             name=f"this machine, {b}", backend=b, threads=threads)
         say(f"{b}: fitted on {', '.join(r['label'] for r in timed)}: "
             f"{device.residual_summary()}")
