@@ -337,6 +337,49 @@ def test_pick_predict_times_a_few_and_confirms_its_choice(cli, refused, tmp_path
     refused(["pick", "--predict", 0, "--latency-ms", 8], "--predict")
 
 
+def test_pick_predict_times_a_more_accurate_candidate_predicted_just_over_budget(monkeypatch):
+    # A device that over-predicts 0.75-192 by 14% (within NEAR_MISS): without the near-miss
+    # confirmation the pick stops at 0.75-160, the frontier's 1.0-160 (same top-1, predicted
+    # faster) hiding it; timed, 0.75-192 fits the 10 ms budget and is the better pick.
+    from mobilenets.cost import latency
+    from mobilenets.deploy import pick
+
+    true = {"mobilenet_v1_0.75_192": 9.5, "mobilenet_v1_1.0_160": 10.6,
+            "mobilenet_v1_0.75_224": 13.0, "mobilenet_v1_1.0_192": 14.0,
+            "mobilenet_v1_1.0_224": 18.0}
+    predicted = {**true, "mobilenet_v1_0.75_192": 10.8, "mobilenet_v1_1.0_160": 10.5}
+    top1 = {c["label"]: c["top1"] for c in pick.candidates()}
+    for label, acc in top1.items():  # the rest: as predicted, all within the budget
+        true.setdefault(label, 2 + (acc - 40) / 5)
+        predicted.setdefault(label, true[label])
+
+    def measure(rows, **timing):
+        for r in rows:
+            r.update(latency_ms=true[r["label"]], cpu_ms=true[r["label"]], source="measured")
+
+    class Device:
+        def predict_ms(self, profile):
+            return predicted[profile.model]
+
+        def residual_summary(self):
+            return ""
+
+    monkeypatch.setattr(pick, "measure_rows", measure)
+    monkeypatch.setattr(latency, "fit_device", lambda *a, **k: Device())
+    timed = []
+
+    def run():
+        rows, choice = pick.pick_predicted(2, latency_ms=10, backend="eager", threads=1)
+        timed.append({r["label"] for r in rows if r["source"] == "measured"})
+        return choice
+
+    assert run()["label"] == "mobilenet_v1_0.75_192"
+    assert "mobilenet_v1_1.0_192" not in timed[0]  # predicted 40% over: not timed
+    monkeypatch.setattr(pick, "NEAR_MISS", 0.0)
+    assert run()["label"] == "mobilenet_v1_0.75_160"
+    assert "mobilenet_v1_0.75_192" not in timed[1]
+
+
 def test_measure_fits_this_machine_as_a_device(tmp_path, cli):
     out = tmp_path / "here.json"
     code, _, err = cli("latency", "measure", "--backend", "eager", "--count", 2, "--rounds", 1,
