@@ -55,6 +55,9 @@ def pytest_configure(config):
         # ATen takes ATEN_CPU_CAPABILITY at its word and dies of SIGILL at its first AVX-512 kernel.
         raise pytest.UsageError(f"ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY')} is "
                                 "not available on this CPU (it has no AVX-512)")
+    # Every export from the tool-chain, none from a cache another run filled (and nothing
+    # written to the user's ~/.cache): the cache's own tests turn it on in a temporary folder.
+    os.environ["MOBILENETS_CACHE_DIR"] = "off"
     threads = config.getoption("--threads") or os.environ.get("MOBILENETS_TEST_THREADS")
     if threads:
         torch.set_num_threads(int(threads))

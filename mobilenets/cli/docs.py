@@ -79,7 +79,7 @@ API: dict[str, tuple[str, ...]] = {
         "mobilenets.deploy.layer_times.operator_times",
         "mobilenets.deploy.layer_times.by_layer_type",
         "mobilenets.deploy.pick.pick", "mobilenets.deploy.pick.pick_device",
-        "mobilenets.deploy.pick.pick_predicted",
+        "mobilenets.deploy.pick.pick_predicted", "mobilenets.deploy.export_cache.cache_dir",
         "mobilenets.deploy.convert.convert", "mobilenets.deploy.convert.load_timm_mobilenet_v1",
         "mobilenets.deploy.convert.load_torchvision_mobilenet_v2",
         "mobilenets.deploy.convert_keras.load_keras_mobilenet",

@@ -36,6 +36,7 @@ from torch import nn
 from mobilenets.checks import check_int
 from mobilenets.deploy.backends import (BACKENDS, check_backends, default_backends, eager_peer,
                                         get_backend)
+from mobilenets.deploy.export_cache import cached_export, export_key, is_cached
 from mobilenets.deploy.machine import (machine_info, matmul_gflops, percentile, restores_threads,
                                        timed)
 from mobilenets.deploy.onnx_export import ExportError, OnnxModule, calibration_batches
@@ -61,15 +62,28 @@ def export_backend(name: str, model: nn.Module, shape: tuple[int, int, int], wor
 
     The costly half of ``prepare_backend``, and the half that can run in another process
     (``export_backends``). The int8 backends need ``calibration`` batches of real images.
+    A file exported before for the same inputs comes from the export cache
+    (``deploy.export_cache``: ``MOBILENETS_CACHE_DIR``) instead of the tool-chain.
     """
     backend = get_backend(name)
     if backend.suffix is None:
         return None
-    path = Path(workdir) / f"{name}{backend.suffix}"
-    # Latency only: agreement on fresh (untrained) weights means nothing, so no minimum.
-    backend.export(model.eval(), path, calibration, resolution=shape[1],
-                   **backend.accepted({"min_top1_agreement": 0.0}))
-    return str(path)
+    model = model.eval()
+
+    def write(folder: Path) -> None:
+        # Latency only: agreement on fresh (untrained) weights means nothing, so no minimum.
+        backend.export(model, folder / f"{name}{backend.suffix}", calibration,
+                       resolution=shape[1], **backend.accepted({"min_top1_agreement": 0.0}))
+
+    key = export_key(name, model, shape, calibration)
+    return str(cached_export(key, Path(workdir) / f"{name}{backend.suffix}", write))
+
+
+def job_cached(name: str, model: nn.Module, shape: tuple[int, int, int], workdir: Path,
+               calibration: list[torch.Tensor] | None = None) -> bool:
+    """Whether ``export_backend`` with these arguments would copy its file from the export
+    cache."""
+    return is_cached(export_key(name, model, shape, calibration))
 
 
 def _export_in_worker(job: tuple) -> str | None:
@@ -105,6 +119,10 @@ def export_backends(jobs: list[tuple], workers: int = 1,
     jobs = list(jobs)
     results: list = [None] * len(jobs)
     todo = [i for i, job in enumerate(jobs) if get_backend(job[0]).suffix]
+    # Files in the export cache are copied here: no worker to start for them.
+    for i in [i for i in todo if job_cached(*jobs[i])]:
+        export_one(i, lambda: export_backend(*jobs[i]))
+        todo.remove(i)
     if workers <= 1 or len(todo) <= 1:
         for i in todo:
             export_one(i, lambda: export_backend(*jobs[i]))
@@ -366,7 +384,7 @@ class BenchRow:
     vs_peer: float | None  # latency / the peer's eager latency (lower is better)
     floor_ms: float  # 2 x Mult-Adds / the best measured fp32 GEMM rate (``gemm_rates``)
     madds: int
-    setup_s: float
+    setup_s: float  # s to export (or copy from the export cache) and load the file
     precision: str = "fp32"  # fp32, int8 or bf16
     cpu_ms: float | None = None  # median process CPU time per call (all threads of the process)
     cpu_wall: float | None = None  # cpu_ms / latency_ms: < 1 at one thread = waited for a core
