@@ -22,6 +22,9 @@ benchmark, not a test: it reports what is met and what is not, and asserts nothi
 ``published`` The same evaluation on published phone figures, no timing: TensorFlow Lite's hosted
               models page (``tensorflow/lite/g3doc/guide/hosted_models.md``, 2018-2019): the 16
               V1 variants float and 8-bit, and V2 1.0-224, on a Pixel 2, one large core.
+``fusion``    Which additions and activations each runtime with a per-operation profiler runs
+              as operations of its own, for ShuffleNet and V2: the evidence for
+              ``Backend.fused`` (no timing).
 ``pick``      Wall time of ``pick --predict 4`` against the exhaustive ``pick`` over the 16 V1
               variants x the backends, same budget, and whether they chose the same model (or
               one within 5% of its latency). Target: <= 60 s on 2 cores.
@@ -280,6 +283,66 @@ def cmd_published(args) -> None:
     print(md)
 
 
+# --------------------------------------------------------------------------- fusion
+
+#: The runtimes' names of an addition and of an activation (ONNX Runtime kernels, XNNPACK
+#: operators, OpenVINO execution-graph nodes).
+ADD_OPS = {"Add", "QLinearAdd", "Sum", "Add (ND)", "Eltwise"}
+ACTIVATION_OPS = {"Relu", "Clip", "Clamp (NC)", "Clamp", "QLinearRelu"}
+FUSION_MODELS = ("shufflenet_v1_g3_1.0_224", "mobilenet_v2_1.0_224")
+
+
+def cmd_fusion(args) -> None:
+    """Which data operations each runtime runs: the evidence for ``Backend.fused``."""
+
+    from mobilenets.deploy.backends import get_backend
+    from mobilenets.deploy.bench import calibration_images, export_backend
+    from mobilenets.deploy.layer_times import runtime_operations
+    from mobilenets.cost.latency import variant_model
+
+    mach = machine_info(1)
+    rows = []
+    for name in FUSION_MODELS:
+        model = variant_model(name, meta=False)
+        shape = (3, model.config.input_size, model.config.input_size)
+        kinds = [r.kind for r in variant_profile(name).data_ops]
+        for b in check_backends(args.backends):
+            if get_backend(b).runtime not in ("onnxruntime", "executorch", "openvino"):
+                continue
+            row = {"model": name, "backend": b, "fused": ",".join(get_backend(b).fused) or "-",
+                   "model_adds": kinds.count("Add"),
+                   "model_activations": kinds.count("Activation")}
+            with tempfile.TemporaryDirectory() as work:
+                int8 = get_backend(b).precision == "int8"
+                try:
+                    path = export_backend(b, model, shape, Path(work), calibration_images(
+                        "fashion-mnist", shape, 16) if int8 else None)
+                    ops = runtime_operations(b, path, shape, work)
+                except Exception as e:  # a tool-chain that cannot export it: say so
+                    rows.append({**row, "adds_run": None, "activations_run": None,
+                                 "note": f"not exported ({type(e).__name__})"})
+                    continue
+            rows.append({**row, "adds_run": sum(ops.get(k, 0) for k in ADD_OPS),
+                         "activations_run": sum(ops.get(k, 0) for k in ACTIVATION_OPS),
+                         "note": ""})
+            print(rows[-1], file=sys.stderr, flush=True)
+    md = "\n".join([
+        "# Which data operations each runtime runs (the evidence for `Backend.fused`)", "",
+        machine_line(mach), "",
+        f"Command: `{' '.join(sys.argv)}`. Each model exported for each runtime, then the "
+        "operations its runtime runs counted after the runtime's own rewrites: ONNX Runtime's "
+        "profiled kernels, XNNPACK's operators inside ExecuTorch (event tracer), the nodes "
+        "OpenVINO's performance counters report executed. `model_adds`: residual additions "
+        "of the model; "
+        "`model_activations`: activations after an addition or concatenation (none beside a "
+        "convolution); `adds_run`, `activations_run`: those the runtime runs as operations of "
+        "their own (conv-adjacent activations fused into a convolution are not counted by any "
+        "runtime). `fused`: what the backend's record says it fuses away.", "",
+        code(render_table(rows, width=None))])
+    save("fusion", {"command": " ".join(sys.argv), "machine": mach, "rows": rows}, md)
+    print(md)
+
+
 # --------------------------------------------------------------------------- pick
 
 #: How the benchmark's ``pick --predict`` runs differ.
@@ -364,6 +427,9 @@ def main() -> None:
     s = sub.add_parser("published")
     s.add_argument("--k", type=lambda t: [int(v) for v in t.split(",")], default=[2, 4, 6])
     s.set_defaults(func=cmd_published)
+    s = sub.add_parser("fusion")
+    s.add_argument("--backends", default="all")
+    s.set_defaults(func=cmd_fusion)
     s = sub.add_parser("pick")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--backends", default="onnx,int8,eager")

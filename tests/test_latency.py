@@ -137,6 +137,48 @@ def test_separate_passes_are_priced_as_layers_on_the_runtimes_that_run_them():
         fit_device([v1, sn], [20.0, 8.0], separate=("Pool",))
 
 
+def test_fused_data_ops_cost_nothing_on_the_runtimes_that_fuse_them(tmp_path):
+    # ShuffleNet g = 3 (its Table 1): 13 additions, each followed by a ReLU, and 3
+    # concatenations, each followed by a ReLU. A runtime fusing the residual addition into its
+    # convolution runs the 3 ReLUs after the concatenations only; one folding every such ReLU
+    # into the operation before it runs the 13 additions and no ReLU.
+    from mobilenets.cost.latency import unfused_data_ops
+    from mobilenets.deploy.device import backend_fit
+
+    sn = variant_profile("shufflenet_v1_g3_1.0_224")
+
+    def kinds(fused):
+        left = [r.kind for r in unfused_data_ops(sn.data_ops, fused)]
+        return left.count("Add"), left.count("Activation"), left.count("Concat")
+
+    assert kinds(()) == (13, 16, 3)
+    assert kinds(("Add",)) == (0, 3, 3)
+    assert kinds(("Activation",)) == (13, 0, 3)
+    assert kinds(("Add", "Activation")) == (0, 0, 3)
+    v2 = variant_profile("mobilenet_v2_1.0_224")
+    assert [r.kind for r in unfused_data_ops(v2.data_ops, ("Add",))].count("Add") == 0
+    # Priced: with a per-layer cost alone, the 26 operations fused away cost 26 layers less.
+    names = ["mobilenet_v1_1.0_224", "mobilenet_v1_0.25_128"]
+    profiles = [variant_profile(n) for n in names]
+    plain = fit_device(profiles, [20.0, 2.0], form=("layer",))
+    fused = fit_device(profiles, [20.0, 2.0], form=("layer",), fused=("Add",))
+    assert fused.coefficients == plain.coefficients  # V1 has no data operation
+    assert plain.predict_ms(sn) - fused.predict_ms(sn) == pytest.approx(
+        26 * plain.coefficients["layer"], rel=1e-9)
+    from mobilenets.cost.latency import write_device
+
+    write_device(fused, tmp_path / "d.json")
+    assert read_device(tmp_path / "d.json").fused == ["Add"]
+    assert backend_fit("openvino")["fused"] == ("Add",) and not backend_fit("executorch")["fused"]
+    with pytest.raises(ValueError, match="fused"):
+        fit_device(profiles, [20.0, 2.0], fused=("Concat",))
+    bad = json.loads((tmp_path / "d.json").read_text())
+    bad["fused"] = ["Shuffle"]
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="fused must be a list"):
+        read_device(tmp_path / "bad.json")
+
+
 def test_unregistered_points_are_built_at_their_width_and_resolution():
     model = variant_model("mobilenet_v1_0.6_200")
     assert model.config.width_mult == 0.6 and model.config.resolution == 200

@@ -17,7 +17,11 @@ device's element size (4 bytes fp32, 1 int8, 2 bf16), and the classes are ``CLAS
 of the convolutions (``Profile.elementwise``) are layers of their own only on a runtime that runs
 them as separate passes (``Device.separate``: torch eager runs both, a BN-folded torch model the
 activations; the exporting runtimes fuse them into the convolution), a fact about the runtime,
-not a fitted figure. Each coefficient is a time per
+not a fitted figure. Likewise some runtimes fuse data operations away (``Device.fused``,
+``FUSIBLE``): a residual addition computed inside the convolution that produces one of its
+inputs, with the activation after it (ONNX Runtime's and OpenVINO's fp32 graphs), or an
+activation after an addition or concatenation folded into that operation's int8 output range;
+those cost nothing. Each coefficient is a time per
 unit (ms per million Mult-Adds, ms per MB, ms per layer, ms per call), so the fit is a
 non-negative least-squares problem on the *relative* error of each measurement
 (``fit_device``): every row is divided by its measured latency, so a 1 ms model counts as much
@@ -65,6 +69,11 @@ ELEMENT_BYTES = {"fp32": 4, "bf16": 2, "int8": 1}
 DATA_OP_INPUTS = {"Add": 2, "Channel Shuffle": 1}
 #: The kinds of ``Profile.elementwise`` rows: what ``Device.separate`` may name.
 SEPARABLE = ("Norm", "Activation")
+#: The ``Profile.data_ops`` a runtime may fuse away (``Device.fused``): ``"Add"``, a residual
+#: addition and the activation right after it, computed by the convolution that produces one
+#: of its inputs (a sum post-op); ``"Activation"``, every activation after an addition or a
+#: concatenation, folded into that operation (an int8 output range, a fused activation).
+FUSIBLE = ("Add", "Activation")
 _MB = 1e6
 _MILLION = 1e6
 
@@ -105,14 +114,30 @@ def layer_terms(row: LayerCost, element_bytes: int = 4) -> dict[str, float]:
     return terms
 
 
+def unfused_data_ops(data_ops: list[LayerCost],
+                     fused: tuple[str, ...] | list[str] = ()) -> list[LayerCost]:
+    """The rows of ``data_ops`` (``Profile.data_ops``, in execution order) a runtime that fuses
+    the ``FUSIBLE`` kinds in ``fused`` still runs."""
+    out, after_add = [], False
+    for row in data_ops:
+        gone = ((row.kind == "Add" and "Add" in fused)
+                or (row.kind == "Activation" and ("Activation" in fused or after_add)))
+        after_add = row.kind == "Add" and "Add" in fused
+        if not gone:
+            out.append(row)
+    return out
+
+
 def model_terms(profile: Profile, element_bytes: int = 4,
-                separate: tuple[str, ...] | list[str] = ()) -> dict[str, float]:
+                separate: tuple[str, ...] | list[str] = (),
+                fused: tuple[str, ...] | list[str] = ()) -> dict[str, float]:
     """The units of every term a whole call of a profiled model costs: ``layer_terms`` summed
-    over its layers, its data operations and the element-wise rows of the kinds in ``separate``
-    (``SEPARABLE``: run as passes of their own), and one ``call``."""
+    over its layers, its data operations but those of the kinds in ``fused`` (``FUSIBLE``,
+    ``unfused_data_ops``), the element-wise rows of the kinds in ``separate`` (``SEPARABLE``:
+    run as passes of their own), and one ``call``."""
     total = {t: 0.0 for t in TERMS}
     passes = [r for r in profile.elementwise if r.kind in separate]
-    for row in (*profile.rows, *profile.data_ops, *passes):
+    for row in (*profile.rows, *unfused_data_ops(profile.data_ops, fused), *passes):
         for t, v in layer_terms(row, element_bytes).items():
             total[t] += v
     total["call"] = 1.0
@@ -185,6 +210,7 @@ class Device:
         machine: The machine measured on (``deploy.machine.machine_info``) when it was this one.
         separate: The ``SEPARABLE`` kinds the runtime runs as passes of their own (priced as
             layers), not fused into the convolutions.
+        fused: The ``FUSIBLE`` data operations the runtime fuses away (not priced).
     """
 
     name: str
@@ -198,11 +224,12 @@ class Device:
     source: str = ""
     machine: dict | None = None
     separate: list[str] = field(default_factory=list)
+    fused: list[str] = field(default_factory=list)
 
     def predict_ms(self, profile: Profile) -> float:
         """The predicted batch-1 latency of a profiled model, in ms."""
-        x = design([model_terms(profile, ELEMENT_BYTES[self.precision], self.separate)],
-                   tuple(self.terms))
+        x = design([model_terms(profile, ELEMENT_BYTES[self.precision], self.separate,
+                                self.fused)], tuple(self.terms))
         return float(x[0] @ np.array([self.coefficients[t] for t in self.terms]))
 
     def residual_summary(self) -> str:
@@ -232,13 +259,16 @@ class Device:
             device = cls(**{k: data[k] for k in ("name", "precision", "form", "terms",
                                                  "coefficients")},
                          **{k: data[k] for k in ("fitted_on", "backend", "threads", "source",
-                                                 "machine", "separate") if k in data})
+                                                 "machine", "separate", "fused") if k in data})
         except KeyError as e:
             raise ValueError(f"{source}: the field {e.args[0]!r} is missing") from None
         if not isinstance(device.separate, list) or any(k not in SEPARABLE
                                                          for k in device.separate):
             raise ValueError(f"{source}: separate must be a list of {', '.join(SEPARABLE)}, got "
                              f"{device.separate!r}")
+        if not isinstance(device.fused, list) or any(k not in FUSIBLE for k in device.fused):
+            raise ValueError(f"{source}: fused must be a list of {', '.join(FUSIBLE)}, got "
+                             f"{device.fused!r}")
         if device.precision not in ELEMENT_BYTES:
             raise ValueError(f"{source}: precision must be one of {', '.join(ELEMENT_BYTES)}, "
                              f"got {device.precision!r}")
@@ -280,7 +310,8 @@ def form_terms(form: str, count: int) -> tuple[str, ...]:
 def fit_device(profiles: list[Profile], latencies_ms: list[float], *,
                names: list[str] | None = None,
                form: str = "auto", precision: str = "fp32", name: str = "device",
-               separate: tuple[str, ...] | list[str] = (), **about) -> Device:
+               separate: tuple[str, ...] | list[str] = (),
+               fused: tuple[str, ...] | list[str] = (), **about) -> Device:
     """Fit a device's coefficients to measured batch-1 latencies of a few models.
 
     Each measurement is a row of the terms its model costs (``model_terms``) divided by its
@@ -297,6 +328,8 @@ def fit_device(profiles: list[Profile], latencies_ms: list[float], *,
         name: The device's name. Default ``"device"``.
         separate: The ``SEPARABLE`` kinds the runtime runs as passes of their own (the
             backend's ``separate``). Default none: fused into the convolutions.
+        fused: The ``FUSIBLE`` data operations the runtime fuses away (the backend's
+            ``fused``). Default none: each runs.
         **about: ``backend``, ``threads``, ``source``, ``machine``: stored as given.
 
     Returns:
@@ -326,7 +359,9 @@ def fit_device(profiles: list[Profile], latencies_ms: list[float], *,
                          f"{need} coefficients: measure at least {need} different models")
     if any(k not in SEPARABLE for k in separate):
         raise ValueError(f"separate must name kinds of {', '.join(SEPARABLE)}, got {separate!r}")
-    rows = [model_terms(p, ELEMENT_BYTES[precision], separate) for p in profiles]
+    if any(k not in FUSIBLE for k in fused):
+        raise ValueError(f"fused must name kinds of {', '.join(FUSIBLE)}, got {fused!r}")
+    rows = [model_terms(p, ELEMENT_BYTES[precision], separate, fused) for p in profiles]
     x = design(rows, terms)
     scale = np.abs(x).max(axis=0)
     scale[scale == 0] = 1.0
@@ -337,7 +372,7 @@ def fit_device(profiles: list[Profile], latencies_ms: list[float], *,
               for n, m, p in zip(names, y, predicted)]
     return Device(name, precision, form if isinstance(form, str) else "custom", list(terms),
                   {t: float(v) for t, v in zip(terms, theta)}, fitted, **about,
-                  separate=list(separate))
+                  separate=list(separate), fused=list(fused))
 
 
 def variant_model(name: str, meta: bool = True):

@@ -59,6 +59,11 @@ class Backend:
         separate: The element-wise operations its runtime runs as passes of their own instead of
             fusing them into the convolution (``cost.latency.SEPARABLE``: ``"Norm"``,
             ``"Activation"``): what the latency model prices as layers.
+        fused: The data operations its runtime fuses away (``cost.latency.FUSIBLE``: ``"Add"``
+            a residual addition into the convolution before it, ``"Activation"`` an activation
+            into the addition or concatenation before it), as its per-operator profile of
+            ShuffleNet shows (``benchmarks/results/latency_model_fusion.md``); () where not
+            profiled: the latency model prices those operations.
         write: ``write(backend, model, path, calibration, resolution, **options)`` -> an
             ``ExportReport``: writes the verified file; None for the torch backends.
         run: ``run(backend, path, model, threads, ort_spinning)`` -> the runner.
@@ -77,6 +82,7 @@ class Backend:
     options: tuple[str, ...] = ()
     requires: Callable[[], bool] | None = None
     separate: tuple[str, ...] = ()
+    fused: tuple[str, ...] = ()
     write: Callable[..., ExportReport] | None = None
     run: Callable[..., Callable] | None = None
 
@@ -237,10 +243,11 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("compile", "torch", "torch, BN folded, channels_last, torch.compile with freezing "
             "(compiles on first call)", in_all=False, channels_last=True, run=_run_compiled),
     Backend("onnx", description="ONNX Runtime fp32 on our export", default=True,
-            options=("tolerance", "fold_bn", "extra"), write=_write_onnx, **_ONNX),
+            options=("tolerance", "fold_bn", "extra"), fused=("Add",), write=_write_onnx,
+            **_ONNX),
     Backend("int8", description="ONNX Runtime int8 (static, per-channel) on our export",
             precision="int8", default=True, options=(*INT8_OPTIONS, "per_channel", "extra"),
-            write=_write_int8, **_ONNX),
+            fused=("Activation",), write=_write_int8, **_ONNX),
     Backend("executorch", "executorch", "ExecuTorch fp32, XNNPACK delegate", extra="executorch",
             suffix=".pte", options=("tolerance", "allow_portable"), **_PHONE),
     Backend("executorch-int8", "executorch", "ExecuTorch int8 (PT2E static, per-channel), "
@@ -252,16 +259,18 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
             "int8", "litert", ".tflite", options=(*INT8_OPTIONS, "allow_portable", "nhwc"),
             **_PHONE),
     Backend("openvino", "openvino", "OpenVINO fp32, CPU plugin", extra="openvino", suffix=".xml",
-            options=("tolerance",), **_PHONE),
+            options=("tolerance",), fused=("Add",), **_PHONE),
     Backend("openvino-bf16", "openvino", "OpenVINO bf16, CPU plugin (AVX512_BF16 or AMX CPUs)",
             "bf16", "openvino", ".xml", options=("min_top1_agreement", "check_inputs"),
             requires=bf16_supported, **_PHONE),
     Backend("openvino-int8", "openvino", "OpenVINO int8, CPU plugin, on our int8 ONNX (static, "
-            "per-channel)", "int8", "openvino", ".xml", options=INT8_OPTIONS, **_PHONE),
+            "per-channel)", "int8", "openvino", ".xml", options=INT8_OPTIONS,
+            fused=("Add", "Activation"), **_PHONE),
     Backend("timm", "torch", "peer: timm MobileNet V1, eager", peer_of="mobilenet_v1",
             in_all=False, default=True, separate=_EAGER, run=_run_eager),
     Backend("timm-onnx", description="peer: ONNX Runtime fp32 on timm's export",
-            peer_of="mobilenet_v1", in_all=False, default=True, write=_write_onnx, **_ONNX),
+            peer_of="mobilenet_v1", in_all=False, default=True, fused=("Add",),
+            write=_write_onnx, **_ONNX),
     Backend("torchvision", "torch", "peer: torchvision MobileNetV2, eager",
             peer_of="mobilenet_v2", in_all=False, default=True, separate=_EAGER, run=_run_eager),
 )}

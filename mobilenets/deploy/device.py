@@ -66,16 +66,18 @@ def backend_precision(backend: str) -> str:
 
 def backend_fit(backend: str | None) -> dict:
     """``fit_device``'s keyword arguments for measurements of ``backend``: the ``precision`` it
-    computes in and the element-wise passes its runtime runs on their own (``separate``,
-    ``Backend.separate``); fp32 and every pass fused for measurements that name no backend.
+    computes in, the element-wise passes its runtime runs on their own (``separate``,
+    ``Backend.separate``) and the data operations it fuses away (``fused``,
+    ``Backend.fused``); fp32, every pass fused and every data operation run for measurements
+    that name no backend.
 
     Raises:
         ValueError: for an unknown backend.
     """
     if backend is None:
-        return {"precision": "fp32", "separate": ()}
+        return {"precision": "fp32", "separate": (), "fused": ()}
     b = get_backend(backend)
-    return {"precision": b.precision, "separate": b.separate}
+    return {"precision": b.precision, "separate": b.separate, "fused": b.fused}
 
 
 def export_for(jobs: list[tuple[str, str, Path]], calibration_data: str, workers: int = 1,
