@@ -1,5 +1,7 @@
 """Deployment: BN folding, ONNX export with its parity check, int8, bench and pick."""
 
+from collections import Counter
+
 import onnx
 import pytest
 import torch
@@ -82,7 +84,7 @@ def test_export_mismatch_is_an_error_and_writes_nothing(tmp_path, monkeypatch):
 
 
 @pytest.mark.numerics
-def test_quantize_int8_per_channel(tmp_path):
+def test_quantize_int8_per_channel(tmp_path, onnx_file):
     model = _model(width_mult=0.5)
     calib = [torch.rand(16, 3, 32, 32) * 2 - 1 for _ in range(2)]
     path = tmp_path / "q.onnx"
@@ -102,6 +104,13 @@ def test_quantize_int8_per_channel(tmp_path):
     float_weight = [n.input[1] in inits and inits[n.input[1]].data_type == onnx.TensorProto.FLOAT
                     for n in convs]
     assert float_weight[:3] == [True, True, False] and not any(float_weight[2:])
+    # V1 has no pool for ``rewrite_pools`` (its global pool is no AveragePool): the int8 file is
+    # the float export's graph (the same model at another width) with quantize/dequantize added
+    # and the ReLUs of the int8 layers folded into their output ranges
+    int8_ops = Counter(n.op_type for n in proto.graph.node)
+    fp32_ops = Counter(n.op_type for n in onnx.load(str(onnx_file)).graph.node)
+    assert int8_ops - Counter({k: int8_ops[k] for k in ("QuantizeLinear", "DequantizeLinear")}) \
+        == fp32_ops - Counter(Relu=fp32_ops["Relu"] - 2)
     all_int8 = quantize_int8(model, tmp_path / "all.onnx", calib, min_top1_agreement=0.0,
                              float_layers=0)
     assert all_int8.format == "onnx-int8"

@@ -14,7 +14,9 @@ from mobilenets.cli import main
 from mobilenets.cost.memory import KB
 from mobilenets.cost.profiler import profile_model
 from mobilenets.deploy.bench import bench, default_backends
-from mobilenets.deploy.onnx_export import OnnxModule, export_onnx, quantize_int8
+from mobilenets.deploy.layer_times import by_layer_type, kernel_times
+from mobilenets.deploy.onnx_export import (POOL_AS_CONV, OnnxModule, export_onnx, quantize_int8,
+                                           rewrite_pools)
 from mobilenets.models.layers import ChannelShuffle, Pool2d, ShuffleUnit
 from mobilenets.models.registry import build_from_config, config_name, variant_name
 from mobilenets.models.shufflenet import (SHUFFLENET_STAGE_CHANNELS, ShuffleNetV1,
@@ -287,6 +289,77 @@ def test_onnx_fp32_and_int8_export(tmp_path):
     with torch.no_grad():
         ref = model(calib[0])
     assert F.cosine_similarity(out.flatten(), ref.flatten(), dim=0) > 0.9
+
+
+def test_rewrite_pools_computes_the_same_function(tmp_path):
+    """The average pools become depthwise convolutions that compute them (the float file still
+    agrees with torch), the max pool and the Pad before it are named to stay fp32, with the
+    layers that read it."""
+    import onnxruntime as ort
+
+    model = tiny()
+    model.config.resolution = 40  # odd sizes below (10, 5, 3): the pads and the strides matter
+    export_onnx(model, tmp_path / "sn.onnx")
+    proto = onnx.shape_inference.infer_shapes(onnx.load(str(tmp_path / "sn.onnx")))
+    keep = rewrite_pools(proto)
+    ops = [n.op_type for n in proto.graph.node]
+    assert "AveragePool" not in ops
+    assert sum(POOL_AS_CONV in n.name and n.op_type == "Conv" for n in proto.graph.node) == 3
+    by_name = {n.name: n for n in proto.graph.node}
+    pool = next(n for n in proto.graph.node if n.op_type == "MaxPool")
+    # the max pool, its Pad, and what reads it: unit 1's shortcut pool and first 1x1 convolution
+    assert {by_name[k].op_type for k in keep} == {"MaxPool", "Pad", "Conv"} and len(keep) == 4
+    assert all(pool.output[0] in by_name[k].input for k in keep if by_name[k].op_type == "Conv")
+    onnx.save_model(proto, str(tmp_path / "rewritten.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "rewritten.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    x = torch.randn(2, 3, 40, 40)
+    with torch.no_grad():
+        ref = model(x)
+    out = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
+def ort_optimized_graph(path, tmp_path):
+    """The graph ONNX Runtime runs for ``path``: its optimizer's output at the level
+    ``onnx_export.ort_session`` uses, with the tensors' types."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    opts.log_severity_level = 3
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return onnx.load(opts.optimized_model_filepath).graph
+
+
+@pytest.mark.numerics
+def test_int8_pools_stay_off_the_uint8_pool_kernels(tmp_path):
+    """ONNX Runtime's uint8 pools (an NCHW MaxPool on uint8, QLinearAveragePool) are slower
+    than its fp32 pools and int8 convolutions (benchmarks/results/int8_pools.md): in the int8
+    ShuffleNet ORT runs every pool on float32, the average pools as convolutions (profiled as
+    the pools, so the kernels still map onto the layers), and the logits stay the float model's."""
+    model = tiny(width_mult=0.5)
+    model.config.resolution = 64
+    calib = [torch.rand(16, 3, 64, 64) * 2 - 1]
+    with torch.no_grad():  # BN statistics of these images, so that the int8 ranges fit
+        for _ in range(3):
+            model.train()(calib[0])
+    model.eval()
+    path = tmp_path / "sn8.onnx"
+    quantize_int8(model, path, calib, min_top1_agreement=0.0)
+    graph = ort_optimized_graph(path, tmp_path)
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input]}
+    pools = [n for n in graph.node if "Pool" in n.op_type]
+    assert pools and not any(n.op_type.startswith("QLinear") for n in pools)
+    assert all(types.get(n.input[0]) == onnx.TensorProto.FLOAT for n in pools)
+    kernels = kernel_times(path, (3, 64, 64), threads=1, runs=1)
+    assert [op for op, _ in kernels].count("AveragePool") == 3  # one per stage's first unit
+    by_layer_type(model, (3, 64, 64), kernels)  # raises if the pools were counted as layers
+    with torch.no_grad():
+        ref = model(calib[0])
+    out = OnnxModule(path)(calib[0])
+    assert F.cosine_similarity(out.flatten(), ref.flatten(), dim=0) > 0.98
 
 
 def test_bench_offers_our_backends():

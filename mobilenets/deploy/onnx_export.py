@@ -310,6 +310,77 @@ def _logit_scale(model: nn.Module, shape) -> float:
         return float(model(torch.randn(3, *shape, generator=torch.Generator().manual_seed(0))).abs().max())
 
 
+#: The mark in the node and output names of a convolution that computes an average pool
+#: (``rewrite_pools``), so a profile can count its kernel as the pool (``layer_times``).
+POOL_AS_CONV = "avgpool_as_conv"
+
+
+def rewrite_pools(proto) -> list[str]:
+    """Keep an ONNX model's pools off ONNX Runtime's uint8 pool kernels, before int8 quantization.
+
+    ONNX Runtime runs a quantized pool in NCHW uint8 kernels (``MaxPool`` on uint8,
+    ``QLinearAveragePool``) that are far slower than its fp32 pools and its int8 convolutions
+    (``benchmarks/results/int8_pools.md``). So, in place:
+
+    - every ``AveragePool`` becomes the depthwise ``Conv`` it equals: weights ``1 / (kh * kw)``,
+      one group per channel, the pool's strides and pads (exact where the pool counts its padding,
+      as ``count_include_pad=1`` does, or pads nothing). The quantizer then treats it as any
+      depthwise convolution (an int8 ``QLinearConv``; ``1 / (kh * kw)`` is exact in int8 with a
+      per-channel scale). Left as it is: a pool of another shape, ``ceil_mode``, ``auto_pad``,
+      or channels unknown. Its node and output names carry ``POOL_AS_CONV``.
+    - every ``MaxPool`` is to stay fp32, with the ``Pad`` before it and the nodes that read it:
+      were a quantized node to read it, the quantizer's ``QuantizeLinear`` after it would be moved
+      above it by ONNX Runtime's optimizer, which then runs it on uint8.
+
+    A model without ``AveragePool`` and ``MaxPool`` nodes (MobileNet V1, V2: their global pool is
+    a ``ReduceMean``/``GlobalAveragePool``) is not changed.
+
+    Args:
+        proto: An ``onnx.ModelProto`` with shapes inferred (``quant_pre_process``); changed in
+            place.
+
+    Returns:
+        The names of the nodes to keep fp32 (``quantize_static``'s ``nodes_to_exclude``).
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    channels = {v.name: v.type.tensor_type.shape.dim[1].dim_value
+                for v in [*graph.value_info, *graph.input] if len(v.type.tensor_type.shape.dim) == 4}
+    outputs = {o.name for o in graph.output}
+    for i, node in enumerate(list(graph.node)):
+        if node.op_type != "AveragePool" or node.output[0] in outputs:
+            continue
+        a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+        k, c = list(a["kernel_shape"]), channels.get(node.input[0], 0)
+        pads = list(a.get("pads", [0] * 2 * len(k)))
+        if (len(k) != 2 or c < 1 or a.get("ceil_mode", 0) or a.get("auto_pad", b"NOTSET") != b"NOTSET"
+                or (any(pads) and not a.get("count_include_pad", 0))):
+            continue
+        weight = numpy_helper.from_array(np.full((c, 1, *k), 1 / (k[0] * k[1]), np.float32),
+                                         f"{node.name}_{POOL_AS_CONV}_weight")
+        graph.initializer.append(weight)
+        old, new = node.output[0], f"{node.output[0]}_{POOL_AS_CONV}"
+        for other in graph.node:
+            other.input[:] = [new if name == old else name for name in other.input]
+        for info in graph.value_info:
+            if info.name == old:
+                info.name = new
+        graph.node[i].CopyFrom(helper.make_node(
+            "Conv", [node.input[0], weight.name], [new], name=f"{node.name}_{POOL_AS_CONV}", group=c,
+            kernel_shape=k, strides=a.get("strides", [1, 1]), pads=pads,
+            dilations=a.get("dilations", [1, 1])))
+    producer = {out: n for n in graph.node for out in n.output}
+    keep = []
+    for node in graph.node:
+        if node.op_type == "MaxPool":
+            pad = producer.get(node.input[0])
+            keep += [node.name] + ([pad.name] if pad is not None and pad.op_type == "Pad" else [])
+            keep += [n.name for n in graph.node if node.output[0] in n.input]
+    return keep
+
+
 def quantize_int8(model: nn.Module, path: str | os.PathLike, calibration: Iterable[torch.Tensor],
                   resolution: int | None = None, per_channel: bool = True,
                   min_top1_agreement: float = 0.9, check_inputs: torch.Tensor | None = None,
@@ -340,6 +411,11 @@ def quantize_int8(model: nn.Module, path: str | os.PathLike, calibration: Iterab
         float_classifier: Keep the classifier (Gemm/MatMul) fp32, so the logits are not rounded
             to 8 bits (``deploy.quantize`` says why; ``docs/deployment.md`` has the agreement
             either way). Default True.
+
+    Pools (ShuffleNet's; MobileNet V1 and V2 have none but the global one) never run on ONNX
+    Runtime's slow uint8 pool kernels: an average pool is quantized as the depthwise convolution
+    it equals, a max pool stays fp32 with the layers it feeds (``rewrite_pools``;
+    ``benchmarks/results/int8_pools.md`` compares the options).
 
     Returns:
         An ``ExportReport`` (max |diff| of the logits and top-1 agreement with the float model).
@@ -386,10 +462,13 @@ def quantize_int8(model: nn.Module, path: str | os.PathLike, calibration: Iterab
             fp32, pre = work / "fp32.onnx", work / "pre.onnx"
             _torch_export(fold_batchnorm(reference), fp32, shape, OPSET)
             quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-            nodes = onnx.load(str(pre)).graph.node
+            proto = onnx.load(str(pre))
+            nodes = proto.graph.node
             keep = [n.name for n in nodes if n.op_type == "Conv"][:float_layers]
             if float_classifier:
                 keep += [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]
+            keep += rewrite_pools(proto)  # after counting float_layers: pools are no layers
+            onnx.save_model(proto, str(pre))
             quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
                             per_channel=per_channel, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
