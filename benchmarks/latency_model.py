@@ -297,7 +297,7 @@ def cmd_fusion(args) -> None:
 
     from mobilenets.deploy.backends import get_backend
     from mobilenets.deploy.bench import calibration_images, export_backend
-    from mobilenets.deploy.layer_times import runtime_operations
+    from mobilenets.deploy.layer_times import OPERATION_LISTS, runtime_operations
     from mobilenets.cost.latency import variant_model
 
     mach = machine_info(1)
@@ -307,7 +307,7 @@ def cmd_fusion(args) -> None:
         shape = (3, model.config.input_size, model.config.input_size)
         kinds = [r.kind for r in variant_profile(name).data_ops]
         for b in check_backends(args.backends):
-            if get_backend(b).runtime not in ("onnxruntime", "executorch", "openvino"):
+            if get_backend(b).runtime not in OPERATION_LISTS:
                 continue
             row = {"model": name, "backend": b, "fused": ",".join(get_backend(b).fused) or "-",
                    "model_adds": kinds.count("Add"),

@@ -110,15 +110,13 @@ def cached_export(key: str, path: Path, write: Callable[[Path], None]) -> Path:
         work = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=store))
         try:
             write(work)
-            os.rename(work, entry)
-        except OSError:
-            if not entry.is_dir():  # not a writer beside us that won the rename
-                shutil.rmtree(work, ignore_errors=True)
-                raise
-            shutil.rmtree(work, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
+            try:
+                os.rename(work, entry)
+            except OSError:
+                if not entry.is_dir():  # else a writer beside us renamed the same file first
+                    raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)  # gone after a rename
     path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(entry, path.parent, symlinks=True, dirs_exist_ok=True)
     return path

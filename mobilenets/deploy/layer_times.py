@@ -130,12 +130,34 @@ def operator_times(pte: str | Path, shape, runs: int, workdir: str | Path
     return out, delegate_us
 
 
+def _openvino_operations(path, shape, workdir) -> list[str]:
+    from mobilenets.deploy.runtimes import require
+
+    ov = require("openvino")
+    request = ov.Core().compile_model(str(path), "CPU", {
+        "PERF_COUNT": True, "INFERENCE_NUM_THREADS": 1,
+        "INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+    request.infer({0: _random_input(shape)})
+    # The execution graph's own type says "Eltwise" for additions and activations alike.
+    return [p.node_type for p in request.get_profiling_info() if p.status.name == "EXECUTED"]
+
+
+#: The runtimes whose operations ``runtime_operations`` lists, and how: ``(path, shape,
+#: workdir)`` -> the operations run, in order.
+OPERATION_LISTS: dict[str, Callable] = {
+    "onnxruntime": lambda path, shape, workdir: [op for op, _ in kernel_times(path, shape, 1, 2)],
+    "executorch": lambda path, shape, workdir: [
+        op for op, _ in operator_times(path, shape, 2, workdir)[0]],
+    "openvino": _openvino_operations,
+}
+
+
 def runtime_operations(backend: str, path: str | Path, shape, workdir: str | Path
                        ) -> dict[str, int]:
     """How many operations of each type the runtime of ``backend`` runs for its exported file
-    at batch 1, after its own graph rewrites and fusions: ONNX Runtime's kernels
-    (``kernel_times``), XNNPACK's operators inside ExecuTorch (``operator_times``), the nodes of
-    OpenVINO's compiled (execution) graph. What ``Backend.fused`` rests on.
+    at batch 1, after its own graph rewrites and fusions (``OPERATION_LISTS``): ONNX Runtime's
+    kernels (``kernel_times``), XNNPACK's operators inside ExecuTorch (``operator_times``), the
+    nodes OpenVINO's performance counters report executed. What ``Backend.fused`` rests on.
 
     Raises:
         ValueError: for a backend of another runtime (torch, LiteRT: no profiler here).
@@ -145,24 +167,9 @@ def runtime_operations(backend: str, path: str | Path, shape, workdir: str | Pat
     from mobilenets.deploy.backends import get_backend
 
     runtime = get_backend(backend).runtime
-    if runtime == "onnxruntime":
-        ops = [op for op, _ in kernel_times(path, shape, 1, 2)]
-    elif runtime == "executorch":
-        ops = [op for op, _ in operator_times(path, shape, 2, workdir)[0]]
-    elif runtime == "openvino":
-        from mobilenets.deploy.runtimes import require
-
-        ov = require("openvino")
-        request = ov.Core().compile_model(str(path), "CPU", {
-            "PERF_COUNT": True, "INFERENCE_NUM_THREADS": 1,
-            "INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
-        request.infer({0: _random_input(shape)})
-        # The execution graph's own type says "Eltwise" for additions and activations alike.
-        ops = [p.node_type for p in request.get_profiling_info()
-               if p.status.name == "EXECUTED"]
-    else:
+    if runtime not in OPERATION_LISTS:
         raise ValueError(f"no per-operation profile of {backend!r} ({runtime}) here")
-    return dict(Counter(ops))
+    return dict(Counter(OPERATION_LISTS[runtime](path, shape, workdir)))
 
 
 def median_call_us(call: Callable[[], object], runs: int) -> float:

@@ -193,6 +193,12 @@ def measure_rows(rows: list[dict], threads: int = 2, rounds: int = 5, iters: int
         row["source"] = "measured"
 
 
+def within_size(row: dict, max_params=None, max_madds=None) -> bool:
+    """Whether ``row`` is within the size budgets (None: no budget)."""
+    return ((max_params is None or row["params"] <= max_params)
+            and (max_madds is None or row["madds"] <= max_madds))
+
+
 def choose(rows: list[dict], latency_ms=None, max_params=None, max_madds=None) -> dict:
     """Mark every row's ``fits`` and ``chosen``; return the chosen row: the most accurate that
     fits (the faster on a tie).
@@ -202,8 +208,7 @@ def choose(rows: list[dict], latency_ms=None, max_params=None, max_madds=None) -
     """
     for row in rows:
         row["fits"] = ((latency_ms is None or row["latency_ms"] <= latency_ms)
-                       and (max_params is None or row["params"] <= max_params)
-                       and (max_madds is None or row["madds"] <= max_madds))
+                       and within_size(row, max_params, max_madds))
     fitting = [r for r in rows if r["fits"]]
     if not fitting:
         fastest = min(rows, key=lambda r: r["latency_ms"])
@@ -334,8 +339,7 @@ def frontier_neighbours(rows: list[dict], choice: dict, max_params=None,
     and just slower than it, the ones a wrong prediction would have chosen instead."""
     from mobilenets.engine.plots import pareto_frontier
 
-    sized = [r for r in rows if (max_params is None or r["params"] <= max_params)
-             and (max_madds is None or r["madds"] <= max_madds)]
+    sized = [r for r in rows if within_size(r, max_params, max_madds)]
     front = pareto_frontier(sized, "latency_ms")
     at = next((i for i, r in enumerate(front) if r is choice), None)
     if at is None:
@@ -354,8 +358,7 @@ def near_misses(rows: list[dict], choice: dict, latency_ms: float | None, margin
     out = {}
     for r in rows:
         if (r["top1"] <= choice["top1"] or r["source"] != "predicted"
-                or (max_params is not None and r["params"] > max_params)
-                or (max_madds is not None and r["madds"] > max_madds)
+                or not within_size(r, max_params, max_madds)
                 or r["latency_ms"] > latency_ms * (1 + margin)):
             continue
         if any(o["label"] == r["label"] and o["source"] == "measured"
